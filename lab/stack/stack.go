@@ -1,0 +1,116 @@
+// Package stack is the one description of the lab's processes: which services exist,
+// their ports, databases and the environment each is started with. `lab up`, the
+// end-to-end tests and (later) the compose file are all derived from it, so native and
+// compose modes cannot drift apart.
+package stack
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+)
+
+// Service is one shop process.
+type Service struct {
+	Name string // also its directory under services/ and its database/role name
+	Port int    // native HTTP port
+	DB   bool   // owns a database
+	// Upstreams are the services it calls over HTTP: it gets <NAME>_URL for each.
+	Upstreams []string
+}
+
+// Services in start order (dependencies first; the gateway last).
+var Services = []Service{
+	{Name: "users", Port: 8101, DB: true},
+	{Name: "catalog", Port: 8102, DB: true},
+	{Name: "orders", Port: 8103, DB: true, Upstreams: []string{"catalog"}},
+	{Name: "payments", Port: 8104, DB: true},
+	{Name: "inventory", Port: 8105, DB: true},
+	{Name: "shipping", Port: 8106, DB: true},
+	{Name: "notifications", Port: 8107, DB: true},
+	{Name: "gateway", Port: 8000, Upstreams: []string{"users", "catalog", "orders"}},
+}
+
+// LabDB is the control plane's database (settings), owned by the dashboard.
+const LabDB = "lab"
+
+// Config is what differs between one running lab and another: addresses of the
+// infrastructure, a prefix for database names (tests), and a port offset (tests).
+type Config struct {
+	AdminDatabaseURL string // superuser URL used to provision databases and roles
+	AMQPURL          string
+	DBPrefix         string // "" natively; a unique prefix per test run
+	PortOffset       int    // 0 natively; a unique offset per test run
+	Host             string // bind host, 127.0.0.1 natively
+}
+
+// Find returns the service called name.
+func Find(name string) (Service, bool) {
+	for _, s := range Services {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Service{}, false
+}
+
+// DBName is the database (and role) name of a service in this lab.
+func (c Config) DBName(service string) string { return c.DBPrefix + service }
+
+// Addr is the host:port a service listens on.
+func (c Config) Addr(s Service) string {
+	return c.Host + ":" + strconv.Itoa(s.Port+c.PortOffset)
+}
+
+// URL is the base URL of a service.
+func (c Config) URL(s Service) string { return "http://" + c.Addr(s) }
+
+// DatabaseURL is the URL a service connects to its own database with, as its own role.
+func (c Config) DatabaseURL(db string) (string, error) {
+	u, err := url.Parse(c.AdminDatabaseURL)
+	if err != nil {
+		return "", fmt.Errorf("parse admin database url: %w", err)
+	}
+	u.User = url.UserPassword(db, db) // dev password = role name; compose uses the same
+	u.Path = "/" + db
+	return u.String(), nil
+}
+
+// Env is the environment a service process is started with.
+func (c Config) Env(s Service, instance string) ([]string, error) {
+	env := []string{
+		"HTTP_ADDR=" + c.Addr(s),
+		"AMQP_URL=" + c.AMQPURL,
+		"INSTANCE_ID=" + instance,
+	}
+	lab, err := c.DatabaseURL(c.DBName(LabDB))
+	if err != nil {
+		return nil, err
+	}
+	env = append(env, "LAB_DATABASE_URL="+lab)
+	if s.DB {
+		u, err := c.DatabaseURL(c.DBName(s.Name))
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, "DATABASE_URL="+u)
+	}
+	for _, up := range s.Upstreams {
+		us, ok := Find(up)
+		if !ok {
+			return nil, fmt.Errorf("service %s: unknown upstream %s", s.Name, up)
+		}
+		env = append(env, envName(up)+"_URL="+c.URL(us))
+	}
+	return env, nil
+}
+
+func envName(s string) string {
+	b := []byte(s)
+	for i, r := range b {
+		if r >= 'a' && r <= 'z' {
+			b[i] = r - 'a' + 'A'
+		}
+	}
+	return string(b)
+}

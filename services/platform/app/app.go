@@ -1,0 +1,296 @@
+// Package app is the start-up and shutdown sequence every shop service shares, so each
+// service's main.go only says what is particular to it.
+//
+// Start: log the config (masked) → open and migrate the database → read the lab settings
+// (before consuming or serving anything) → connect to RabbitMQ. Run: relay the outbox,
+// follow lab.control, consume, serve HTTP; on SIGTERM stop intake, let in-flight work
+// finish and ack, relay what it emitted, close.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"microlab/services/contracts"
+	"microlab/services/platform"
+	"microlab/services/platform/bus"
+	"microlab/services/platform/config"
+	"microlab/services/platform/control"
+	"microlab/services/platform/httpx"
+	"microlab/services/platform/inbox"
+	"microlab/services/platform/outbox"
+	"microlab/services/platform/pg"
+)
+
+// Base is the configuration every service shares. Services embed it in their Config.
+type Base struct {
+	HTTPAddr        string        `env:"HTTP_ADDR"`
+	DatabaseURL     string        `env:"DATABASE_URL"`
+	AMQPURL         string        `env:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	LabDatabaseURL  string        `env:"LAB_DATABASE_URL" default:"postgres://lab:lab@127.0.0.1:5432/lab"`
+	InstanceID      string        `env:"INSTANCE_ID"`
+	LogLevel        string        `env:"LOG_LEVEL" default:"info"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"10s"`
+	StartTimeout    time.Duration `env:"START_TIMEOUT" default:"60s"`
+	Prefetch        int           `env:"AMQP_PREFETCH" default:"20"`
+	Workers         int           `env:"AMQP_WORKERS" default:"4"`
+}
+
+// Options say what a service needs.
+type Options struct {
+	Name        string
+	DefaultPort int    // 127.0.0.1:<port> unless HTTP_ADDR says otherwise
+	Migrations  fs.FS  // the service's own migrations; nil: no database
+	Consumes    bool   // connects to RabbitMQ to consume and emit events
+	Version     string // build version, logged
+}
+
+// App is a started service.
+type App struct {
+	Name     string
+	Base     Base
+	Log      *slog.Logger
+	DB       *pgxpool.Pool   // nil without Migrations
+	Bus      *bus.Conn       // nil unless Consumes
+	Pub      *bus.Publisher  // nil unless Consumes
+	Outbox   *outbox.Outbox  // nil without DB or bus
+	Settings *control.Watcher
+
+	store     *control.Store
+	mux       *http.ServeMux
+	consumers []consumer
+	loops     []loop
+	ready     atomic.Bool
+}
+
+type consumer struct {
+	q bus.Queue
+	h bus.Handler
+}
+
+type loop struct {
+	name string
+	f    func(context.Context) error
+}
+
+// Logger returns the JSON logger every process uses.
+func Logger(w io.Writer, service, instance, level string) *slog.Logger {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		lv = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})).
+		With("service", service, "instance", instance)
+}
+
+// LoadConfig reads cfg (a pointer to a struct embedding Base) and fills Base's defaults
+// that depend on the service (its address and database).
+func LoadConfig(getenv config.Getenv, opts Options, cfg any, base func() *Base) error {
+	if err := config.Load(getenv, cfg); err != nil {
+		return err
+	}
+	b := base()
+	if b.HTTPAddr == "" {
+		b.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", opts.DefaultPort)
+	}
+	if b.DatabaseURL == "" && opts.Migrations != nil {
+		b.DatabaseURL = fmt.Sprintf("postgres://%[1]s:%[1]s@127.0.0.1:5432/%[1]s", opts.Name)
+	}
+	if b.InstanceID == "" {
+		host, _ := os.Hostname()
+		b.InstanceID = fmt.Sprintf("%s-%s-%d", opts.Name, host, os.Getpid())
+	}
+	return nil
+}
+
+// Start builds the service's dependencies in order. cfg is the full config (logged
+// once, masked); base points at its embedded Base.
+func Start(ctx context.Context, opts Options, base Base, cfg any, stdout io.Writer) (*App, error) {
+	log := Logger(stdout, opts.Name, base.InstanceID, base.LogLevel)
+	log.Info("starting", "version", opts.Version, "config", config.Describe(cfg))
+	a := &App{Name: opts.Name, Base: base, Log: log, mux: http.NewServeMux()}
+	sctx, cancel := context.WithTimeout(ctx, base.StartTimeout)
+	defer cancel()
+	if err := a.start(sctx, opts); err != nil {
+		a.close()
+		return nil, err
+	}
+	httpx.Health(a.mux, a.readiness)
+	return a, nil
+}
+
+func (a *App) start(ctx context.Context, opts Options) error {
+	var err error
+	if opts.Migrations != nil {
+		if a.DB, err = pg.Open(ctx, a.Base.DatabaseURL); err != nil {
+			return fmt.Errorf("database: %w", err)
+		}
+		kit, err := fs.Sub(platform.Migrations(), "migrations")
+		if err != nil {
+			return err
+		}
+		if err := pg.Migrate(ctx, a.DB, kit, "goose_platform"); err != nil {
+			return fmt.Errorf("platform tables: %w", err)
+		}
+		if err := pg.Migrate(ctx, a.DB, opts.Migrations, "goose_db_version"); err != nil {
+			return fmt.Errorf("%s tables: %w", opts.Name, err)
+		}
+	}
+	// Settings before anything consumes or serves: an instance must never act on
+	// defaults that the lab has changed.
+	if a.store, err = control.OpenStore(ctx, a.Base.LabDatabaseURL); err != nil {
+		return err
+	}
+	if a.Settings, err = control.NewWatcher(ctx, a.store, a.Log, nil); err != nil {
+		return err
+	}
+	a.Log.Info("lab settings read", "settings", a.Settings.Current().Values, "revision", a.Settings.Current().Revision)
+	if opts.Consumes {
+		if a.Bus, err = bus.Dial(ctx, a.Base.AMQPURL, a.Base.InstanceID, a.Log); err != nil {
+			return err
+		}
+		a.Pub = bus.NewPublisher(a.Bus, a.Log)
+		if a.DB != nil {
+			a.Outbox = outbox.New(a.DB, a.Pub, func() bool { return a.Settings.Current().Outbox() }, a.Log)
+		}
+	}
+	return nil
+}
+
+// Mux is where the service registers its HTTP routes (/healthz and /readyz are there).
+func (a *App) Mux() *http.ServeMux { return a.mux }
+
+// Emit records an event or command for publication (see outbox.Outbox.Emit).
+func (a *App) Emit(ctx context.Context, env contracts.Envelope) error {
+	if a.Outbox == nil {
+		return errors.New("emit: service has no outbox")
+	}
+	return a.Outbox.Emit(ctx, env)
+}
+
+// Consume registers a queue and its handlers. Every message goes through:
+// recover → log → inbox (transaction + dedupe) → handler.
+func (a *App) Consume(q bus.Queue, routes bus.Routes) {
+	inboxOn := func() bool { return a.Settings.Current().Inbox() }
+	h := bus.Chain(bus.Dispatch(routes),
+		bus.Recover(),
+		bus.Log(a.Log),
+		inbox.Middleware(a.DB, q.Service, inboxOn, a.Log),
+	)
+	a.consumers = append(a.consumers, consumer{q: q, h: h})
+}
+
+// Go registers a background loop that runs while the service takes work (e.g. the saga
+// timeout scanner). It stops with intake, before the outbox's last relay.
+func (a *App) Go(name string, f func(ctx context.Context) error) {
+	a.loops = append(a.loops, loop{name: name, f: f})
+}
+
+func (a *App) readiness(ctx context.Context) error {
+	if !a.ready.Load() {
+		return errors.New("not started or shutting down")
+	}
+	if a.DB != nil {
+		if err := a.DB.Ping(ctx); err != nil {
+			return fmt.Errorf("database: %w", err)
+		}
+	}
+	return nil
+}
+
+// Run serves and consumes until ctx ends (SIGTERM), then shuts down gracefully.
+func (a *App) Run(ctx context.Context) error {
+	defer a.close()
+	// Background work (outbox relay, settings) outlives intake so that events emitted by
+	// the last in-flight handlers still get relayed.
+	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBg()
+	var bgWG, fgWG sync.WaitGroup
+	run := func(wg *sync.WaitGroup, ctx context.Context, name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				a.Log.Error("background task stopped", "task", name, "err", err)
+			}
+		}()
+	}
+	if a.Outbox != nil {
+		run(&bgWG, bg, "outbox relay", a.Outbox.Run)
+		run(&bgWG, bg, "outbox prune", func(ctx context.Context) error {
+			t := time.NewTicker(time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					if err := a.Outbox.Prune(ctx, 10*time.Minute); err != nil {
+						a.Log.Warn("outbox prune failed", "err", err)
+					}
+				}
+			}
+		})
+	}
+	run(&bgWG, bg, "settings", func(ctx context.Context) error { return a.Settings.Run(ctx, a.Bus) })
+
+	fg, stopFg := context.WithCancel(ctx)
+	defer stopFg()
+	opts := bus.ConsumeOptions{Prefetch: a.Base.Prefetch, Workers: a.Base.Workers}
+	for _, c := range a.consumers {
+		run(&fgWG, fg, "consume "+c.q.Name(), func(ctx context.Context) error {
+			return bus.Consume(ctx, a.Bus, a.Pub, c.q, opts, c.h, a.Log)
+		})
+	}
+	for _, l := range a.loops {
+		run(&fgWG, fg, l.name, l.f)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- httpx.Serve(fg, a.Base.HTTPAddr, a.mux, a.Base.ShutdownTimeout, a.Log) }()
+	a.ready.Store(true)
+
+	var err error
+	select {
+	case <-ctx.Done():
+		a.Log.Info("shutting down", "grace", a.Base.ShutdownTimeout.String())
+	case err = <-errc:
+		errc = nil
+	}
+	a.ready.Store(false)
+	stopFg()
+	fgWG.Wait()
+	if errc != nil {
+		err = <-errc
+	}
+	stopBg()
+	bgWG.Wait()
+	if err != nil && !strings.Contains(err.Error(), "Server closed") {
+		return err
+	}
+	a.Log.Info("stopped")
+	return nil
+}
+
+func (a *App) close() {
+	if a.Bus != nil {
+		_ = a.Bus.Close()
+	}
+	if a.store != nil {
+		a.store.Close()
+	}
+	if a.DB != nil {
+		a.DB.Close()
+	}
+}

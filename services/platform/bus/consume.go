@@ -1,0 +1,222 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"microlab/services/contracts"
+)
+
+// Delivery is one message handed to a handler.
+type Delivery struct {
+	Queue         string
+	Exchange      string
+	RoutingKey    string
+	MessageID     string
+	Type          string
+	CorrelationID string
+	AppID         string
+	Headers       amqp.Table
+	Body          []byte
+	// Attempt counts deliveries through the retry queues: 1 the first time.
+	Attempt int
+}
+
+// Envelope decodes the body (errors wrap contracts.ErrMalformed).
+func (d Delivery) Envelope() (contracts.Envelope, error) { return contracts.Decode(d.Body) }
+
+// Handler handles one message. Returning nil acks it; an error sends it to the next retry
+// queue, or to the DLQ when retries are exhausted. A handler never sleeps to retry.
+type Handler func(ctx context.Context, d Delivery) error
+
+// Middleware wraps a handler to do one thing (recover, log, inbox, fault, ...).
+type Middleware func(Handler) Handler
+
+// Chain applies middleware so that the first one listed is the outermost.
+func Chain(h Handler, mws ...Middleware) Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
+
+// ConsumeOptions tune a consumer.
+type ConsumeOptions struct {
+	// Prefetch is the QoS: how many unacked messages the broker may push at once.
+	Prefetch int
+	// Workers handle deliveries concurrently (competing consumers inside one process).
+	Workers int
+	// HandlerTimeout bounds one handler call.
+	HandlerTimeout time.Duration
+}
+
+func (o ConsumeOptions) withDefaults() ConsumeOptions {
+	if o.Prefetch <= 0 {
+		o.Prefetch = 20
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.HandlerTimeout <= 0 {
+		o.HandlerTimeout = 30 * time.Second
+	}
+	return o
+}
+
+// Consume declares q and handles its messages until ctx ends, re-subscribing whenever
+// the channel or connection is lost. On ctx end it stops intake, lets in-flight handlers
+// finish and ack, and returns. Acks are manual: a message is acked only after its handler
+// returned (at-least-once), so a crash mid-handler means redelivery, never loss.
+func Consume(ctx context.Context, conn *Conn, pub *Publisher, q Queue, opts ConsumeOptions, h Handler, log *slog.Logger) error {
+	opts = opts.withDefaults()
+	log = log.With("queue", q.Name())
+	for {
+		err := consumeOnce(ctx, conn, pub, q, opts, h, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("consumer stopped, resubscribing", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func consumeOnce(ctx context.Context, conn *Conn, pub *Publisher, q Queue, opts ConsumeOptions, h Handler, log *slog.Logger) error {
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if err := q.Declare(ch); err != nil {
+		return err
+	}
+	if err := ch.Qos(opts.Prefetch, 0, false); err != nil {
+		return fmt.Errorf("qos: %w", err)
+	}
+	tag := fmt.Sprintf("%s-%p", q.Service, ch)
+	deliveries, err := ch.ConsumeWithContext(context.WithoutCancel(ctx), q.Name(), tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", q.Name(), err)
+	}
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+
+	work := make(chan amqp.Delivery)
+	var wg sync.WaitGroup
+	for range opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range work {
+				handle(ctx, pub, q, opts, h, log, d)
+			}
+		}()
+	}
+	defer func() {
+		close(work)
+		wg.Wait() // in-flight handlers finish and ack before the channel closes
+	}()
+	log.Info("consuming", "prefetch", opts.Prefetch, "workers", opts.Workers)
+	for {
+		select {
+		case <-ctx.Done():
+			// Stop intake; prefetched but unhandled messages return to the queue when
+			// the channel closes, so another instance (or our next start) gets them.
+			_ = ch.Cancel(tag, false)
+			return nil
+		case e := <-closed:
+			return fmt.Errorf("channel closed: %v", e)
+		case d, ok := <-deliveries:
+			if !ok {
+				return errors.New("delivery channel closed")
+			}
+			select {
+			case work <- d:
+			case <-ctx.Done():
+				_ = d.Nack(false, true)
+			}
+		}
+	}
+}
+
+func handle(ctx context.Context, pub *Publisher, q Queue, opts ConsumeOptions, h Handler, log *slog.Logger, d amqp.Delivery) {
+	del := Delivery{
+		Queue: q.Name(), Exchange: d.Exchange, RoutingKey: d.RoutingKey, MessageID: d.MessageId,
+		Type: d.Type, CorrelationID: d.CorrelationId, AppID: d.AppId, Headers: d.Headers,
+		Body: d.Body, Attempt: Attempt(d.Headers),
+	}
+	// The handler runs to completion even during shutdown: cutting it off half-way would
+	// only turn a finished effect into a redelivery.
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.HandlerTimeout)
+	err := h(hctx, del)
+	cancel()
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err == nil {
+		if aerr := d.Ack(false); aerr != nil {
+			log.Warn("ack failed; the message will be redelivered", "message_id", d.MessageId, "err", aerr)
+		}
+		return
+	}
+	retries := q.retries()
+	target, key, reason := "", q.RetryQueue(del.Attempt), "retry"
+	if del.Attempt > len(retries) {
+		target, key, reason = contracts.ExchangeDLX, q.DLQ(), "dead-letter"
+	}
+	msg := republish(d, del.Attempt+1, err)
+	if perr := pub.Publish(actx, target, key, msg); perr != nil {
+		// Could not park it: put it back on the work queue rather than lose it.
+		log.Warn("could not move failed message, requeueing", "message_id", d.MessageId, "err", perr)
+		_ = d.Nack(false, true)
+		return
+	}
+	log.Warn("handler failed", "message_id", d.MessageId, "type", d.Type, "attempt", del.Attempt,
+		"next", reason, "err", err, "correlation_id", d.CorrelationId)
+	if aerr := d.Ack(false); aerr != nil {
+		log.Warn("ack failed after moving message; it may be handled twice", "message_id", d.MessageId, "err", aerr)
+	}
+}
+
+func republish(d amqp.Delivery, attempt int, cause error) amqp.Publishing {
+	h := amqp.Table{}
+	for k, v := range d.Headers {
+		h[k] = v
+	}
+	h[contracts.HeaderAttempt] = int32(attempt)
+	h["x-last-error"] = truncate(cause.Error(), 500)
+	h["x-original-exchange"] = d.Exchange
+	h["x-original-routing-key"] = d.RoutingKey
+	return amqp.Publishing{
+		Headers: h, ContentType: d.ContentType, DeliveryMode: amqp.Persistent,
+		MessageId: d.MessageId, CorrelationId: d.CorrelationId, Timestamp: d.Timestamp,
+		Type: d.Type, AppId: d.AppId, Body: d.Body,
+	}
+}
+
+// Attempt reads x-attempt (1 when absent or unreadable).
+func Attempt(h amqp.Table) int {
+	switch v := h[contracts.HeaderAttempt].(type) {
+	case int32:
+		return max(int(v), 1)
+	case int64:
+		return max(int(v), 1)
+	case int:
+		return max(v, 1)
+	}
+	return 1
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

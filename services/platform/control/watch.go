@@ -1,0 +1,139 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"microlab/services/contracts"
+	"microlab/services/platform/bus"
+)
+
+// Watcher keeps an instance's view of the settings current.
+type Watcher struct {
+	store    *Store
+	log      *slog.Logger
+	cur      atomic.Pointer[Settings]
+	onChange func(old, new Settings)
+	// Resync is how often the database is re-read regardless of announcements.
+	Resync time.Duration
+}
+
+// NewWatcher reads the settings once (retrying until ctx ends: an instance must not
+// consume or serve with settings it has not read). onChange, if not nil, is called after
+// every change with the previous and the new snapshot.
+func NewWatcher(ctx context.Context, store *Store, log *slog.Logger, onChange func(old, new Settings)) (*Watcher, error) {
+	w := &Watcher{store: store, log: log, onChange: onChange, Resync: 5 * time.Second}
+	for {
+		s, err := store.Load(ctx)
+		if err == nil {
+			w.cur.Store(&s)
+			return w, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read lab settings: %w", err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Current is the snapshot in force.
+func (w *Watcher) Current() Settings { return *w.cur.Load() }
+
+// Run listens on lab.control (an exclusive queue per instance, re-declared after a
+// reconnect) and re-reads the database on every announcement and every Resync interval.
+func (w *Watcher) Run(ctx context.Context, conn *bus.Conn) error {
+	nudges := make(chan struct{}, 1)
+	if conn != nil { // without a bus (the gateway), the periodic re-read alone applies changes
+		go w.listen(ctx, conn, nudges)
+	}
+	t := time.NewTicker(w.Resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-nudges:
+		case <-t.C:
+		}
+		w.refresh(ctx)
+	}
+}
+
+func (w *Watcher) refresh(ctx context.Context) {
+	s, err := w.store.Load(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.WarnContext(ctx, "could not re-read lab settings; keeping the current ones", "err", err)
+		}
+		return
+	}
+	old := w.Current()
+	if s.Revision <= old.Revision {
+		return
+	}
+	w.cur.Store(&s)
+	for k, v := range s.Values {
+		if old.Values[k] != v {
+			w.log.InfoContext(ctx, "lab setting applied", "key", k, "old", old.Values[k], "new", v, "revision", s.Revision)
+		}
+	}
+	if w.onChange != nil {
+		w.onChange(old, s)
+	}
+}
+
+func (w *Watcher) listen(ctx context.Context, conn *bus.Conn, nudges chan<- struct{}) {
+	for ctx.Err() == nil {
+		err := func() error {
+			ch, err := conn.Channel(ctx)
+			if err != nil {
+				return err
+			}
+			defer ch.Close()
+			if err := bus.DeclareExchanges(ch); err != nil {
+				return err
+			}
+			q, err := ch.QueueDeclare("", false, true, true, false, nil)
+			if err != nil {
+				return err
+			}
+			if err := ch.QueueBind(q.Name, "", contracts.ExchangeControl, false, nil); err != nil {
+				return err
+			}
+			msgs, err := ch.ConsumeWithContext(ctx, q.Name, "", true, true, false, false, nil)
+			if err != nil {
+				return err
+			}
+			// We may have missed announcements while disconnected.
+			select {
+			case nudges <- struct{}{}:
+			default:
+			}
+			for m := range msgs {
+				var c Change
+				if err := json.Unmarshal(m.Body, &c); err != nil {
+					w.log.Warn("ignoring malformed lab.control message", "err", err)
+					continue
+				}
+				select {
+				case nudges <- struct{}{}:
+				default:
+				}
+			}
+			return fmt.Errorf("lab.control subscription closed")
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		w.log.Debug("lab.control listener reconnecting", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}

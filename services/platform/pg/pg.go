@@ -1,0 +1,142 @@
+// Package pg is the shop's PostgreSQL kit: a pgx pool, goose migrations from an embedded
+// FS (Provider API, no globals, so one process can migrate many databases), and the unit
+// of work carried in the context so a message handler's inbox row, its effect and its
+// outbox rows commit together.
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
+)
+
+// Querier is what store code needs: satisfied by *pgxpool.Pool and pgx.Tx.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Open connects a pool and waits (bounded by ctx) until the database answers, so a
+// service started before PostgreSQL is ready simply waits rather than crashing.
+func Open(ctx context.Context, url string, opts ...func(*pgxpool.Config)) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	for _, o := range opts {
+		o(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open pool: %w", err)
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err = pool.Ping(pctx)
+		cancel()
+		if err == nil {
+			return pool, nil
+		}
+		select {
+		case <-ctx.Done():
+			pool.Close()
+			return nil, fmt.Errorf("ping %s: %w", cfg.ConnConfig.Database, errors.Join(err, ctx.Err()))
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// Migrate applies every pending goose migration in fsys (the *.sql files at its root),
+// recording versions in table (different kits can share a database with different tables).
+func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, table string) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	store, err := database.NewStore(database.DialectPostgres, table)
+	if err != nil {
+		return fmt.Errorf("goose store: %w", err)
+	}
+	p, err := goose.NewProvider("", db, fsys, goose.WithStore(store))
+	if err != nil {
+		return fmt.Errorf("goose provider: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+type txKey struct{}
+
+type unit struct {
+	tx          pgx.Tx
+	afterCommit []func(context.Context)
+}
+
+// InTx runs fn inside one transaction carried in the context: store code that calls Q
+// with that context joins it. A nested InTx joins the outer transaction. The transaction
+// commits when fn returns nil and rolls back otherwise; functions registered with
+// AfterCommit run only after a successful commit.
+func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context) error) error {
+	if _, ok := ctx.Value(txKey{}).(*unit); ok {
+		return fn(ctx)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	u := &unit{tx: tx}
+	if err := fn(context.WithValue(ctx, txKey{}, u)); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	for _, f := range u.afterCommit {
+		f(context.WithoutCancel(ctx))
+	}
+	return nil
+}
+
+// Q returns the transaction in ctx, or the pool when there is none.
+func Q(ctx context.Context, pool *pgxpool.Pool) Querier {
+	if u, ok := ctx.Value(txKey{}).(*unit); ok {
+		return u.tx
+	}
+	return pool
+}
+
+// InTxNow reports whether ctx carries a transaction.
+func InTxNow(ctx context.Context) bool {
+	_, ok := ctx.Value(txKey{}).(*unit)
+	return ok
+}
+
+// AfterCommit registers f to run after the transaction in ctx commits. Without a
+// transaction f runs at once. This is how "publish after commit" (outbox off) is built:
+// the dual write the outbox exists to remove.
+func AfterCommit(ctx context.Context, f func(context.Context)) {
+	if u, ok := ctx.Value(txKey{}).(*unit); ok {
+		u.afterCommit = append(u.afterCommit, f)
+		return
+	}
+	f(ctx)
+}
+
+// IsUniqueViolation reports whether err is a unique-constraint violation.
+func IsUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}

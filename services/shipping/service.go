@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"microlab/services/contracts"
+	"microlab/services/platform/app"
+)
+
+// Service holds shipping's rules.
+type Service struct {
+	app   *app.App
+	store *Store
+}
+
+// unservedCountry is the deterministic failure trigger of the saga (DESIGN §5).
+const unservedCountry = "XX"
+
+// schedule decides a shipment for a checkout and emits shipment.scheduled or
+// shipment.failed, in the caller's transaction. Deciding twice for one order returns
+// the first decision: the carrier is not booked twice.
+func (s *Service) schedule(ctx context.Context, causation string, c contracts.Checkout) error {
+	sh := Shipment{OrderID: c.OrderID, ShipmentID: uuid.NewString(), Status: "scheduled",
+		Country: strings.ToUpper(c.ShippingAddress.Country)}
+	if sh.Country == unservedCountry {
+		sh.Status, sh.Reason = "failed", "no carrier serves country "+unservedCountry
+	}
+	fresh, err := s.store.Insert(ctx, sh)
+	if err != nil {
+		return err
+	}
+	if !fresh {
+		if sh, err = s.store.Get(ctx, c.OrderID); err != nil {
+			return err
+		}
+	}
+	var env contracts.Envelope
+	if sh.Status == "failed" {
+		env, err = contracts.NewEnvelope(contracts.ShipmentFailed, "shipping", c.OrderID, causation,
+			contracts.ShipmentFailedData{Saga: c.Saga, Reason: contracts.ReasonShippingFailed})
+	} else {
+		env, err = contracts.NewEnvelope(contracts.ShipmentScheduled, "shipping", c.OrderID, causation,
+			contracts.ShipmentScheduledData{Checkout: c, ShipmentID: sh.ShipmentID})
+	}
+	if err != nil {
+		return err
+	}
+	return s.app.Emit(ctx, env)
+}
+
