@@ -50,4 +50,3 @@ func (s *Service) schedule(ctx context.Context, causation string, c contracts.Ch
 	}
 	return s.app.Emit(ctx, env)
 }
-

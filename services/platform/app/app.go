@@ -62,10 +62,10 @@ type App struct {
 	Name     string
 	Base     Base
 	Log      *slog.Logger
-	DB       *pgxpool.Pool   // nil without Migrations
-	Bus      *bus.Conn       // nil unless Consumes
-	Pub      *bus.Publisher  // nil unless Consumes
-	Outbox   *outbox.Outbox  // nil without DB or bus
+	DB       *pgxpool.Pool  // nil without Migrations
+	Bus      *bus.Conn      // nil unless Consumes
+	Pub      *bus.Publisher // nil unless Consumes
+	Outbox   *outbox.Outbox // nil without DB or bus
 	Settings *control.Watcher
 
 	store     *control.Store

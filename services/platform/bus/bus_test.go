@@ -62,7 +62,10 @@ func TestPoisonMessageGoesToDLQWithoutBlocking(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
-	go func() { defer close(done); _ = bus.Consume(ctx, conn, pub, q, bus.ConsumeOptions{Prefetch: 1, Workers: 1}, h, quiet()) }()
+	go func() {
+		defer close(done)
+		_ = bus.Consume(ctx, conn, pub, q, bus.ConsumeOptions{Prefetch: 1, Workers: 1}, h, quiet())
+	}()
 
 	waitQueue(t, conn, q.Name())
 	if err := pub.PublishEnvelope(ctx, envelope(t, contracts.OrderPlaced, "poison"), nil); err != nil {
