@@ -73,6 +73,7 @@ type App struct {
 	consumers []consumer
 	loops     []loop
 	ready     atomic.Bool
+	readyMu   sync.Mutex // orders "became ready" against "shutting down"
 }
 
 type consumer struct {
@@ -248,8 +249,12 @@ func (a *App) Run(ctx context.Context) error {
 
 	fg, stopFg := context.WithCancel(ctx)
 	defer stopFg()
-	opts := bus.ConsumeOptions{Prefetch: a.Base.Prefetch, Workers: a.Base.Workers}
+	var subscribed sync.WaitGroup
 	for _, c := range a.consumers {
+		subscribed.Add(1)
+		var once sync.Once
+		opts := bus.ConsumeOptions{Prefetch: a.Base.Prefetch, Workers: a.Base.Workers,
+			OnSubscribed: func() { once.Do(subscribed.Done) }}
 		run(&fgWG, fg, "consume "+c.q.Name(), func(ctx context.Context) error {
 			return bus.Consume(ctx, a.Bus, a.Pub, c.q, opts, c.h, a.Log)
 		})
@@ -259,7 +264,16 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- httpx.Serve(fg, a.Base.HTTPAddr, a.mux, a.Base.ShutdownTimeout, a.Log) }()
-	a.ready.Store(true)
+	// Ready only once every queue exists and is consumed (see bus.ConsumeOptions).
+	go func() {
+		subscribed.Wait()
+		a.readyMu.Lock()
+		defer a.readyMu.Unlock()
+		if fg.Err() == nil {
+			a.ready.Store(true)
+			a.Log.Info("ready")
+		}
+	}()
 
 	var err error
 	select {
@@ -268,8 +282,10 @@ func (a *App) Run(ctx context.Context) error {
 	case err = <-errc:
 		errc = nil
 	}
-	a.ready.Store(false)
+	a.readyMu.Lock()
 	stopFg()
+	a.ready.Store(false)
+	a.readyMu.Unlock()
 	fgWG.Wait()
 	if errc != nil {
 		err = <-errc

@@ -54,6 +54,11 @@ type ConsumeOptions struct {
 	Workers int
 	// HandlerTimeout bounds one handler call.
 	HandlerTimeout time.Duration
+	// OnSubscribed, if set, is called each time the queue is declared and the consumer
+	// subscribed (at start and after every recovery). Readiness waits for it: a service
+	// that reports ready before its queue exists would let events published meanwhile
+	// go unrouted.
+	OnSubscribed func()
 }
 
 func (o ConsumeOptions) withDefaults() ConsumeOptions {
@@ -125,6 +130,9 @@ func consumeOnce(ctx context.Context, conn *Conn, pub *Publisher, q Queue, opts 
 		wg.Wait() // in-flight handlers finish and ack before the channel closes
 	}()
 	log.Info("consuming", "prefetch", opts.Prefetch, "workers", opts.Workers)
+	if opts.OnSubscribed != nil {
+		opts.OnSubscribed()
+	}
 	for {
 		select {
 		case <-ctx.Done():
