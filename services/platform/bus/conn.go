@@ -48,6 +48,11 @@ func Dial(ctx context.Context, url, name string, log *slog.Logger) (*Conn, error
 func (c *Conn) dial(ctx context.Context) (*amqp.Connection, error) {
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		select {
+		case <-c.done:
+			return nil, errors.New("dial rabbitmq: connection closed")
+		default:
+		}
 		cfg := amqp.Config{Properties: amqp.NewConnectionProperties(), Heartbeat: 10 * time.Second}
 		cfg.Properties.SetClientConnectionName(c.name)
 		conn, err := amqp.DialConfig(c.url, cfg)
@@ -84,6 +89,11 @@ func (c *Conn) keepAlive(conn *amqp.Connection) {
 		case <-c.done:
 			return
 		case amqpErr := <-closed:
+			select {
+			case <-c.done: // closed by Close, not lost
+				return
+			default:
+			}
 			c.mu.Lock()
 			c.conn = nil
 			c.ready = make(chan struct{})
@@ -124,6 +134,9 @@ func (c *Conn) Channel(ctx context.Context) (*amqp.Channel, error) {
 			if !errors.Is(err, amqp.ErrClosed) {
 				return nil, fmt.Errorf("open channel: %w", err)
 			}
+			// Closed but not yet noticed by keepAlive: ready is still the old, closed
+			// channel, so wait a beat instead of spinning on it.
+			ready = nil
 		}
 		select {
 		case <-ready:
