@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
+	"github.com/pressly/goose/v3/lock"
 )
 
 // Querier is what store code needs: satisfied by *pgxpool.Pool and pgx.Tx.
@@ -67,7 +68,14 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, table string) 
 	if err != nil {
 		return fmt.Errorf("goose store: %w", err)
 	}
-	p, err := goose.NewProvider("", db, fsys, goose.WithStore(store))
+	// Several processes may migrate one database at once (every service migrates the
+	// shared lab database; N instances of a service share theirs): a session-level
+	// advisory lock makes them take turns instead of colliding on CREATE TABLE.
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return fmt.Errorf("goose locker: %w", err)
+	}
+	p, err := goose.NewProvider("", db, fsys, goose.WithStore(store), goose.WithSessionLocker(locker))
 	if err != nil {
 		return fmt.Errorf("goose provider: %w", err)
 	}

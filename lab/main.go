@@ -1,0 +1,157 @@
+// Command lab runs the microlab shop natively — every service a process on this machine,
+// against the PostgreSQL and RabbitMQ it finds — and drives the lab's control plane.
+//
+//	lab up [--scale service=N]... [--no-build]
+//	lab doctor
+//	lab settings
+//	lab settings set key=value...
+//
+// Exit status: 0 success, 1 failure, 2 usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"microlab/lab/stack"
+	"microlab/services/platform/config"
+)
+
+func main() {
+	// The first Ctrl-C (or SIGTERM) cancels ctx: `up` then stops every service cleanly.
+	// Services run in their own process groups, so the terminal's SIGINT reaches lab only.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+const usage = `lab runs the microlab shop natively: every service as a process on this machine,
+against the PostgreSQL and RabbitMQ it finds.
+
+usage:
+  lab up [--scale service=N]... [--no-build]
+        check dependencies, create databases, build, start every service, wait until
+        all are healthy, print their URLs; Ctrl-C stops everything
+  lab doctor
+        check each dependency; print the command that fixes a missing one
+  lab settings
+        list the lab settings (pattern switches) with their values
+  lab settings set key=value...
+        change settings: stored in database lab, announced on lab.control
+  lab help
+        this text
+
+environment:
+  ADMIN_DATABASE_URL       superuser connection used to create databases and roles
+                           (default postgres://postgres@127.0.0.1:5432/postgres)
+  AMQP_URL                 RabbitMQ (default amqp://guest:guest@127.0.0.1:5672/)
+  RABBITMQ_MANAGEMENT_URL  RabbitMQ management API (default http://guest:guest@127.0.0.1:15672)
+  LAB_BIN_DIR              where up builds the services (default <user cache dir>/microlab/bin)
+  LAB_DB_PREFIX            prefix for every database and role name (default none; tests)
+  LAB_PORT_OFFSET          added to every service's port (default 0; tests)
+
+exit status: 0 ok, 1 failure, 2 usage error
+`
+
+// Config is what lab reads from its environment.
+type Config struct {
+	AdminDatabaseURL string `env:"ADMIN_DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres"`
+	AMQPURL          string `env:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	ManagementURL    string `env:"RABBITMQ_MANAGEMENT_URL" default:"http://guest:guest@127.0.0.1:15672"`
+	BinDir           string `env:"LAB_BIN_DIR"`
+	DBPrefix         string `env:"LAB_DB_PREFIX"`
+	PortOffset       int    `env:"LAB_PORT_OFFSET"`
+	CacheHome        string `env:"XDG_CACHE_HOME"`
+}
+
+// Stack is the lab these settings describe: native ports, 127.0.0.1.
+func (c Config) Stack() stack.Config {
+	return stack.Config{
+		AdminDatabaseURL: c.AdminDatabaseURL,
+		AMQPURL:          c.AMQPURL,
+		DBPrefix:         c.DBPrefix,
+		PortOffset:       c.PortOffset,
+		Host:             "127.0.0.1",
+	}
+}
+
+// Bin is the directory the services' binaries are built into.
+func (c Config) Bin() (string, error) {
+	if c.BinDir != "" {
+		return c.BinDir, nil
+	}
+	cache := c.CacheHome
+	if cache == "" {
+		var err error
+		if cache, err = os.UserCacheDir(); err != nil {
+			return "", fmt.Errorf("binary directory: %w (set LAB_BIN_DIR)", err)
+		}
+	}
+	return filepath.Join(cache, "microlab", "bin"), nil
+}
+
+// errUsage marks errors that are the caller's mistake (exit 2, not 1).
+var errUsage = errors.New("usage")
+
+// usageErrorf returns a usage error with a one-line message.
+func usageErrorf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errUsage}, args...)...)
+}
+
+// run is the whole program; main only wires the process to it.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	var cfg Config
+	if err := config.Load(getenv, &cfg); err != nil {
+		fmt.Fprintln(stderr, "lab:", err)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "up":
+		err = up(ctx, cfg, rest, stdout, stderr)
+	case "doctor":
+		err = doctor(ctx, cfg, rest, stdout)
+	case "settings":
+		err = settings(ctx, cfg, rest, stdout)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "lab: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "lab %s: %v (see lab help)\n", cmd, err)
+		return exitUsage
+	case errors.Is(err, errReported):
+		return exitFailure
+	default:
+		fmt.Fprintf(stderr, "lab %s: %v\n", cmd, err)
+		return exitFailure
+	}
+}
+
+// errReported is a failure whose details were already printed.
+var errReported = errors.New("failed (reported above)")

@@ -1,0 +1,386 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"microlab/lab/stack"
+	"microlab/services/contracts"
+	"microlab/services/platform/control"
+	"microlab/services/platform/pg"
+	"microlab/services/platform/testenv"
+)
+
+// envWith is a getenv that answers from m first, then from the real environment (so CI
+// can point the tests at its own PostgreSQL and RabbitMQ).
+func envWith(m map[string]string) func(string) string {
+	return func(k string) string {
+		if v, ok := m[k]; ok {
+			return v
+		}
+		return os.Getenv(k)
+	}
+}
+
+// syncBuffer is a buffer safe for concurrent writers (up's supervisor writes to it).
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func runLab(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	code = run(ctx, args, envWith(env), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// closedPort returns a local port nothing listens on.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// nowhere points every dependency at a closed port.
+func nowhere(t *testing.T) map[string]string {
+	p := closedPort(t)
+	return map[string]string{
+		"ADMIN_DATABASE_URL":      fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres", p),
+		"AMQP_URL":                fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", p),
+		"RABBITMQ_MANAGEMENT_URL": fmt.Sprintf("http://guest:guest@127.0.0.1:%d", p),
+	}
+}
+
+// requireDeps checks PostgreSQL and RabbitMQ independently of the code under test:
+// locally a missing one skips with the command that fixes it, under CI=true it fails.
+// It returns the AMQP URL of a fresh virtual host for the test.
+func requireDeps(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, testenv.AdminDatabaseURL())
+	if err != nil {
+		testenv.Missing(t, "PostgreSQL at "+testenv.AdminDatabaseURL(), testenv.FixPostgres, err)
+	}
+	_ = conn.Close(ctx)
+	ac, err := amqp.Dial(testenv.AMQPURL())
+	if err != nil {
+		testenv.Missing(t, "RabbitMQ at "+testenv.AMQPURL(), testenv.FixRabbit, err)
+	}
+	_ = ac.Close()
+	return testenv.VHost(t) // checks the management API, too
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	env := nowhere(t) // nothing may be contacted before the arguments are checked
+	for _, tc := range []struct {
+		args []string
+		want string // in stderr
+	}{
+		{nil, "usage:"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"doctor", "now"}, "no arguments"},
+		{[]string{"up", "--scale", "nosuch=2"}, `unknown service "nosuch"`},
+		{[]string{"up", "--scale", "payments"}, "want service=N"},
+		{[]string{"up", "--scale", "payments=0"}, "want 1 to"},
+		{[]string{"up", "--bogus"}, "flag provided but not defined"},
+		{[]string{"up", "extra"}, "unexpected arguments"},
+		{[]string{"settings", "frob"}, "lab settings set key=value"},
+		{[]string{"settings", "set"}, "at least one key=value"},
+		{[]string{"settings", "set", "saga.mode"}, `want key=value, got "saga.mode"`},
+		{[]string{"settings", "set", "nosuch.key=1"}, `unknown setting "nosuch.key"`},
+		{[]string{"settings", "set", "saga.mode=sideways"}, `bad value "sideways"`},
+	} {
+		code, _, stderr := runLab(t, env, tc.args...)
+		if code != exitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("lab %q: exit %d, stderr %q; want exit 2 and %q", tc.args, code, stderr, tc.want)
+		}
+		if tc.args != nil && strings.Count(strings.TrimSpace(stderr), "\n") > 0 && !strings.Contains(stderr, "usage:") {
+			t.Errorf("lab %q: usage error longer than one line: %q", tc.args, stderr)
+		}
+	}
+	code, stdout, _ := runLab(t, env, "help")
+	if code != exitUsage || !strings.Contains(stdout, "lab up [--scale service=N]") {
+		t.Errorf("lab help: exit %d, stdout %q", code, stdout)
+	}
+}
+
+// doctor against this machine's real PostgreSQL and RabbitMQ.
+func TestDoctorOnThisMachine(t *testing.T) {
+	t.Parallel()
+	requireDeps(t)
+	code, stdout, stderr := runLab(t, nil, "doctor")
+	if code != exitOK {
+		t.Fatalf("doctor: exit %d\n%s%s", code, stdout, stderr)
+	}
+	lines := map[string]string{}
+	for l := range strings.Lines(stdout) {
+		f := strings.Fields(l)
+		if len(f) > 0 {
+			lines[f[0]] = l
+		}
+	}
+	for _, name := range []string{"go", "postgresql", "rabbitmq"} {
+		if f := strings.Fields(lines[name]); len(f) < 2 || f[1] != "ok" {
+			t.Errorf("%s: %q, want ok", name, lines[name])
+		}
+	}
+	if !strings.Contains(stdout, "rabbitmq-management  ok") {
+		t.Errorf("management API not ok:\n%s", stdout)
+	}
+	for _, name := range []string{"jaeger", "prometheus", "chromium"} {
+		if l := lines[name]; !strings.Contains(l, " ok ") && !strings.Contains(l, "optional (later)") {
+			t.Errorf("%s: %q, want ok or optional (later)", name, l)
+		}
+	}
+	if strings.Contains(stdout, "guest:guest") {
+		t.Error("doctor printed a password")
+	}
+}
+
+func TestDoctorReportsMissingDependencies(t *testing.T) {
+	t.Parallel()
+	code, stdout, _ := runLab(t, nowhere(t), "doctor")
+	if code != exitFailure {
+		t.Errorf("exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		"postgresql           missing", testenv.FixPostgres,
+		"rabbitmq             missing", testenv.FixRabbit,
+		"rabbitmq-management  missing", testenv.FixMgmt,
+		"required dependencies missing: 3",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, stdout)
+		}
+	}
+}
+
+func TestUpStopsAtMissingDependencies(t *testing.T) {
+	t.Parallel()
+	env := nowhere(t)
+	env["LAB_BIN_DIR"] = t.TempDir()
+	code, stdout, stderr := runLab(t, env, "up", "--no-build")
+	if code != exitFailure {
+		t.Errorf("exit %d, want 1", code)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	if len(lines) != 4 || !strings.Contains(stderr, testenv.FixPostgres) || !strings.Contains(stderr, testenv.FixRabbit) ||
+		!strings.Contains(stderr, testenv.FixMgmt) {
+		t.Errorf("want one line per missing dependency with its fix, and a summary; got:\n%s", stderr)
+	}
+	if stdout != "" {
+		t.Errorf("up started something: %q", stdout)
+	}
+}
+
+// settings against the real PostgreSQL (a lab database of the test's own) and broker (a
+// vhost of its own), including the announcement running services would receive.
+func TestSettings(t *testing.T) {
+	t.Parallel()
+	vhost := requireDeps(t)
+	prefix := testenv.Name("c") + "_"
+	env := map[string]string{"LAB_DB_PREFIX": prefix, "AMQP_URL": vhost}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := pg.Drop(ctx, testenv.AdminDatabaseURL(), prefix+stack.LabDB); err != nil {
+			t.Errorf("drop: %v", err)
+		}
+	})
+
+	code, stdout, stderr := runLab(t, env, "settings")
+	if code != exitOK || !strings.Contains(stdout, "saga.mode") || !strings.Contains(stdout, "choreography | orchestration") {
+		t.Fatalf("settings: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// Listen on lab.control the way every service instance does.
+	ac, err := amqp.Dial(vhost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	ch, err := ac.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ExchangeDeclare(contracts.ExchangeControl, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(q.Name, "", contracts.ExchangeControl, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	code, stdout, stderr = runLab(t, env, "settings", "set", "saga.mode=orchestration", "inbox.enabled=FALSE")
+	if code != exitOK {
+		t.Fatalf("settings set: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"saga.mode: choreography → orchestration", "inbox.enabled: true → false"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("settings set output lacks %q:\n%s", want, stdout)
+		}
+	}
+	got := map[string]string{}
+	for len(got) < 2 {
+		select {
+		case m := <-msgs:
+			var c control.Change
+			if err := json.Unmarshal(m.Body, &c); err != nil {
+				t.Fatalf("announcement %q: %v", m.Body, err)
+			}
+			got[c.Key] = c.New
+			if c.Source != settingsSource {
+				t.Errorf("source %q", c.Source)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("announcements received: %v, want two", got)
+		}
+	}
+	if got[control.SagaMode] != "orchestration" || got[control.InboxEnabled] != "false" {
+		t.Errorf("announced %v", got)
+	}
+
+	_, stdout, _ = runLab(t, env, "settings")
+	for l := range strings.Lines(stdout) {
+		f := strings.Fields(l)
+		switch {
+		case f[0] == control.SagaMode && f[1] != "orchestration",
+			f[0] == control.InboxEnabled && f[1] != "false":
+			t.Errorf("after set: %q", l)
+		}
+	}
+}
+
+// up, end to end, with stand-in binaries: every instance started on its port (one
+// service scaled to two), URLs printed, and on cancellation (what Ctrl-C does) every
+// process stopped and exit status 0.
+func TestUpRunsAndStopsCleanly(t *testing.T) {
+	t.Parallel()
+	requireDeps(t)
+	bin := t.TempDir()
+	_, file, _, _ := runtime.Caller(0)
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", filepath.Join(bin, "fakesvc"), "./stack/testdata/fakesvc")
+	build.Dir = filepath.Dir(file)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build stand-in: %v\n%s", err, out)
+	}
+	for _, s := range stack.Services {
+		if err := os.Symlink(filepath.Join(bin, "fakesvc"), filepath.Join(bin, s.Name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := testenv.FreePortBase(t, 1110)
+	prefix := testenv.Name("u") + "_"
+	env := map[string]string{"LAB_BIN_DIR": bin, "LAB_DB_PREFIX": prefix, "LAB_PORT_OFFSET": strconv.Itoa(base - 8000)}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		sc := stack.Config{DBPrefix: prefix}
+		for _, db := range sc.Databases() {
+			if err := pg.Drop(ctx, testenv.AdminDatabaseURL(), db); err != nil {
+				t.Errorf("drop %s: %v", db, err)
+			}
+		}
+	})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"up", "--no-build", "--scale", "payments=2"}, envWith(env), &stdout, &stderr)
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(stdout.String(), "lab is up") {
+		select {
+		case c := <-code:
+			t.Fatalf("up exited %d before it was up:\n%s%s", c, stdout.String(), stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("up not up after a minute:\n%s%s", stdout.String(), stderr.String())
+		}
+	}
+	out := stdout.String()
+	gw := fmt.Sprintf("http://127.0.0.1:%d", base)
+	for _, want := range []string{"gateway         " + gw + "\n", fmt.Sprintf("payments-2      http://127.0.0.1:%d\n", base+1104)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(out, "fakesvc payments-2 on") {
+		t.Errorf("service output is not fanned in:\n%s", out)
+	}
+	resp, err := http.Get(gw + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+
+	cancel() // Ctrl-C
+	select {
+	case c := <-code:
+		if c != exitOK {
+			t.Errorf("up exited %d after Ctrl-C, want 0:\n%s", c, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("up did not stop within 30s")
+	}
+	insts, err := stack.Config{Host: "127.0.0.1", PortOffset: base - 8000}.Instances(map[string]int{"payments": 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range insts {
+		if c, err := net.DialTimeout("tcp", in.Addr, time.Second); err == nil {
+			_ = c.Close()
+			t.Errorf("%s still listening on %s after up stopped", in.ID, in.Addr)
+		}
+	}
+	if !strings.Contains(stderr.String(), "lab: stopped") {
+		t.Errorf("stderr: %s", stderr.String())
+	}
+}

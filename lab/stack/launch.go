@@ -1,0 +1,124 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"microlab/lab/supervisor"
+	"microlab/services/platform/pg"
+)
+
+// Databases lists the databases (each with a role of the same name) this lab needs:
+// one per service that owns one, and the lab's control database.
+func (c Config) Databases() []string {
+	var out []string
+	for _, s := range Services {
+		if s.DB {
+			out = append(out, c.DBName(s.Name))
+		}
+	}
+	return append(out, c.DBName(LabDB))
+}
+
+// Provision creates (idempotently) every database and role of this lab, each role's
+// password being its name, as DatabaseURL expects.
+func Provision(ctx context.Context, cfg Config) error {
+	for _, db := range cfg.Databases() {
+		if err := pg.Provision(ctx, cfg.AdminDatabaseURL, db, db); err != nil {
+			return err // pg.Provision names the database already
+		}
+	}
+	return nil
+}
+
+// MaxScale bounds --scale: instance i listens on Port+1000*(i-1), and ten would reach
+// into other services' ranges.
+const MaxScale = 9
+
+// Instance is one process of a service.
+type Instance struct {
+	Service Service
+	ID      string // "<service>-<n>", n from 1: the process's INSTANCE_ID
+	Addr    string // host:port it serves HTTP on
+}
+
+// URL is the instance's base URL.
+func (i Instance) URL() string { return "http://" + i.Addr }
+
+// Instances lists every process of this lab in start order: one instance per service,
+// or scale[name] of them. Instance 1 listens on the service's usual port; instance n>1 on
+// that port + 1000*(n-1) (payments-2 on 9104 natively), so every instance's own API and
+// metrics stay reachable.
+func (c Config) Instances(scale map[string]int) ([]Instance, error) {
+	for name, n := range scale {
+		if _, ok := Find(name); !ok {
+			return nil, fmt.Errorf("scale: unknown service %q (services: %s)", name, strings.Join(Names(), ", "))
+		}
+		if n < 1 || n > MaxScale {
+			return nil, fmt.Errorf("scale: %s=%d: want 1 to %d instances", name, n, MaxScale)
+		}
+	}
+	var out []Instance
+	for _, s := range Services {
+		n := max(scale[s.Name], 1)
+		for i := 1; i <= n; i++ {
+			port := s.Port + c.PortOffset + 1000*(i-1)
+			out = append(out, Instance{Service: s, ID: s.Name + "-" + strconv.Itoa(i), Addr: c.Host + ":" + strconv.Itoa(port)})
+		}
+	}
+	return out, nil
+}
+
+// Names lists the services' names in start order.
+func Names() []string {
+	out := make([]string, len(Services))
+	for i, s := range Services {
+		out[i] = s.Name
+	}
+	return out
+}
+
+// Launch starts every instance (see Instances) from the binaries in binDir (as Build
+// leaves them) under sup, then waits, bounded by ctx, until all answer /readyz. The
+// services start together: each waits for its own dependencies (database, broker) by
+// itself. On failure the processes already started are left to the caller, who owns sup
+// (and stops it with StopAll).
+func Launch(ctx context.Context, cfg Config, sup *supervisor.Supervisor, binDir string, scale map[string]int) error {
+	insts, err := cfg.Instances(scale)
+	if err != nil {
+		return fmt.Errorf("launch: %w", err)
+	}
+	ids := make([]string, 0, len(insts))
+	for _, in := range insts {
+		env, err := cfg.Env(in.Service, in.ID)
+		if err != nil {
+			return fmt.Errorf("launch %s: %w", in.ID, err)
+		}
+		env = setEnv(env, "HTTP_ADDR", in.Addr)
+		err = sup.Start(ctx, supervisor.Proc{
+			Name:      in.Service.Name,
+			Instance:  in.ID,
+			Path:      filepath.Join(binDir, in.Service.Name),
+			Env:       env,
+			HealthURL: in.URL() + "/readyz",
+		})
+		if err != nil {
+			return fmt.Errorf("launch: %w", err)
+		}
+		ids = append(ids, in.ID)
+	}
+	if err := sup.WaitHealthy(ctx, ids...); err != nil {
+		return fmt.Errorf("launch: %w", err)
+	}
+	return nil
+}
+
+// setEnv sets key=value in env, replacing an existing entry.
+func setEnv(env []string, key, value string) []string {
+	env = slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, key+"=") })
+	return append(env, key+"="+value)
+}

@@ -1,0 +1,190 @@
+package stack
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"microlab/lab/supervisor"
+	"microlab/services/platform/pg"
+	"microlab/services/platform/testenv"
+)
+
+func moduleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func TestInstances(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Host: "127.0.0.1", PortOffset: 5}
+	insts, err := cfg.Instances(map[string]int{"payments": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(insts) != len(Services)+2 {
+		t.Fatalf("%d instances, want %d", len(insts), len(Services)+2)
+	}
+	got := map[string]string{}
+	for _, in := range insts {
+		got[in.ID] = in.Addr
+	}
+	for id, addr := range map[string]string{
+		"users-1": "127.0.0.1:8106", "payments-1": "127.0.0.1:8109", "payments-2": "127.0.0.1:9109",
+		"payments-3": "127.0.0.1:10109", "gateway-1": "127.0.0.1:8005",
+	} {
+		if got[id] != addr {
+			t.Errorf("%s on %q, want %q", id, got[id], addr)
+		}
+	}
+	if insts[len(insts)-1].ID != "gateway-1" {
+		t.Errorf("the gateway must start last, got %s", insts[len(insts)-1].ID)
+	}
+	for _, bad := range []map[string]int{{"nosuch": 2}, {"payments": 0}, {"payments": MaxScale + 1}} {
+		if _, err := cfg.Instances(bad); err == nil {
+			t.Errorf("Instances(%v) succeeded", bad)
+		}
+	}
+}
+
+func TestBuildFailureCarriesCompilerOutput(t *testing.T) {
+	t.Parallel()
+	err := build(t.Context(), moduleRoot(), t.TempDir(), []string{"./lab/stack/testdata/nosuch"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "nosuch") {
+		t.Fatalf("build of a missing package: %v", err)
+	}
+}
+
+// Launch wires real processes: the fakesvc binary under every service's name, one
+// service scaled to two, each instance checked from outside for its port and environment.
+func TestBuildAndLaunch(t *testing.T) {
+	t.Parallel()
+	bin := t.TempDir()
+	var progress strings.Builder
+	if err := build(t.Context(), moduleRoot(), bin, []string{"./lab/stack/testdata/fakesvc"}, &progress); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(progress.String(), "build: done") {
+		t.Errorf("no progress lines: %q", progress.String())
+	}
+	for _, s := range Services {
+		if err := os.Symlink(filepath.Join(bin, "fakesvc"), filepath.Join(bin, s.Name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Scaled instances listen 1000 ports above the first: the whole range must be free.
+	base := testenv.FreePortBase(t, 1110)
+	cfg := Config{
+		AdminDatabaseURL: "postgres://postgres@127.0.0.1:5432/postgres",
+		AMQPURL:          "amqp://guest:guest@127.0.0.1:5672/t",
+		DBPrefix:         "t_",
+		PortOffset:       base - 8000,
+		Host:             "127.0.0.1",
+	}
+	sup := supervisor.New(slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := sup.StopAll(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := Launch(ctx, cfg, sup, bin, map[string]int{"payments": 2}); err != nil {
+		t.Fatal(err)
+	}
+	envOf := func(port int) map[string]string {
+		t.Helper()
+		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/env")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var env map[string]string
+		if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	p2 := envOf(base + 104 + 1000)
+	if p2["INSTANCE_ID"] != "payments-2" || p2["HTTP_ADDR"] != "127.0.0.1:"+strconv.Itoa(base+1104) {
+		t.Errorf("payments-2 env: INSTANCE_ID=%q HTTP_ADDR=%q", p2["INSTANCE_ID"], p2["HTTP_ADDR"])
+	}
+	if want := "postgres://t_payments:t_payments@127.0.0.1:5432/t_payments"; p2["DATABASE_URL"] != want {
+		t.Errorf("payments-2 DATABASE_URL=%q, want %q", p2["DATABASE_URL"], want)
+	}
+	gw := envOf(base)
+	if gw["INSTANCE_ID"] != "gateway-1" || gw["ORDERS_URL"] != "http://127.0.0.1:"+strconv.Itoa(base+103) || gw["DATABASE_URL"] != "" {
+		t.Errorf("gateway env: %v", gw)
+	}
+	if !strings.HasSuffix(gw["LAB_DATABASE_URL"], "/t_lab") || gw["AMQP_URL"] != cfg.AMQPURL {
+		t.Errorf("gateway env: LAB_DATABASE_URL=%q AMQP_URL=%q", gw["LAB_DATABASE_URL"], gw["AMQP_URL"])
+	}
+	if sup.PID("payments-2") == 0 || sup.PID("payments-1") == sup.PID("payments-2") {
+		t.Error("payments does not run as two processes")
+	}
+}
+
+// Provision against the machine's PostgreSQL: every role can open its own database, and
+// running it again is harmless.
+func TestProvision(t *testing.T) {
+	t.Parallel()
+	cfg := Config{AdminDatabaseURL: testenv.AdminDatabaseURL(), DBPrefix: testenv.Name("p") + "_", Host: "127.0.0.1"}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if conn, err := pgx.Connect(ctx, cfg.AdminDatabaseURL); err != nil {
+		testenv.Missing(t, "PostgreSQL at "+cfg.AdminDatabaseURL, testenv.FixPostgres, err)
+	} else {
+		_ = conn.Close(ctx)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, db := range cfg.Databases() {
+			if err := pg.Drop(ctx, cfg.AdminDatabaseURL, db); err != nil {
+				t.Errorf("drop %s: %v", db, err)
+			}
+		}
+	})
+	for range 2 {
+		if err := Provision(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dbs, want := cfg.Databases(), 1 // the lab database, and one per service owning one
+	for _, s := range Services {
+		if s.DB {
+			want++
+		}
+	}
+	if len(dbs) != want || dbs[len(dbs)-1] != cfg.DBPrefix+LabDB {
+		t.Fatalf("databases %v", dbs)
+	}
+	for _, db := range dbs {
+		u, err := cfg.DatabaseURL(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := pgx.Connect(ctx, u)
+		if err != nil {
+			t.Fatalf("connect as %s: %v", db, err)
+		}
+		var name string
+		if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&name); err != nil || name != db {
+			t.Errorf("in %q (%v), want %s", name, err, db)
+		}
+		_ = conn.Close(ctx)
+	}
+}

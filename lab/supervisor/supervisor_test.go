@@ -1,0 +1,452 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The processes these tests supervise are this test binary itself, re-executed in a
+// helper mode chosen by an environment variable: real processes that crash, serve,
+// ignore SIGTERM, on cue.
+const helperEnv = "LAB_SUPERVISOR_HELPER"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(helper(mode))
+	}
+	os.Exit(m.Run())
+}
+
+func helper(mode string) int {
+	fmt.Printf("started pid=%d\n", os.Getpid())
+	switch mode {
+	case "serve": // serve /readyz on HELPER_ADDR until SIGTERM
+		ln, err := net.Listen("tcp", os.Getenv("HELPER_ADDR"))
+		if err != nil {
+			fmt.Println("listen:", err)
+			return 1
+		}
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		go func() { _ = http.Serve(ln, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})) }()
+		<-term
+		fmt.Println("got SIGTERM, bye")
+		return 0
+	case "crash": // exit 3 after HELPER_AFTER
+		d, _ := time.ParseDuration(os.Getenv("HELPER_AFTER"))
+		time.Sleep(d)
+		fmt.Fprintln(os.Stderr, "crashing on purpose")
+		return 3
+	case "stubborn": // ignore SIGTERM
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ignoring SIGTERM")
+		select {}
+	case "lines": // print HELPER_LINES lines, then wait to be stopped
+		n, _ := strconv.Atoi(os.Getenv("HELPER_LINES"))
+		for i := range n {
+			fmt.Printf("line %d\n", i)
+		}
+		select {}
+	case "never-ready":
+		fmt.Println("hello from never-ready")
+		select {}
+	}
+	fmt.Println("unknown helper mode", mode)
+	return 2
+}
+
+// syncBuffer is an io.Writer safe for the supervisor's concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type fixture struct {
+	sup  *Supervisor
+	out  *syncBuffer // the processes' output
+	logs *syncBuffer // the supervisor's own log
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{out: &syncBuffer{}, logs: &syncBuffer{}}
+	f.sup = New(slog.New(slog.NewTextHandler(f.logs, nil)), f.out)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = f.sup.StopAll(ctx)
+		if t.Failed() {
+			t.Logf("output:\n%s\nsupervisor log:\n%s", f.out, f.logs)
+		}
+	})
+	return f
+}
+
+// count is how many output lines of instance contain s.
+func (f *fixture) count(instance, s string) int {
+	n := 0
+	for l := range strings.Lines(f.out.String()) {
+		if strings.HasPrefix(l, instance+" ") && strings.Contains(l, s) {
+			n++
+		}
+	}
+	return n
+}
+
+func helperProc(t *testing.T, name, instance, mode string, env ...string) Proc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Under -race the helper would otherwise sleep 1s at exit (the race runtime's default).
+	env = append([]string{helperEnv + "=" + mode, "GORACE=atexit_sleep_ms=0"}, env...)
+	return Proc{Name: name, Instance: instance, Path: exe, Env: env}
+}
+
+// serving returns a helper that serves /readyz on a free port.
+func serving(t *testing.T, name, instance string) Proc {
+	t.Helper()
+	addr := freeAddr(t)
+	p := helperProc(t, name, instance, "serve", "HELPER_ADDR="+addr)
+	p.HealthURL = "http://" + addr + "/readyz"
+	return p
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid is a live process. A zombie counts as dead: in a container
+// whose PID 1 does not reap orphans, a killed grandchild stays a zombie forever.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil && !os.IsNotExist(err)
+	}
+	// The state follows the command name in parentheses: "pid (comm) S ...".
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestCrashIsRestartedWithBackoff(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	start := time.Now()
+	if err := f.sup.Start(t.Context(), helperProc(t, "crasher", "", "crash", "HELPER_AFTER=20ms")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "three starts", func() bool { return f.count("crasher", "started pid=") >= 3 })
+	// Two restarts waited 200ms then 400ms: the supervisor backs off, it does not spin.
+	if took := time.Since(start); took < 600*time.Millisecond {
+		t.Fatalf("three starts within %s: no backoff", took)
+	}
+	logs := f.logs.String()
+	for _, want := range []string{"restart_in=200ms", "restart_in=400ms", `exit="exit status 3"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("supervisor log lacks %q", want)
+		}
+	}
+	if n := strings.Count(logs, "crashed, restarting"); n < 2 {
+		t.Errorf("%d restart lines, want one per restart", n)
+	}
+	if f.count("crasher", "crashing on purpose") < 2 {
+		t.Error("stderr of the process is not in the output")
+	}
+}
+
+func TestKillIsACrashAndRestarts(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	if err := f.sup.Start(t.Context(), serving(t, "web", "web-1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	old := f.sup.PID("web") // by service name
+	if old == 0 || old != f.sup.PID("web-1") {
+		t.Fatalf("PID by service %d, by instance %d", old, f.sup.PID("web-1"))
+	}
+	if err := f.sup.Kill("web"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a new process", func() bool {
+		p := f.sup.PID("web-1")
+		return p != 0 && p != old
+	})
+	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second), "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	if alive(old) {
+		t.Errorf("killed process %d still alive", old)
+	}
+	if !strings.Contains(f.logs.String(), `exit="signal: killed"`) {
+		t.Error("the restart line does not say the process was killed")
+	}
+	if f.count("web-1", "got SIGTERM") != 0 {
+		t.Error("kill -9 must not be a graceful stop")
+	}
+}
+
+func TestStopAllStopsEverything(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+	procs := []Proc{
+		serving(t, "web", "web-1"),
+		// A process with a child in its group: both must go.
+		{Name: "shell", Path: "/bin/sh", Args: []string{"-c", "sleep 300 & echo child=$!; wait"}},
+		// Crash-looping: often between restarts when StopAll comes.
+		helperProc(t, "crasher", "", "crash", "HELPER_AFTER=10ms"),
+		helperProc(t, "stubborn", "", "stubborn"),
+	}
+	for _, p := range procs {
+		if err := f.sup.Start(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second), "web"); err != nil {
+		t.Fatal(err)
+	}
+	var child int
+	eventually(t, 5*time.Second, "the shell's child pid", func() bool {
+		m := regexp.MustCompile(`child=(\d+)`).FindStringSubmatch(f.out.String())
+		if m != nil {
+			child, _ = strconv.Atoi(m[1])
+		}
+		return child != 0
+	})
+	eventually(t, 5*time.Second, "stubborn ignores SIGTERM", func() bool { return f.count("stubborn", "ignoring SIGTERM") > 0 })
+	pids := []int{child, f.sup.PID("web"), f.sup.PID("shell"), f.sup.PID("stubborn")}
+	for _, p := range pids {
+		if p == 0 || !alive(p) {
+			t.Fatalf("pids %v: not all running", pids)
+		}
+	}
+
+	start := time.Now()
+	err := f.sup.StopAll(ctxFor(t, 1500*time.Millisecond))
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "stubborn") || strings.Contains(err.Error(), "web") {
+		t.Errorf("StopAll error = %v, want one naming only stubborn as killed", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("StopAll took %s; ctx allowed 1.5s", took)
+	}
+	for _, p := range pids {
+		if alive(p) {
+			t.Errorf("pid %d still alive after StopAll (pids %v)", p, pids)
+		}
+	}
+	if f.count("web-1", "got SIGTERM") != 1 {
+		t.Error("web was not stopped with SIGTERM")
+	}
+	starts := f.count("crasher", "started pid=")
+	time.Sleep(time.Second)
+	if n := f.count("crasher", "started pid="); n != starts {
+		t.Errorf("crasher restarted after StopAll (%d → %d starts)", starts, n)
+	}
+	for _, name := range []string{"web", "shell", "crasher", "stubborn"} {
+		if pid := f.sup.PID(name); pid != 0 {
+			t.Errorf("PID(%s) = %d after StopAll", name, pid)
+		}
+	}
+}
+
+func TestWaitHealthyTimesOutWithAClearError(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	p := helperProc(t, "never", "never-1", "never-ready")
+	p.HealthURL = "http://" + freeAddr(t) + "/readyz" // nothing listens there
+	if err := f.sup.Start(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sup.Start(t.Context(), serving(t, "web", "web-1")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := f.sup.WaitHealthy(ctxFor(t, time.Second))
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("WaitHealthy took %s past a 1s deadline", took)
+	}
+	if err == nil {
+		t.Fatal("WaitHealthy succeeded with a process that never gets ready")
+	}
+	msg := err.Error()
+	for _, want := range []string{"never-1 not healthy", "connection refused", "hello from never-ready"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "web-1") {
+		t.Errorf("error blames the healthy web-1:\n%s", msg)
+	}
+	if err := f.sup.WaitHealthy(ctxFor(t, time.Second), "nosuch"); err == nil || !strings.Contains(err.Error(), `no process "nosuch"`) {
+		t.Errorf("unknown name: %v", err)
+	}
+}
+
+func TestNoRestartLeavesItDead(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	p := helperProc(t, "once", "", "crash", "HELPER_AFTER=10ms")
+	p.NoRestart = true
+	p.HealthURL = "http://" + freeAddr(t) + "/readyz"
+	if err := f.sup.Start(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second))
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "not restarted") {
+		t.Fatalf("WaitHealthy = %v, want a failure saying it exited", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("WaitHealthy took %s to notice a dead NoRestart process", took)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := f.count("once", "started pid="); n != 1 {
+		t.Errorf("started %d times, want 1", n)
+	}
+	if f.sup.PID("once") != 0 {
+		t.Error("PID of an exited process is not 0")
+	}
+}
+
+func TestRestartAndStop(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	p := serving(t, "web", "web-1")
+	if err := f.sup.Start(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sup.Start(t.Context(), p); err == nil {
+		t.Error("starting a running instance twice succeeded")
+	}
+	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	old := f.sup.PID("web-1")
+	if err := f.sup.Restart("web-1"); err != nil {
+		t.Fatal(err)
+	}
+	if pid := f.sup.PID("web-1"); pid == 0 || pid == old || alive(old) {
+		t.Fatalf("after Restart: pid %d (old %d, alive %v)", pid, old, alive(old))
+	}
+	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if f.count("web-1", "got SIGTERM") != 1 {
+		t.Error("Restart did not stop the old process gracefully")
+	}
+	// The tail spans both runs.
+	if n := strings.Count(strings.Join(f.sup.Tail("web-1"), "\n"), "started pid="); n != 2 {
+		t.Errorf("tail holds %d start lines, want 2", n)
+	}
+
+	cur := f.sup.PID("web-1")
+	if err := f.sup.Stop("web"); err != nil {
+		t.Fatal(err)
+	}
+	if alive(cur) || f.sup.PID("web-1") != 0 {
+		t.Fatal("Stop left the process running")
+	}
+	if err := f.sup.Kill("web-1"); err == nil {
+		t.Error("Kill of a stopped instance succeeded")
+	}
+	// A stopped instance is forgotten: its id can be started again.
+	if err := f.sup.Start(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second), "web-1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOutputIsPrefixedAndTailed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	if err := f.sup.Start(t.Context(), helperProc(t, "a-much-longer-name", "", "never-ready")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sup.Start(t.Context(), helperProc(t, "lines", "lines-1", "lines", "HELPER_LINES=120")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "all lines", func() bool { return f.count("lines-1", "line 119") == 1 })
+	out := f.out.String()
+	if strings.Contains(out, "\x1b[") {
+		t.Error("colour codes written to a non-terminal")
+	}
+	pad := strings.Repeat(" ", len("a-much-longer-name")-len("lines-1"))
+	if !strings.Contains(out, "lines-1"+pad+" | line 0\n") {
+		t.Errorf("lines not prefixed with the padded instance id:\n%s", out)
+	}
+	tail := f.sup.Tail("lines")
+	if len(tail) != tailLines || tail[0] != "line 70" || tail[len(tail)-1] != "line 119" {
+		t.Errorf("tail = %d lines from %q to %q, want line 70..line 119", len(tail), tail[0], tail[len(tail)-1])
+	}
+}
+
+func TestPumpCutsOverlongLines(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	o := newOutput(&buf)
+	o.register("x")
+	r := &ring{}
+	long := strings.Repeat("a", maxLine+10)
+	o.pump(strings.NewReader("first\r\n"+long+"\nlast"), "x", 0, r)
+	got := r.lines()
+	if len(got) != 3 || got[0] != "first" || !strings.HasSuffix(got[1], "…[cut]") || got[2] != "last" {
+		t.Errorf("lines = %q", fmt.Sprint(len(got), " ", got[0], " ", got[len(got)-1]))
+	}
+}

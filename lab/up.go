@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"microlab/lab/stack"
+	"microlab/lab/supervisor"
+)
+
+const (
+	provisionTimeout = time.Minute
+	buildTimeout     = 10 * time.Minute
+	startTimeout     = 2 * time.Minute // from the first start to every /readyz answering
+	stopTimeout      = 20 * time.Second
+)
+
+// up runs the whole shop until ctx ends (Ctrl-C), then stops it. Steps, each failing
+// fast with one clear message: dependencies, databases, binaries, processes, health.
+func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported once, by run
+	scale := map[string]int{}
+	fs.Func("scale", "run N instances of a service, e.g. payments=2 (repeatable; comma-separated lists too)", func(v string) error {
+		return parseScale(v, scale)
+	})
+	noBuild := fs.Bool("no-build", false, "start the binaries already built (skip go build)")
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return usageErrorf("lab up [--scale service=N]... [--no-build]")
+	} else if err != nil {
+		return usageErrorf("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected arguments %q", fs.Args())
+	}
+	sc := cfg.Stack()
+	insts, err := sc.Instances(scale)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	bin, err := cfg.Bin()
+	if err != nil {
+		return err
+	}
+
+	if m := missing(runChecks(ctx, requiredOnly(checks(cfg, !*noBuild)))); len(m) > 0 {
+		for _, r := range m {
+			fmt.Fprintln(stderr, r.line())
+		}
+		fmt.Fprintln(stderr, "lab up: dependencies missing (lab doctor shows everything)")
+		return errReported
+	}
+
+	pctx, cancel := context.WithTimeout(ctx, provisionTimeout)
+	err = stack.Provision(pctx, sc)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("databases: %w", err)
+	}
+
+	if *noBuild {
+		for _, s := range stack.Services {
+			if _, err := os.Stat(filepath.Join(bin, s.Name)); err != nil {
+				return fmt.Errorf("no binary for %s in %s (run lab up without --no-build): %w", s.Name, bin, err)
+			}
+		}
+	} else {
+		root, err := moduleRoot()
+		if err != nil {
+			return err
+		}
+		bctx, cancel := context.WithTimeout(ctx, buildTimeout)
+		err = stack.Build(bctx, root, bin, stdout)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+
+	// The supervisor's own lines (started, crashed, restarting) go to stderr without
+	// timestamps; the services' JSON logs, prefixed, to stdout.
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	sup := supervisor.New(log, stdout)
+	stop := func() error {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+		defer cancel()
+		return sup.StopAll(sctx)
+	}
+	lctx, cancel := context.WithTimeout(ctx, startTimeout)
+	err = stack.Launch(lctx, sc, sup, bin, scale)
+	cancel()
+	if err != nil {
+		stopErr := stop()
+		if ctx.Err() != nil { // interrupted while starting: a clean stop is success
+			return stopErr
+		}
+		return errors.Join(err, stopErr)
+	}
+
+	fmt.Fprint(stdout, urls(insts, scale))
+	fmt.Fprintln(stdout, "lab is up; Ctrl-C stops everything")
+	<-ctx.Done()
+	fmt.Fprintln(stderr, "lab: stopping every service")
+	if err := stop(); err != nil {
+		return err
+	}
+	fmt.Fprintln(stderr, "lab: stopped")
+	return nil
+}
+
+// parseScale adds "name=N[,name=N]" to scale.
+func parseScale(v string, scale map[string]int) error {
+	for part := range strings.SplitSeq(v, ",") {
+		name, n, ok := strings.Cut(strings.TrimSpace(part), "=")
+		count, err := strconv.Atoi(n)
+		if !ok || name == "" || err != nil {
+			return fmt.Errorf("want service=N, got %q", part)
+		}
+		scale[name] = count
+	}
+	return nil
+}
+
+func requiredOnly(cs []check) []check {
+	var out []check
+	for _, c := range cs {
+		if c.required {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// urls lists one line per instance: the service name, or the instance id for a scaled
+// service, and its base URL.
+func urls(insts []stack.Instance, scale map[string]int) string {
+	var b strings.Builder
+	for _, in := range insts {
+		name := in.Service.Name
+		if scale[name] > 1 {
+			name = in.ID
+		}
+		fmt.Fprintf(&b, "%-15s %s\n", name, in.URL())
+	}
+	return b.String()
+}
+
+// moduleRoot finds the microlab module's root directory: the working directory or the
+// nearest parent whose go.mod declares module microlab.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("find repository: %w", err)
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && modulePath(b) == "microlab" {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the microlab repository (no go.mod with module microlab): cd into it, or use --no-build")
+		}
+		dir = parent
+	}
+}
+
+// modulePath returns the module path a go.mod declares.
+func modulePath(gomod []byte) string {
+	for line := range strings.Lines(string(gomod)) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "module "); ok {
+			return strings.Trim(strings.TrimSpace(rest), `"`)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,54 @@
+// Command catalog serves the shop's products: names and prices, in integer cents. It is
+// read-only for now (seeded by its migration) and emits nothing, so it never connects to
+// RabbitMQ. Stock is not here: inventory owns it, and the two agree only on SKUs.
+package main
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"microlab/services/platform/app"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Config is everything catalog reads from its environment.
+type Config struct {
+	app.Base
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "catalog:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	mig, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	// Consumes is false: catalog neither consumes nor emits events (yet), so it has no
+	// bus connection and no outbox; app.Start skips both.
+	opts := app.Options{Name: "catalog", DefaultPort: 8102, Migrations: mig}
+	var cfg Config
+	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
+		return err
+	}
+	a, err := app.Start(ctx, opts, cfg.Base, cfg, stdout)
+	if err != nil {
+		return err
+	}
+	api(a, &Store{pool: a.DB})
+	return a.Run(ctx)
+}

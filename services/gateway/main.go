@@ -1,0 +1,96 @@
+// Command gateway is the shop's only public door: /api/v1. It authenticates callers
+// (JWTs issued by users, verified with users' public key), validates every input at the
+// edge, rate-limits each client, and forwards to the internal services with a timeout
+// and a circuit breaker per upstream. It also aggregates the home page (a Backend For
+// Frontend), degrading part by part instead of failing whole.
+//
+// It owns no database and consumes no events: its only state is in memory (breakers,
+// rate-limit buckets, the cached key set), and losing it on a restart is harmless.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"microlab/services/platform/app"
+)
+
+// Config is everything the gateway reads from its environment.
+type Config struct {
+	app.Base
+	UsersURL   string `env:"USERS_URL" default:"http://127.0.0.1:8101"`
+	CatalogURL string `env:"CATALOG_URL" default:"http://127.0.0.1:8102"`
+	OrdersURL  string `env:"ORDERS_URL" default:"http://127.0.0.1:8103"`
+	// UpstreamTimeout bounds every call to an upstream (each attempt of a retried GET).
+	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" default:"5s"`
+	// A breaker opens after BreakerFailures consecutive failures (5xx or no answer) and
+	// stays open for BreakerOpenFor before letting one trial request through.
+	BreakerFailures int           `env:"BREAKER_FAILURES" default:"5"`
+	BreakerOpenFor  time.Duration `env:"BREAKER_OPEN_FOR" default:"10s"`
+	// Per client (user id, else IP): a token bucket refilled at RateLimitRPS per second
+	// holding at most RateLimitBurst. RATE_LIMIT_RPS=0 switches rate limiting off.
+	RateLimitRPS   float64 `env:"RATE_LIMIT_RPS" default:"100"`
+	RateLimitBurst int     `env:"RATE_LIMIT_BURST" default:"200"`
+}
+
+func (c Config) validate() error {
+	var problems []string
+	for name, raw := range map[string]string{"USERS_URL": c.UsersURL, "CATALOG_URL": c.CatalogURL, "ORDERS_URL": c.OrdersURL} {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			problems = append(problems, fmt.Sprintf("%s=%q: want an http(s) URL", name, raw))
+		}
+	}
+	if c.UpstreamTimeout <= 0 {
+		problems = append(problems, "UPSTREAM_TIMEOUT must be positive")
+	}
+	if c.BreakerFailures < 1 {
+		problems = append(problems, "BREAKER_FAILURES must be at least 1")
+	}
+	if c.BreakerOpenFor <= 0 {
+		problems = append(problems, "BREAKER_OPEN_FOR must be positive")
+	}
+	if c.RateLimitRPS < 0 || (c.RateLimitRPS > 0 && c.RateLimitBurst < 1) {
+		problems = append(problems, "RATE_LIMIT_RPS must be >= 0 (0 = off) and RATE_LIMIT_BURST >= 1")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("config: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	// No Migrations (no database) and no Consumes (no bus): App.DB and App.Bus stay nil.
+	opts := app.Options{Name: "gateway", DefaultPort: 8000}
+	var cfg Config
+	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	a, err := app.Start(ctx, opts, cfg.Base, cfg, stdout)
+	if err != nil {
+		return err
+	}
+	g := New(cfg, a.Log)
+	a.Go("rate limiter eviction", g.limiter.Run)
+	g.Mount(a.Mux())
+	return a.Run(ctx)
+}

@@ -1,0 +1,57 @@
+// Command inventory keeps the shop's stock. It reserves the lines of a paid order
+// (stock.reserved, carrying the checkout on to shipping) or rejects the order when a
+// product is unknown or short (stock.rejected), and releases reservations when a later
+// step fails (stock.released). It reacts to payment.authorized and shipment.failed in
+// choreography, and to inventory.reserve and inventory.release commands in orchestration.
+// LAB-UNICORN is never in stock: the deterministic out-of-stock trigger of the saga.
+package main
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"microlab/services/platform/app"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Config is everything inventory reads from its environment.
+type Config struct {
+	app.Base
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "inventory:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	mig, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	opts := app.Options{Name: "inventory", DefaultPort: 8105, Migrations: mig, Consumes: true}
+	var cfg Config
+	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
+		return err
+	}
+	a, err := app.Start(ctx, opts, cfg.Base, cfg, stdout)
+	if err != nil {
+		return err
+	}
+	svc := &Service{app: a, store: &Store{pool: a.DB}}
+	a.Consume(queue, svc.routes())
+	svc.api(a.Mux())
+	return a.Run(ctx)
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"microlab/services/platform/pg"
+)
+
+// Store is inventory's SQL. Calls join the transaction in ctx (pg.InTx).
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// Line is one order line: asked for (Status ""), or a reservation row.
+type Line struct {
+	SKU    string `json:"sku"`
+	Qty    int    `json:"qty"`
+	Status string `json:"status,omitempty"`
+}
+
+// Reservation statuses.
+const (
+	statusReserved = "reserved"
+	statusReleased = "released"
+)
+
+// Level is a product's stock level (GET /stock/{sku}).
+type Level struct {
+	SKU    string `json:"sku"`
+	OnHand int    `json:"onHand"`
+}
+
+// Reservations is what inventory holds for one order (GET /reservations/{orderId}):
+// Reserved and Released count lines in each status.
+type Reservations struct {
+	OrderID  string `json:"orderId"`
+	Reserved int    `json:"reserved"`
+	Released int    `json:"released"`
+	Lines    []Line `json:"lines"`
+}
+
+var errNotFound = errors.New("not found")
+
+// LockOrder serialises reserve and release of one order until the transaction ends.
+// Without it a release and a late reserve of the same order, handled at the same moment,
+// would each miss the other's row: the release would find nothing to return, the
+// reserve no tombstone, and stock would stay taken for a cancelled order. A
+// transaction-scoped advisory lock on a hash of the order id needs no extra table; a
+// hash collision only makes two unrelated orders wait for each other.
+func (s *Store) LockOrder(ctx context.Context, orderID string) error {
+	if !pg.InTxNow(ctx) {
+		// Outside a transaction the lock would be released as soon as it is taken.
+		return errors.New("lock order: not in a transaction")
+	}
+	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, orderID); err != nil {
+		return fmt.Errorf("lock order %s: %w", orderID, err)
+	}
+	return nil
+}
+
+// LockStock locks the stock rows of skus until the transaction ends and returns their
+// levels; an unknown SKU is simply absent from the map. Rows are locked in SKU order
+// (ORDER BY sku) so that every transaction takes them in the same order: two checkouts
+// of {mug, tee} and {tee, mug} would otherwise each hold one row and wait for the other
+// (a deadlock, which PostgreSQL breaks by failing one of them).
+func (s *Store) LockStock(ctx context.Context, skus []string) (map[string]int, error) {
+	rows, err := pg.Q(ctx, s.pool).Query(ctx, `SELECT sku, on_hand FROM stock
+		WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`, skus)
+	if err != nil {
+		return nil, fmt.Errorf("lock stock: %w", err)
+	}
+	out := map[string]int{}
+	var lv Level
+	if _, err := pgx.ForEachRow(rows, []any{&lv.SKU, &lv.OnHand}, func() error {
+		out[lv.SKU] = lv.OnHand
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("lock stock: %w", err)
+	}
+	return out, nil
+}
+
+// Take decrements stock by one line and records it as reserved for the order.
+func (s *Store) Take(ctx context.Context, orderID string, l Line) error {
+	q := pg.Q(ctx, s.pool)
+	if _, err := q.Exec(ctx, `UPDATE stock SET on_hand = on_hand - $2 WHERE sku = $1`, l.SKU, l.Qty); err != nil {
+		return fmt.Errorf("take %s: %w", l.SKU, err)
+	}
+	if _, err := q.Exec(ctx, `INSERT INTO reservations (order_id, sku, qty, status) VALUES ($1, $2, $3, $4)`,
+		orderID, l.SKU, l.Qty, statusReserved); err != nil {
+		return fmt.Errorf("record reservation of %s: %w", l.SKU, err)
+	}
+	return nil
+}
+
+// MarkReleased flips every line still reserved for the order to released and returns
+// those lines (the stock to give back). Lines released before are not returned again.
+func (s *Store) MarkReleased(ctx context.Context, orderID string) ([]Line, error) {
+	rows, err := pg.Q(ctx, s.pool).Query(ctx, `UPDATE reservations SET status = $2, updated_at = now()
+		WHERE order_id = $1 AND status = $3 RETURNING sku, qty`, orderID, statusReleased, statusReserved)
+	if err != nil {
+		return nil, fmt.Errorf("release reservations: %w", err)
+	}
+	lines, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Line, error) {
+		var l Line
+		err := r.Scan(&l.SKU, &l.Qty)
+		return l, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("release reservations: %w", err)
+	}
+	return lines, nil
+}
+
+// Return puts one line back in stock.
+func (s *Store) Return(ctx context.Context, l Line) error {
+	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `UPDATE stock SET on_hand = on_hand + $2 WHERE sku = $1`, l.SKU, l.Qty); err != nil {
+		return fmt.Errorf("return %s: %w", l.SKU, err)
+	}
+	return nil
+}
+
+// Tombstone records that the order's stock was released (once; later releases keep
+// the first reason).
+func (s *Store) Tombstone(ctx context.Context, orderID, reason string) error {
+	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `INSERT INTO releases (order_id, reason) VALUES ($1, $2)
+		ON CONFLICT (order_id) DO NOTHING`, orderID, reason); err != nil {
+		return fmt.Errorf("record release: %w", err)
+	}
+	return nil
+}
+
+// Released reports whether the order has a release tombstone.
+func (s *Store) Released(ctx context.Context, orderID string) (bool, error) {
+	var ok bool
+	if err := pg.Q(ctx, s.pool).QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM releases WHERE order_id = $1)`,
+		orderID).Scan(&ok); err != nil {
+		return false, fmt.Errorf("read releases: %w", err)
+	}
+	return ok, nil
+}
+
+// Level returns a product's stock, or errNotFound.
+func (s *Store) Level(ctx context.Context, sku string) (Level, error) {
+	lv := Level{SKU: sku}
+	err := pg.Q(ctx, s.pool).QueryRow(ctx, `SELECT on_hand FROM stock WHERE sku = $1`, sku).Scan(&lv.OnHand)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Level{}, errNotFound
+	}
+	if err != nil {
+		return Level{}, fmt.Errorf("read stock: %w", err)
+	}
+	return lv, nil
+}
+
+// Reservations returns an order's reservation lines, oldest first.
+func (s *Store) Reservations(ctx context.Context, orderID string) (Reservations, error) {
+	rows, err := pg.Q(ctx, s.pool).Query(ctx, `SELECT sku, qty, status FROM reservations
+		WHERE order_id = $1 ORDER BY id`, orderID)
+	if err != nil {
+		return Reservations{}, fmt.Errorf("read reservations: %w", err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Line])
+	if err != nil {
+		return Reservations{}, fmt.Errorf("read reservations: %w", err)
+	}
+	out := Reservations{OrderID: orderID, Lines: lines}
+	if out.Lines == nil {
+		out.Lines = []Line{} // [] on the wire, never null
+	}
+	for _, l := range lines {
+		switch l.Status {
+		case statusReserved:
+			out.Reserved++
+		case statusReleased:
+			out.Released++
+		}
+	}
+	return out, nil
+}

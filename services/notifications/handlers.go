@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"microlab/services/contracts"
+	"microlab/services/platform/bus"
+)
+
+// queue: notifications only listens; it takes no part in the saga's decisions, so it
+// handles the same events in both modes and receives no commands.
+var queue = bus.Queue{
+	Service: "notifications",
+	Events:  []string{contracts.OrderConfirmed, contracts.OrderCancelled, contracts.UserRegistered},
+}
+
+func (s *Service) routes() bus.Routes {
+	return bus.Routes{
+		contracts.OrderConfirmed: s.onOrderConfirmed,
+		contracts.OrderCancelled: s.onOrderCancelled,
+		contracts.UserRegistered: s.onUserRegistered,
+	}
+}
+
+// errNoUser: an order event without the customer's id cannot be sent to anyone.
+var errNoUser = errors.New("missing userId")
+
+func (s *Service) onOrderConfirmed(ctx context.Context, d bus.Delivery) error {
+	env, err := d.Envelope()
+	if err != nil {
+		return err
+	}
+	var data contracts.OrderConfirmedData
+	if err := env.DecodeData(&data); err != nil {
+		return err
+	}
+	if data.UserID == "" {
+		return fmt.Errorf("%w: %s data: %w", contracts.ErrMalformed, env.EventType, errNoUser)
+	}
+	return s.send(ctx, env.EventID, data.OrderID, Notification{UserID: data.UserID, OrderID: &data.OrderID, Kind: kindOrderConfirmed})
+}
+
+func (s *Service) onOrderCancelled(ctx context.Context, d bus.Delivery) error {
+	env, err := d.Envelope()
+	if err != nil {
+		return err
+	}
+	var data contracts.OrderCancelledData
+	if err := env.DecodeData(&data); err != nil {
+		return err
+	}
+	if data.UserID == "" {
+		return fmt.Errorf("%w: %s data: %w", contracts.ErrMalformed, env.EventType, errNoUser)
+	}
+	return s.send(ctx, env.EventID, data.OrderID, Notification{UserID: data.UserID, OrderID: &data.OrderID, Kind: kindOrderCancelled})
+}
+
+func (s *Service) onUserRegistered(ctx context.Context, d bus.Delivery) error {
+	env, err := d.Envelope()
+	if err != nil {
+		return err
+	}
+	var data contracts.UserRegisteredData
+	if err := env.DecodeData(&data); err != nil {
+		return err
+	}
+	corr := env.CorrelationID
+	if corr == "" {
+		corr = data.UserID
+	}
+	return s.send(ctx, env.EventID, corr, Notification{UserID: data.UserID, Kind: kindWelcome})
+}

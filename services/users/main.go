@@ -1,0 +1,98 @@
+// Command users registers shoppers, checks their passwords and issues the JWTs every
+// other part of the shop trusts. It signs with Ed25519 (EdDSA) and publishes only its
+// public key (GET /internal/jwks): the gateway can verify tokens but never mint them.
+//
+// Registration announces user.registered through the outbox, so users connects to
+// RabbitMQ (the outbox relay needs a publisher) even though it consumes no queue.
+package main
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"microlab/services/platform/app"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// devJWTSeed is the documented development seed ("microlab-dev-jwt-seed-not-secret" in
+// hex). It is public — it is in this file — so anyone can mint tokens a lab using it
+// accepts. Fine on a laptop; set JWT_SEED anywhere else (`openssl rand -hex 32`).
+const devJWTSeed = "6d6963726f6c61622d6465762d6a77742d736565642d6e6f742d736563726574"
+
+// Config is everything users reads from its environment.
+type Config struct {
+	app.Base
+	// JWTSeed is the 32-byte Ed25519 seed (64 hex characters) the signing key is derived
+	// from. Every instance must share it, or tokens from one are rejected for another.
+	JWTSeed string        `env:"JWT_SEED" secret:"true"`
+	JWTTTL  time.Duration `env:"JWT_TTL" default:"1h"`
+	// BcryptCost is the work factor of password hashes (tests lower it: the race detector
+	// makes bcrypt very slow).
+	BcryptCost int `env:"BCRYPT_COST" default:"10"`
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "users:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	mig, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	opts := app.Options{Name: "users", DefaultPort: 8101, Migrations: mig, Consumes: true}
+	var cfg Config
+	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
+		return err
+	}
+	devSeed := cfg.JWTSeed == ""
+	if devSeed {
+		cfg.JWTSeed = devJWTSeed
+	}
+	// Check everything that can be wrong with the config before connecting to anything:
+	// a malformed seed is a start-up error, never a service that issues no tokens.
+	signer, err := NewSigner(cfg.JWTSeed, cfg.JWTTTL)
+	if err != nil {
+		return err
+	}
+	if cfg.BcryptCost < bcrypt.MinCost || cfg.BcryptCost > bcrypt.MaxCost {
+		return fmt.Errorf("config: BCRYPT_COST=%d: must be between %d and %d", cfg.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost)
+	}
+	// The hash that logins for unknown emails are compared against (see Service.Login),
+	// made once, at the configured cost, so both paths take the same time.
+	dummy, err := bcrypt.GenerateFromPassword([]byte("no user has this password"), cfg.BcryptCost)
+	if err != nil {
+		return fmt.Errorf("dummy hash: %w", err)
+	}
+	a, err := app.Start(ctx, opts, cfg.Base, cfg, stdout)
+	if err != nil {
+		return err
+	}
+	if devSeed {
+		a.Log.WarnContext(ctx, "JWT_SEED is not set: signing with the public development seed; anyone can mint tokens this lab accepts")
+	}
+	svc := &Service{app: a, store: &Store{pool: a.DB}, signer: signer, cost: cfg.BcryptCost, dummyHash: dummy}
+	// Seeded before serving, so "ready" means the demo accounts can log in. The process
+	// exits on this error (the app's connections close with it).
+	if err := svc.SeedDemo(ctx); err != nil {
+		return fmt.Errorf("seed demo accounts: %w", err)
+	}
+	svc.api(a.Mux())
+	return a.Run(ctx)
+}

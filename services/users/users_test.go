@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"microlab/services/contracts"
+	"microlab/services/platform/bus"
+	"microlab/services/platform/testenv"
+)
+
+// testSeed is a seed the tests set explicitly, so they can check it never reaches a log.
+const testSeed = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+// lockedBuffer collects a service's log lines (written from many goroutines).
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// stack is users running in-process, with a queue bound to user.registered in its vhost.
+type stack struct {
+	base   string
+	events <-chan amqp.Delivery
+	logs   *lockedBuffer
+}
+
+// start binds the test queue BEFORE users starts, so the demo accounts' registrations
+// (emitted at start) are observed too.
+func start(t *testing.T) stack {
+	t.Helper()
+	env := testenv.ServiceEnv(t, "users", true)
+	env["JWT_SEED"] = testSeed
+	env["BCRYPT_COST"] = "4" // bcrypt under the race detector is very slow at cost 10
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	conn, err := bus.Dial(ctx, env["AMQP_URL"], "users-test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.DeclareExchanges(ch); err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(q.Name, contracts.UserRegistered, contracts.ExchangeEvents, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	out, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	logs := &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, env.Get, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	base := "http://" + env["HTTP_ADDR"]
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("users never became ready; logs:\n%s", logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return stack{base: base, events: out, logs: logs}
+}
+
+type errorBody struct {
+	Error struct{ Code, Message string }
+}
+
+// call sends a JSON body (raw string) and decodes the answer into out.
+func call(t *testing.T, method, url, contentType, body string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: %d %q: %v", method, url, resp.StatusCode, raw, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestRegisterAndLogin(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+
+	// The demo accounts were announced at start.
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		select {
+		case d := <-s.events:
+			var data contracts.UserRegisteredData
+			env, err := contracts.Decode(d.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := env.DecodeData(&data); err != nil {
+				t.Fatal(err)
+			}
+			seen[data.Email] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("demo accounts not announced; saw %v", seen)
+		}
+	}
+
+	var u User
+	code := call(t, "POST", s.base+"/users", "application/json",
+		`{"email":"  Carol@Example.COM ","name":"  Carol  ","password":"carol-secret"}`, &u)
+	if code != http.StatusCreated || u.Email != "carol@example.com" || u.Name != "Carol" || u.ID == "" {
+		t.Fatalf("register: %d %+v", code, u)
+	}
+	select {
+	case d := <-s.events:
+		env, err := contracts.Decode(d.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var data contracts.UserRegisteredData
+		if err := env.DecodeData(&data); err != nil {
+			t.Fatal(err)
+		}
+		if d.Type != contracts.UserRegistered || env.Source != "users" || env.CorrelationID != u.ID ||
+			data != (contracts.UserRegisteredData{UserID: u.ID, Email: u.Email, Name: u.Name}) {
+			t.Fatalf("user.registered: %s %+v %+v", d.Type, env, data)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("user.registered not emitted")
+	}
+
+	long := strings.Repeat("a", 250) + "@example.com"
+	for _, tc := range []struct {
+		name, contentType, body string
+		code                    int
+		errCode, mentions       string
+	}{
+		{"duplicate, other case", "application/json", `{"email":"CAROL@example.com","name":"C2","password":"whatever-pw"}`, 409, "email_taken", ""},
+		{"missing email", "application/json", `{"name":"X","password":"12345678"}`, 400, "invalid_field", "email"},
+		{"bad email", "application/json", `{"email":"not-an-email","name":"X","password":"12345678"}`, 400, "invalid_field", "email"},
+		{"display-name form", "application/json", `{"email":"X <x@example.com>","name":"X","password":"12345678"}`, 400, "invalid_field", "email"},
+		{"email too long", "application/json", mustJSON(Registration{Email: long, Name: "X", Password: "12345678"}), 400, "invalid_field", "email"},
+		{"blank name", "application/json", `{"email":"x1@example.com","name":"   ","password":"12345678"}`, 400, "invalid_field", "name"},
+		{"name too long", "application/json", mustJSON(Registration{Email: "x2@example.com", Name: strings.Repeat("é", 101), Password: "12345678"}), 400, "invalid_field", "name"},
+		{"control char in name", "application/json", `{"email":"x3@example.com","name":"a\u0007b","password":"12345678"}`, 400, "invalid_field", "name"},
+		{"password too short", "application/json", `{"email":"x4@example.com","name":"X","password":"1234567"}`, 400, "invalid_field", "password"},
+		{"password too long", "application/json", mustJSON(Registration{Email: "x5@example.com", Name: "X", Password: strings.Repeat("p", 73)}), 400, "invalid_field", "password"},
+		{"unknown field", "application/json", `{"email":"x6@example.com","name":"X","password":"12345678","admin":true}`, 400, "unknown_field", "admin"},
+		{"malformed", "application/json", `{"email":`, 400, "malformed_json", ""},
+		{"wrong content type", "text/plain", `{}`, 415, "unsupported_media_type", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e errorBody
+			if code := call(t, "POST", s.base+"/users", tc.contentType, tc.body, &e); code != tc.code {
+				t.Fatalf("status %d, want %d (%+v)", code, tc.code, e)
+			}
+			if e.Error.Code != tc.errCode || !strings.Contains(e.Error.Message, tc.mentions) {
+				t.Fatalf("error %+v, want code %s mentioning %q", e.Error, tc.errCode, tc.mentions)
+			}
+		})
+	}
+	// Boundaries that are accepted: 100 characters of name, 72 bytes of password.
+	if code := call(t, "POST", s.base+"/users", "application/json",
+		mustJSON(Registration{Email: "edge@example.com", Name: strings.Repeat("é", 100), Password: strings.Repeat("p", 72)}), nil); code != 201 {
+		t.Fatalf("boundary registration: %d", code)
+	}
+
+	// Logins: the same answer for an unknown email and a wrong password.
+	var wrong, unknown errorBody
+	for _, tc := range []struct {
+		name, body string
+		code       int
+		out        any
+	}{
+		{"wrong password", `{"email":"alice@example.com","password":"alice-wrong"}`, 401, &wrong},
+		{"unknown email", `{"email":"nobody@example.com","password":"alice-secret"}`, 401, &unknown},
+		{"missing password", `{"email":"alice@example.com"}`, 400, &errorBody{}},
+	} {
+		if code := call(t, "POST", s.base+"/login", "application/json", tc.body, tc.out); code != tc.code {
+			t.Fatalf("%s: %d, want %d", tc.name, code, tc.code)
+		}
+	}
+	if wrong != unknown || wrong.Error.Code != "invalid_credentials" {
+		t.Fatalf("login failures differ or wrong code: %+v vs %+v", wrong, unknown)
+	}
+
+	// A successful login issues a token the published JWKS verifies.
+	for _, acct := range []struct{ email, password, name, id string }{
+		{"Alice@Example.com", "alice-secret", "Alice", ""},
+		{"carol@example.com", "carol-secret", "Carol", u.ID},
+	} {
+		var sess Session
+		if code := call(t, "POST", s.base+"/login", "application/json",
+			mustJSON(map[string]string{"email": acct.email, "password": acct.password}), &sess); code != 200 {
+			t.Fatalf("login %s: %d", acct.email, code)
+		}
+		if d := time.Until(sess.ExpiresAt); d < 59*time.Minute || d > 61*time.Minute {
+			t.Fatalf("expiresAt %s: want about an hour from now", sess.ExpiresAt)
+		}
+		claims := verify(t, s.base, sess.Token)
+		if claims.Name != acct.name || claims.Email != strings.ToLower(acct.email) || claims.Subject == "" ||
+			(acct.id != "" && claims.Subject != acct.id) || !claims.ExpiresAt.Time.Equal(sess.ExpiresAt) {
+			t.Fatalf("claims %+v for %s", claims, acct.email)
+		}
+		// GET /users/{sub} finds the user.
+		var got User
+		if code := call(t, "GET", s.base+"/users/"+claims.Subject, "", "", &got); code != 200 || got.Name != acct.name {
+			t.Fatalf("GET /users/%s: %d %+v", claims.Subject, code, got)
+		}
+		if strings.Contains(s.logs.String(), sess.Token) {
+			t.Fatal("a token was logged")
+		}
+	}
+	for _, id := range []string{"00000000-0000-0000-0000-000000000000", "not-a-uuid"} {
+		var e errorBody
+		if code := call(t, "GET", s.base+"/users/"+id, "", "", &e); code != 404 || e.Error.Code != "not_found" {
+			t.Fatalf("GET /users/%s: %d %+v", id, code, e)
+		}
+	}
+	if strings.Contains(s.logs.String(), testSeed) {
+		t.Fatal("the JWT seed was logged")
+	}
+}
+
+// verify checks a token the way the gateway does: EdDSA only, key from the JWKS by kid,
+// issuer, audience and expiry required.
+func verify(t *testing.T, base, token string) *Claims {
+	t.Helper()
+	var set struct{ Keys []JWK }
+	if code := call(t, "GET", base+"/internal/jwks", "", "", &set); code != 200 || len(set.Keys) != 1 {
+		t.Fatalf("jwks: %d %+v", code, set)
+	}
+	k := set.Keys[0]
+	if k.Kty != "OKP" || k.Crv != "Ed25519" || k.Alg != "EdDSA" || k.Use != "sig" || len(k.Kid) != 16 {
+		t.Fatalf("jwk %+v", k)
+	}
+	x, err := base64.RawURLEncoding.DecodeString(k.X)
+	if err != nil || len(x) != ed25519.PublicKeySize {
+		t.Fatalf("jwk x: %v", err)
+	}
+	var claims Claims
+	tok, err := jwt.ParseWithClaims(token, &claims, func(tok *jwt.Token) (any, error) {
+		if tok.Header["kid"] != k.Kid {
+			t.Fatalf("kid %v, want %s", tok.Header["kid"], k.Kid)
+		}
+		return ed25519.PublicKey(x), nil
+	}, jwt.WithValidMethods([]string{"EdDSA"}), jwt.WithIssuer(Issuer), jwt.WithAudience(Audience),
+		jwt.WithExpirationRequired(), jwt.WithIssuedAt())
+	if err != nil || !tok.Valid {
+		t.Fatalf("token does not verify: %v", err)
+	}
+	return &claims
+}
+
+func TestSeedValidation(t *testing.T) {
+	t.Parallel()
+	for _, seed := range []string{"abc", strings.Repeat("zz", 32), strings.Repeat("ab", 33)} {
+		env := map[string]string{"JWT_SEED": seed, "LAB_DATABASE_URL": "postgres://nowhere.invalid/lab"}
+		err := run(context.Background(), func(k string) string { return env[k] }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "JWT_SEED must be 64 hexadecimal characters") {
+			t.Fatalf("seed %q: err %v", seed, err)
+		}
+		if strings.Contains(err.Error(), seed) {
+			t.Fatalf("the error repeats the seed: %v", err)
+		}
+	}
+}
+
+func TestDevSeedIsValid(t *testing.T) {
+	t.Parallel()
+	if _, err := NewSigner(devJWTSeed, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := hex.DecodeString(devJWTSeed); string(b) != "microlab-dev-jwt-seed-not-secret" {
+		t.Fatal("devJWTSeed no longer spells what its comment says")
+	}
+}
