@@ -53,14 +53,7 @@ var errNotFound = errors.New("not found")
 // transaction-scoped advisory lock on a hash of the order id needs no extra table; a
 // hash collision only makes two unrelated orders wait for each other.
 func (s *Store) LockOrder(ctx context.Context, orderID string) error {
-	if !pg.InTxNow(ctx) {
-		// Outside a transaction the lock would be released as soon as it is taken.
-		return errors.New("lock order: not in a transaction")
-	}
-	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, orderID); err != nil {
-		return fmt.Errorf("lock order %s: %w", orderID, err)
-	}
-	return nil
+	return pg.LockKey(ctx, s.pool, "order:"+orderID)
 }
 
 // LockStock locks the stock rows of skus until the transaction ends and returns their

@@ -148,3 +148,18 @@ func IsUniqueViolation(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
+
+// LockKey takes a transaction-scoped advisory lock on a hash of key, serialising every
+// transaction that locks the same key until it commits or rolls back. It needs no extra
+// table; a hash collision only makes two unrelated keys wait for each other, it never
+// mixes them up. It must be called inside InTx: outside a transaction the lock would be
+// released as soon as it is taken.
+func LockKey(ctx context.Context, pool *pgxpool.Pool, key string) error {
+	if !InTxNow(ctx) {
+		return fmt.Errorf("lock %s: not in a transaction", key)
+	}
+	if _, err := Q(ctx, pool).Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key); err != nil {
+		return fmt.Errorf("lock %s: %w", key, err)
+	}
+	return nil
+}
