@@ -1,0 +1,236 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"microlab/services/contracts"
+	"microlab/services/platform/bus"
+	"microlab/services/platform/control"
+	"microlab/services/platform/testenv"
+)
+
+// kill -9 of payments, inventory and orders in the middle of a batch of sagas: the
+// supervisor restarts each, every saga finishes, and nothing is charged twice (the
+// ledger checks include "at most one authorization" and "exactly one capture").
+func TestKill9MidSaga(t *testing.T) {
+	t.Parallel()
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			l := startLab(t, labOptions{settings: map[string]string{control.SagaMode: mode}})
+			tokens := users(t, l, 4)
+			stop := make(chan struct{})
+			placed := make(chan placedBatch, 1)
+			go func() { placed <- placeUntil(t, l, stop, 4, tokens) }()
+			for _, victim := range []string{"payments", "inventory", "orders"} {
+				time.Sleep(400 * time.Millisecond)
+				if err := l.sup.Kill(victim); err != nil {
+					t.Fatalf("kill -9 %s: %v", victim, err)
+				}
+				t.Logf("killed %s (SIGKILL)", victim)
+			}
+			time.Sleep(400 * time.Millisecond)
+			close(stop)
+			b := <-placed
+			t.Logf("%d orders placed while services were being killed", len(b.ids))
+			awaitBatch(t, l, b.batch, b.ids, b.tokens, 2*time.Minute)
+		})
+	}
+}
+
+// RabbitMQ stopped and restarted during a batch: services reconnect by themselves,
+// nothing is lost (events wait in the outbox), every saga finishes consistently.
+func TestBrokerRestartMidBatch(t *testing.T) {
+	t.Parallel()
+	broker := testenv.PrivateBroker(t)
+	l := startLab(t, labOptions{amqpURL: broker.URL()})
+	tokens := users(t, l, 4)
+	stop := make(chan struct{})
+	placed := make(chan placedBatch, 1)
+	go func() { placed <- placeUntil(t, l, stop, 4, tokens) }()
+	time.Sleep(500 * time.Millisecond)
+	broker.Stop()
+	t.Log("broker stopped")
+	time.Sleep(2 * time.Second) // orders keep being accepted: their events wait in the outboxes
+	broker.Start()
+	t.Log("broker started again")
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	b := <-placed
+	t.Logf("%d orders placed across the broker restart", len(b.ids))
+	awaitBatch(t, l, b.batch, b.ids, b.tokens, 3*time.Minute)
+}
+
+// The same message delivered twice: with the inbox on its effect applies once; with the
+// inbox off it applies twice — the lab must be able to show that bug.
+func TestDuplicateDelivery(t *testing.T) {
+	t.Parallel()
+	l := startLab(t, labOptions{})
+	token := l.api.login(t, "bob@example.com", "bob-secret")
+	tap := l.tap(t, contracts.OrderPlaced)
+
+	for _, tc := range []struct {
+		inbox bool
+		want  int
+	}{{true, 1}, {false, 2}} {
+		l.set(control.InboxEnabled, map[bool]string{true: "true", false: "false"}[tc.inbox])
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		id, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := l.api.waitFinal(ctx, token, id)
+		if err != nil || o.Status != "confirmed" {
+			t.Fatalf("order %s: %+v %v", id, o, err)
+		}
+		// Deliver the very same order.placed (same message id) a second time.
+		msg := tap.find(t, id)
+		l.republish(t, msg)
+		deadline := time.Now().Add(15 * time.Second)
+		var p payments
+		for time.Now().Before(deadline) {
+			if p, err = l.payments(ctx, id); err == nil && p.Authorizations == tc.want {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		// Wait a little longer to be sure a duplicate did not apply late.
+		time.Sleep(time.Second)
+		if p, err = l.payments(ctx, id); err != nil || p.Authorizations != tc.want {
+			t.Fatalf("inbox=%v: %d authorizations after a duplicate delivery, want %d (%v)", tc.inbox, p.Authorizations, tc.want, err)
+		}
+		cancel()
+	}
+}
+
+// A malformed message is retried, then parked in the DLQ, and never blocks the queue:
+// orders placed right after it complete normally.
+func TestMalformedMessageIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	l := startLab(t, labOptions{})
+	token := l.api.login(t, "alice@example.com", "alice-secret")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, body := range []string{`{not json`, `{"eventId":"x1","eventType":"order.placed","data":{"orderId":""}}`} {
+		l.republish(t, amqp.Delivery{Exchange: contracts.ExchangeEvents, RoutingKey: contracts.OrderPlaced,
+			MessageId: "poison-" + body[:3], Type: contracts.OrderPlaced, Body: []byte(body)})
+	}
+	id, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, err := l.api.waitFinal(ctx, token, id); err != nil || o.Status != "confirmed" {
+		t.Fatalf("an order behind poison messages did not complete: %+v %v", o, err)
+	}
+	// payments consumes order.placed; both poison messages end in its DLQ.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n := l.queueDepth(t, "payments.dlq")
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("payments.dlq holds %d messages, want 2", n)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// tap is a test queue bound to some routing keys of shop.events in the lab's vhost.
+type tap struct {
+	l    *lab
+	name string
+}
+
+func (l *lab) conn(t *testing.T) *bus.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := bus.Dial(ctx, l.cfg.AMQPURL, "e2e", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func (l *lab) tap(t *testing.T, keys ...string) *tap {
+	t.Helper()
+	ch, err := l.conn(t).Channel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	name := "e2e.tap." + testenv.Name("")
+	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if err := ch.QueueBind(name, k, contracts.ExchangeEvents, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &tap{l: l, name: name}
+}
+
+// find returns the tapped message whose correlation id is corr.
+func (tp *tap) find(t *testing.T, corr string) amqp.Delivery {
+	t.Helper()
+	ch, err := tp.l.conn(t).Channel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		d, ok, err := ch.Get(tp.name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		var env contracts.Envelope
+		if json.Unmarshal(d.Body, &env) == nil && env.CorrelationID == corr {
+			return d
+		}
+	}
+	t.Fatalf("no tapped message for %s", corr)
+	return amqp.Delivery{}
+}
+
+// republish publishes a copy of d (same message id, body and headers) where it came from.
+func (l *lab) republish(t *testing.T, d amqp.Delivery) {
+	t.Helper()
+	conn := l.conn(t)
+	pub := bus.NewPublisher(conn, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	err := pub.Publish(context.Background(), d.Exchange, d.RoutingKey, amqp.Publishing{
+		Headers: d.Headers, ContentType: "application/json", DeliveryMode: amqp.Persistent,
+		MessageId: d.MessageId, CorrelationId: d.CorrelationId, Type: d.Type, AppId: d.AppId, Body: d.Body,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (l *lab) queueDepth(t *testing.T, queue string) int {
+	t.Helper()
+	ch, err := l.conn(t).Channel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("inspect %s: %v", queue, err)
+	}
+	return q.Messages
+}

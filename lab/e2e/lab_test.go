@@ -1,0 +1,279 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"microlab/lab/stack"
+	"microlab/lab/supervisor"
+	"microlab/services/platform/bus"
+	"microlab/services/platform/control"
+	"microlab/services/platform/pg"
+	"microlab/services/platform/testenv"
+)
+
+// binaries are built once per test binary run, into a directory shared by every test.
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "microlab-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		buildErr = stack.Build(ctx, repoRoot(), binDir, io.Discard)
+	})
+	if buildErr != nil {
+		t.Fatalf("build services: %v", buildErr)
+	}
+	return binDir
+}
+
+// lab is one running shop for one test.
+type lab struct {
+	t     *testing.T
+	cfg   stack.Config
+	sup   *supervisor.Supervisor
+	api   *client
+	store *control.Store
+	logs  *syncBuffer
+}
+
+type labOptions struct {
+	settings map[string]string // applied before the services start
+	amqpURL  string            // "" = a fresh vhost on the machine's broker
+}
+
+// startLab provisions databases, starts every service as a process and waits until all
+// are healthy. Everything is torn down when the test ends.
+func startLab(t *testing.T, opts labOptions) *lab {
+	t.Helper()
+	bins := binaries(t)
+	amqpURL := opts.amqpURL
+	if amqpURL == "" {
+		amqpURL = testenv.VHost(t)
+	}
+	base := testenv.FreePortBase(t, 110)
+	cfg := stack.Config{
+		AdminDatabaseURL: testenv.AdminDatabaseURL(),
+		AMQPURL:          amqpURL,
+		DBPrefix:         testenv.Name("e") + "_",
+		PortOffset:       base - 8000,
+		Host:             "127.0.0.1",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := stack.Provision(ctx, cfg); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, s := range stack.Services {
+			if s.DB {
+				_ = pg.Drop(ctx, cfg.AdminDatabaseURL, cfg.DBName(s.Name))
+			}
+		}
+		_ = pg.Drop(ctx, cfg.AdminDatabaseURL, cfg.DBName(stack.LabDB))
+	})
+	labURL, err := cfg.DatabaseURL(cfg.DBName(stack.LabDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := control.OpenStore(ctx, labURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	for k, v := range opts.settings {
+		if _, err := store.Set(ctx, k, v, "e2e"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logs := &syncBuffer{}
+	sup := supervisor.New(slog.New(slog.NewTextHandler(io.Discard, nil)), logs)
+	l := &lab{t: t, cfg: cfg, sup: sup, store: store, logs: logs}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		sup.StopAll(ctx)
+		if t.Failed() {
+			t.Logf("service logs (tail):\n%s", logs.Tail(20000))
+		}
+	})
+	if err := stack.Launch(ctx, cfg, sup, bins, nil); err != nil {
+		t.Fatalf("launch: %v\nlogs:\n%s", err, logs.Tail(20000))
+	}
+	gw, _ := stack.Find("gateway")
+	l.api = &client{base: cfg.URL(gw), http: &http.Client{Timeout: 10 * time.Second}}
+	return l
+}
+
+// serviceURL is the internal base URL of a service of this lab.
+func (l *lab) serviceURL(name string) string {
+	s, ok := stack.Find(name)
+	if !ok {
+		l.t.Fatalf("no service %s", name)
+	}
+	return l.cfg.URL(s)
+}
+
+// set changes a setting the way `lab settings set` does: store, then announce.
+func (l *lab) set(key, value string) {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch, err := l.store.Set(ctx, key, value, "e2e")
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	conn, err := bus.Dial(ctx, l.cfg.AMQPURL, "e2e-control", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := control.Announce(ctx, bus.NewPublisher(conn, slog.New(slog.NewTextHandler(io.Discard, nil))), ch); err != nil {
+		l.t.Fatal(err)
+	}
+	// Give every instance a moment to apply it (the announcement triggers a re-read).
+	time.Sleep(500 * time.Millisecond)
+}
+
+func (l *lab) payments(ctx context.Context, orderID string) (payments, error) {
+	var p payments
+	err := getJSON(ctx, l.serviceURL("payments")+"/payments/"+orderID, &p)
+	return p, err
+}
+
+func (l *lab) reservations(ctx context.Context, orderID string) (reservations, error) {
+	var r reservations
+	err := getJSON(ctx, l.serviceURL("inventory")+"/reservations/"+orderID, &r)
+	return r, err
+}
+
+func (l *lab) stock(ctx context.Context, sku string) int {
+	l.t.Helper()
+	var s struct {
+		OnHand int `json:"onHand"`
+	}
+	if err := getJSON(ctx, l.serviceURL("inventory")+"/stock/"+sku, &s); err != nil {
+		l.t.Fatal(err)
+	}
+	return s.OnHand
+}
+
+// checkLedgers verifies that what payments and inventory recorded agrees with the order's
+// outcome. Compensations may finish a moment after the order is cancelled (in
+// choreography the refund, not the release, cancels the order), so it polls briefly.
+func (l *lab) checkLedgers(ctx context.Context, o order) error {
+	var last error
+	for {
+		last = l.ledgersAgree(ctx, o)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (l *lab) ledgersAgree(ctx context.Context, o order) error {
+	p, err := l.payments(ctx, o.OrderID)
+	if err != nil {
+		return err
+	}
+	r, err := l.reservations(ctx, o.OrderID)
+	if err != nil {
+		return err
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("order %s %s/%s: "+format+" (payments %+v, reservations %+v)",
+			append(append([]any{o.OrderID, o.Status, o.CancelReason}, args...), p, r)...)
+	}
+	switch {
+	case o.Status == "confirmed":
+		if p.Authorizations != 1 || p.Captures != 1 || p.RefundedCents != 0 || p.CapturedCents != o.TotalCents {
+			return bad("want exactly one authorization and one capture of the total")
+		}
+		if r.Reserved != 1 || r.Released != 0 {
+			return bad("want exactly one reservation, not released")
+		}
+	case o.CancelReason == "payment_declined":
+		if p.Authorizations != 0 || p.Captures != 0 || r.Reserved != 0 || r.Released != 0 {
+			return bad("a declined payment must touch neither money nor stock")
+		}
+	case o.Status == "cancelled":
+		if p.Captures != 0 || p.RefundedCents != p.AuthorizedCents {
+			return bad("every authorization must be refunded, nothing captured")
+		}
+		if p.Authorizations > 1 {
+			return bad("authorized more than once")
+		}
+		if r.Reserved != 0 {
+			return bad("every reservation must be released")
+		}
+	default:
+		return bad("not final")
+	}
+	return nil
+}
+
+// syncBuffer collects the services' logs for failure reports.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() > 8<<20 { // keep memory bounded under long tests
+		s := b.buf.String()
+		b.buf.Reset()
+		b.buf.WriteString(s[len(s)/2:])
+	}
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.String()
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}

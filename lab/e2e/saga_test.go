@@ -1,0 +1,260 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"microlab/services/platform/control"
+)
+
+var modes = []string{"choreography", "orchestration"}
+
+// Every outcome of the checkout saga (DESIGN §5), in both modes, checked through the
+// public API and against the payments and inventory ledgers.
+func TestCheckoutOutcomes(t *testing.T) {
+	t.Parallel()
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			l := startLab(t, labOptions{settings: map[string]string{control.SagaMode: mode}})
+			token := l.api.login(t, "alice@example.com", "alice-secret")
+			cases := []struct {
+				name, card, sku, country string
+				status, reason           string
+				stockDelta               int
+			}{
+				{"happy path", cardOK, "LAB-TEE", "DE", "confirmed", "", -2},
+				{"card declined", cardDeclined, "LAB-CAP", "DE", "cancelled", "payment_declined", 0},
+				{"out of stock", cardOK, skuOOS, "DE", "cancelled", "out_of_stock", 0},
+				{"shipping impossible", cardOK, "LAB-SOCKS", "XX", "cancelled", "shipping_failed", 0},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+					defer cancel()
+					before := l.stock(ctx, tc.sku)
+					id, err := l.api.place(ctx, token, newOrder(tc.card, tc.sku, tc.country))
+					if err != nil {
+						t.Fatal(err)
+					}
+					o, err := l.api.waitFinal(ctx, token, id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if o.Status != tc.status || o.CancelReason != tc.reason || o.SagaMode != mode {
+						t.Fatalf("order %s: status %q reason %q mode %q; want %q %q %q; steps %+v",
+							id, o.Status, o.CancelReason, o.SagaMode, tc.status, tc.reason, mode, o.Steps)
+					}
+					if len(o.Steps) < 2 {
+						t.Fatalf("order shows no saga steps: %+v", o.Steps)
+					}
+					if err := l.checkLedgers(ctx, o); err != nil {
+						t.Fatal(err)
+					}
+					if after := l.stock(ctx, tc.sku); after-before != tc.stockDelta {
+						t.Fatalf("stock of %s moved by %d, want %d", tc.sku, after-before, tc.stockDelta)
+					}
+				})
+			}
+		})
+	}
+}
+
+// checkout is one order of a batch with the outcome its inputs determine.
+type checkout struct {
+	req            orderRequest
+	status, reason string
+}
+
+func mixedBatch(n int) []checkout {
+	kinds := []checkout{
+		{newOrder(cardOK, skuOK, "DE"), "confirmed", ""},
+		{newOrder(cardDeclined, skuOK, "DE"), "cancelled", "payment_declined"},
+		{newOrder(cardOK, skuOOS, "DE"), "cancelled", "out_of_stock"},
+		{newOrder(cardOK, skuOK, "XX"), "cancelled", "shipping_failed"},
+	}
+	out := make([]checkout, n)
+	for i := range out {
+		out[i] = kinds[i%len(kinds)]
+	}
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// placeOne places one order. A placement may hit a service that is restarting (chaos
+// tests): it retries with the same Idempotency-Key, so a retried request never doubles
+// an order.
+func placeOne(l *lab, token string, req orderRequest) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key := fmt.Sprintf("e2e-%d-%d", time.Now().UnixNano(), rand.Int64())
+	for attempt := 0; ; attempt++ {
+		var out struct {
+			OrderID string `json:"orderId"`
+		}
+		_, err := l.api.do(ctx, "POST", "/api/v1/orders", token, req, map[string]string{"Idempotency-Key": key}, &out)
+		if err == nil {
+			return out.OrderID, nil
+		}
+		if ctx.Err() != nil {
+			return "", err
+		}
+		time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
+	}
+}
+
+// placeBatch places every checkout concurrently (bounded by workers); order i is placed
+// by user tokens[i%len(tokens)]. It returns the order ids, index-aligned with batch.
+func placeBatch(t *testing.T, l *lab, batch []checkout, workers int, tokens []string) []string {
+	t.Helper()
+	ids := make([]string, len(batch))
+	errs := make([]error, len(batch))
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	for i, c := range batch {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ids[i], errs[i] = placeOne(l, tokens[i%len(tokens)], c.req)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("placing order %d: %v", i, err)
+		}
+	}
+	return ids
+}
+
+type placedBatch struct {
+	batch  []checkout
+	ids    []string
+	tokens []string // who placed each order (only its owner may read it)
+}
+
+// placeUntil keeps placing a mix of checkouts from workers goroutines until stop is
+// closed, so that a fault injected meanwhile always hits a shop that is busy.
+func placeUntil(t *testing.T, l *lab, stop <-chan struct{}, workers int, tokens []string) placedBatch {
+	t.Helper()
+	var (
+		mu   sync.Mutex
+		out  placedBatch
+		errs []error
+		wg   sync.WaitGroup
+	)
+	kinds := mixedBatch(4)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			token := tokens[w%len(tokens)]
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c := kinds[rand.IntN(len(kinds))]
+				id, err := placeOne(l, token, c.req)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					out.batch, out.ids, out.tokens = append(out.batch, c), append(out.ids, id), append(out.tokens, token)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Errorf("placing an order: %v", err)
+	}
+	if len(out.ids) < 20 {
+		t.Fatalf("only %d orders placed: too few to prove anything", len(out.ids))
+	}
+	return out
+}
+
+// awaitBatch waits until every order is final and checks outcome and ledgers.
+func awaitBatch(t *testing.T, l *lab, batch []checkout, ids []string, tokens []string, within time.Duration) {
+	t.Helper()
+	if len(tokens) != len(ids) { // one token per user: order i belongs to user i%len
+		perOrder := make([]string, len(ids))
+		for i := range ids {
+			perOrder[i] = tokens[i%len(tokens)]
+		}
+		tokens = perOrder
+	}
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	errs := make(chan error, len(ids))
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			o, err := l.api.waitFinal(ctx, tokens[i], id)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if o.Status != batch[i].status || o.CancelReason != batch[i].reason {
+				errs <- fmt.Errorf("order %s: %s/%s, want %s/%s", id, o.Status, o.CancelReason, batch[i].status, batch[i].reason)
+				return
+			}
+			if err := l.checkLedgers(ctx, o); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	n := 0
+	for err := range errs {
+		if n < 10 {
+			t.Error(err)
+		}
+		n++
+	}
+	if n > 0 {
+		t.Fatalf("%d of %d orders wrong", n, len(ids))
+	}
+}
+
+func users(t *testing.T, l *lab, n int) []string {
+	tokens := make([]string, n)
+	for i := range tokens {
+		tokens[i] = l.api.register(t, fmt.Sprintf("shopper%d", i))
+	}
+	return tokens
+}
+
+// 200 checkouts at once, a mix of every outcome: all reach a final state within 60 s and
+// the ledgers agree for every one of them.
+func TestConcurrentCheckouts(t *testing.T) {
+	t.Parallel()
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			l := startLab(t, labOptions{settings: map[string]string{control.SagaMode: mode}})
+			tokens := users(t, l, 8)
+			batch := mixedBatch(200)
+			start := time.Now()
+			ids := placeBatch(t, l, batch, 50, tokens)
+			awaitBatch(t, l, batch, ids, tokens, 60*time.Second)
+			t.Logf("%s: 200 mixed checkouts final and consistent in %s", mode, time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
