@@ -6,12 +6,7 @@ package main
 import (
 	"context"
 	"embed"
-	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"microlab/services/platform/app"
 )
@@ -24,23 +19,12 @@ type Config struct {
 	app.Base
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "catalog:", err)
-		os.Exit(1)
-	}
-}
+func main() { app.Main("catalog", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	mig, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return err
-	}
 	// Consumes is false: catalog neither consumes nor emits events (yet), so it has no
 	// bus connection and no outbox; app.Start skips both.
-	opts := app.Options{Name: "catalog", DefaultPort: 8102, Migrations: mig}
+	opts := app.Options{Name: "catalog", DefaultPort: 8102, Migrations: migrations}
 	var cfg Config
 	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
 		return err

@@ -13,10 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"microlab/services/platform/app"
@@ -66,14 +63,7 @@ func (c Config) validate() error {
 	return nil
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
-	}
-}
+func main() { app.Main("gateway", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	// No Migrations (no database) and no Consumes (no bus): App.DB and App.Bus stay nil.

@@ -9,12 +9,7 @@ package main
 import (
 	"context"
 	"embed"
-	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"microlab/services/platform/app"
 )
@@ -27,21 +22,10 @@ type Config struct {
 	app.Base
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "inventory:", err)
-		os.Exit(1)
-	}
-}
+func main() { app.Main("inventory", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	mig, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return err
-	}
-	opts := app.Options{Name: "inventory", DefaultPort: 8105, Migrations: mig, Consumes: true}
+	opts := app.Options{Name: "inventory", DefaultPort: 8105, Migrations: migrations, Consumes: true}
 	var cfg Config
 	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
 		return err

@@ -7,12 +7,7 @@ package main
 import (
 	"context"
 	"embed"
-	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"microlab/services/platform/app"
 )
@@ -25,21 +20,10 @@ type Config struct {
 	app.Base
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "shipping:", err)
-		os.Exit(1)
-	}
-}
+func main() { app.Main("shipping", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	mig, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return err
-	}
-	opts := app.Options{Name: "shipping", DefaultPort: 8106, Migrations: mig, Consumes: true}
+	opts := app.Options{Name: "shipping", DefaultPort: 8106, Migrations: migrations, Consumes: true}
 	var cfg Config
 	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
 		return err

@@ -11,10 +11,6 @@ import (
 	"embed"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -42,21 +38,10 @@ type Config struct {
 	BcryptCost int `env:"BCRYPT_COST" default:"10"`
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "users:", err)
-		os.Exit(1)
-	}
-}
+func main() { app.Main("users", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	mig, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return err
-	}
-	opts := app.Options{Name: "users", DefaultPort: 8101, Migrations: mig, Consumes: true}
+	opts := app.Options{Name: "users", DefaultPort: 8101, Migrations: migrations, Consumes: true}
 	var cfg Config
 	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
 		return err

@@ -16,9 +16,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -52,7 +54,7 @@ type Base struct {
 type Options struct {
 	Name        string
 	DefaultPort int    // 127.0.0.1:<port> unless HTTP_ADDR says otherwise
-	Migrations  fs.FS  // the service's own migrations; nil: no database
+	Migrations  fs.FS  // the service's own migrations (at the root, or under migrations/); nil: no database
 	Consumes    bool   // connects to RabbitMQ to consume and emit events
 	Version     string // build version, logged
 }
@@ -145,7 +147,13 @@ func (a *App) start(ctx context.Context, opts Options) error {
 		if err := pg.Migrate(ctx, a.DB, kit, "goose_platform"); err != nil {
 			return fmt.Errorf("platform tables: %w", err)
 		}
-		if err := pg.Migrate(ctx, a.DB, opts.Migrations, "goose_db_version"); err != nil {
+		own := opts.Migrations
+		if fi, err := fs.Stat(own, "migrations"); err == nil && fi.IsDir() {
+			if own, err = fs.Sub(own, "migrations"); err != nil {
+				return err
+			}
+		}
+		if err := pg.Migrate(ctx, a.DB, own, "goose_db_version"); err != nil {
 			return fmt.Errorf("%s tables: %w", opts.Name, err)
 		}
 	}
@@ -308,5 +316,17 @@ func (a *App) close() {
 	}
 	if a.DB != nil {
 		a.DB.Close()
+	}
+}
+
+// Main is a service's whole main function: run until SIGINT/SIGTERM, then exit 1 with
+// one line on stderr if run failed. It is the only place a service exits.
+func Main(name string, run func(ctx context.Context, getenv func(string) string, stdout io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		stop()
+		os.Exit(1)
 	}
 }
