@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -12,66 +9,17 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"microlab/services/contracts"
-	"microlab/services/platform/bus"
 	"microlab/services/platform/testenv"
 )
 
-// start runs shipping in-process against its own database and vhost, and returns a
-// publisher into that vhost and a channel of everything shipping emits.
-func start(t *testing.T) (testenv.Env, *bus.Publisher, <-chan amqp.Delivery) {
+// start runs shipping in-process against its own database and vhost, and returns its
+// environment, the test's bus, and a tap of everything shipping emits.
+func start(t *testing.T) (testenv.Env, *testenv.Bus, <-chan amqp.Delivery) {
 	t.Helper()
 	env := testenv.ServiceEnv(t, "shipping", true)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, env.Get, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	waitReady(t, "http://"+env["HTTP_ADDR"])
-
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	conn, err := bus.Dial(ctx, env["AMQP_URL"], "shipping-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{contracts.ShipmentScheduled, contracts.ShipmentFailed} {
-		if err := ch.QueueBind(q.Name, k, contracts.ExchangeEvents, false, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return env, bus.NewPublisher(conn, log), out
-}
-
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("service never became ready")
+	testenv.Run(t, run, env, nil)
+	b := testenv.Dial(t, env["AMQP_URL"])
+	return env, b, b.Tap(t, contracts.ExchangeEvents, contracts.ShipmentScheduled, contracts.ShipmentFailed)
 }
 
 func checkout(order, mode, country string) contracts.Checkout {
@@ -84,7 +32,7 @@ func checkout(order, mode, country string) contracts.Checkout {
 
 func TestSchedule(t *testing.T) {
 	t.Parallel()
-	env, pub, out := start(t)
+	env, b, out := start(t)
 	for _, tc := range []struct {
 		name, typ, mode, country string
 		want                     string // emitted type; "" = nothing
@@ -95,13 +43,7 @@ func TestSchedule(t *testing.T) {
 		{"cue ignored in orchestration", contracts.StockReserved, contracts.ModeOrchestration, "DE", ""},
 	} {
 		order := testenv.Name("o")
-		env2, err := contracts.NewEnvelope(tc.typ, "test", order, "", contracts.StockReservedData{Checkout: checkout(order, tc.mode, tc.country)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pub.PublishEnvelope(context.Background(), env2, nil); err != nil {
-			t.Fatal(err)
-		}
+		env2 := b.Publish(t, tc.typ, order, contracts.StockReservedData{Checkout: checkout(order, tc.mode, tc.country)})
 		if tc.want == "" {
 			select {
 			case d := <-out:

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"microlab/services/platform/httpx"
+)
+
+// api registers orders' internal HTTP API (the gateway exposes it as /api/v1/orders).
+// X-User-Id is the authenticated caller: the gateway sets it from the verified token and
+// never passes a client's own; orders trusts it because only the gateway can reach it.
+//
+//	POST /orders         (Idempotency-Key optional) {items:[{sku,qty}], card, shippingAddress}
+//	                     → 202 {orderId, status:"pending", traceId}
+//	                     | 400 validation | 401 | 409 idempotency_key_reused | 422 unknown_sku
+//	                     | 503 catalog_unavailable
+//	GET  /orders/{id}    → 200 order | 401 | 404 (also for another user's order)
+//	GET  /orders?limit=&cursor=
+//	                     → 200 {items:[order...], nextCursor} newest first; nextCursor ""
+//	                       on the last page
+func (s *Service) api(mux *http.ServeMux) {
+	mux.Handle("POST /orders", httpx.Handle(s.app.Log, s.place))
+	mux.Handle("GET /orders/{id}", httpx.Handle(s.app.Log, s.get))
+	mux.Handle("GET /orders", httpx.Handle(s.app.Log, s.list))
+}
+
+// Limits of an order.
+const (
+	maxLines  = 50
+	maxQty    = 100
+	maxKeyLen = 255
+)
+
+func caller(r *http.Request) (string, error) {
+	id := r.Header.Get("X-User-Id")
+	if id == "" {
+		return "", httpx.Errorf(http.StatusUnauthorized, "unauthorized", "missing X-User-Id (the gateway sets it for an authenticated user)")
+	}
+	return id, nil
+}
+
+func missing(field string) error {
+	return httpx.Errorf(http.StatusBadRequest, "missing_field", "field %q is required", field)
+}
+
+func invalid(field, format string, args ...any) error {
+	return httpx.Errorf(http.StatusBadRequest, "invalid_field", "field %q %s", field, fmt.Sprintf(format, args...))
+}
+
+// validate checks a request and normalises it (country in capitals). The gateway checks
+// more (card checksum, SKU syntax) for the public API; orders checks what it relies on.
+func (req *PlaceRequest) validate() error {
+	if len(req.Items) == 0 || len(req.Items) > maxLines {
+		return invalid("items", "must have 1 to %d lines (got %d)", maxLines, len(req.Items))
+	}
+	for i, it := range req.Items {
+		f := fmt.Sprintf("items[%d]", i)
+		switch {
+		case strings.TrimSpace(it.SKU) == "":
+			return missing(f + ".sku")
+		case it.Qty < 1 || it.Qty > maxQty:
+			return invalid(f+".qty", "must be an integer from 1 to %d", maxQty)
+		}
+	}
+	if strings.TrimSpace(req.Card) == "" {
+		return missing("card")
+	}
+	a := &req.ShippingAddress
+	for _, f := range []struct{ name, value string }{
+		{"name", a.Name}, {"street", a.Street}, {"city", a.City}, {"postalCode", a.PostalCode}, {"country", a.Country},
+	} {
+		if strings.TrimSpace(f.value) == "" {
+			return missing("shippingAddress." + f.name)
+		}
+	}
+	a.Country = strings.ToUpper(a.Country)
+	if len(a.Country) != 2 || a.Country[0] < 'A' || a.Country[0] > 'Z' || a.Country[1] < 'A' || a.Country[1] > 'Z' {
+		return invalid("shippingAddress.country", "must be a two-letter country code")
+	}
+	return nil
+}
+
+// PlaceAnswer is the answer of POST /orders.
+type PlaceAnswer struct {
+	OrderID string `json:"orderId"`
+	Status  string `json:"status"`
+	TraceID string `json:"traceId"`
+}
+
+func (s *Service) place(w http.ResponseWriter, r *http.Request) error {
+	user, err := caller(r)
+	if err != nil {
+		return err
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > maxKeyLen {
+		return httpx.Errorf(http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key must be at most %d characters", maxKeyLen)
+	}
+	var req PlaceRequest
+	if err := httpx.Decode(w, r, &req, httpx.DefaultMaxBody); err != nil {
+		return err
+	}
+	if err := req.validate(); err != nil {
+		return err
+	}
+	id, err := s.Place(r.Context(), user, key, req)
+	var unknown *UnknownSKUError
+	switch {
+	case errors.As(err, &unknown):
+		return httpx.Errorf(http.StatusUnprocessableEntity, "unknown_sku", "no product with sku %q", unknown.SKU)
+	case errors.Is(err, errCatalogUnavailable):
+		s.app.Log.WarnContext(r.Context(), "catalog unavailable; order refused", "err", err)
+		return httpx.Errorf(http.StatusServiceUnavailable, "catalog_unavailable", "prices cannot be read right now; retry later")
+	case errors.Is(err, errKeyReused):
+		return httpx.Errorf(http.StatusConflict, "idempotency_key_reused",
+			"this Idempotency-Key was already used for a different request")
+	case err != nil:
+		return err
+	}
+	// A repeated request gets the first answer again, status included: the order's
+	// progress since is for GET /orders/{id} to tell.
+	httpx.WriteJSON(w, http.StatusAccepted, PlaceAnswer{OrderID: id, Status: statusPending, TraceID: ""})
+	return nil
+}
+
+// OrderView is an order as the API shows it.
+type OrderView struct {
+	OrderID      string     `json:"orderId"`
+	Status       string     `json:"status"`
+	CancelReason string     `json:"cancelReason"`
+	Items        []ItemView `json:"items"`
+	TotalCents   int64      `json:"totalCents"`
+	Currency     string     `json:"currency"`
+	SagaMode     string     `json:"sagaMode"`
+	Steps        []Step     `json:"steps"`
+	TraceID      string     `json:"traceId"`
+	CreatedAt    time.Time  `json:"createdAt"`
+}
+
+// ItemView is one order line as the API shows it.
+type ItemView struct {
+	SKU        string `json:"sku"`
+	Qty        int    `json:"qty"`
+	PriceCents int64  `json:"priceCents"`
+}
+
+func view(o Order) OrderView {
+	v := OrderView{OrderID: o.ID, Status: o.Status, CancelReason: o.CancelReason, Items: []ItemView{},
+		TotalCents: o.TotalCents, Currency: o.Currency, SagaMode: o.SagaMode, Steps: o.Steps,
+		TraceID: o.TraceID, CreatedAt: o.CreatedAt}
+	for _, it := range o.Items {
+		v.Items = append(v.Items, ItemView{SKU: it.SKU, Qty: it.Qty, PriceCents: it.PriceCents})
+	}
+	if v.Steps == nil {
+		v.Steps = []Step{}
+	}
+	return v
+}
+
+func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
+	user, err := caller(r)
+	if err != nil {
+		return err
+	}
+	o, err := s.store.GetFor(r.Context(), user, r.PathValue("id"))
+	if errors.Is(err, errNotFound) {
+		return httpx.Errorf(http.StatusNotFound, "not_found", "no such order")
+	}
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, view(o))
+	return nil
+}
+
+// Page sizes of GET /orders.
+const (
+	defaultLimit = 20
+	maxLimit     = 100
+)
+
+// OrderPage is the answer of GET /orders.
+type OrderPage struct {
+	Items      []OrderView `json:"items"`
+	NextCursor string      `json:"nextCursor"`
+}
+
+func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
+	user, err := caller(r)
+	if err != nil {
+		return err
+	}
+	limit := defaultLimit
+	if v := r.URL.Query().Get("limit"); v != "" || r.URL.Query().Has("limit") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxLimit {
+			return httpx.Errorf(http.StatusBadRequest, "invalid_parameter", "limit must be an integer from 1 to %d", maxLimit)
+		}
+		limit = n
+	}
+	var after *Cursor
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		cur, err := decodeCursor(c)
+		if err != nil {
+			return httpx.Errorf(http.StatusBadRequest, "invalid_parameter", "cursor is not one this API returned")
+		}
+		after = &cur
+	}
+	// One more than asked: if it exists, there is a next page.
+	orders, err := s.store.List(r.Context(), user, after, limit+1)
+	if err != nil {
+		return err
+	}
+	page := OrderPage{Items: []OrderView{}}
+	if len(orders) > limit {
+		orders = orders[:limit]
+		last := orders[limit-1]
+		page.NextCursor = encodeCursor(Cursor{CreatedAt: last.CreatedAt, ID: last.ID})
+	}
+	for _, o := range orders {
+		page.Items = append(page.Items, view(o))
+	}
+	httpx.WriteJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// Cursors are opaque to clients: base64url of "<created_at in unix microseconds>:<id>"
+// (PostgreSQL keeps microseconds, so the position round-trips exactly).
+func encodeCursor(c Cursor) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.CreatedAt.UnixMicro(), 10) + ":" + c.ID))
+}
+
+func decodeCursor(s string) (Cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return Cursor{}, err
+	}
+	ts, id, ok := strings.Cut(string(raw), ":")
+	if !ok || id == "" {
+		return Cursor{}, errors.New("malformed cursor")
+	}
+	us, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return Cursor{}, err
+	}
+	return Cursor{CreatedAt: time.UnixMicro(us), ID: id}, nil
+}

@@ -1,0 +1,76 @@
+// Command orders takes orders and sees each one through the checkout saga (DESIGN §5).
+//
+// Placing an order checks it, prices it from catalog, and in ONE transaction stores it
+// and emits order.placed through the outbox. From there the saga runs in the mode the lab
+// was in when the order was placed:
+//   - choreography: nobody holds the whole flow. Payments, inventory and shipping react
+//     to each other's events; orders listens to all of them, logs each as a step of the
+//     order and confirms or cancels it when the outcome is known.
+//   - orchestration: the orchestrator in this service (a persisted state machine, see
+//     package saga) sends each participant a command, waits for the reply, compensates
+//     failures and timeouts, and survives restarts because its state is a database row.
+//
+// Either way the order ends with order.confirmed or order.cancelled, which notifications
+// and payments (capture) react to.
+package main
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"microlab/services/platform/app"
+	"microlab/services/platform/httpx"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Config is everything orders reads from its environment.
+type Config struct {
+	app.Base
+	CatalogURL     string        `env:"CATALOG_URL" default:"http://127.0.0.1:8102"`
+	CatalogTimeout time.Duration `env:"CATALOG_TIMEOUT" default:"2s"`
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "orders:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	mig, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	opts := app.Options{Name: "orders", DefaultPort: 8103, Migrations: mig, Consumes: true}
+	var cfg Config
+	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
+		return err
+	}
+	a, err := app.Start(ctx, opts, cfg.Base, cfg, stdout)
+	if err != nil {
+		return err
+	}
+	svc := &Service{
+		app:     a,
+		store:   &Store{pool: a.DB},
+		catalog: &Catalog{base: strings.TrimRight(cfg.CatalogURL, "/"), client: httpx.NewClient(cfg.CatalogTimeout)},
+	}
+	a.Consume(queue, svc.routes())
+	// The scanner runs in every instance; FOR UPDATE SKIP LOCKED shares the work.
+	a.Go("saga timeouts", svc.watchTimeouts)
+	svc.api(a.Mux())
+	return a.Run(ctx)
+}

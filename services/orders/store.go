@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"microlab/services/contracts"
+	"microlab/services/orders/saga"
+	"microlab/services/platform/pg"
+)
+
+// Store is orders' SQL. Calls join the transaction in ctx (pg.InTx), so a handler's
+// state change, its step log and its outgoing messages commit together.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// Order statuses.
+const (
+	statusPending   = "pending"
+	statusConfirmed = "confirmed"
+	statusCancelled = "cancelled"
+)
+
+// Order is one order with its lines (and, when read for the API, its steps).
+type Order struct {
+	ID           string
+	UserID       string
+	Status       string
+	CancelReason string
+	SagaMode     string
+	TotalCents   int64
+	Currency     string
+	Address      contracts.Address
+	CardLast4    string
+	TraceID      string
+	CreatedAt    time.Time
+	Items        []contracts.Item
+	Steps        []Step
+}
+
+// Checkout is the state that travels with every message of the order's saga.
+func (o Order) Checkout() contracts.Checkout {
+	return contracts.Checkout{
+		Saga:            contracts.Saga{OrderID: o.ID, SagaMode: o.SagaMode},
+		UserID:          o.UserID,
+		Items:           o.Items,
+		TotalCents:      o.TotalCents,
+		Currency:        o.Currency,
+		ShippingAddress: o.Address,
+	}
+}
+
+// Step is one entry of an order's step log.
+type Step struct {
+	Name   string    `json:"name"`
+	Status string    `json:"status"`
+	At     time.Time `json:"at"`
+	Detail string    `json:"detail"`
+}
+
+var (
+	errNotFound = errors.New("not found")
+	// errKeyTaken: another request claimed the idempotency key first.
+	errKeyTaken = errors.New("idempotency key taken")
+)
+
+// ClaimKey records an idempotency key for an order about to be inserted. A concurrent
+// transaction claiming the same key waits on the primary key until this one ends, then
+// gets errKeyTaken (and must roll back: the unique violation aborts its transaction).
+func (s *Store) ClaimKey(ctx context.Context, userID, key, hash, orderID string) error {
+	_, err := pg.Q(ctx, s.pool).Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, request_hash, order_id)
+		VALUES ($1, $2, $3, $4)`, userID, key, hash, orderID)
+	if pg.IsUniqueViolation(err) {
+		return errKeyTaken
+	}
+	if err != nil {
+		return fmt.Errorf("claim idempotency key: %w", err)
+	}
+	return nil
+}
+
+// Key returns the request hash and order of an idempotency key, or errNotFound.
+func (s *Store) Key(ctx context.Context, userID, key string) (hash, orderID string, err error) {
+	err = pg.Q(ctx, s.pool).QueryRow(ctx, `SELECT request_hash, order_id FROM idempotency_keys
+		WHERE user_id = $1 AND key = $2`, userID, key).Scan(&hash, &orderID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", errNotFound
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("read idempotency key: %w", err)
+	}
+	return hash, orderID, nil
+}
+
+// Insert records a new order and its lines.
+func (s *Store) Insert(ctx context.Context, o Order) error {
+	q := pg.Q(ctx, s.pool)
+	if _, err := q.Exec(ctx, `INSERT INTO orders (order_id, user_id, status, saga_mode, total_cents, currency,
+		shipping_address, card_last4, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		o.ID, o.UserID, o.Status, o.SagaMode, o.TotalCents, o.Currency, o.Address, o.CardLast4, o.TraceID); err != nil {
+		return fmt.Errorf("insert order: %w", err)
+	}
+	for i, it := range o.Items {
+		if _, err := q.Exec(ctx, `INSERT INTO order_items (order_id, line, sku, qty, price_cents)
+			VALUES ($1, $2, $3, $4, $5)`, o.ID, i+1, it.SKU, it.Qty, it.PriceCents); err != nil {
+			return fmt.Errorf("insert order line: %w", err)
+		}
+	}
+	return nil
+}
+
+// AddStep appends to an order's step log.
+func (s *Store) AddStep(ctx context.Context, orderID, name, status, detail string) error {
+	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `INSERT INTO order_steps (order_id, name, status, detail)
+		VALUES ($1, $2, $3, $4)`, orderID, name, status, detail); err != nil {
+		return fmt.Errorf("record step %s/%s: %w", name, status, err)
+	}
+	return nil
+}
+
+const orderColumns = `order_id, user_id, status, cancel_reason, saga_mode, total_cents, currency,
+	shipping_address, card_last4, trace_id, created_at`
+
+func scanOrder(r pgx.Row) (Order, error) {
+	var o Order
+	err := r.Scan(&o.ID, &o.UserID, &o.Status, &o.CancelReason, &o.SagaMode, &o.TotalCents, &o.Currency,
+		&o.Address, &o.CardLast4, &o.TraceID, &o.CreatedAt)
+	return o, err
+}
+
+// Get returns an order with its lines (no steps), or errNotFound.
+func (s *Store) Get(ctx context.Context, id string) (Order, error) {
+	o, err := scanOrder(pg.Q(ctx, s.pool).QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE order_id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Order{}, errNotFound
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("get order: %w", err)
+	}
+	orders := []Order{o}
+	if err := s.fill(ctx, orders, false); err != nil {
+		return Order{}, err
+	}
+	return orders[0], nil
+}
+
+// GetFor returns a user's order with lines and steps. Someone else's order is
+// errNotFound: its existence is not the caller's business.
+func (s *Store) GetFor(ctx context.Context, userID, id string) (Order, error) {
+	o, err := scanOrder(pg.Q(ctx, s.pool).QueryRow(ctx, `SELECT `+orderColumns+` FROM orders
+		WHERE order_id = $1 AND user_id = $2`, id, userID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Order{}, errNotFound
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("get order: %w", err)
+	}
+	orders := []Order{o}
+	if err := s.fill(ctx, orders, true); err != nil {
+		return Order{}, err
+	}
+	return orders[0], nil
+}
+
+// Cursor is a position in a user's order list: the last (created_at, order_id) seen.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// List returns up to limit of a user's orders, newest first, after cursor (nil: from the
+// newest). Keyset pagination: the row comparison is served by orders_by_user, however
+// deep the page, and an order placed meanwhile never shifts a page.
+func (s *Store) List(ctx context.Context, userID string, after *Cursor, limit int) ([]Order, error) {
+	q := `SELECT ` + orderColumns + ` FROM orders WHERE user_id = $1`
+	args := []any{userID}
+	if after != nil {
+		q += ` AND (created_at, order_id) < ($2, $3)`
+		args = append(args, after.CreatedAt, after.ID)
+	}
+	q += fmt.Sprintf(` ORDER BY created_at DESC, order_id DESC LIMIT %d`, limit)
+	rows, err := pg.Q(ctx, s.pool).Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	orders, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Order, error) { return scanOrder(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	if err := s.fill(ctx, orders, true); err != nil {
+		return nil, err
+	}
+	return orders, nil
+}
+
+// fill loads the lines (and steps) of several orders in one query each, not one per order.
+func (s *Store) fill(ctx context.Context, orders []Order, steps bool) error {
+	if len(orders) == 0 {
+		return nil
+	}
+	ids := make([]string, len(orders))
+	at := map[string]*Order{}
+	for i := range orders {
+		ids[i] = orders[i].ID
+		at[orders[i].ID] = &orders[i]
+		orders[i].Items = []contracts.Item{}
+		orders[i].Steps = []Step{}
+	}
+	q := pg.Q(ctx, s.pool)
+	rows, err := q.Query(ctx, `SELECT order_id, sku, qty, price_cents FROM order_items
+		WHERE order_id = ANY($1) ORDER BY order_id, line`, ids)
+	if err != nil {
+		return fmt.Errorf("read order lines: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		var it contracts.Item
+		if err := rows.Scan(&id, &it.SKU, &it.Qty, &it.PriceCents); err != nil {
+			rows.Close()
+			return fmt.Errorf("read order lines: %w", err)
+		}
+		at[id].Items = append(at[id].Items, it)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read order lines: %w", err)
+	}
+	if !steps {
+		return nil
+	}
+	rows, err = q.Query(ctx, `SELECT order_id, name, status, at, detail FROM order_steps
+		WHERE order_id = ANY($1) ORDER BY order_id, id`, ids)
+	if err != nil {
+		return fmt.Errorf("read order steps: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var st Step
+		if err := rows.Scan(&id, &st.Name, &st.Status, &st.At, &st.Detail); err != nil {
+			return fmt.Errorf("read order steps: %w", err)
+		}
+		at[id].Steps = append(at[id].Steps, st)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read order steps: %w", err)
+	}
+	return nil
+}
+
+// Finish moves a pending order to confirmed or cancelled. It reports false when the
+// order was no longer pending: the guard in the WHERE clause makes a redelivered or
+// late event a no-op, so the final transition (and its event) happens once.
+func (s *Store) Finish(ctx context.Context, id, status, reason string) (bool, error) {
+	tag, err := pg.Q(ctx, s.pool).Exec(ctx, `UPDATE orders SET status = $2, cancel_reason = $3, updated_at = clock_timestamp()
+		WHERE order_id = $1 AND status = 'pending'`, id, status, reason)
+	if err != nil {
+		return false, fmt.Errorf("finish order: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// SagaRow is one row of sagas.
+type SagaRow struct {
+	OrderID  string
+	Saga     saga.Saga
+	Attempts int
+	Deadline *time.Time
+}
+
+// InsertSaga creates an orchestrated order's saga row; the first step's deadline is
+// timeout from now.
+func (s *Store) InsertSaga(ctx context.Context, orderID string, sg saga.Saga, timeout time.Duration) error {
+	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `INSERT INTO sagas (order_id, state, reason, awaiting, deadline)
+		VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $5))`,
+		orderID, string(sg.State), sg.Reason, awaiting(sg), timeout.Seconds()); err != nil {
+		return fmt.Errorf("insert saga: %w", err)
+	}
+	return nil
+}
+
+// LockSaga reads an order's saga row and locks it until the transaction ends: replies of
+// one saga are applied one at a time, even across orders instances.
+func (s *Store) LockSaga(ctx context.Context, orderID string) (SagaRow, error) {
+	rows, err := pg.Q(ctx, s.pool).Query(ctx, `SELECT order_id, state, reason, awaiting, attempts, deadline
+		FROM sagas WHERE order_id = $1 FOR UPDATE`, orderID)
+	if err != nil {
+		return SagaRow{}, fmt.Errorf("lock saga: %w", err)
+	}
+	list, err := collectSagas(rows)
+	if err != nil {
+		return SagaRow{}, fmt.Errorf("lock saga: %w", err)
+	}
+	if len(list) == 0 {
+		return SagaRow{}, errNotFound
+	}
+	return list[0], nil
+}
+
+// DueSagas claims up to limit live sagas whose deadline has passed, oldest first.
+// SKIP LOCKED: a saga whose reply is being handled right now (or that another instance's
+// scanner holds) is left alone; if its step is still overdue afterwards, the next tick
+// takes it.
+func (s *Store) DueSagas(ctx context.Context, limit int) ([]SagaRow, error) {
+	rows, err := pg.Q(ctx, s.pool).Query(ctx, `SELECT order_id, state, reason, awaiting, attempts, deadline
+		FROM sagas WHERE deadline < clock_timestamp() AND state NOT IN ('confirmed', 'cancelled')
+		ORDER BY deadline LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim due sagas: %w", err)
+	}
+	list, err := collectSagas(rows)
+	if err != nil {
+		return nil, fmt.Errorf("claim due sagas: %w", err)
+	}
+	return list, nil
+}
+
+func collectSagas(rows pgx.Rows) ([]SagaRow, error) {
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (SagaRow, error) {
+		var row SagaRow
+		var state string
+		err := r.Scan(&row.OrderID, &state, &row.Saga.Reason, &row.Saga.Awaiting, &row.Attempts, &row.Deadline)
+		row.Saga.State = saga.State(state)
+		if len(row.Saga.Awaiting) == 0 {
+			row.Saga.Awaiting = nil
+		}
+		return row, err
+	})
+}
+
+// UpdateSaga stores a saga's new state. A live state gets a fresh deadline, timeout from
+// now; a final one none.
+func (s *Store) UpdateSaga(ctx context.Context, orderID string, sg saga.Saga, attempts int, timeout time.Duration) error {
+	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `UPDATE sagas SET state = $2, reason = $3, awaiting = $4, attempts = $5,
+		deadline = CASE WHEN $6 THEN NULL ELSE clock_timestamp() + make_interval(secs => $7) END,
+		updated_at = clock_timestamp() WHERE order_id = $1`,
+		orderID, string(sg.State), sg.Reason, awaiting(sg), attempts, sg.State.Final(), timeout.Seconds()); err != nil {
+		return fmt.Errorf("update saga: %w", err)
+	}
+	return nil
+}
+
+func awaiting(sg saga.Saga) []string {
+	if sg.Awaiting == nil {
+		return []string{}
+	}
+	return sg.Awaiting
+}
