@@ -51,7 +51,7 @@ func binaries(t *testing.T) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		buildErr = stack.Build(ctx, repoRoot(), binDir, io.Discard)
+		buildErr = stack.Build(ctx, repoRoot(), binDir, io.Discard, "-race")
 	})
 	if buildErr != nil {
 		t.Fatalf("build services: %v", buildErr)
@@ -127,6 +127,11 @@ func startLab(t *testing.T, opts labOptions) *lab {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		sup.StopAll(ctx)
+		// The services are built with -race: a race in any of them fails the test even
+		// if the supervisor's restart hid its crash.
+		if strings.Contains(logs.Tail(1<<30), "WARNING: DATA RACE") {
+			t.Error("a service reported a data race (see the logs below)")
+		}
 		if t.Failed() {
 			t.Logf("service logs (tail):\n%s", logs.Tail(20000))
 		}

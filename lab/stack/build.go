@@ -15,16 +15,17 @@ import (
 // Build compiles every service in Services into binDir/<name>, in one `go build`
 // invocation (the packages share most of their dependencies, so one build is much faster
 // than eight). root is the module's root directory. Progress lines go to out; a
-// failure's error carries the compiler's output.
-func Build(ctx context.Context, root, binDir string, out io.Writer) error {
+// failure's error carries the compiler's output. flags go to go build (the end-to-end
+// tests pass -race, so the services' own concurrency is checked under real load).
+func Build(ctx context.Context, root, binDir string, out io.Writer, flags ...string) error {
 	pkgs := make([]string, 0, len(Services))
 	for _, s := range Services {
 		pkgs = append(pkgs, "./services/"+s.Name)
 	}
-	return build(ctx, root, binDir, pkgs, out)
+	return build(ctx, root, binDir, pkgs, out, flags)
 }
 
-func build(ctx context.Context, root, binDir string, pkgs []string, out io.Writer) error {
+func build(ctx context.Context, root, binDir string, pkgs []string, out io.Writer, flags []string) error {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		return fmt.Errorf("build: Go toolchain not found on PATH: %w", err)
@@ -40,7 +41,8 @@ func build(ctx context.Context, root, binDir string, pkgs []string, out io.Write
 	start := time.Now()
 	// A trailing separator makes -o a directory: one binary per main package, named
 	// after the package's directory.
-	args := append([]string{"build", "-o", filepath.Clean(binDir) + string(filepath.Separator)}, pkgs...)
+	args := append(append([]string{"build"}, flags...), "-o", filepath.Clean(binDir)+string(filepath.Separator))
+	args = append(args, pkgs...)
 	cmd := exec.CommandContext(ctx, gobin, args...)
 	cmd.Dir = root
 	// go build prints only problems; they go into the error, not (twice) into out.

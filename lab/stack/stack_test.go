@@ -60,7 +60,7 @@ func TestInstances(t *testing.T) {
 
 func TestBuildFailureCarriesCompilerOutput(t *testing.T) {
 	t.Parallel()
-	err := build(t.Context(), moduleRoot(), t.TempDir(), []string{"./lab/stack/testdata/nosuch"}, io.Discard)
+	err := build(t.Context(), moduleRoot(), t.TempDir(), []string{"./lab/stack/testdata/nosuch"}, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "nosuch") {
 		t.Fatalf("build of a missing package: %v", err)
 	}
@@ -72,7 +72,7 @@ func TestBuildAndLaunch(t *testing.T) {
 	t.Parallel()
 	bin := t.TempDir()
 	var progress strings.Builder
-	if err := build(t.Context(), moduleRoot(), bin, []string{"./lab/stack/testdata/fakesvc"}, &progress); err != nil {
+	if err := build(t.Context(), moduleRoot(), bin, []string{"./lab/stack/testdata/fakesvc"}, &progress, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(progress.String(), "build: done") {
