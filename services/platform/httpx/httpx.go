@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 )
@@ -116,15 +117,36 @@ func decodeError(err error, maxBytes int64) error {
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return Errorf(http.StatusBadRequest, "malformed_json", "request body is empty or truncated")
 	case errors.As(err, &typ):
-		field := typ.Field
-		if field == "" {
-			field = "body"
+		if typ.Field == "" {
+			return Errorf(http.StatusBadRequest, "malformed_json", "request body must be a JSON object")
 		}
-		return Errorf(http.StatusBadRequest, "invalid_field", "field %q must be %s", field, typ.Type.String())
+		return Errorf(http.StatusBadRequest, "invalid_field", "field %q must be %s", typ.Field, jsonKind(typ.Type))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return Errorf(http.StatusBadRequest, "unknown_field", "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
 	default:
 		return Errorf(http.StatusBadRequest, "malformed_json", "could not decode JSON: %v", err)
+	}
+}
+
+// jsonKind names a Go type the way a client of a JSON API thinks of it (never
+// "main.OrderRequest" or "int64").
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer in range"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	default:
+		return "an object"
 	}
 }
 

@@ -30,6 +30,7 @@ func TestDecodeRejectsBadInputWithA4xx(t *testing.T) {
 		{"unknown field", "application/json", `{"name":"a","admin":true}`, 400, "unknown_field"},
 		{"wrong type", "application/json", `{"qty":"many"}`, 400, "invalid_field"},
 		{"huge number", "application/json", `{"qty":1e30}`, 400, "invalid_field"},
+		{"array instead of object", "application/json", `[]`, 400, "malformed_json"},
 		{"two objects", "application/json", `{"name":"a"}{"name":"b"}`, 400, "malformed_json"},
 		{"too large", "application/json", `{"name":"` + strings.Repeat("x", 200) + `"}`, 413, "body_too_large"},
 	} {
@@ -51,6 +52,9 @@ func TestDecodeRejectsBadInputWithA4xx(t *testing.T) {
 			var out ErrorBody
 			if jerr := json.Unmarshal(rec.Body.Bytes(), &out); jerr != nil {
 				t.Fatalf("error body is not JSON: %s", rec.Body)
+			}
+			if strings.Contains(out.Error.Message, "main.") || strings.Contains(out.Error.Message, "int64") {
+				t.Fatalf("error leaks Go types: %s", out.Error.Message)
 			}
 			if rec.Code != tc.status || out.Error.Code != tc.code || out.Error.Message == "" {
 				t.Fatalf("got %d %+v, want %d %s", rec.Code, out, tc.status, tc.code)
