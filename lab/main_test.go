@@ -313,9 +313,13 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	base := testenv.FreePortBase(t, 1110)
+	offset, err := stack.FreeOffset(map[string]int{"payments": 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := 8000 + offset // the gateway's port
 	prefix := testenv.Name("u") + "_"
-	env := map[string]string{"LAB_BIN_DIR": bin, "LAB_DB_PREFIX": prefix, "LAB_PORT_OFFSET": strconv.Itoa(base - 8000)}
+	env := map[string]string{"LAB_BIN_DIR": bin, "LAB_DB_PREFIX": prefix, "LAB_PORT_OFFSET": strconv.Itoa(offset)}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()

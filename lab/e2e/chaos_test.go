@@ -221,6 +221,20 @@ func (l *lab) republish(t *testing.T, d amqp.Delivery) {
 	}
 }
 
+func (l *lab) consumers(t *testing.T, queue string) int {
+	t.Helper()
+	ch, err := l.conn(t).Channel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("inspect %s: %v", queue, err)
+	}
+	return q.Consumers
+}
+
 func (l *lab) queueDepth(t *testing.T, queue string) int {
 	t.Helper()
 	ch, err := l.conn(t).Channel(context.Background())

@@ -72,6 +72,7 @@ type lab struct {
 type labOptions struct {
 	settings map[string]string // applied before the services start
 	amqpURL  string            // "" = a fresh vhost on the machine's broker
+	scale    map[string]int    // instances per service (`lab up --scale`); nil = one each
 }
 
 // startLab provisions databases, starts every service as a process and waits until all
@@ -83,12 +84,15 @@ func startLab(t *testing.T, opts labOptions) *lab {
 	if amqpURL == "" {
 		amqpURL = testenv.VHost(t)
 	}
-	base := testenv.FreePortBase(t, 110)
+	offset, err := stack.FreeOffset(opts.scale)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := stack.Config{
 		AdminDatabaseURL: testenv.AdminDatabaseURL(),
 		AMQPURL:          amqpURL,
 		DBPrefix:         testenv.Name("e") + "_",
-		PortOffset:       base - 8000,
+		PortOffset:       offset,
 		Host:             "127.0.0.1",
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -136,7 +140,7 @@ func startLab(t *testing.T, opts labOptions) *lab {
 			t.Logf("service logs (tail):\n%s", logs.Tail(20000))
 		}
 	})
-	if err := stack.Launch(ctx, cfg, sup, bins, nil); err != nil {
+	if err := stack.Launch(ctx, cfg, sup, bins, opts.scale); err != nil {
 		t.Fatalf("launch: %v\nlogs:\n%s", err, logs.Tail(20000))
 	}
 	gw, _ := stack.Find("gateway")

@@ -2,7 +2,10 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -121,4 +124,39 @@ func Launch(ctx context.Context, cfg Config, sup *supervisor.Supervisor, binDir 
 func setEnv(env []string, key, value string) []string {
 	env = slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, key+"=") })
 	return append(env, key+"="+value)
+}
+
+// FreeOffset finds a PortOffset at which every instance's port (for this scale) is free
+// right now, so several labs (parallel tests) run side by side. Offsets are chosen so
+// that ports land in 10000–32000, below Linux's ephemeral range, where outgoing
+// connections would otherwise take them.
+func FreeOffset(scale map[string]int) (int, error) {
+	inst, err := Config{Host: "127.0.0.1"}.Instances(scale)
+	if err != nil {
+		return 0, err
+	}
+	ports := make([]int, 0, len(inst))
+	hi := 0
+	for _, i := range inst {
+		_, p, _ := net.SplitHostPort(i.Addr)
+		n, _ := strconv.Atoi(p)
+		ports = append(ports, n)
+		hi = max(hi, n)
+	}
+	for range 200 {
+		off := 2000 + rand.IntN(32000-hi-2000)
+		free := true
+		for _, p := range ports {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+off))
+			if err != nil {
+				free = false
+				break
+			}
+			_ = ln.Close()
+		}
+		if free {
+			return off, nil
+		}
+	}
+	return 0, errors.New("no port offset with every instance port free")
 }

@@ -83,13 +83,16 @@ func TestBuildAndLaunch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Scaled instances listen 1000 ports above the first: the whole range must be free.
-	base := testenv.FreePortBase(t, 1110)
+	offset, err := FreeOffset(map[string]int{"payments": 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := 8000 + offset // the gateway's port
 	cfg := Config{
 		AdminDatabaseURL: "postgres://postgres@127.0.0.1:5432/postgres",
 		AMQPURL:          "amqp://guest:guest@127.0.0.1:5672/t",
 		DBPrefix:         "t_",
-		PortOffset:       base - 8000,
+		PortOffset:       offset,
 		Host:             "127.0.0.1",
 	}
 	sup := supervisor.New(slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)

@@ -183,34 +183,3 @@ func isConnRefused(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "connection refused") || strings.Contains(s, "connect: ") || strings.Contains(s, "dial tcp")
 }
-
-// FreePortBase returns a port p such that p..p+span-1 were all free a moment ago. Tests
-// use it as a PortOffset base so parallel labs never collide.
-func FreePortBase(t testing.TB, span int) int {
-	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-		if base+span > 65000 {
-			continue
-		}
-		ok := true
-		for p := base; p < base+span && ok; p++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-			if err != nil {
-				ok = false
-				break
-			}
-			_ = l.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port range")
-	return 0
-}
