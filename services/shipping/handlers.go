@@ -11,7 +11,7 @@ import (
 // orchestration. Both arrive on one durable queue; the mode travels with the message.
 var queue = bus.Queue{
 	Service:  "shipping",
-	Events:   []string{contracts.StockReserved},
+	Events:   []string{contracts.StockReserved, contracts.OrderCancelled},
 	Commands: []string{contracts.CmdShippingSchedule},
 }
 
@@ -19,6 +19,7 @@ func (s *Service) routes() bus.Routes {
 	return bus.Routes{
 		contracts.StockReserved:       s.onStockReserved,
 		contracts.CmdShippingSchedule: s.onSchedule,
+		contracts.OrderCancelled:      s.onOrderCancelled,
 	}
 }
 
@@ -49,4 +50,17 @@ func (s *Service) onSchedule(ctx context.Context, d bus.Delivery) error {
 		return err
 	}
 	return s.schedule(ctx, env.EventID, data.Checkout)
+}
+
+// onOrderCancelled: in both modes, a cancelled order must not ship (see cancel).
+func (s *Service) onOrderCancelled(ctx context.Context, d bus.Delivery) error {
+	env, err := d.Envelope()
+	if err != nil {
+		return err
+	}
+	var data contracts.OrderCancelledData
+	if err := env.DecodeData(&data); err != nil {
+		return err
+	}
+	return s.cancel(ctx, data.OrderID)
 }

@@ -16,6 +16,16 @@ type Service struct {
 	store *Store
 }
 
+// reasonOrderCancelled: a schedule request that arrived after the order was cancelled.
+const reasonOrderCancelled = "order_cancelled"
+
+// cancel makes sure a cancelled order never ships, whichever arrives first: the
+// cancellation or a late schedule request (orchestration timeouts make both orders
+// possible).
+func (s *Service) cancel(ctx context.Context, orderID string) error {
+	return s.store.Cancel(ctx, orderID, uuid.NewString())
+}
+
 // unservedCountry is the deterministic failure trigger of the saga (DESIGN §5).
 const unservedCountry = "XX"
 
@@ -38,10 +48,15 @@ func (s *Service) schedule(ctx context.Context, causation string, c contracts.Ch
 		}
 	}
 	var env contracts.Envelope
-	if sh.Status == "failed" {
+	switch sh.Status {
+	case "failed":
 		env, err = contracts.NewEnvelope(contracts.ShipmentFailed, "shipping", c.OrderID, causation,
 			contracts.ShipmentFailedData{Saga: c.Saga, Reason: contracts.ReasonShippingFailed})
-	} else {
+	case "cancelled":
+		// The order was cancelled before this (late) request: never ship it.
+		env, err = contracts.NewEnvelope(contracts.ShipmentFailed, "shipping", c.OrderID, causation,
+			contracts.ShipmentFailedData{Saga: c.Saga, Reason: reasonOrderCancelled})
+	default:
 		env, err = contracts.NewEnvelope(contracts.ShipmentScheduled, "shipping", c.OrderID, causation,
 			contracts.ShipmentScheduledData{Checkout: c, ShipmentID: sh.ShipmentID})
 	}

@@ -74,3 +74,47 @@ func TestSchedule(t *testing.T) {
 		}
 	}
 }
+
+// A schedule request that arrives after the order was cancelled (an orchestrator that
+// timed out and compensated) must not ship: it is answered with shipment.failed.
+func TestLateScheduleAfterCancellation(t *testing.T) {
+	t.Parallel()
+	env, b, out := start(t)
+	order := testenv.Name("o")
+	b.Publish(t, contracts.OrderCancelled, order, contracts.OrderCancelledData{
+		Saga: contracts.Saga{OrderID: order, SagaMode: contracts.ModeOrchestration}, UserID: "u", Reason: contracts.ReasonTimeout})
+	// Wait for the tombstone, so the schedule really is the later of the two.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + env["HTTP_ADDR"] + "/shipments/" + order)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("cancellation never recorded")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Publish(t, contracts.CmdShippingSchedule, order, contracts.ShippingScheduleData{Checkout: checkout(order, contracts.ModeOrchestration, "DE")})
+	select {
+	case d := <-out:
+		if d.Type != contracts.ShipmentFailed {
+			t.Fatalf("got %s, want shipment.failed", d.Type)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to the late schedule")
+	}
+	var sh Shipment
+	resp, err := http.Get("http://" + env["HTTP_ADDR"] + "/shipments/" + order)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&sh); err != nil || sh.Status != "cancelled" {
+		t.Fatalf("shipment %+v (%v), want cancelled", sh, err)
+	}
+}

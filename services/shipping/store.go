@@ -52,3 +52,16 @@ func (s *Store) Insert(ctx context.Context, sh Shipment) (bool, error) {
 	}
 	return tag.RowsAffected() == 1, nil
 }
+
+// Cancel marks an order's shipment cancelled, or leaves a cancelled tombstone if none
+// was scheduled yet. A failed shipment stays failed (nothing was booked).
+func (s *Store) Cancel(ctx context.Context, orderID, shipmentID string) error {
+	_, err := pg.Q(ctx, s.pool).Exec(ctx, `INSERT INTO shipments (order_id, shipment_id, status, country, reason)
+		VALUES ($1, $2, 'cancelled', '', 'order cancelled')
+		ON CONFLICT (order_id) DO UPDATE SET status = 'cancelled', reason = 'order cancelled'
+		WHERE shipments.status = 'scheduled'`, orderID, shipmentID)
+	if err != nil {
+		return fmt.Errorf("cancel shipment: %w", err)
+	}
+	return nil
+}
