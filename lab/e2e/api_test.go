@@ -109,3 +109,43 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Fatalf("want exactly one order, got %d (%v)", len(list.Items), err)
 	}
 }
+
+// Input only a hostile client sends — NUL bytes, invalid UTF-8, forged cursors — is a
+// 4xx too, and never counts against orders' circuit breaker: after a burst of it, a
+// normal request still goes through.
+func TestHostileInputDoesNotTripTheBreaker(t *testing.T) {
+	t.Parallel()
+	l := startLab(t, labOptions{})
+	token := l.api.register(t, "hostile")
+	nul := `{"items":[{"sku":"LAB-MUG","qty":1}],"payment":{"card":"4242 4242 4242 4242"},"shippingAddress":{"name":"A\u0000","street":"S","city":"C","postalCode":"P","country":"DE"}}`
+	for range 10 { // well past the breaker's failure threshold
+		for _, r := range []struct{ method, path, body string }{
+			{"GET", "/api/v1/orders/%00", ""},
+			{"GET", "/api/v1/orders/%FF", ""},
+			{"GET", "/api/v1/orders?cursor=LTk5OTk5OTk5OTk5OTk5OTk6eA", ""}, // "-99999999999999999:x"
+			{"POST", "/api/v1/orders", nul},
+			{"POST", "/api/v1/auth/login", `{"email":"a\u0000@example.com","password":"x\u0000yyyyyyy"}`},
+			{"POST", "/api/v1/users", `{"email":"nul@example.com","name":"N\u0000","password":"long enough\u0000"}`},
+			{"GET", "/api/v1/products/%FF%00", ""},
+		} {
+			req, _ := http.NewRequest(r.method, l.api.base+r.path, strings.NewReader(r.body))
+			req.Header.Set("Authorization", "Bearer "+token)
+			if r.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			resp, err := l.api.http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+				t.Fatalf("%s %s: %d, want a 4xx", r.method, r.path, resp.StatusCode)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE")); err != nil {
+		t.Fatalf("a normal order after hostile input: %v", err)
+	}
+}

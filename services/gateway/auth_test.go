@@ -4,36 +4,36 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"microlab/services/platform/testenv"
 )
 
-// jwksServer serves a key set that the test can rotate, counting fetches.
-type jwksServer struct {
-	mu      sync.Mutex
-	pub     ed25519.PublicKey
-	fetches atomic.Int32
+// countingTransport passes every request on to the real upstream and counts those for
+// path: how the tests see how often the gateway fetched users' key set.
+type countingTransport struct {
+	base http.RoundTripper
+	path string
+	n    atomic.Int32
 }
 
-func (s *jwksServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.fetches.Add(1)
-	s.mu.Lock()
-	pub := s.pub
-	s.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = fmt.Fprintf(w, `{"keys":[{"kty":"OKP","crv":"Ed25519","x":%q,"kid":%q,"alg":"EdDSA","use":"sig"},
-		{"kty":"RSA","kid":"ignored","n":"AQAB","e":"AQAB"}]}`, base64.RawURLEncoding.EncodeToString(pub), kidOf(pub))
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Path == c.path {
+		c.n.Add(1)
+	}
+	return c.base.RoundTrip(r)
 }
 
 func newKey(t *testing.T) ed25519.PrivateKey {
@@ -45,48 +45,84 @@ func newKey(t *testing.T) ed25519.PrivateKey {
 	return priv
 }
 
+// usersLogin logs in at users itself (not through a gateway) and returns the token.
+func usersLogin(t *testing.T, users, email, password string) string {
+	t.Helper()
+	a := do(t, "POST", users+"/login", "", map[string]string{"email": email, "password": password}, nil)
+	var s struct{ Token string }
+	a.decode(t, &s)
+	if a.Status != http.StatusOK || s.Token == "" {
+		t.Fatalf("login %s at users: %d %s", email, a.Status, a.Body)
+	}
+	return s.Token
+}
+
+// TestJWKSRefetch runs the real users and rotates its key the way an operator does:
+// restart it with a new JWT_SEED.
 func TestJWKSRefetch(t *testing.T) {
 	t.Parallel()
-	first := newKey(t)
-	srv := &jwksServer{pub: first.Public().(ed25519.PublicKey)}
-	users := httptest.NewServer(srv)
-	t.Cleanup(users.Close)
+	first, second := newKey(t), newKey(t)
+	bin := filepath.Join(buildUpstreams(t), "users")
+	env := testenv.ServiceEnv(t, "users", true)
+	env["JWT_SEED"] = hex.EncodeToString(first.Seed())
+	env["BCRYPT_COST"] = "4"
+	users := startProcess(t, bin, env)
+	base := "http://" + env["HTTP_ADDR"]
+	waitReady(t, base)
+
+	client := newHTTPClient(time.Second)
+	fetches := &countingTransport{base: client.Transport, path: "/internal/jwks"}
+	client.Transport = fetches
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := newAuthenticator(newUpstream("users", users.URL, newHTTPClient(time.Second), 5, time.Second, log))
+	a := newAuthenticator(newUpstream("users", base, client, 5, time.Second, log))
 	a.keys.minRefresh = 300 * time.Millisecond
 	ctx := context.Background()
 	exp := time.Now().Add(time.Hour)
 
 	// Lazily fetched on first use, then cached.
+	if n := fetches.n.Load(); n != 0 {
+		t.Fatalf("%d fetches before any token was verified, want 0", n)
+	}
+	old := usersLogin(t, base, "alice@example.com", "alice-secret")
+	alice := subjectOf(t, old)
 	for range 3 {
-		if p, err := a.verify(ctx, signToken(t, first.Seed(), claimsFor("u1", exp))); err != nil || p.UserID != "u1" {
+		if p, err := a.verify(ctx, old); err != nil || p.UserID != alice || p.Name != "Alice" {
 			t.Fatalf("verify: %v %+v", err, p)
 		}
 	}
-	if n := srv.fetches.Load(); n != 1 {
+	if n := fetches.n.Load(); n != 1 {
 		t.Fatalf("%d fetches, want 1", n)
 	}
 	// Unknown kids (made-up or a key not published yet) cause at most one refetch per
 	// interval, however many tokens carry them.
-	second := newKey(t)
 	for range 20 {
 		if _, err := a.verify(ctx, signToken(t, second.Seed(), claimsFor("u2", exp))); !errors.Is(err, errUnknownKid) {
 			t.Fatalf("unknown kid: %v", err)
 		}
 	}
-	if n := srv.fetches.Load(); n != 1 {
+	if n := fetches.n.Load(); n != 1 {
 		t.Fatalf("%d fetches within the refresh interval, want 1", n)
 	}
 	// users rotates its key: once the interval has passed, the new kid triggers a
 	// refetch and tokens signed with the new key verify.
-	srv.mu.Lock()
-	srv.pub = second.Public().(ed25519.PublicKey)
-	srv.mu.Unlock()
+	users.stop(t)
+	env["JWT_SEED"] = hex.EncodeToString(second.Seed())
+	startProcess(t, bin, env)
+	waitReady(t, base)
 	time.Sleep(350 * time.Millisecond)
-	if p, err := a.verify(ctx, signToken(t, second.Seed(), claimsFor("u2", exp))); err != nil || p.UserID != "u2" {
+	fresh := usersLogin(t, base, "alice@example.com", "alice-secret")
+	if p, err := a.verify(ctx, fresh); err != nil || p.UserID != alice {
 		t.Fatalf("after rotation: %v", err)
 	}
-	if n := srv.fetches.Load(); n != 2 {
+	if n := fetches.n.Load(); n != 2 {
+		t.Fatalf("%d fetches, want 2", n)
+	}
+	// users publishes only its current key: tokens of the retired one are refused (and,
+	// within the interval, without another fetch).
+	if _, err := a.verify(ctx, old); !errors.Is(err, errUnknownKid) {
+		t.Fatalf("token of the retired key: %v", err)
+	}
+	if n := fetches.n.Load(); n != 2 {
 		t.Fatalf("%d fetches, want 2", n)
 	}
 	// A token without a subject is refused even when correctly signed.
@@ -105,12 +141,10 @@ func TestJWKSRefetch(t *testing.T) {
 // the answer is 502 (then 503 once the breaker opens), never a 401.
 func TestJWKSUnavailable(t *testing.T) {
 	t.Parallel()
-	users := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusInternalServerError)
-	}))
-	t.Cleanup(users.Close)
+	// Nothing listens there: a users that is down.
+	users := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	up := newUpstream("users", users.URL, newHTTPClient(time.Second), 2, time.Minute, log)
+	up := newUpstream("users", users, newHTTPClient(time.Second), 2, time.Minute, log)
 	a := newAuthenticator(up)
 	tok := signToken(t, newKey(t).Seed(), claimsFor("u1", time.Now().Add(time.Hour)))
 	for i, want := range []int{502, 503} {

@@ -1,19 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	amqp "github.com/rabbitmq/amqp091-go"
 
+	"microlab/services/contracts"
 	"microlab/services/platform/testenv"
 )
 
@@ -44,24 +48,16 @@ func lines(n int) []any {
 	return out
 }
 
-// TestGateway drives the public API against the real users and catalog (as processes)
-// and a stand-in orders that records what reaches it.
+// TestGateway drives the public API against the real users, catalog and orders (as
+// processes). What reaches orders is judged by what the real system then holds: the
+// orders it lists, the order.placed events it emits.
 func TestGateway(t *testing.T) {
 	t.Parallel()
 	up := startUpstreams(t)
-	stub := &stubOrders{}
-	orders := httptest.NewServer(stub)
-	t.Cleanup(orders.Close)
-	gw := startGateway(t, up, map[string]string{"ORDERS_URL": orders.URL})
+	gw := startGateway(t, up, nil)
 	alice := login(t, gw, "alice@example.com", "alice-secret")
-	var aliceID string
-	{
-		var c tokenClaims
-		if _, _, err := jwt.NewParser().ParseUnverified(alice, &c); err != nil {
-			t.Fatal(err)
-		}
-		aliceID = c.Subject
-	}
+	aliceID := subjectOf(t, alice)
+	bob := login(t, gw, "bob@example.com", "bob-secret")
 
 	t.Run("login then products", func(t *testing.T) {
 		t.Parallel()
@@ -127,18 +123,21 @@ func TestGateway(t *testing.T) {
 
 	t.Run("bad input", func(t *testing.T) {
 		t.Parallel()
+		// A shopper of its own, so that "no order was created" is about these requests
+		// only (other subtests place orders for alice in parallel).
+		eve, eveID := newUser(t, gw, "Eve")
 		seed := devSeedBytes(t)
 		_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
 		pubKey := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
-		expired := signToken(t, seed, claimsFor(aliceID, time.Now().Add(-time.Minute)))
+		expired := signToken(t, seed, claimsFor(eveID, time.Now().Add(-time.Minute)))
 		wrongAud := func() string {
-			c := claimsFor(aliceID, time.Now().Add(time.Hour))
+			c := claimsFor(eveID, time.Now().Add(time.Hour))
 			c.Audience = jwt.ClaimStrings{"someone-else"}
 			return signToken(t, seed, c)
 		}()
 		// Forged: signed by another key but claiming users' kid.
 		forged := func() string {
-			tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claimsFor(aliceID, time.Now().Add(time.Hour)))
+			tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claimsFor(eveID, time.Now().Add(time.Hour)))
 			tok.Header["kid"] = kidOf(pubKey)
 			s, err := tok.SignedString(otherKey)
 			if err != nil {
@@ -146,17 +145,17 @@ func TestGateway(t *testing.T) {
 			}
 			return s
 		}()
-		forgedKid := signToken(t, otherKey.Seed(), claimsFor(aliceID, time.Now().Add(time.Hour)))
+		forgedKid := signToken(t, otherKey.Seed(), claimsFor(eveID, time.Now().Add(time.Hour)))
 		// alg "none": no signature at all.
 		none := func() string {
 			h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT","kid":"` + kidOf(pubKey) + `"}`))
-			c, _ := json.Marshal(claimsFor(aliceID, time.Now().Add(time.Hour)))
+			c, _ := json.Marshal(claimsFor(eveID, time.Now().Add(time.Hour)))
 			return h + "." + base64.RawURLEncoding.EncodeToString(c) + "."
 		}()
 		// HS256 "signed" with users' PUBLIC key as the HMAC secret: the classic
 		// algorithm-confusion attack on verifiers that trust the header's alg.
 		hs256 := func() string {
-			tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claimsFor(aliceID, time.Now().Add(time.Hour)))
+			tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claimsFor(eveID, time.Now().Add(time.Hour)))
 			tok.Header["kid"] = kidOf(pubKey)
 			s, err := tok.SignedString([]byte(pubKey))
 			if err != nil {
@@ -175,49 +174,49 @@ func TestGateway(t *testing.T) {
 			code   string
 			field  string // the message must name it
 		}{
-			{"malformed JSON", alice, `{"items": [`, nil, 400, "malformed_json", ""},
-			{"not an object", alice, `[]`, nil, 400, "invalid_field", ""},
-			{"null body", alice, `null`, nil, 400, "missing_field", "items"},
-			{"trailing data", alice, `{"items":[]} {}`, nil, 400, "malformed_json", ""},
-			{"unknown field", alice, orderWith(func(o map[string]any) { o["coupon"] = "FREE" }), nil, 400, "unknown_field", "coupon"},
-			{"unknown nested field", alice, orderWith(func(o map[string]any) { addr(o)["planet"] = "Mars" }), nil, 400, "unknown_field", "planet"},
-			{"missing items", alice, orderWith(func(o map[string]any) { delete(o, "items") }), nil, 400, "missing_field", "items"},
-			{"missing payment", alice, orderWith(func(o map[string]any) { delete(o, "payment") }), nil, 400, "missing_field", "payment"},
-			{"missing card", alice, orderWith(func(o map[string]any) { o["payment"] = map[string]any{} }), nil, 400, "missing_field", "payment.card"},
-			{"missing address", alice, orderWith(func(o map[string]any) { delete(o, "shippingAddress") }), nil, 400, "missing_field", "shippingAddress"},
-			{"missing city", alice, orderWith(func(o map[string]any) { delete(addr(o), "city") }), nil, 400, "missing_field", "shippingAddress.city"},
-			{"blank street", alice, orderWith(func(o map[string]any) { addr(o)["street"] = "   " }), nil, 400, "missing_field", "shippingAddress.street"},
-			{"missing sku", alice, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"qty": 1}} }), nil, 400, "missing_field", "items[0].sku"},
-			{"missing qty", alice, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB-MUG"}} }), nil, 400, "missing_field", "items[0].qty"},
-			{"negative qty", alice, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB-MUG", "qty": -1}} }), nil, 400, "invalid_field", "items[0].qty"},
-			{"zero qty", alice, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB-MUG", "qty": 0}} }), nil, 400, "invalid_field", "qty"},
-			{"qty 101", alice, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB-MUG", "qty": 101}} }), nil, 400, "invalid_field", "qty"},
-			{"huge qty 1e30", alice, strings.Replace(mustJSON(t, validOrder()), `"qty":2`, `"qty":1e30`, 1), nil, 400, "invalid_field", "qty"},
-			{"huge qty 2^63", alice, strings.Replace(mustJSON(t, validOrder()), `"qty":2`, `"qty":9223372036854775808`, 1), nil, 400, "invalid_field", "qty"},
-			{"fractional qty", alice, strings.Replace(mustJSON(t, validOrder()), `"qty":2`, `"qty":1.5`, 1), nil, 400, "invalid_field", "qty"},
-			{"string qty", alice, strings.Replace(mustJSON(t, validOrder()), `"qty":2`, `"qty":"2"`, 1), nil, 400, "invalid_field", "qty"},
-			{"zero items", alice, orderWith(func(o map[string]any) { o["items"] = []any{} }), nil, 400, "invalid_field", "items"},
-			{"51 items", alice, orderWith(func(o map[string]any) { o["items"] = lines(51) }), nil, 400, "invalid_field", "items"},
-			{"lower-case sku", alice, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "lab-mug", "qty": 1}} }), nil, 400, "invalid_field", "items[0].sku"},
-			{"sku with space", alice, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB MUG", "qty": 1}} }), nil, 400, "invalid_field", "sku"},
-			{"sku too long", alice, orderWith(func(o map[string]any) {
+			{"malformed JSON", eve, `{"items": [`, nil, 400, "malformed_json", ""},
+			{"not an object", eve, `[]`, nil, 400, "malformed_json", ""},
+			{"null body", eve, `null`, nil, 400, "missing_field", "items"},
+			{"trailing data", eve, `{"items":[]} {}`, nil, 400, "malformed_json", ""},
+			{"unknown field", eve, orderWith(func(o map[string]any) { o["coupon"] = "FREE" }), nil, 400, "unknown_field", "coupon"},
+			{"unknown nested field", eve, orderWith(func(o map[string]any) { addr(o)["planet"] = "Mars" }), nil, 400, "unknown_field", "planet"},
+			{"missing items", eve, orderWith(func(o map[string]any) { delete(o, "items") }), nil, 400, "missing_field", "items"},
+			{"missing payment", eve, orderWith(func(o map[string]any) { delete(o, "payment") }), nil, 400, "missing_field", "payment"},
+			{"missing card", eve, orderWith(func(o map[string]any) { o["payment"] = map[string]any{} }), nil, 400, "missing_field", "payment.card"},
+			{"missing address", eve, orderWith(func(o map[string]any) { delete(o, "shippingAddress") }), nil, 400, "missing_field", "shippingAddress"},
+			{"missing city", eve, orderWith(func(o map[string]any) { delete(addr(o), "city") }), nil, 400, "missing_field", "shippingAddress.city"},
+			{"blank street", eve, orderWith(func(o map[string]any) { addr(o)["street"] = "   " }), nil, 400, "missing_field", "shippingAddress.street"},
+			{"missing sku", eve, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"qty": 1}} }), nil, 400, "missing_field", "items[0].sku"},
+			{"missing qty", eve, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB-MUG"}} }), nil, 400, "missing_field", "items[0].qty"},
+			{"negative qty", eve, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB-MUG", "qty": -1}} }), nil, 400, "invalid_field", "items[0].qty"},
+			{"zero qty", eve, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB-MUG", "qty": 0}} }), nil, 400, "invalid_field", "qty"},
+			{"qty 101", eve, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB-MUG", "qty": 101}} }), nil, 400, "invalid_field", "qty"},
+			{"huge qty 1e30", eve, strings.Replace(mustJSON(t, validOrder()), `"qty":2`, `"qty":1e30`, 1), nil, 400, "invalid_field", "qty"},
+			{"huge qty 2^63", eve, strings.Replace(mustJSON(t, validOrder()), `"qty":2`, `"qty":9223372036854775808`, 1), nil, 400, "invalid_field", "qty"},
+			{"fractional qty", eve, strings.Replace(mustJSON(t, validOrder()), `"qty":2`, `"qty":1.5`, 1), nil, 400, "invalid_field", "qty"},
+			{"string qty", eve, strings.Replace(mustJSON(t, validOrder()), `"qty":2`, `"qty":"2"`, 1), nil, 400, "invalid_field", "qty"},
+			{"zero items", eve, orderWith(func(o map[string]any) { o["items"] = []any{} }), nil, 400, "invalid_field", "items"},
+			{"51 items", eve, orderWith(func(o map[string]any) { o["items"] = lines(51) }), nil, 400, "invalid_field", "items"},
+			{"lower-case sku", eve, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "lab-mug", "qty": 1}} }), nil, 400, "invalid_field", "items[0].sku"},
+			{"sku with space", eve, orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB MUG", "qty": 1}} }), nil, 400, "invalid_field", "sku"},
+			{"sku too long", eve, orderWith(func(o map[string]any) {
 				o["items"] = []any{map[string]any{"sku": strings.Repeat("A", 65), "qty": 1}}
 			}), nil, 400, "invalid_field", "sku"},
-			{"card not Luhn", alice, orderWith(func(o map[string]any) { o["payment"] = map[string]any{"card": "4242 4242 4242 4241"} }), nil, 400, "invalid_card", "card"},
-			{"card with letters", alice, orderWith(func(o map[string]any) { o["payment"] = map[string]any{"card": "4242 4242 4242 424a"} }), nil, 400, "invalid_card", "card"},
-			{"card with dashes", alice, orderWith(func(o map[string]any) { o["payment"] = map[string]any{"card": "4242-4242-4242-4242"} }), nil, 400, "invalid_card", "card"},
-			{"card too short", alice, orderWith(func(o map[string]any) { o["payment"] = map[string]any{"card": "4242 4242 42"} }), nil, 400, "invalid_card", "card"},
-			{"card too long", alice, orderWith(func(o map[string]any) { o["payment"] = map[string]any{"card": strings.Repeat("0", 20)} }), nil, 400, "invalid_card", "card"},
-			{"card as number", alice, strings.Replace(mustJSON(t, validOrder()), `"4242 4242 4242 4242"`, `4242424242424242`, 1), nil, 400, "invalid_field", "card"},
-			{"lower-case country", alice, orderWith(func(o map[string]any) { addr(o)["country"] = "de" }), nil, 400, "invalid_field", "country"},
-			{"three-letter country", alice, orderWith(func(o map[string]any) { addr(o)["country"] = "DEU" }), nil, 400, "invalid_field", "country"},
-			{"address field too long", alice, orderWith(func(o map[string]any) { addr(o)["city"] = strings.Repeat("é", 201) }), nil, 400, "invalid_field", "shippingAddress.city"},
-			{"oversized body", alice, big, nil, 413, "body_too_large", ""},
-			{"wrong content type", alice, mustJSON(t, validOrder()), map[string]string{"Content-Type": "text/plain"}, 415, "unsupported_media_type", ""},
-			{"no content type", alice, mustJSON(t, validOrder()), map[string]string{"Content-Type": ""}, 415, "unsupported_media_type", ""},
-			{"idempotency key too long", alice, validOrder(), map[string]string{"Idempotency-Key": strings.Repeat("k", 256)}, 400, "invalid_idempotency_key", ""},
-			{"idempotency key not ASCII", alice, validOrder(), map[string]string{"Idempotency-Key": "clé"}, 400, "invalid_idempotency_key", ""},
-			{"idempotency key with tab", alice, validOrder(), map[string]string{"Idempotency-Key": "a\tb"}, 400, "invalid_idempotency_key", ""},
+			{"card not Luhn", eve, orderWith(func(o map[string]any) { o["payment"] = map[string]any{"card": "4242 4242 4242 4241"} }), nil, 400, "invalid_card", "card"},
+			{"card with letters", eve, orderWith(func(o map[string]any) { o["payment"] = map[string]any{"card": "4242 4242 4242 424a"} }), nil, 400, "invalid_card", "card"},
+			{"card with dashes", eve, orderWith(func(o map[string]any) { o["payment"] = map[string]any{"card": "4242-4242-4242-4242"} }), nil, 400, "invalid_card", "card"},
+			{"card too short", eve, orderWith(func(o map[string]any) { o["payment"] = map[string]any{"card": "4242 4242 42"} }), nil, 400, "invalid_card", "card"},
+			{"card too long", eve, orderWith(func(o map[string]any) { o["payment"] = map[string]any{"card": strings.Repeat("0", 20)} }), nil, 400, "invalid_card", "card"},
+			{"card as number", eve, strings.Replace(mustJSON(t, validOrder()), `"4242 4242 4242 4242"`, `4242424242424242`, 1), nil, 400, "invalid_field", "card"},
+			{"lower-case country", eve, orderWith(func(o map[string]any) { addr(o)["country"] = "de" }), nil, 400, "invalid_field", "country"},
+			{"three-letter country", eve, orderWith(func(o map[string]any) { addr(o)["country"] = "DEU" }), nil, 400, "invalid_field", "country"},
+			{"address field too long", eve, orderWith(func(o map[string]any) { addr(o)["city"] = strings.Repeat("é", 201) }), nil, 400, "invalid_field", "shippingAddress.city"},
+			{"oversized body", eve, big, nil, 413, "body_too_large", ""},
+			{"wrong content type", eve, mustJSON(t, validOrder()), map[string]string{"Content-Type": "text/plain"}, 415, "unsupported_media_type", ""},
+			{"no content type", eve, mustJSON(t, validOrder()), map[string]string{"Content-Type": ""}, 415, "unsupported_media_type", ""},
+			{"idempotency key too long", eve, validOrder(), map[string]string{"Idempotency-Key": strings.Repeat("k", 256)}, 400, "invalid_idempotency_key", ""},
+			{"idempotency key not ASCII", eve, validOrder(), map[string]string{"Idempotency-Key": "clé"}, 400, "invalid_idempotency_key", ""},
+			{"idempotency key with tab", eve, validOrder(), map[string]string{"Idempotency-Key": "a\tb"}, 400, "invalid_idempotency_key", ""},
 			{"missing JWT", "", validOrder(), nil, 401, "unauthorized", ""},
 			{"not a bearer token", "", validOrder(), map[string]string{"Authorization": "Basic YWxpY2U6YWxpY2Utc2VjcmV0"}, 401, "invalid_token", ""},
 			{"garbage JWT", "not.a.jwt", validOrder(), nil, 401, "invalid_token", ""},
@@ -254,73 +253,84 @@ func TestGateway(t *testing.T) {
 				}
 			}
 		}
-		// Nothing invalid ever reached orders: the only POSTs it saw are the valid ones
-		// of the forwarding subtest.
-		for _, r := range stub.requests() {
-			if r.Method == "POST" && !strings.Contains(string(r.Body), "LAB-NOPE") && !strings.Contains(string(r.Body), "forwarded") {
-				t.Fatalf("an invalid order reached orders: %s", r.Body)
-			}
+		// Nothing invalid ever reached orders: the real orders holds no order for eve
+		// (whom every forged or expired token above claims to be). Several of the bodies
+		// (a card failing Luhn, a lower-case country, odd Idempotency-Keys) are ones orders
+		// itself would accept, so any that slipped through would be listed here.
+		if ids := orderIDs(t, gw, eve, ""); len(ids) != 0 {
+			t.Fatalf("invalid requests created orders: %v", ids)
 		}
 	})
 
 	t.Run("orders forwarding", func(t *testing.T) {
 		t.Parallel()
+		placed := testenv.Dial(t, up.env["AMQP_URL"]).Tap(t, contracts.ExchangeEvents, contracts.OrderPlaced)
 		body := orderWith(func(o map[string]any) { addr(o)["name"] = "forwarded" })
-		a := do(t, "POST", gw+"/api/v1/orders", alice, body,
-			map[string]string{"Idempotency-Key": "key-1", "X-User-Id": "someone-else"})
-		if a.Status != 202 || string(a.Body) != `{"orderId":"o-1","status":"pending","traceId":""}` {
+		// The client's own X-User-Id must be ignored: the gateway sets it from the token.
+		hdr := map[string]string{"Idempotency-Key": "key-1", "X-User-Id": "someone-else"}
+		a := do(t, "POST", gw+"/api/v1/orders", alice, body, hdr)
+		var ans struct{ OrderID, Status, TraceID *string }
+		strictDecode(t, a, &ans)
+		if a.Status != 202 || a.Header.Get("Content-Type") != "application/json" || ans.OrderID == nil || *ans.OrderID == "" ||
+			ans.Status == nil || *ans.Status != "pending" || ans.TraceID == nil {
 			t.Fatalf("place: %d %s", a.Status, a.Body)
 		}
-		var got *stubRequest
-		for _, r := range stub.requests() {
-			if r.Method == "POST" && strings.Contains(string(r.Body), "forwarded") {
-				got = &r
+		id := *ans.OrderID
+		// What orders received, as it announced it: alice's order (X-User-Id from the
+		// token), the card moved from payment.card to card, items and address as sent.
+		// (orders decodes strictly: a body still holding "payment", or one sent without
+		// Content-Type: application/json, would have been refused, not placed.)
+		ev := awaitPlaced(t, placed, id)
+		if ev.UserID != aliceID || ev.Card != "4242 4242 4242 4242" || ev.ShippingAddress.Name != "forwarded" ||
+			ev.ShippingAddress.Country != "DE" || len(ev.Items) != 1 || ev.Items[0].SKU != "LAB-MUG" || ev.Items[0].Qty != 2 {
+			t.Fatalf("order.placed: %+v", ev)
+		}
+		a = do(t, "GET", gw+"/api/v1/orders/"+id, alice, nil, nil)
+		var o struct {
+			OrderID    string
+			TotalCents int64
+			Items      []struct {
+				SKU        string
+				Qty        int
+				PriceCents int64
 			}
 		}
-		if got == nil {
-			t.Fatal("order never reached orders")
-		}
-		if got.UserID != aliceID || got.IdempotencyKey != "key-1" || got.ContentType != "application/json" {
-			t.Fatalf("forwarded headers: user %q key %q ct %q", got.UserID, got.IdempotencyKey, got.ContentType)
-		}
-		var fwd map[string]any
-		if err := json.Unmarshal(got.Body, &fwd); err != nil {
-			t.Fatal(err)
-		}
-		if fwd["card"] != "4242 4242 4242 4242" || fwd["payment"] != nil || fwd["items"] == nil || fwd["shippingAddress"] == nil {
-			t.Fatalf("forwarded body: %s", got.Body)
-		}
-		// orders' 4xx passes through unchanged.
-		a = do(t, "POST", gw+"/api/v1/orders", alice, orderWith(func(o map[string]any) {
-			o["items"] = []any{map[string]any{"sku": "LAB-NOPE", "qty": 1}}
-		}), nil)
-		if a.Status != 422 || string(a.Body) != `{"error":{"code":"unknown_sku","message":"unknown sku LAB-NOPE"}}`+"\n" {
-			t.Fatalf("unknown sku: %d %q", a.Status, a.Body)
-		}
-		a = do(t, "GET", gw+"/api/v1/orders/o-7", alice, nil, nil)
-		if a.Status != 200 || !strings.Contains(string(a.Body), `"orderId":"o-7"`) {
+		a.decode(t, &o)
+		if a.Status != 200 || o.OrderID != id || o.TotalCents != 2400 || len(o.Items) != 1 || o.Items[0].PriceCents != 1200 {
 			t.Fatalf("get order: %d %s", a.Status, a.Body)
+		}
+		// Nobody else sees it: orders got alice's id, not the client's header.
+		a = do(t, "GET", gw+"/api/v1/orders/"+id, bob, nil, nil)
+		if code, _ := a.errorCode(); a.Status != 404 || code != "not_found" {
+			t.Fatalf("bob reads alice's order: %d %s", a.Status, a.Body)
+		}
+		// The Idempotency-Key reached orders: the same request again is the same order,
+		// and the key with another body is orders' 409, passed through.
+		a = do(t, "POST", gw+"/api/v1/orders", alice, body, hdr)
+		if a.Status != 202 || !strings.Contains(string(a.Body), `"orderId":"`+id+`"`) {
+			t.Fatalf("repeated with the same key: %d %s, want order %s", a.Status, a.Body, id)
+		}
+		a = do(t, "POST", gw+"/api/v1/orders", alice, orderWith(func(o map[string]any) { addr(o)["name"] = "other" }), hdr)
+		if code, _ := a.errorCode(); a.Status != 409 || code != "idempotency_key_reused" {
+			t.Fatalf("key reused: %d %s", a.Status, a.Body)
+		}
+		// Without the key the same body is a new order.
+		if other := placeOrder(t, gw, alice, body, nil); other == id {
+			t.Fatal("an order without Idempotency-Key was deduplicated")
+		}
+
+		// orders' 4xx passes through unchanged: byte for byte what orders itself answers.
+		nope := orderWith(func(o map[string]any) { o["items"] = []any{map[string]any{"sku": "LAB-NOPE", "qty": 1}} })
+		a = do(t, "POST", gw+"/api/v1/orders", alice, nope, nil)
+		direct := do(t, "POST", up.orders+"/orders", "", map[string]any{
+			"items": []any{map[string]any{"sku": "LAB-NOPE", "qty": 1}}, "card": "4242 4242 4242 4242",
+			"shippingAddress": addr(validOrder())}, map[string]string{"X-User-Id": aliceID})
+		if code, _ := a.errorCode(); a.Status != 422 || code != "unknown_sku" || direct.Status != 422 || string(a.Body) != string(direct.Body) {
+			t.Fatalf("unknown sku: %d %q, orders answers %d %q", a.Status, a.Body, direct.Status, direct.Body)
 		}
 		a = do(t, "GET", gw+"/api/v1/orders/nope", alice, nil, nil)
 		if code, _ := a.errorCode(); a.Status != 404 || code != "not_found" {
 			t.Fatalf("missing order: %d %s", a.Status, a.Body)
-		}
-		a = do(t, "GET", gw+"/api/v1/orders/boom", alice, nil, nil)
-		if code, _ := a.errorCode(); a.Status != 502 || code != "bad_gateway" {
-			t.Fatalf("upstream 500: %d %s", a.Status, a.Body)
-		}
-		a = do(t, "GET", gw+"/api/v1/orders?limit=7&cursor=abc%2Fdef&evil=1", alice, nil, nil)
-		if a.Status != 200 {
-			t.Fatalf("list: %d %s", a.Status, a.Body)
-		}
-		found := false
-		for _, r := range stub.requests() {
-			if r.Method == "GET" && r.Path == "/orders" && r.Query == "cursor=abc%2Fdef&limit=7" && r.UserID == aliceID {
-				found = true
-			}
-		}
-		if !found {
-			t.Fatalf("list query not forwarded: %+v", stub.requests())
 		}
 		for _, q := range []string{"limit=0", "limit=101", "limit=abc", "limit=", "limit=1e3", "cursor=" + strings.Repeat("c", 600)} {
 			a = do(t, "GET", gw+"/api/v1/orders?"+q, alice, nil, nil)
@@ -330,26 +340,60 @@ func TestGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("orders list", func(t *testing.T) {
+		t.Parallel()
+		tok, _ := newUser(t, gw, "Lis")
+		var ids []string // oldest first
+		for range 3 {
+			ids = append(ids, placeOrder(t, gw, tok, validOrder(), nil))
+		}
+		// limit and cursor reach orders (and nothing else does: the gateway builds the
+		// query from scratch, so evil=1 is dropped): two pages, newest first.
+		a := do(t, "GET", gw+"/api/v1/orders?limit=2&evil=1", tok, nil, nil)
+		first := decodePage(t, a)
+		if a.Status != 200 || len(first.Items) != 2 || first.Items[0].OrderID != ids[2] || first.Items[1].OrderID != ids[1] || first.NextCursor == "" {
+			t.Fatalf("page 1: %d %s", a.Status, a.Body)
+		}
+		a = do(t, "GET", gw+"/api/v1/orders?limit=2&cursor="+url.QueryEscape(first.NextCursor), tok, nil, nil)
+		second := decodePage(t, a)
+		if a.Status != 200 || len(second.Items) != 1 || second.Items[0].OrderID != ids[0] || second.NextCursor != "" {
+			t.Fatalf("page 2: %d %s", a.Status, a.Body)
+		}
+		// A cursor orders did not make is orders' 400, passed through (so it got there).
+		a = do(t, "GET", gw+"/api/v1/orders?limit=7&cursor=abc%2Fdef", tok, nil, nil)
+		if code, _ := a.errorCode(); a.Status != 400 || code != "invalid_parameter" || !strings.Contains(string(a.Body), "cursor") {
+			t.Fatalf("foreign cursor: %d %s", a.Status, a.Body)
+		}
+	})
+
 	t.Run("home", func(t *testing.T) {
 		t.Parallel()
-		a := do(t, "GET", gw+"/api/v1/home", alice, nil, nil)
+		tok, id := newUser(t, gw, "Hana")
+		var ids []string // oldest first
+		for range homeOrders + 1 {
+			ids = append(ids, placeOrder(t, gw, tok, validOrder(), nil))
+		}
+		a := do(t, "GET", gw+"/api/v1/home", tok, nil, nil)
 		var h struct {
 			User     *struct{ ID, Email, Name string }
-			Orders   []json.RawMessage
+			Orders   []struct{ OrderID string }
 			Products []struct{ SKU string }
 			Degraded []string
 		}
 		a.decode(t, &h)
-		if a.Status != 200 || h.User == nil || h.User.Name != "Alice" || h.User.ID != aliceID ||
-			len(h.Orders) != 2 || len(h.Products) != 4 || h.Products[0].SKU != "LAB-BOTTLE" || h.Degraded == nil || len(h.Degraded) != 0 {
+		if a.Status != 200 || h.User == nil || h.User.Name != "Hana" || h.User.ID != id ||
+			len(h.Products) != 4 || h.Products[0].SKU != "LAB-BOTTLE" || h.Degraded == nil || len(h.Degraded) != 0 {
 			t.Fatalf("home: %d %s", a.Status, a.Body)
 		}
-		found := false
-		for _, r := range stub.requests() {
-			found = found || (r.Path == "/orders" && r.Query == "limit=5" && r.UserID == aliceID)
+		// The caller's 5 most recent orders, newest first (alice's, placed in parallel in
+		// the same orders, are not among them).
+		if len(h.Orders) != homeOrders {
+			t.Fatalf("home shows %d orders, want the %d most recent: %s", len(h.Orders), homeOrders, a.Body)
 		}
-		if !found {
-			t.Fatal("home did not ask orders for the 5 most recent orders of the caller")
+		for i, o := range h.Orders {
+			if want := ids[len(ids)-1-i]; o.OrderID != want {
+				t.Fatalf("home order %d is %s, want %s: %s", i, o.OrderID, want, a.Body)
+			}
 		}
 	})
 
@@ -397,8 +441,7 @@ func TestGateway(t *testing.T) {
 
 	t.Run("rate limit", func(t *testing.T) {
 		t.Parallel()
-		limited := startGateway(t, up, map[string]string{"RATE_LIMIT_RPS": "0.2", "RATE_LIMIT_BURST": "3", "ORDERS_URL": orders.URL})
-		bob := login(t, gw, "bob@example.com", "bob-secret") // from the unlimited gateway
+		limited := startGateway(t, up, map[string]string{"RATE_LIMIT_RPS": "0.2", "RATE_LIMIT_BURST": "3"})
 		// Anonymous: keyed by IP.
 		for i := range 4 {
 			a := do(t, "GET", limited+"/api/v1/openapi.json", "", nil, nil)
@@ -416,7 +459,7 @@ func TestGateway(t *testing.T) {
 		// Authenticated users have buckets of their own, even from the same IP.
 		for _, tok := range []string{alice, bob} {
 			for i := range 4 {
-				a := do(t, "GET", limited+"/api/v1/orders/o-1", tok, nil, nil)
+				a := do(t, "GET", limited+"/api/v1/orders?limit=1", tok, nil, nil)
 				if want := map[bool]int{true: 200, false: 429}[i < 3]; a.Status != want {
 					t.Fatalf("user request %d: %d %s, want %d", i, a.Status, a.Body, want)
 				}
@@ -460,12 +503,49 @@ func TestGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("upstream 5xx", func(t *testing.T) {
+		t.Parallel()
+		// A real orders whose catalog is down answers a new order with 503
+		// catalog_unavailable. The gateway shows its clients a 502 of its own, not
+		// orders' insides.
+		_, sick := startLoneOrders(t, fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)))
+		direct := do(t, "POST", "http://"+sick["HTTP_ADDR"]+"/orders", "", map[string]any{
+			"items": []any{map[string]any{"sku": "LAB-MUG", "qty": 1}}, "card": "4242 4242 4242 4242",
+			"shippingAddress": addr(validOrder())}, map[string]string{"X-User-Id": aliceID})
+		if direct.Status < 500 {
+			t.Fatalf("orders without its catalog answered %d %s, want a 5xx", direct.Status, direct.Body)
+		}
+		gw5 := startGateway(t, up, map[string]string{"ORDERS_URL": "http://" + sick["HTTP_ADDR"]})
+		a := do(t, "POST", gw5+"/api/v1/orders", alice, validOrder(), nil)
+		if code, msg := a.errorCode(); a.Status != 502 || code != "bad_gateway" || strings.Contains(msg, "catalog") {
+			t.Fatalf("upstream 5xx: %d %s", a.Status, a.Body)
+		}
+	})
+
 	t.Run("upstream timeout", func(t *testing.T) {
 		t.Parallel()
-		slow := startGateway(t, up, map[string]string{"ORDERS_URL": orders.URL, "UPSTREAM_TIMEOUT": "300ms"})
+		// A real orders, frozen (SIGSTOP): the kernel still accepts connections on its
+		// port, but nothing ever answers.
+		frozen, env := startLoneOrders(t, up.catalog)
+		slow := startGateway(t, up, map[string]string{"ORDERS_URL": "http://" + env["HTTP_ADDR"], "UPSTREAM_TIMEOUT": "300ms"})
+		port := portOf(t, env)
+		if n := acceptBacklog(t, port); n != 0 {
+			t.Fatalf("%d connections wait on orders before the test", n)
+		}
+		frozen.signal(t, syscall.SIGSTOP)
+		thawed := false
+		thaw := func() {
+			if !thawed {
+				thawed = true
+				frozen.signal(t, syscall.SIGCONT)
+			}
+		}
+		t.Cleanup(thaw) // before the process is stopped (cleanups run last-in first-out)
 		start := time.Now()
-		a := do(t, "GET", slow+"/api/v1/orders/slow", alice, nil, nil)
+		a := do(t, "GET", slow+"/api/v1/orders/some-order", alice, nil, nil)
 		took := time.Since(start)
+		attempts := acceptBacklog(t, port)
+		thaw()
 		if code, _ := a.errorCode(); a.Status != 502 || code != "bad_gateway" {
 			t.Fatalf("slow upstream: %d %s", a.Status, a.Body)
 		}
@@ -473,22 +553,115 @@ func TestGateway(t *testing.T) {
 		if took > 2*time.Second {
 			t.Fatalf("timeout not applied: took %s", took)
 		}
-		if n := countPath(stub.requests(), "/orders/slow"); n != 2 {
-			t.Fatalf("a timed-out GET should be tried twice, was tried %d times", n)
+		// Each attempt is a connection of its own (a timed-out one is closed, never
+		// reused), waiting in the frozen orders' accept queue.
+		if attempts != 2 {
+			t.Fatalf("a timed-out GET should be tried twice, was tried %d times", attempts)
 		}
 	})
 }
 
-func countPath(rs []stubRequest, path string) int {
-	n := 0
-	for _, r := range rs {
-		if r.Path == path {
-			n++
-		}
+// newUser registers a new shopper through the gateway and logs them in.
+func newUser(t *testing.T, gw, name string) (token, id string) {
+	t.Helper()
+	email := testenv.Name(strings.ToLower(name)) + "@example.com"
+	a := do(t, "POST", gw+"/api/v1/users", "", map[string]string{"email": email, "name": name, "password": name + "-secret"}, nil)
+	var u struct{ ID string }
+	a.decode(t, &u)
+	if a.Status != 201 || u.ID == "" {
+		t.Fatalf("register %s: %d %s", name, a.Status, a.Body)
 	}
-	return n
+	return login(t, gw, email, name+"-secret"), u.ID
 }
 
+// subjectOf is the user id a token names (unverified: the token came from users).
+func subjectOf(t *testing.T, token string) string {
+	t.Helper()
+	var c tokenClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Subject
+}
+
+// placeOrder places an order through the gateway and returns its id.
+func placeOrder(t *testing.T, gw, token string, body any, header map[string]string) string {
+	t.Helper()
+	a := do(t, "POST", gw+"/api/v1/orders", token, body, header)
+	var ans struct{ OrderID string }
+	a.decode(t, &ans)
+	if a.Status != 202 || ans.OrderID == "" {
+		t.Fatalf("place order: %d %s", a.Status, a.Body)
+	}
+	return ans.OrderID
+}
+
+type orderPage struct {
+	Items      []struct{ OrderID string }
+	NextCursor string
+}
+
+func decodePage(t *testing.T, a answer) orderPage {
+	t.Helper()
+	var p orderPage
+	a.decode(t, &p)
+	return p
+}
+
+// orderIDs lists the ids of the caller's orders (one page of up to 100), newest first.
+func orderIDs(t *testing.T, gw, token, query string) []string {
+	t.Helper()
+	a := do(t, "GET", gw+"/api/v1/orders?limit=100"+query, token, nil, nil)
+	if a.Status != 200 {
+		t.Fatalf("list orders: %d %s", a.Status, a.Body)
+	}
+	var ids []string
+	for _, o := range decodePage(t, a).Items {
+		ids = append(ids, o.OrderID)
+	}
+	return ids
+}
+
+// strictDecode decodes a's body into v, refusing fields v does not have.
+func strictDecode(t *testing.T, a answer, v any) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(a.Body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("decode %d %s: %v", a.Status, a.Body, err)
+	}
+}
+
+// awaitPlaced waits for the order.placed of order id on tap and returns its data.
+func awaitPlaced(t *testing.T, tap <-chan amqp.Delivery, id string) contracts.OrderPlacedData {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case d, ok := <-tap:
+			if !ok {
+				t.Fatal("event tap closed")
+			}
+			env, err := contracts.Decode(d.Body)
+			if err != nil {
+				t.Fatalf("order.placed: %v", err)
+			}
+			if env.CorrelationID != id {
+				continue
+			}
+			var data contracts.OrderPlacedData
+			if err := env.DecodeData(&data); err != nil {
+				t.Fatal(err)
+			}
+			if data.OrderID != id || env.EventType != contracts.OrderPlaced || env.Source != "orders" {
+				t.Fatalf("order.placed for %s: %+v %+v", id, env, data)
+			}
+			return data
+		case <-timeout:
+			t.Fatalf("no order.placed for order %s", id)
+		}
+	}
+}
 func mustJSON(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)

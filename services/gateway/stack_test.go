@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,7 +30,7 @@ import (
 // with it, as an attacker who knows a dev lab's public seed could.
 const devSeed = "6d6963726f6c61622d6465762d6a77742d736565642d6e6f742d736563726574"
 
-// binaries builds the real users and catalog commands once per test binary.
+// binaries builds the real users, catalog and orders commands once per test binary.
 type binaries struct {
 	once sync.Once
 	dir  string
@@ -73,7 +74,7 @@ func buildUpstreams(t testing.TB) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", built.dir+string(filepath.Separator), "./services/users", "./services/catalog")
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", built.dir+string(filepath.Separator), "./services/users", "./services/catalog", "./services/orders")
 		cmd.Dir = repoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("go build: %v\n%s", err, out)
@@ -103,14 +104,16 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// upstreams is the real users and catalog, as processes, each with its own database, on
-// one vhost and lab database that gateways started with env.Share join.
+// upstreams is the real users, catalog and orders, as processes, each with its own
+// database, on one vhost and lab database that gateways started with env.Share join.
 type upstreams struct {
 	env        testenv.Env
 	users      string
 	catalog    string
+	orders     string
 	usersEnv   testenv.Env
 	catalogEnv testenv.Env
+	ordersEnv  testenv.Env
 }
 
 func startUpstreams(t *testing.T) upstreams {
@@ -121,48 +124,129 @@ func startUpstreams(t *testing.T) upstreams {
 	usersEnv["BCRYPT_COST"] = "4"
 	catalogEnv := usersEnv.Share(t, "catalog", true)
 	delete(catalogEnv, "JWT_SEED")
-	// One after the other: both migrate the shared (fresh) lab database at start, and
+	delete(catalogEnv, "BCRYPT_COST")
+	ordersEnv := catalogEnv.Share(t, "orders", true)
+	ordersEnv["CATALOG_URL"] = "http://" + catalogEnv["HTTP_ADDR"] // orders prices from the real catalog
+	// One after the other: each migrates the shared (fresh) lab database at start, and
 	// pg.Migrate takes no lock, so two first-time migrations at once can collide.
 	for _, s := range []struct {
 		name string
 		env  testenv.Env
-	}{{"users", usersEnv}, {"catalog", catalogEnv}} {
+	}{{"users", usersEnv}, {"catalog", catalogEnv}, {"orders", ordersEnv}} {
 		startProcess(t, filepath.Join(dir, s.name), s.env)
 		waitReady(t, "http://"+s.env["HTTP_ADDR"])
 	}
 	return upstreams{env: usersEnv, users: "http://" + usersEnv["HTTP_ADDR"], catalog: "http://" + catalogEnv["HTTP_ADDR"],
-		usersEnv: usersEnv, catalogEnv: catalogEnv}
+		orders: "http://" + ordersEnv["HTTP_ADDR"], usersEnv: usersEnv, catalogEnv: catalogEnv, ordersEnv: ordersEnv}
 }
 
-func startProcess(t *testing.T, bin string, env testenv.Env) {
+// startLoneOrders runs one more real orders, on a vhost and databases of its own (so
+// nothing it does, or fails to do, touches the shared stack's orders), pricing from
+// catalogURL. Tests use it when they must break orders: freeze it, or cut its catalog.
+func startLoneOrders(t *testing.T, catalogURL string) (*proc, testenv.Env) {
+	t.Helper()
+	env := testenv.ServiceEnv(t, "orders", true)
+	env["CATALOG_URL"] = catalogURL
+	p := startProcess(t, filepath.Join(buildUpstreams(t), "orders"), env)
+	waitReady(t, "http://"+env["HTTP_ADDR"])
+	return p, env
+}
+
+// proc is a service running as a process of its own.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan error
+	once sync.Once
+}
+
+// startProcess starts bin with exactly env (and PATH); the process is stopped when the
+// test ends, and must exit cleanly on SIGTERM.
+func startProcess(t *testing.T, bin string, env testenv.Env) *proc {
 	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
+	p := &proc{name: filepath.Base(bin), cmd: cmd, out: &lockedBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s: %v\n%s", filepath.Base(bin), err, out)
-			}
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("%s did not stop on SIGTERM\n%s", filepath.Base(bin), out)
-		}
+		p.stop(t)
 		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(bin), out)
+			t.Logf("%s output:\n%s", p.name, p.out)
 		}
 	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit (once; later calls do nothing).
+func (p *proc) stop(t testing.TB) {
+	t.Helper()
+	p.once.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.done:
+			if err != nil {
+				t.Errorf("%s: %v\n%s", p.name, err, p.out)
+			}
+		case <-time.After(20 * time.Second):
+			_ = p.cmd.Process.Kill()
+			t.Errorf("%s did not stop on SIGTERM\n%s", p.name, p.out)
+		}
+	})
+}
+
+// signal sends sig to the process (SIGSTOP freezes it: the kernel still completes TCP
+// handshakes on its listening socket, but nothing answers — a hung upstream).
+func (p *proc) signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%s: signal %v: %v", p.name, sig, err)
+	}
+}
+
+// acceptBacklog is the number of connections the kernel has completed on the IPv4
+// listening socket of port that no process has accepted yet (the rx_queue of a LISTEN
+// row of /proc/net/tcp). With the owner frozen, it counts the connection attempts made
+// to it.
+func acceptBacklog(t testing.TB, port int) int {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatalf("read /proc/net/tcp: %v", err)
+	}
+	local := fmt.Sprintf("0100007F:%04X", port) // 127.0.0.1, little-endian as the kernel prints it
+	for _, line := range strings.Split(string(raw), "\n")[1:] {
+		f := strings.Fields(line)
+		// sl local_address rem_address st tx_queue:rx_queue ...; st 0A is LISTEN.
+		if len(f) < 5 || f[1] != local || f[3] != "0A" {
+			continue
+		}
+		_, rx, _ := strings.Cut(f[4], ":")
+		n, err := strconv.ParseInt(rx, 16, 64)
+		if err != nil {
+			t.Fatalf("/proc/net/tcp: %q: %v", line, err)
+		}
+		return int(n)
+	}
+	t.Fatalf("no listening socket on 127.0.0.1:%d", port)
+	return 0
+}
+
+func portOf(t testing.TB, env testenv.Env) int {
+	t.Helper()
+	_, p, _ := strings.Cut(env["HTTP_ADDR"], ":")
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatalf("HTTP_ADDR %q: %v", env["HTTP_ADDR"], err)
+	}
+	return n
 }
 
 func waitReady(t *testing.T, base string) {
@@ -181,14 +265,15 @@ func waitReady(t *testing.T, base string) {
 	t.Fatalf("%s never became ready", base)
 }
 
-// startGateway runs a gateway in-process on the upstreams' bus and lab database, with
-// extra settings (ORDERS_URL, breaker and rate-limit knobs) per test.
+// startGateway runs a gateway in-process on the upstreams' bus and lab database, in
+// front of the real users, catalog and orders, with extra settings (another ORDERS_URL,
+// breaker and rate-limit knobs) per test.
 func startGateway(t *testing.T, up upstreams, extra map[string]string) string {
 	t.Helper()
 	env := up.env.Share(t, "gateway", false)
 	delete(env, "JWT_SEED")
 	delete(env, "BCRYPT_COST")
-	env["USERS_URL"], env["CATALOG_URL"] = up.users, up.catalog
+	env["USERS_URL"], env["CATALOG_URL"], env["ORDERS_URL"] = up.users, up.catalog, up.orders
 	for k, v := range extra {
 		env[k] = v
 	}
@@ -320,57 +405,4 @@ func claimsFor(sub string, exp time.Time) tokenClaims {
 	return tokenClaims{Email: "alice@example.com", Name: "Alice", RegisteredClaims: jwt.RegisteredClaims{
 		Subject: sub, Issuer: tokenIssuer, Audience: jwt.ClaimStrings{tokenAudience},
 		IssuedAt: jwt.NewNumericDate(exp.Add(-time.Hour)), ExpiresAt: jwt.NewNumericDate(exp)}}
-}
-
-// stubOrders stands in for the orders service (built separately) at the HTTP contract
-// the gateway relies on, and records what the gateway sent it.
-type stubOrders struct {
-	mu   sync.Mutex
-	reqs []stubRequest
-}
-
-type stubRequest struct {
-	Method, Path, Query, UserID, IdempotencyKey, ContentType string
-	Body                                                     []byte
-}
-
-func (s *stubOrders) requests() []stubRequest {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]stubRequest(nil), s.reqs...)
-}
-
-func (s *stubOrders) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	s.mu.Lock()
-	s.reqs = append(s.reqs, stubRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
-		UserID: r.Header.Get("X-User-Id"), IdempotencyKey: r.Header.Get("Idempotency-Key"),
-		ContentType: r.Header.Get("Content-Type"), Body: body})
-	s.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	switch {
-	case r.Method == "POST" && r.URL.Path == "/orders":
-		if bytes.Contains(body, []byte(`"LAB-NOPE"`)) {
-			w.WriteHeader(http.StatusUnprocessableEntity)
-			_, _ = io.WriteString(w, `{"error":{"code":"unknown_sku","message":"unknown sku LAB-NOPE"}}`+"\n")
-			return
-		}
-		w.WriteHeader(http.StatusAccepted)
-		_, _ = io.WriteString(w, `{"orderId":"o-1","status":"pending","traceId":""}`)
-	case r.Method == "GET" && r.URL.Path == "/orders":
-		_, _ = io.WriteString(w, `{"items":[{"orderId":"o-2","status":"confirmed"},{"orderId":"o-1","status":"pending"}],"nextCursor":""}`)
-	case r.Method == "GET" && r.URL.Path == "/orders/slow":
-		select {
-		case <-r.Context().Done():
-		case <-time.After(5 * time.Second):
-		}
-	case r.Method == "GET" && r.URL.Path == "/orders/boom":
-		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = io.WriteString(w, `{"error":{"code":"internal","message":"internal error"}}`)
-	case r.Method == "GET" && strings.HasPrefix(r.URL.Path, "/orders/o-"):
-		_, _ = fmt.Fprintf(w, `{"orderId":%q,"status":"pending","steps":[]}`, strings.TrimPrefix(r.URL.Path, "/orders/"))
-	default:
-		w.WriteHeader(http.StatusNotFound)
-		_, _ = io.WriteString(w, `{"error":{"code":"not_found","message":"no such order"}}`)
-	}
 }

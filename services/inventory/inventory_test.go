@@ -1,23 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"microlab/services/contracts"
-	"microlab/services/platform/bus"
 	"microlab/services/platform/control"
 	"microlab/services/platform/testenv"
 )
@@ -25,32 +20,12 @@ import (
 // harness is one inventory instance running in-process against its own database and
 // vhost, a publisher into that vhost, and everything inventory emitted so far.
 type harness struct {
-	t    *testing.T
-	env  testenv.Env
-	base string
-	pub  *bus.Publisher
-	logs *syncBuffer
-
-	mu      sync.Mutex
-	emitted []contracts.Envelope
-}
-
-// syncBuffer collects the service's logs (it writes from many goroutines).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	t       *testing.T
+	env     testenv.Env
+	base    string
+	bus     *testenv.Bus
+	logs    *testenv.LogBuffer
+	emitted *testenv.Recorder // what inventory published
 }
 
 // start runs inventory with the given number of workers. With ONE worker messages are
@@ -60,122 +35,42 @@ func start(t *testing.T, workers int) *harness {
 	t.Helper()
 	env := testenv.ServiceEnv(t, "inventory", true)
 	env["AMQP_WORKERS"] = strconv.Itoa(workers)
-	h := &harness{t: t, env: env, base: "http://" + env["HTTP_ADDR"], logs: &syncBuffer{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, env.Get, h.logs) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	waitReady(t, h.base)
-
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	conn, err := bus.Dial(ctx, env["AMQP_URL"], "inventory-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, "#", contracts.ExchangeEvents, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	out, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for d := range out {
-			if d.AppId != "inventory" { // the test's own input events come back too
-				continue
-			}
-			var e contracts.Envelope
-			if err := json.Unmarshal(d.Body, &e); err != nil || d.MessageId != e.EventID || d.Type != e.EventType {
-				t.Errorf("emitted message %s: body and properties disagree (%v)", d.MessageId, err)
-				continue
-			}
-			h.mu.Lock()
-			h.emitted = append(h.emitted, e)
-			h.mu.Unlock()
-		}
-	}()
-	h.pub = bus.NewPublisher(conn, log)
+	h := &harness{t: t, env: env, logs: &testenv.LogBuffer{}}
+	h.base = testenv.Run(t, run, env, h.logs)
+	h.bus = testenv.Dial(t, env["AMQP_URL"])
+	h.emitted = testenv.Record(t, h.bus.Tap(t, contracts.ExchangeEvents, "#"), "inventory")
 	return h
-}
-
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("service never became ready")
 }
 
 // publish sends one message of typ for order and returns its envelope.
 func (h *harness) publish(typ, order string, data any) contracts.Envelope {
 	h.t.Helper()
-	env, err := contracts.NewEnvelope(typ, "test", order, "", data)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := h.pub.PublishEnvelope(context.Background(), env, nil); err != nil {
-		h.t.Fatal(err)
-	}
-	return env
+	return h.bus.Publish(h.t, typ, order, data)
 }
 
 // find returns what inventory emitted of typ for order ("" = any order), oldest first.
 func (h *harness) find(typ, order string) []contracts.Envelope {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []contracts.Envelope
-	for _, e := range h.emitted {
-		if e.EventType == typ && (order == "" || e.CorrelationID == order) {
-			out = append(out, e)
-		}
-	}
-	return out
+	return h.emitted.Find(func(e contracts.Envelope) bool {
+		return e.EventType == typ && (order == "" || e.CorrelationID == order)
+	})
 }
 
 // await waits for the n-th (1-based) message of typ for order.
 func (h *harness) await(typ, order string, n int) contracts.Envelope {
 	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if got := h.find(typ, order); len(got) >= n {
-			return got[n-1]
-		}
-		time.Sleep(20 * time.Millisecond)
+	got := h.emitted.Await(15*time.Second, n, func(e contracts.Envelope) bool {
+		return e.EventType == typ && (order == "" || e.CorrelationID == order)
+	})
+	if len(got) < n {
+		h.t.Fatalf("order %s: %s #%d never emitted (emitted: %v)", order, typ, n, h.types(order))
 	}
-	h.t.Fatalf("order %s: %s #%d never emitted (emitted: %v)", order, typ, n, h.types(order))
-	return contracts.Envelope{}
+	return got[n-1]
 }
 
 func (h *harness) types(order string) []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	var out []string
-	for _, e := range h.emitted {
-		if e.CorrelationID == order {
-			out = append(out, e.EventType)
-		}
+	for _, e := range h.emitted.Find(func(e contracts.Envelope) bool { return e.CorrelationID == order }) {
+		out = append(out, e.EventType)
 	}
 	return out
 }
@@ -518,14 +413,9 @@ func TestConcurrentReserves(t *testing.T) {
 // awaitCount waits until inventory emitted at least n messages of typ (any order).
 func (h *harness) awaitCount(typ string, n int) {
 	h.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if len(h.find(typ, "")) >= n {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if got := h.emitted.Await(30*time.Second, n, func(e contracts.Envelope) bool { return e.EventType == typ }); len(got) < n {
+		h.t.Fatalf("%d %s emitted, want %d", len(got), typ, n)
 	}
-	h.t.Fatalf("%d %s emitted, want %d", len(h.find(typ, "")), typ, n)
 }
 
 // TestDuplicateDelivery: the same reserve (same eventId) delivered twice takes stock once
@@ -544,7 +434,7 @@ func TestDuplicateDelivery(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 2 {
-			if err := h.pub.PublishEnvelope(context.Background(), env, nil); err != nil {
+			if err := h.bus.Pub.PublishEnvelope(context.Background(), env, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -557,19 +447,7 @@ func TestDuplicateDelivery(t *testing.T) {
 		t.Errorf("inbox on: %d taken, %d lines; want 3 and 1", taken, res.Reserved)
 	}
 
-	ctx := context.Background()
-	store, err := control.OpenStore(ctx, h.env["LAB_DATABASE_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	change, err := store.Set(ctx, control.InboxEnabled, "false", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := control.Announce(ctx, h.pub, change); err != nil {
-		t.Fatal(err)
-	}
+	testenv.SetLab(t, h.env["LAB_DATABASE_URL"], h.bus.Pub, control.InboxEnabled, "false")
 	h.waitLog(`"msg":"lab setting applied"`, `"key":"inbox.enabled"`, `"new":"false"`)
 
 	order, taken = deliverTwice()
@@ -582,18 +460,7 @@ func TestDuplicateDelivery(t *testing.T) {
 // waitLog waits for a log line containing every part.
 func (h *harness) waitLog(parts ...string) {
 	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(h.logs.String(), "\n") {
-			ok := true
-			for _, p := range parts {
-				ok = ok && strings.Contains(line, p)
-			}
-			if ok {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !h.logs.AwaitLine(15*time.Second, parts...) {
+		h.t.Fatalf("no log line with %q", parts)
 	}
-	h.t.Fatalf("no log line with %q", parts)
 }

@@ -1,141 +1,45 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"microlab/services/contracts"
-	"microlab/services/platform/bus"
 	"microlab/services/platform/testenv"
 )
 
 // harness is one notifications instance running in-process against its own database
 // and vhost, a publisher into that vhost, and everything it emitted so far.
 type harness struct {
-	t    *testing.T
-	base string
-	pub  *bus.Publisher
-	logs *syncBuffer
-
-	mu      sync.Mutex
-	emitted []contracts.Envelope
-}
-
-// syncBuffer collects the service's logs (it writes from many goroutines).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	t       *testing.T
+	base    string
+	bus     *testenv.Bus
+	logs    *testenv.LogBuffer
+	emitted *testenv.Recorder // what notifications published
 }
 
 func start(t *testing.T) *harness {
 	t.Helper()
 	env := testenv.ServiceEnv(t, "notifications", true)
-	h := &harness{t: t, base: "http://" + env["HTTP_ADDR"], logs: &syncBuffer{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, env.Get, h.logs) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	waitReady(t, h.base)
-
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	conn, err := bus.Dial(ctx, env["AMQP_URL"], "notifications-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, "#", contracts.ExchangeEvents, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	out, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for d := range out {
-			if d.AppId != "notifications" { // the test's own input events come back too
-				continue
-			}
-			var e contracts.Envelope
-			if err := json.Unmarshal(d.Body, &e); err != nil || d.MessageId != e.EventID || d.Type != e.EventType {
-				t.Errorf("emitted message %s: body and properties disagree (%v)", d.MessageId, err)
-				continue
-			}
-			h.mu.Lock()
-			h.emitted = append(h.emitted, e)
-			h.mu.Unlock()
-		}
-	}()
-	h.pub = bus.NewPublisher(conn, log)
+	h := &harness{t: t, logs: &testenv.LogBuffer{}}
+	h.base = testenv.Run(t, run, env, h.logs)
+	h.bus = testenv.Dial(t, env["AMQP_URL"])
+	h.emitted = testenv.Record(t, h.bus.Tap(t, contracts.ExchangeEvents, "#"), "notifications")
 	return h
-}
-
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("service never became ready")
 }
 
 // await waits for the notification.sent caused by the message causation.
 func (h *harness) await(causation string) contracts.Envelope {
 	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		h.mu.Lock()
-		for _, e := range h.emitted {
-			if e.CausationID == causation {
-				h.mu.Unlock()
-				return e
-			}
-		}
-		h.mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
+	got := h.emitted.Await(15*time.Second, 1, func(e contracts.Envelope) bool { return e.CausationID == causation })
+	if len(got) == 0 {
+		h.t.Fatalf("nothing emitted for message %s", causation)
 	}
-	h.t.Fatalf("nothing emitted for message %s", causation)
-	return contracts.Envelope{}
+	return got[0]
 }
 
 func (h *harness) list(query url.Values) (int, []Notification) {
@@ -178,13 +82,7 @@ func TestNotify(t *testing.T) {
 		if !tc.order {
 			corr = user
 		}
-		in, err := contracts.NewEnvelope(tc.typ, "test", corr, "", tc.data(order, user))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.pub.PublishEnvelope(context.Background(), in, nil); err != nil {
-			t.Fatal(err)
-		}
+		in := h.bus.Publish(t, tc.typ, corr, tc.data(order, user))
 		got := h.await(in.EventID)
 		var sent contracts.NotificationSentData
 		if err := json.Unmarshal(got.Data, &sent); err != nil {

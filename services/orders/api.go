@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"microlab/services/platform/httpx"
+
+	"github.com/google/uuid"
 )
 
 // api registers orders' internal HTTP API (the gateway exposes it as /api/v1/orders).
@@ -64,6 +66,8 @@ func (req *PlaceRequest) validate() error {
 		switch {
 		case strings.TrimSpace(it.SKU) == "":
 			return missing(f + ".sku")
+		case !httpx.Printable(it.SKU):
+			return invalid(f+".sku", "must be printable text")
 		case it.Qty < 1 || it.Qty > maxQty:
 			return invalid(f+".qty", "must be an integer from 1 to %d", maxQty)
 		}
@@ -71,12 +75,18 @@ func (req *PlaceRequest) validate() error {
 	if strings.TrimSpace(req.Card) == "" {
 		return missing("card")
 	}
+	if !httpx.Printable(req.Card) {
+		return invalid("card", "must be printable text")
+	}
 	a := &req.ShippingAddress
 	for _, f := range []struct{ name, value string }{
 		{"name", a.Name}, {"street", a.Street}, {"city", a.City}, {"postalCode", a.PostalCode}, {"country", a.Country},
 	} {
 		if strings.TrimSpace(f.value) == "" {
 			return missing("shippingAddress." + f.name)
+		}
+		if !httpx.Printable(f.value) {
+			return invalid("shippingAddress."+f.name, "must be printable text (no control characters)")
 		}
 	}
 	a.Country = strings.ToUpper(a.Country)
@@ -99,8 +109,8 @@ func (s *Service) place(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	key := r.Header.Get("Idempotency-Key")
-	if len(key) > maxKeyLen {
-		return httpx.Errorf(http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key must be at most %d characters", maxKeyLen)
+	if len(key) > maxKeyLen || !httpx.Printable(key) {
+		return httpx.Errorf(http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key must be printable and at most %d characters", maxKeyLen)
 	}
 	var req PlaceRequest
 	if err := httpx.Decode(w, r, &req, httpx.DefaultMaxBody); err != nil {
@@ -168,7 +178,11 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	o, err := s.store.GetFor(r.Context(), user, r.PathValue("id"))
+	id := r.PathValue("id")
+	if uuid.Validate(id) != nil { // order ids are UUIDs: anything else cannot exist
+		return httpx.Errorf(http.StatusNotFound, "not_found", "no such order")
+	}
+	o, err := s.store.GetFor(r.Context(), user, id)
 	if errors.Is(err, errNotFound) {
 		return httpx.Errorf(http.StatusNotFound, "not_found", "no such order")
 	}
@@ -249,5 +263,11 @@ func decodeCursor(s string) (Cursor, error) {
 	if err != nil {
 		return Cursor{}, err
 	}
-	return Cursor{CreatedAt: time.UnixMicro(us), ID: id}, nil
+	at := time.UnixMicro(us)
+	// Only positions this API could have produced: a real order id and a timestamp
+	// PostgreSQL can store (a forged cursor is the client's 400, not our 500).
+	if uuid.Validate(id) != nil || at.Year() < 2000 || at.Year() > 9999 {
+		return Cursor{}, errors.New("malformed cursor")
+	}
+	return Cursor{CreatedAt: at, ID: id}, nil
 }

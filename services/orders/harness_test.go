@@ -4,16 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +17,6 @@ import (
 
 	"microlab/services/contracts"
 	"microlab/services/platform/bus"
-	"microlab/services/platform/control"
 	"microlab/services/platform/testenv"
 )
 
@@ -30,68 +25,7 @@ import (
 // plays payments, inventory and shipping: it publishes their replies into the vhost and
 // watches what orders emits through a wiretap queue bound to every event and command.
 
-// catalogBinary is the catalog executable TestMain builds for this test run.
-var catalogBinary string
-
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "orders-test-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		root, err := moduleRoot()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		catalogBinary = filepath.Join(dir, "catalog")
-		cmd := exec.Command("go", "build", "-o", catalogBinary, "./services/catalog")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build catalog: %v\n%s", err, out)
-			return 1
-		}
-		return m.Run()
-	}())
-}
-
-// moduleRoot walks up from the working directory to the directory holding go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// syncBuffer collects a service's log for failure reports and for waiting on log lines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 func tail(s string, n int) string {
 	if len(s) > n {
@@ -104,56 +38,14 @@ func tail(s string, n int) string {
 // database and vhost, with a database of its own) and returns its base URL.
 func startCatalog(t *testing.T, env testenv.Env) string {
 	t.Helper()
-	cenv := env.Share(t, "catalog", true)
-	cmd := exec.Command(catalogBinary)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range cenv {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start catalog: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	bin := filepath.Join(testenv.Build(t, "./services/catalog"), "catalog")
+	logs := &testenv.LogBuffer{}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
 		if t.Failed() {
 			t.Logf("catalog log tail:\n%s", tail(logs.String(), 3000))
 		}
 	})
-	base := "http://" + cenv["HTTP_ADDR"]
-	if !ready(base, exited) {
-		t.Fatalf("catalog never became ready; log:\n%s", tail(logs.String(), 3000))
-	}
-	return base
-}
-
-// ready polls /readyz for up to 30 s (or until exited closes).
-func ready(base string, exited <-chan struct{}) bool {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return true
-			}
-		}
-		select {
-		case <-exited:
-			return false
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return false
+	return testenv.Exec(t, bin, env.Share(t, "catalog", true), logs).URL
 }
 
 // lab is one orders instance under test with everything around it.
@@ -163,8 +55,8 @@ type lab struct {
 	base string
 	pub  *bus.Publisher
 	tap  *tap
-	logs *syncBuffer
-	stop func() // stops the running orders instance; nil when stopped
+	logs *testenv.LogBuffer
+	stop func() // stops the running orders instance (again: no-op)
 }
 
 // newLab provisions an environment, applies lab settings (before orders reads them),
@@ -173,18 +65,8 @@ func newLab(t *testing.T, settings map[string]string) *lab {
 	t.Helper()
 	env := testenv.ServiceEnv(t, "orders", true)
 	env["LOG_LEVEL"] = "info"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	for k, v := range settings {
-		store, err := control.OpenStore(ctx, env["LAB_DATABASE_URL"])
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = store.Set(ctx, k, v, "orders-test")
-		store.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		testenv.SetLab(t, env["LAB_DATABASE_URL"], nil, k, v)
 	}
 	env["CATALOG_URL"] = startCatalog(t, env)
 	return startLab(t, env)
@@ -193,18 +75,9 @@ func newLab(t *testing.T, settings map[string]string) *lab {
 // startLab starts the wiretap and orders on a prepared environment.
 func startLab(t *testing.T, env testenv.Env) *lab {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	conn, err := bus.Dial(context.Background(), env["AMQP_URL"], "orders-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	l := &lab{t: t, env: env, base: "http://" + env["HTTP_ADDR"], pub: bus.NewPublisher(conn, log),
-		tap: newTap(t, conn), logs: &syncBuffer{}}
+	b := testenv.Dial(t, env["AMQP_URL"])
+	l := &lab{t: t, env: env, pub: b.Pub, tap: newTap(t, b), logs: &testenv.LogBuffer{}}
 	t.Cleanup(func() {
-		if l.stop != nil {
-			l.stop()
-		}
 		if t.Failed() {
 			t.Logf("orders log tail:\n%s", tail(l.logs.String(), 6000))
 		}
@@ -213,31 +86,11 @@ func startLab(t *testing.T, env testenv.Env) *lab {
 	return l
 }
 
-// start runs orders in-process and waits until it is ready.
+// start runs orders in-process and waits until it is ready; l.stop stops it (the test's
+// end does too).
 func (l *lab) start() {
 	l.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, l.env.Get, l.logs) }()
-	exited := make(chan struct{})
-	var runErr error
-	go func() { runErr = <-done; close(exited) }()
-	l.stop = func() {
-		cancel()
-		<-exited
-		if runErr != nil {
-			l.t.Errorf("orders run: %v", runErr)
-		}
-		l.stop = nil
-	}
-	if !ready(l.base, exited) {
-		select {
-		case <-exited:
-			l.t.Fatalf("orders stopped before it was ready: %v", runErr)
-		default:
-			l.t.Fatal("orders never became ready")
-		}
-	}
+	l.base, l.stop = testenv.Start(l.t, run, l.env, l.logs)
 }
 
 // tap is a wiretap: an exclusive queue bound to '#' on shop.events and to every
@@ -247,31 +100,9 @@ type tap struct {
 	msgs []contracts.Envelope
 }
 
-func newTap(t *testing.T, conn *bus.Conn) *tap {
+func newTap(t *testing.T, b *testenv.Bus) *tap {
 	t.Helper()
-	ch, err := conn.Channel(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bus.DeclareExchanges(ch); err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, "#", contracts.ExchangeEvents, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range contracts.Commands {
-		if err := ch.QueueBind(q.Name, c, contracts.ExchangeCommands, false, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	deliveries := b.Wiretap(t)
 	tp := &tap{}
 	go func() {
 		for d := range deliveries {
@@ -492,20 +323,9 @@ func steps(o OrderView) []string {
 // waitLog waits until orders logged a line containing every one of parts.
 func (l *lab) waitLog(within time.Duration, parts ...string) {
 	l.t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(l.logs.String(), "\n") {
-			all := true
-			for _, p := range parts {
-				all = all && strings.Contains(line, p)
-			}
-			if all {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !l.logs.AwaitLine(within, parts...) {
+		l.t.Fatalf("orders never logged a line with %q", parts)
 	}
-	l.t.Fatalf("orders never logged a line with %q", parts)
 }
 
 // waitStep waits until the order's step log shows the event (a step at index after or

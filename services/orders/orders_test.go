@@ -487,20 +487,7 @@ func TestOrchestration(t *testing.T) {
 func TestOrchestrationTimeouts(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, map[string]string{control.SagaMode: contracts.ModeOrchestration})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	store, err := control.OpenStore(ctx, l.env["LAB_DATABASE_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	ch, err := store.Set(ctx, control.SagaStepTimeout, "1s", "orders-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := control.Announce(ctx, l.pub, ch); err != nil {
-		t.Fatal(err)
-	}
+	testenv.SetLab(t, l.env["LAB_DATABASE_URL"], l.pub, control.SagaStepTimeout, "1s")
 	l.waitLog(wait, `"msg":"lab setting applied"`, `"key":"saga.step_timeout"`, `"new":"1s"`)
 
 	t.Run("authorize times out: refund, re-sent until answered, then cancelled", func(t *testing.T) {

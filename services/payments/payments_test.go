@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,33 +25,12 @@ const (
 // harness is one payments instance running in-process against its own database and
 // vhost, a publisher into that vhost, and everything payments emitted so far.
 type harness struct {
-	t    *testing.T
-	env  testenv.Env
-	base string
-	pub  *bus.Publisher
-	ch   *amqp.Channel
-	logs *syncBuffer
-
-	mu      sync.Mutex
-	emitted []contracts.Envelope
-}
-
-// syncBuffer collects the service's logs (it writes from many goroutines).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	t       *testing.T
+	env     testenv.Env
+	base    string
+	bus     *testenv.Bus
+	logs    *testenv.LogBuffer
+	emitted *testenv.Recorder // what payments published
 }
 
 // start runs payments with ONE worker: messages are then handled in the order they were
@@ -66,126 +41,45 @@ func start(t *testing.T) *harness {
 	t.Helper()
 	env := testenv.ServiceEnv(t, "payments", true)
 	env["AMQP_WORKERS"] = "1"
-	h := &harness{t: t, env: env, base: "http://" + env["HTTP_ADDR"], logs: &syncBuffer{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, env.Get, h.logs) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	waitReady(t, h.base)
-
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	conn, err := bus.Dial(ctx, env["AMQP_URL"], "payments-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	if h.ch, err = conn.Channel(ctx); err != nil {
-		t.Fatal(err)
-	}
-	q, err := h.ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.ch.QueueBind(q.Name, "#", contracts.ExchangeEvents, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	out, err := h.ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for d := range out {
-			if d.AppId != "payments" { // the test's own input events come back too
-				continue
-			}
-			var e contracts.Envelope
-			if err := json.Unmarshal(d.Body, &e); err != nil || d.MessageId != e.EventID || d.Type != e.EventType {
-				t.Errorf("emitted message %s: body and properties disagree (%v)", d.MessageId, err)
-				continue
-			}
-			h.mu.Lock()
-			h.emitted = append(h.emitted, e)
-			h.mu.Unlock()
-		}
-	}()
-	h.pub = bus.NewPublisher(conn, log)
+	h := &harness{t: t, env: env, logs: &testenv.LogBuffer{}}
+	h.base = testenv.Run(t, run, env, h.logs)
+	h.bus = testenv.Dial(t, env["AMQP_URL"])
+	h.emitted = testenv.Record(t, h.bus.Tap(t, contracts.ExchangeEvents, "#"), "payments")
 	return h
-}
-
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("service never became ready")
 }
 
 // publish sends one message of typ for order and returns its envelope.
 func (h *harness) publish(typ, order string, data any) contracts.Envelope {
 	h.t.Helper()
-	env, err := contracts.NewEnvelope(typ, "test", order, "", data)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.publishEnvelope(env)
-	return env
+	return h.bus.Publish(h.t, typ, order, data)
 }
 
 func (h *harness) publishEnvelope(env contracts.Envelope) {
 	h.t.Helper()
-	if err := h.pub.PublishEnvelope(context.Background(), env, nil); err != nil {
+	if err := h.bus.Pub.PublishEnvelope(context.Background(), env, nil); err != nil {
 		h.t.Fatal(err)
 	}
 }
 
 // find returns what payments emitted of typ for order, oldest first.
 func (h *harness) find(typ, order string) []contracts.Envelope {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []contracts.Envelope
-	for _, e := range h.emitted {
-		if e.EventType == typ && e.CorrelationID == order {
-			out = append(out, e)
-		}
-	}
-	return out
+	return h.emitted.Find(func(e contracts.Envelope) bool { return e.EventType == typ && e.CorrelationID == order })
 }
 
 // await waits for the n-th (1-based) message of typ for order.
 func (h *harness) await(typ, order string, n int) contracts.Envelope {
 	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if got := h.find(typ, order); len(got) >= n {
-			return got[n-1]
-		}
-		time.Sleep(20 * time.Millisecond)
+	got := h.emitted.Await(15*time.Second, n, func(e contracts.Envelope) bool { return e.EventType == typ && e.CorrelationID == order })
+	if len(got) < n {
+		h.t.Fatalf("order %s: %s #%d never emitted (emitted: %v)", order, typ, n, h.types(order))
 	}
-	h.t.Fatalf("order %s: %s #%d never emitted (emitted: %v)", order, typ, n, h.types(order))
-	return contracts.Envelope{}
+	return got[n-1]
 }
 
 func (h *harness) types(order string) []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	var out []string
-	for _, e := range h.emitted {
-		if e.CorrelationID == order {
-			out = append(out, e.EventType)
-		}
+	for _, e := range h.emitted.Find(func(e contracts.Envelope) bool { return e.CorrelationID == order }) {
+		out = append(out, e.EventType)
 	}
 	return out
 }
@@ -482,19 +376,7 @@ func TestDuplicateDelivery(t *testing.T) {
 		t.Errorf("inbox on: payment.authorized emitted %d times", n)
 	}
 
-	ctx := context.Background()
-	store, err := control.OpenStore(ctx, h.env["LAB_DATABASE_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	change, err := store.Set(ctx, control.InboxEnabled, "false", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := control.Announce(ctx, h.pub, change); err != nil {
-		t.Fatal(err)
-	}
+	testenv.SetLab(t, h.env["LAB_DATABASE_URL"], h.bus.Pub, control.InboxEnabled, "false")
 	h.waitLog(`"msg":"lab setting applied"`, `"key":"inbox.enabled"`, `"new":"false"`)
 
 	order, in = deliverTwice()
@@ -509,20 +391,9 @@ func TestDuplicateDelivery(t *testing.T) {
 // waitLog waits for a log line containing every part.
 func (h *harness) waitLog(parts ...string) {
 	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(h.logs.String(), "\n") {
-			ok := true
-			for _, p := range parts {
-				ok = ok && strings.Contains(line, p)
-			}
-			if ok {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !h.logs.AwaitLine(15*time.Second, parts...) {
+		h.t.Fatalf("no log line with %q", parts)
 	}
-	h.t.Fatalf("no log line with %q", parts)
 }
 
 // TestMalformed: a body that is not JSON and an authorize without an orderId are retried
@@ -534,7 +405,7 @@ func TestMalformed(t *testing.T) {
 	ctx := context.Background()
 	notJSON := amqp.Publishing{ContentType: "application/json", DeliveryMode: amqp.Persistent,
 		MessageId: testenv.Name("bad"), Type: contracts.CmdPaymentsAuthorize, Body: []byte("this is not json")}
-	if err := h.pub.Publish(ctx, contracts.ExchangeCommands, contracts.CmdPaymentsAuthorize, notJSON); err != nil {
+	if err := h.bus.Pub.Publish(ctx, contracts.ExchangeCommands, contracts.CmdPaymentsAuthorize, notJSON); err != nil {
 		t.Fatal(err)
 	}
 	noOrder := testenv.Name("o")
@@ -548,10 +419,15 @@ func TestMalformed(t *testing.T) {
 		t.Errorf("good message took %s behind the poison ones", d)
 	}
 
+	ch, err := h.bus.Conn.Channel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ch.Close() }()
 	var dead []amqp.Delivery
 	deadline := time.Now().Add(20 * time.Second)
 	for len(dead) < 2 && time.Now().Before(deadline) {
-		d, ok, err := h.ch.Get(queue.DLQ(), true)
+		d, ok, err := ch.Get(queue.DLQ(), true)
 		if err != nil {
 			t.Fatal(err)
 		}

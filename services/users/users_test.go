@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,36 +16,17 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"microlab/services/contracts"
-	"microlab/services/platform/bus"
 	"microlab/services/platform/testenv"
 )
 
 // testSeed is a seed the tests set explicitly, so they can check it never reaches a log.
 const testSeed = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
-// lockedBuffer collects a service's log lines (written from many goroutines).
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // stack is users running in-process, with a queue bound to user.registered in its vhost.
 type stack struct {
 	base   string
 	events <-chan amqp.Delivery
-	logs   *lockedBuffer
+	logs   *testenv.LogBuffer
 }
 
 // start binds the test queue BEFORE users starts, so the demo accounts' registrations
@@ -58,58 +36,14 @@ func start(t *testing.T) stack {
 	env := testenv.ServiceEnv(t, "users", true)
 	env["JWT_SEED"] = testSeed
 	env["BCRYPT_COST"] = "4" // bcrypt under the race detector is very slow at cost 10
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	conn, err := bus.Dial(ctx, env["AMQP_URL"], "users-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bus.DeclareExchanges(ch); err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, contracts.UserRegistered, contracts.ExchangeEvents, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	out, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	logs := &lockedBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, env.Get, logs) }()
+	out := testenv.Dial(t, env["AMQP_URL"]).Tap(t, contracts.ExchangeEvents, contracts.UserRegistered)
+	logs := &testenv.LogBuffer{}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
+		if t.Failed() {
+			t.Logf("users logs:\n%s", logs)
 		}
 	})
-	base := "http://" + env["HTTP_ADDR"]
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("users never became ready; logs:\n%s", logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	base := testenv.Run(t, run, env, logs)
 	return stack{base: base, events: out, logs: logs}
 }
 

@@ -271,7 +271,7 @@ func (a *App) Run(ctx context.Context) error {
 		run(&fgWG, fg, l.name, l.f)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- httpx.Serve(fg, a.Base.HTTPAddr, a.mux, a.Base.ShutdownTimeout, a.Log) }()
+	go func() { errc <- httpx.Serve(fg, a.Base.HTTPAddr, httpx.SaneURL(a.mux), a.Base.ShutdownTimeout, a.Log) }()
 	// Ready only once every queue exists and is consumed (see bus.ConsumeOptions).
 	go func() {
 		subscribed.Wait()

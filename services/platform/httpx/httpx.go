@@ -13,9 +13,12 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Error is an error with an HTTP status and a stable machine-readable code. Domain
@@ -100,7 +103,100 @@ func Decode(w http.ResponseWriter, r *http.Request, v any, maxBytes int64) error
 		}
 		return Errorf(http.StatusBadRequest, "malformed_json", "request body must be a single JSON object")
 	}
+	if field, ok := hasNUL(reflect.ValueOf(v), ""); ok {
+		return Errorf(http.StatusBadRequest, "invalid_field", "field %q must not contain NUL characters", field)
+	}
 	return nil
+}
+
+// hasNUL finds a string containing NUL anywhere in v. JSON allows "\u0000" but
+// PostgreSQL text does not: let it through and a client turns a request into our 500
+// (and trips the gateway's breaker for everyone).
+func hasNUL(v reflect.Value, path string) (string, bool) {
+	switch v.Kind() {
+	case reflect.String:
+		return path, strings.IndexByte(v.String(), 0) >= 0
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			return hasNUL(v.Elem(), path)
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			if f, ok := hasNUL(v.Index(i), fmt.Sprintf("%s[%d]", path, i)); ok {
+				return f, true
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if f, ok := hasNUL(it.Value(), path+"."+fmt.Sprint(it.Key())); ok {
+				return f, true
+			}
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			sf := v.Type().Field(i)
+			if !sf.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+			if name == "" {
+				name = sf.Name
+			}
+			if sf.Anonymous {
+				name = ""
+			}
+			child := strings.TrimPrefix(path+"."+name, ".")
+			if name == "" {
+				child = path
+			}
+			if f, ok := hasNUL(v.Field(i), child); ok {
+				return f, true
+			}
+		}
+	}
+	return "", false
+}
+
+// SaneURL refuses, with a 400, request paths and query strings that are not valid UTF-8
+// or contain control characters: no route of ours can match them, and passed on to SQL
+// they would be a 500 instead of the client's error.
+func SaneURL(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, s := range []string{r.URL.Path, r.URL.RawQuery} {
+			if !Printable(s) {
+				body := ErrorBody{}
+				body.Error.Code, body.Error.Message = "invalid_url", "the URL must be valid UTF-8 without control characters"
+				WriteJSON(w, http.StatusBadRequest, body)
+				return
+			}
+		}
+		if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
+			for k, vs := range q {
+				for _, v := range append(vs, k) {
+					if !Printable(v) {
+						body := ErrorBody{}
+						body.Error.Code, body.Error.Message = "invalid_url", "query parameters must be valid UTF-8 without control characters"
+						WriteJSON(w, http.StatusBadRequest, body)
+						return
+					}
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Printable reports whether s is valid UTF-8 without control characters.
+func Printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 func decodeError(err error, maxBytes int64) error {

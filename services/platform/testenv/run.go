@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"microlab/services/contracts"
 	"microlab/services/platform/bus"
+	"microlab/services/platform/control"
 )
 
 // RunFunc is a service's run function (every service's main.go has one).
@@ -38,30 +40,67 @@ func (b *LogBuffer) String() string {
 	return b.buf.String()
 }
 
+// AwaitLine waits up to within for a logged line holding every one of parts, and
+// reports whether one came.
+func (b *LogBuffer) AwaitLine(within time.Duration, parts ...string) bool {
+	deadline := time.Now().Add(within)
+	for {
+		for _, line := range strings.Split(b.String(), "\n") {
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(line, p)
+			}
+			if all {
+				return true
+			}
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // Run starts a service in-process with env, waits until /readyz answers 200 and returns
 // its base URL. The service is stopped (as by SIGTERM) when the test ends, and a run
 // error fails the test. logs may be nil.
 func Run(t testing.TB, run RunFunc, env Env, logs io.Writer) string {
 	t.Helper()
+	base, _ := Start(t, run, env, logs)
+	return base
+}
+
+// Start is Run for a test that also stops the service itself (to restart it, say): stop
+// stops it as by SIGTERM and waits until run has returned, failing the test on a run
+// error. stop may be called more than once; the test's end calls it too.
+func Start(t testing.TB, run RunFunc, env Env, logs io.Writer) (base string, stop func()) {
+	t.Helper()
 	if logs == nil {
 		logs = io.Discard
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	// done delivers run's result, then is closed: WaitReady may take the result (and
+	// fail the test with it), and stop must not wait for a second one.
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, env.Get, logs) }()
-	t.Cleanup(func() {
+	go func() {
+		done <- run(ctx, env.Get, logs)
+		close(done)
+	}()
+	stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
 		}
 	})
-	base := "http://" + env["HTTP_ADDR"]
+	t.Cleanup(stop)
+	base = "http://" + env["HTTP_ADDR"]
 	WaitReady(t, base, done)
-	return base
+	return base, stop
 }
 
 // WaitReady polls base/readyz until it answers 200; it fails the test after 30 s or if
-// the service's run returns first (done may be nil).
+// the service stops first, which done reports by delivering its result or by being
+// closed (done may be nil).
 func WaitReady(t testing.TB, base string, done <-chan error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -107,6 +146,19 @@ func Dial(t testing.TB, amqpURL string) *Bus {
 // everything) and returns its deliveries (auto-acked).
 func (b *Bus) Tap(t testing.TB, exchange string, keys ...string) <-chan amqp.Delivery {
 	t.Helper()
+	return b.tap(t, map[string][]string{exchange: keys})
+}
+
+// Wiretap is a Tap of every event and every command (contracts.Commands). One queue
+// receives them all, so they arrive in the order the broker routed them.
+func (b *Bus) Wiretap(t testing.TB) <-chan amqp.Delivery {
+	t.Helper()
+	return b.tap(t, map[string][]string{contracts.ExchangeEvents: {"#"}, contracts.ExchangeCommands: contracts.Commands})
+}
+
+// tap declares an exclusive queue bound to keys on each exchange.
+func (b *Bus) tap(t testing.TB, bindings map[string][]string) <-chan amqp.Delivery {
+	t.Helper()
 	ch, err := b.Conn.Channel(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -119,9 +171,11 @@ func (b *Bus) Tap(t testing.TB, exchange string, keys ...string) <-chan amqp.Del
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range keys {
-		if err := ch.QueueBind(q.Name, k, exchange, false, nil); err != nil {
-			t.Fatal(err)
+	for exchange, keys := range bindings {
+		for _, k := range keys {
+			if err := ch.QueueBind(q.Name, k, exchange, false, nil); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	out, err := ch.Consume(q.Name, "", true, true, false, false, nil)
@@ -142,4 +196,28 @@ func (b *Bus) Publish(t testing.TB, typ, corr string, data any) contracts.Envelo
 		t.Fatal(err)
 	}
 	return env
+}
+
+// SetLab sets a lab setting in the lab database at labURL (source "test"). With pub it
+// is also announced on the bus, as `lab set` does, so that running services apply it
+// at once; without, services read it when they start (set it before starting them).
+func SetLab(t testing.TB, labURL string, pub *bus.Publisher, key, value string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := control.OpenStore(ctx, labURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	change, err := store.Set(ctx, key, value, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub == nil {
+		return
+	}
+	if err := control.Announce(ctx, pub, change); err != nil {
+		t.Fatal(err)
+	}
 }
