@@ -18,68 +18,36 @@ var queue = bus.Queue{
 
 func (s *Service) routes() bus.Routes {
 	return bus.Routes{
-		contracts.PaymentAuthorized:   s.onPaymentAuthorized,
-		contracts.CmdInventoryReserve: s.onReserve,
-		contracts.ShipmentFailed:      s.onShipmentFailed,
-		contracts.CmdInventoryRelease: s.onRelease,
+		contracts.PaymentAuthorized:   bus.Typed(s.onPaymentAuthorized),
+		contracts.CmdInventoryReserve: bus.Typed(s.onReserve),
+		contracts.ShipmentFailed:      bus.Typed(s.onShipmentFailed),
+		contracts.CmdInventoryRelease: bus.Typed(s.onRelease),
 	}
 }
 
 // onPaymentAuthorized: in choreography a paid order is inventory's cue. The event carries
 // the whole checkout (event-carried state transfer), so inventory never asks orders what
 // was bought. In orchestration the orchestrator sends inventory.reserve instead.
-func (s *Service) onPaymentAuthorized(ctx context.Context, d bus.Delivery) error {
-	env, err := d.Envelope()
-	if err != nil {
-		return err
-	}
-	var data contracts.PaymentAuthorizedData
-	if err := env.DecodeData(&data); err != nil {
-		return err
-	}
+func (s *Service) onPaymentAuthorized(ctx context.Context, env contracts.Envelope, data contracts.PaymentAuthorizedData) error {
 	if data.SagaMode != contracts.ModeChoreography {
 		return nil
 	}
 	return s.reserve(ctx, env.EventID, data.Checkout)
 }
 
-func (s *Service) onReserve(ctx context.Context, d bus.Delivery) error {
-	env, err := d.Envelope()
-	if err != nil {
-		return err
-	}
-	var data contracts.InventoryReserveData
-	if err := env.DecodeData(&data); err != nil {
-		return err
-	}
+func (s *Service) onReserve(ctx context.Context, env contracts.Envelope, data contracts.InventoryReserveData) error {
 	return s.reserve(ctx, env.EventID, data.Checkout)
 }
 
 // onShipmentFailed: in choreography, stock reserved for an order no carrier can ship must
 // go back on the shelf; payments refunds on the same event, in parallel.
-func (s *Service) onShipmentFailed(ctx context.Context, d bus.Delivery) error {
-	env, err := d.Envelope()
-	if err != nil {
-		return err
-	}
-	var data contracts.ShipmentFailedData
-	if err := env.DecodeData(&data); err != nil {
-		return err
-	}
+func (s *Service) onShipmentFailed(ctx context.Context, env contracts.Envelope, data contracts.ShipmentFailedData) error {
 	if data.SagaMode != contracts.ModeChoreography {
 		return nil
 	}
 	return s.release(ctx, env.EventID, data.Saga, contracts.ReasonShippingFailed)
 }
 
-func (s *Service) onRelease(ctx context.Context, d bus.Delivery) error {
-	env, err := d.Envelope()
-	if err != nil {
-		return err
-	}
-	var data contracts.InventoryReleaseData
-	if err := env.DecodeData(&data); err != nil {
-		return err
-	}
+func (s *Service) onRelease(ctx context.Context, env contracts.Envelope, data contracts.InventoryReleaseData) error {
 	return s.release(ctx, env.EventID, data.Saga, data.Reason)
 }

@@ -18,54 +18,30 @@ var queue = bus.Queue{
 
 func (s *Service) routes() bus.Routes {
 	return bus.Routes{
-		contracts.OrderConfirmed: s.onOrderConfirmed,
-		contracts.OrderCancelled: s.onOrderCancelled,
-		contracts.UserRegistered: s.onUserRegistered,
+		contracts.OrderConfirmed: bus.Typed(s.onOrderConfirmed),
+		contracts.OrderCancelled: bus.Typed(s.onOrderCancelled),
+		contracts.UserRegistered: bus.Typed(s.onUserRegistered),
 	}
 }
 
 // errNoUser: an order event without the customer's id cannot be sent to anyone.
 var errNoUser = errors.New("missing userId")
 
-func (s *Service) onOrderConfirmed(ctx context.Context, d bus.Delivery) error {
-	env, err := d.Envelope()
-	if err != nil {
-		return err
-	}
-	var data contracts.OrderConfirmedData
-	if err := env.DecodeData(&data); err != nil {
-		return err
-	}
+func (s *Service) onOrderConfirmed(ctx context.Context, env contracts.Envelope, data contracts.OrderConfirmedData) error {
 	if data.UserID == "" {
 		return fmt.Errorf("%w: %s data: %w", contracts.ErrMalformed, env.EventType, errNoUser)
 	}
 	return s.send(ctx, env.EventID, data.OrderID, Notification{UserID: data.UserID, OrderID: &data.OrderID, Kind: kindOrderConfirmed})
 }
 
-func (s *Service) onOrderCancelled(ctx context.Context, d bus.Delivery) error {
-	env, err := d.Envelope()
-	if err != nil {
-		return err
-	}
-	var data contracts.OrderCancelledData
-	if err := env.DecodeData(&data); err != nil {
-		return err
-	}
+func (s *Service) onOrderCancelled(ctx context.Context, env contracts.Envelope, data contracts.OrderCancelledData) error {
 	if data.UserID == "" {
 		return fmt.Errorf("%w: %s data: %w", contracts.ErrMalformed, env.EventType, errNoUser)
 	}
 	return s.send(ctx, env.EventID, data.OrderID, Notification{UserID: data.UserID, OrderID: &data.OrderID, Kind: kindOrderCancelled})
 }
 
-func (s *Service) onUserRegistered(ctx context.Context, d bus.Delivery) error {
-	env, err := d.Envelope()
-	if err != nil {
-		return err
-	}
-	var data contracts.UserRegisteredData
-	if err := env.DecodeData(&data); err != nil {
-		return err
-	}
+func (s *Service) onUserRegistered(ctx context.Context, env contracts.Envelope, data contracts.UserRegisteredData) error {
 	corr := env.CorrelationID
 	if corr == "" {
 		corr = data.UserID

@@ -17,50 +17,26 @@ var queue = bus.Queue{
 
 func (s *Service) routes() bus.Routes {
 	return bus.Routes{
-		contracts.StockReserved:       s.onStockReserved,
-		contracts.CmdShippingSchedule: s.onSchedule,
-		contracts.OrderCancelled:      s.onOrderCancelled,
+		contracts.StockReserved:       bus.Typed(s.onStockReserved),
+		contracts.CmdShippingSchedule: bus.Typed(s.onSchedule),
+		contracts.OrderCancelled:      bus.Typed(s.onOrderCancelled),
 	}
 }
 
 // onStockReserved: in choreography, reserved stock is shipping's cue. In orchestration
 // the orchestrator decides, so the event is not ours to act on.
-func (s *Service) onStockReserved(ctx context.Context, d bus.Delivery) error {
-	env, err := d.Envelope()
-	if err != nil {
-		return err
-	}
-	var data contracts.StockReservedData
-	if err := env.DecodeData(&data); err != nil {
-		return err
-	}
+func (s *Service) onStockReserved(ctx context.Context, env contracts.Envelope, data contracts.StockReservedData) error {
 	if data.SagaMode != contracts.ModeChoreography {
 		return nil
 	}
 	return s.schedule(ctx, env.EventID, data.Checkout)
 }
 
-func (s *Service) onSchedule(ctx context.Context, d bus.Delivery) error {
-	env, err := d.Envelope()
-	if err != nil {
-		return err
-	}
-	var data contracts.ShippingScheduleData
-	if err := env.DecodeData(&data); err != nil {
-		return err
-	}
+func (s *Service) onSchedule(ctx context.Context, env contracts.Envelope, data contracts.ShippingScheduleData) error {
 	return s.schedule(ctx, env.EventID, data.Checkout)
 }
 
 // onOrderCancelled: in both modes, a cancelled order must not ship (see cancel).
-func (s *Service) onOrderCancelled(ctx context.Context, d bus.Delivery) error {
-	env, err := d.Envelope()
-	if err != nil {
-		return err
-	}
-	var data contracts.OrderCancelledData
-	if err := env.DecodeData(&data); err != nil {
-		return err
-	}
+func (s *Service) onOrderCancelled(ctx context.Context, env contracts.Envelope, data contracts.OrderCancelledData) error {
 	return s.cancel(ctx, data.OrderID)
 }

@@ -29,3 +29,20 @@ func Dispatch(routes Routes) Handler {
 		return h(ctx, d)
 	}
 }
+
+// Typed adapts a handler of one payload type: it decodes the envelope and its data, so
+// a handler starts from typed values. A message that does not decode is an error
+// wrapping contracts.ErrMalformed (retried, then dead-lettered).
+func Typed[T any](h func(ctx context.Context, env contracts.Envelope, data T) error) Handler {
+	return func(ctx context.Context, d Delivery) error {
+		env, err := d.Envelope()
+		if err != nil {
+			return err
+		}
+		var data T
+		if err := env.DecodeData(&data); err != nil {
+			return err
+		}
+		return h(ctx, env, data)
+	}
+}
