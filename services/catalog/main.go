@@ -14,25 +14,11 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Config is everything catalog reads from its environment.
-type Config struct {
-	app.Base
-}
-
 func main() { app.Main("catalog", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	// Consumes is false: catalog neither consumes nor emits events (yet), so it has no
 	// bus connection and no outbox; app.Start skips both.
 	opts := app.Options{Name: "catalog", DefaultPort: 8102, Migrations: migrations}
-	var cfg Config
-	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
-		return err
-	}
-	a, err := app.Start(ctx, opts, cfg.Base, cfg, stdout)
-	if err != nil {
-		return err
-	}
-	api(a, &Store{pool: a.DB})
-	return a.Run(ctx)
+	return app.RunBase(ctx, opts, getenv, stdout, func(a *app.App) { api(a, &Store{pool: a.DB}) })
 }

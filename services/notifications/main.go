@@ -15,25 +15,13 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Config is everything notifications reads from its environment.
-type Config struct {
-	app.Base
-}
-
 func main() { app.Main("notifications", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	opts := app.Options{Name: "notifications", DefaultPort: 8107, Migrations: migrations, Consumes: true}
-	var cfg Config
-	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
-		return err
-	}
-	a, err := app.Start(ctx, opts, cfg.Base, cfg, stdout)
-	if err != nil {
-		return err
-	}
-	svc := &Service{app: a, store: &Store{pool: a.DB}}
-	a.Consume(queue, svc.routes())
-	svc.api(a.Mux())
-	return a.Run(ctx)
+	return app.RunBase(ctx, opts, getenv, stdout, func(a *app.App) {
+		svc := &Service{app: a, store: &Store{pool: a.DB}}
+		a.Consume(queue, svc.routes())
+		svc.api(a.Mux())
+	})
 }

@@ -330,3 +330,18 @@ func Main(name string, run func(ctx context.Context, getenv func(string) string,
 		os.Exit(1)
 	}
 }
+
+// RunBase is the whole run function of a service configured by Base alone: load the
+// config, start, let setup register queues and routes, and run until ctx ends.
+func RunBase(ctx context.Context, opts Options, getenv func(string) string, stdout io.Writer, setup func(*App)) error {
+	var cfg struct{ Base }
+	if err := LoadConfig(getenv, opts, &cfg, func() *Base { return &cfg.Base }); err != nil {
+		return err
+	}
+	a, err := Start(ctx, opts, cfg.Base, cfg, stdout)
+	if err != nil {
+		return err
+	}
+	setup(a)
+	return a.Run(ctx)
+}
