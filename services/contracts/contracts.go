@@ -69,6 +69,16 @@ func IsCommand(t string) bool {
 	return false
 }
 
+// Known reports whether t is one of the shop's event or command types.
+func Known(t string) bool {
+	for _, e := range Events {
+		if e == t {
+			return true
+		}
+	}
+	return IsCommand(t)
+}
+
 // Exchange returns the exchange a message of this type is published to.
 func Exchange(t string) string {
 	if IsCommand(t) {

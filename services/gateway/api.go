@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"microlab/observability"
 	"microlab/services/platform/httpx"
 )
 
@@ -26,10 +27,10 @@ type Gateway struct {
 }
 
 // New builds the gateway from its config. Nothing is contacted until a request needs it.
-func New(cfg Config, log *slog.Logger) *Gateway {
-	client := newHTTPClient(cfg.UpstreamTimeout)
+func New(cfg Config, log *slog.Logger, tel *observability.Telemetry) *Gateway {
+	client := newHTTPClient(cfg.UpstreamTimeout, tel)
 	up := func(name, base string) *upstream {
-		return newUpstream(name, base, client, cfg.BreakerFailures, cfg.BreakerOpenFor, log)
+		return newUpstream(name, base, client, cfg.BreakerFailures, cfg.BreakerOpenFor, log, tel)
 	}
 	g := &Gateway{
 		log:     log,

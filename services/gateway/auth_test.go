@@ -70,11 +70,11 @@ func TestJWKSRefetch(t *testing.T) {
 	base := "http://" + env["HTTP_ADDR"]
 	waitReady(t, base)
 
-	client := newHTTPClient(time.Second)
+	client := newHTTPClient(time.Second, nil)
 	fetches := &countingTransport{base: client.Transport, path: "/internal/jwks"}
 	client.Transport = fetches
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := newAuthenticator(newUpstream("users", base, client, 5, time.Second, log))
+	a := newAuthenticator(newUpstream("users", base, client, 5, time.Second, log, nil))
 	a.keys.minRefresh = 300 * time.Millisecond
 	ctx := context.Background()
 	exp := time.Now().Add(time.Hour)
@@ -144,7 +144,7 @@ func TestJWKSUnavailable(t *testing.T) {
 	// Nothing listens there: a users that is down.
 	users := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	up := newUpstream("users", users, newHTTPClient(time.Second), 2, time.Minute, log)
+	up := newUpstream("users", users, newHTTPClient(time.Second, nil), 2, time.Minute, log, nil)
 	a := newAuthenticator(up)
 	tok := signToken(t, newKey(t).Seed(), claimsFor("u1", time.Now().Add(time.Hour)))
 	for i, want := range []int{502, 503} {

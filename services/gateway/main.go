@@ -79,7 +79,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	g := New(cfg, a.Log)
+	g := New(cfg, a.Log, a.Tel)
 	a.Go("rate limiter eviction", g.limiter.Run)
 	g.Mount(a.Mux())
 	return a.Run(ctx)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"microlab/observability"
 	"microlab/services/platform/httpx"
 )
 
@@ -84,7 +85,8 @@ func jsonRoutes(log *slog.Logger, mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
-			mux.ServeHTTP(w, r)
+			// Routed: the span and the metrics name /api/v1/orders/{id}, not /api/v1/.
+			observability.Routed(mux).ServeHTTP(w, r)
 			return
 		}
 		// No route: let the mux's own handler say which (404, or 405 with Allow), but

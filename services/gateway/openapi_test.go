@@ -14,7 +14,7 @@ import (
 func testGateway() *Gateway {
 	cfg := Config{UsersURL: "http://127.0.0.1:1", CatalogURL: "http://127.0.0.1:1", OrdersURL: "http://127.0.0.1:1",
 		UpstreamTimeout: 1, BreakerFailures: 1, BreakerOpenFor: 1, RateLimitRPS: 0}
-	return New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 }
 
 // TestOpenAPIMatchesRoutes: the document describes exactly the (method, path) pairs the

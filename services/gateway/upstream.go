@@ -14,14 +14,17 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"microlab/observability"
 	"microlab/services/platform/httpx"
 )
 
 // newHTTPClient is the ONE place the gateway builds the client it calls upstreams with,
 // so cross-cutting transport concerns (tracing through otelhttp, metrics) are added in
 // one spot. Every request is bounded by timeout.
-func newHTTPClient(timeout time.Duration) *http.Client {
-	return httpx.NewClient(timeout)
+func newHTTPClient(timeout time.Duration, tel *observability.Telemetry) *http.Client {
+	c := httpx.NewClient(timeout)
+	c.Transport = tel.Transport(c.Transport)
+	return c
 }
 
 // maxUpstreamBody bounds what the gateway reads from an upstream (a full page of orders
@@ -75,8 +78,14 @@ type upstream struct {
 	log     *slog.Logger
 }
 
-func newUpstream(name, base string, client *http.Client, failures int, openFor time.Duration, log *slog.Logger) *upstream {
+func newUpstream(name, base string, client *http.Client, failures int, openFor time.Duration, log *slog.Logger, tel *observability.Telemetry) *upstream {
 	u := &upstream{name: name, base: strings.TrimRight(base, "/"), client: client, openFor: openFor, log: log}
+	state := func(gobreaker.State) {}
+	if tel != nil {
+		g := tel.Metrics.CircuitBreakerState.WithLabelValues(name)
+		g.Set(0)
+		state = func(s gobreaker.State) { g.Set(float64(s)) } // closed 0, half-open 1, open 2
+	}
 	u.breaker = gobreaker.NewCircuitBreaker[*reply](gobreaker.Settings{
 		Name:        name,
 		MaxRequests: 1, // one trial request while half-open
@@ -85,6 +94,7 @@ func newUpstream(name, base string, client *http.Client, failures int, openFor t
 		IsExcluded:  func(err error) bool { return errors.Is(err, errCallerGone) },
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			log.Warn("circuit breaker state changed", "upstream", name, "from", from.String(), "to", to.String())
+			state(to)
 		},
 	})
 	return u

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"slices"
 
+	"go.opentelemetry.io/otel/attribute"
+
+	"microlab/observability"
 	"microlab/services/contracts"
 	"microlab/services/platform/app"
 )
@@ -92,6 +95,7 @@ func (s *Service) reserve(ctx context.Context, causation string, c contracts.Che
 	}
 	for _, l := range lines {
 		if onHand[l.SKU] < l.Qty {
+			observability.StepFailed(ctx, "reserve stock", contracts.ReasonOutOfStock+": "+l.SKU)
 			return s.reject(ctx, causation, c.Saga, l.SKU, contracts.ReasonOutOfStock)
 		}
 	}
@@ -116,7 +120,10 @@ func (s *Service) reject(ctx context.Context, causation string, saga contracts.S
 // time (only 'reserved' lines move), and releasing before anything was reserved still
 // answers stock.released so the saga can finish, leaving the tombstone that turns a late
 // reserve into a rejection.
-func (s *Service) release(ctx context.Context, causation string, saga contracts.Saga, reason string) error {
+func (s *Service) release(ctx context.Context, causation string, saga contracts.Saga, reason string) (err error) {
+	// A compensation: its own span, so the waterfall says what the saga undid and why.
+	ctx, span := s.app.Tel.Step(ctx, "compensate: release stock", attribute.String("saga.compensation.reason", reason))
+	defer func() { observability.Fail(span, err); span.End() }()
 	if err := s.store.LockOrder(ctx, saga.OrderID); err != nil {
 		return err
 	}

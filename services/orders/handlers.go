@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"strings"
 
+	"go.opentelemetry.io/otel/attribute"
+
+	"microlab/observability"
 	"microlab/services/contracts"
 	"microlab/services/platform/bus"
 )
@@ -66,7 +69,7 @@ func (r reply) detail(eventType string) string {
 
 // onSagaEvent handles every saga event, in the transaction the inbox middleware opened.
 // The order's own record says which mode its saga runs in (fixed at placement).
-func (s *Service) onSagaEvent(ctx context.Context, d bus.Delivery) error {
+func (s *Service) onSagaEvent(ctx context.Context, d bus.Delivery) (err error) {
 	env, err := d.Envelope()
 	if err != nil {
 		return err
@@ -85,6 +88,11 @@ func (s *Service) onSagaEvent(ctx context.Context, d bus.Delivery) error {
 	if err != nil {
 		return err
 	}
+	// A span per saga step in orders, named for what happened to the order, so the
+	// waterfall reads as the saga's story between the message hops.
+	ctx, span := s.app.Tel.Step(ctx, "saga "+o.SagaMode+": "+env.EventType,
+		attribute.String("saga.mode", o.SagaMode), attribute.String("order.id", o.ID))
+	defer func() { observability.Fail(span, err); span.End() }()
 	if o.SagaMode == contracts.ModeOrchestration {
 		return s.orchestrate(ctx, env, o, r)
 	}

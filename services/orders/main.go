@@ -26,8 +26,8 @@ import (
 	"syscall"
 	"time"
 
+	"microlab/services/contracts"
 	"microlab/services/platform/app"
-	"microlab/services/platform/httpx"
 )
 
 //go:embed migrations/*.sql
@@ -66,8 +66,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	svc := &Service{
 		app:     a,
 		store:   &Store{pool: a.DB},
-		catalog: &Catalog{base: strings.TrimRight(cfg.CatalogURL, "/"), client: httpx.NewClient(cfg.CatalogTimeout)},
+		catalog: &Catalog{base: strings.TrimRight(cfg.CatalogURL, "/"), client: a.HTTPClient(cfg.CatalogTimeout)},
 	}
+	a.Tel.Metrics.InitSaga([]string{contracts.ModeChoreography, contracts.ModeOrchestration},
+		[]string{statusConfirmed, statusCancelled}, compensationReasons)
 	a.Consume(queue, svc.routes())
 	// The scanner runs in every instance; FOR UPDATE SKIP LOCKED shares the work.
 	a.Go("saga timeouts", svc.watchTimeouts)

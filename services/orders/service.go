@@ -7,9 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"microlab/services/contracts"
 	"microlab/services/orders/saga"
@@ -81,6 +84,11 @@ func (s *Service) Place(ctx context.Context, userID, key string, req PlaceReques
 	mode := settings.SagaMode()
 	o := Order{ID: uuid.NewString(), UserID: userID, Status: statusPending, SagaMode: mode,
 		TotalCents: total, Currency: currency, Address: req.ShippingAddress, CardLast4: last4(req.Card), Items: items}
+	// The order remembers the trace it was placed in, so GET /orders/{id} links to the
+	// whole checkout in Jaeger long after the request.
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		o.TraceID = sc.TraceID().String()
+	}
 	err = pg.InTx(ctx, s.app.DB, func(ctx context.Context) error {
 		if key != "" {
 			// Claimed first: a concurrent request with the same key waits here until this
@@ -125,6 +133,7 @@ func (s *Service) Place(ctx context.Context, userID, key string, req PlaceReques
 	if err != nil {
 		return "", fmt.Errorf("place order: %w", err)
 	}
+	s.app.Tel.Metrics.SagaStarted.WithLabelValues(mode).Inc()
 	s.app.Log.InfoContext(ctx, "order placed", "order_id", o.ID, "user_id", userID, "total_cents", total,
 		"saga_mode", mode, "card_last4", o.CardLast4)
 	return o.ID, nil
@@ -256,6 +265,7 @@ func (s *Service) finish(ctx context.Context, o Order, status, reason, causation
 	if err := s.store.AddStep(ctx, o.ID, "order", status, reason); err != nil {
 		return err
 	}
+	pg.AfterCommit(ctx, func(context.Context) { s.sagaEnded(o, status, reason) })
 	sg := o.Checkout().Saga
 	if status == statusConfirmed {
 		s.app.Log.InfoContext(ctx, "order confirmed", "order_id", o.ID, "saga_mode", o.SagaMode)
@@ -268,6 +278,24 @@ func (s *Service) finish(ctx context.Context, o Order, status, reason, causation
 		contracts.OrderCancelledData{Saga: sg, UserID: o.UserID, Reason: reason})
 	return err
 }
+
+// sagaEnded counts a saga that ended (committed): outcome, duration, and whether it had
+// to compensate. A declined payment cancels without undoing anything; every other
+// cancellation (out of stock, shipping failed, timeout) refunded or released something.
+func (s *Service) sagaEnded(o Order, status, reason string) {
+	m := s.app.Tel.Metrics
+	m.SagaCompleted.WithLabelValues(o.SagaMode, status).Inc()
+	m.SagaDuration.WithLabelValues(o.SagaMode, status).Observe(time.Since(o.CreatedAt).Seconds())
+	if status == statusCancelled && reason != contracts.ReasonPaymentDeclined {
+		if !slices.Contains(compensationReasons, reason) {
+			reason = "other"
+		}
+		m.SagaCompensated.WithLabelValues(o.SagaMode, reason).Inc()
+	}
+}
+
+// compensationReasons are the reasons a saga compensates for (metric label values).
+var compensationReasons = []string{contracts.ReasonOutOfStock, contracts.ReasonShippingFailed, contracts.ReasonTimeout}
 
 // joinDetail joins the non-empty parts of a step's detail.
 func joinDetail(parts ...string) string {

@@ -6,7 +6,9 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
 
+	"microlab/observability"
 	"microlab/services/contracts"
 	"microlab/services/platform/app"
 )
@@ -107,6 +109,7 @@ func (s *Service) authorize(ctx context.Context, causation string, o contracts.O
 			return err
 		}
 		log.InfoContext(ctx, "payment declined", "reason", reason)
+		observability.StepFailed(ctx, "authorize payment", reason)
 		return s.emit(ctx, contracts.PaymentDeclined, o.OrderID, causation,
 			contracts.PaymentDeclinedData{Saga: o.Saga, Reason: reason})
 	}
@@ -126,7 +129,10 @@ func (s *Service) authorize(ctx context.Context, causation string, o contracts.O
 // A refund with no authorization before it records a 0-cent 'refund' row, the
 // tombstone that makes a late authorize decline (see reasonAlreadyCompensated), and
 // still emits payment.refunded so the saga can finish.
-func (s *Service) refund(ctx context.Context, causation string, saga contracts.Saga, reason string) error {
+func (s *Service) refund(ctx context.Context, causation string, saga contracts.Saga, reason string) (err error) {
+	// A compensation: its own span, so the waterfall says what the saga undid and why.
+	ctx, span := s.app.Tel.Step(ctx, "compensate: refund payment", attribute.String("saga.compensation.reason", reason))
+	defer func() { observability.Fail(span, err); span.End() }()
 	if err := s.store.LockOrder(ctx, saga.OrderID); err != nil {
 		return err
 	}

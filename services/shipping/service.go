@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"microlab/observability"
 	"microlab/services/contracts"
 	"microlab/services/platform/app"
 )
@@ -48,6 +49,9 @@ func (s *Service) schedule(ctx context.Context, causation string, c contracts.Ch
 		}
 	}
 	var env contracts.Envelope
+	if sh.Status != "scheduled" {
+		observability.StepFailed(ctx, "schedule shipment", sh.Status+": "+sh.Reason)
+	}
 	switch sh.Status {
 	case "failed":
 		env, err = contracts.NewEnvelope(contracts.ShipmentFailed, "shipping", c.OrderID, causation,

@@ -23,7 +23,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"microlab/observability"
 
 	"microlab/services/contracts"
 	"microlab/services/platform"
@@ -48,6 +52,8 @@ type Base struct {
 	StartTimeout    time.Duration `env:"START_TIMEOUT" default:"60s"`
 	Prefetch        int           `env:"AMQP_PREFETCH" default:"20"`
 	Workers         int           `env:"AMQP_WORKERS" default:"4"`
+
+	Telemetry observability.Config
 }
 
 // Options say what a service needs.
@@ -64,6 +70,7 @@ type App struct {
 	Name     string
 	Base     Base
 	Log      *slog.Logger
+	Tel      *observability.Telemetry
 	DB       *pgxpool.Pool  // nil without Migrations
 	Bus      *bus.Conn      // nil unless Consumes
 	Pub      *bus.Publisher // nil unless Consumes
@@ -79,23 +86,14 @@ type App struct {
 }
 
 type consumer struct {
-	q bus.Queue
-	h bus.Handler
+	q     bus.Queue
+	h     bus.Handler
+	types []string
 }
 
 type loop struct {
 	name string
 	f    func(context.Context) error
-}
-
-// Logger returns the JSON logger every process uses.
-func Logger(w io.Writer, service, instance, level string) *slog.Logger {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		lv = slog.LevelInfo
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})).
-		With("service", service, "instance", instance)
 }
 
 // LoadConfig reads cfg (a pointer to a struct embedding Base) and fills Base's defaults
@@ -121,9 +119,14 @@ func LoadConfig(getenv config.Getenv, opts Options, cfg any, base func() *Base) 
 // Start builds the service's dependencies in order. cfg is the full config (logged
 // once, masked); base points at its embedded Base.
 func Start(ctx context.Context, opts Options, base Base, cfg any, stdout io.Writer) (*App, error) {
-	log := Logger(stdout, opts.Name, base.InstanceID, base.LogLevel)
+	tel, err := observability.Setup(ctx, observability.Process{Service: opts.Name, Version: opts.Version,
+		Instance: base.InstanceID, LogLevel: base.LogLevel}, base.Telemetry, stdout)
+	if err != nil {
+		return nil, err
+	}
+	log := tel.Log
 	log.Info("starting", "version", opts.Version, "config", config.Describe(cfg))
-	a := &App{Name: opts.Name, Base: base, Log: log, mux: http.NewServeMux()}
+	a := &App{Name: opts.Name, Base: base, Log: log, Tel: tel, mux: http.NewServeMux()}
 	sctx, cancel := context.WithTimeout(ctx, base.StartTimeout)
 	defer cancel()
 	if err := a.start(sctx, opts); err != nil {
@@ -131,13 +134,49 @@ func Start(ctx context.Context, opts Options, base Base, cfg any, stdout io.Writ
 		return nil, err
 	}
 	httpx.Health(a.mux, a.readiness)
+	a.mux.Handle("GET /metrics", promhttp.HandlerFor(tel.Registry, promhttp.HandlerOpts{Registry: tel.Registry}))
+	a.instrument()
 	return a, nil
+}
+
+// instrument registers the metrics read at scrape time: the settings in force and,
+// with an outbox, its backlog.
+func (a *App) instrument() {
+	a.Tel.Info("lab_setting_info", "1 for each lab setting in force in this process.", []string{"key", "value"},
+		func() [][]string {
+			var out [][]string
+			for k, v := range a.Settings.Current().Values {
+				out = append(out, []string{k, v})
+			}
+			return out
+		})
+	if a.Outbox != nil {
+		a.Tel.GaugeFunc(2*time.Second, func(ctx context.Context) (map[string]float64, error) {
+			n, age, err := a.Outbox.Backlog(ctx)
+			return map[string]float64{"outbox_backlog_messages": float64(n),
+				"outbox_oldest_unsent_age_seconds": age.Seconds()}, err
+		}, map[string]string{
+			"outbox_backlog_messages":          "Outbox rows not yet published.",
+			"outbox_oldest_unsent_age_seconds": "Age of the oldest unpublished outbox row (0: none).",
+		})
+	}
+}
+
+// HTTPClient returns a client for calling other services: bounded by timeout, with a
+// client span per call whose context travels in the traceparent header.
+func (a *App) HTTPClient(timeout time.Duration) *http.Client {
+	c := httpx.NewClient(timeout)
+	c.Transport = a.Tel.Transport(c.Transport)
+	return c
 }
 
 func (a *App) start(ctx context.Context, opts Options) error {
 	var err error
 	if opts.Migrations != nil {
-		if a.DB, err = pg.Open(ctx, a.Base.DatabaseURL); err != nil {
+		// SQL spans (otelpgx) join the trace of the request or message being handled;
+		// queries outside one (pollers) make no spans.
+		tracer := otelpgx.NewTracer(otelpgx.WithTracerProvider(a.Tel.TracerProvider()), otelpgx.WithTrimSQLInSpanName())
+		if a.DB, err = pg.Open(ctx, a.Base.DatabaseURL, func(c *pgxpool.Config) { c.ConnConfig.Tracer = tracer }); err != nil {
 			return fmt.Errorf("database: %w", err)
 		}
 		kit, err := fs.Sub(platform.Migrations(), "migrations")
@@ -170,7 +209,7 @@ func (a *App) start(ctx context.Context, opts Options) error {
 		if a.Bus, err = bus.Dial(ctx, a.Base.AMQPURL, a.Base.InstanceID, a.Log); err != nil {
 			return err
 		}
-		a.Pub = bus.NewPublisher(a.Bus, a.Log)
+		a.Pub = bus.NewPublisher(a.Bus, a.Log).Instrument(a.Tel)
 		if a.DB != nil {
 			a.Outbox = outbox.New(a.DB, a.Pub, func() bool { return a.Settings.Current().Outbox() }, a.Log)
 		}
@@ -196,9 +235,13 @@ func (a *App) Consume(q bus.Queue, routes bus.Routes) {
 	h := bus.Chain(bus.Dispatch(routes),
 		bus.Recover(),
 		bus.Log(a.Log),
-		inbox.Middleware(a.DB, q.Service, inboxOn, a.Log),
+		inbox.Middleware(a.DB, q.Service, inboxOn, a.Log, a.Tel),
 	)
-	a.consumers = append(a.consumers, consumer{q: q, h: h})
+	types := make([]string, 0, len(routes))
+	for t := range routes {
+		types = append(types, t)
+	}
+	a.consumers = append(a.consumers, consumer{q: q, h: h, types: types})
 }
 
 // Go registers a background loop that runs while the service takes work (e.g. the saga
@@ -262,7 +305,7 @@ func (a *App) Run(ctx context.Context) error {
 		subscribed.Add(1)
 		var once sync.Once
 		opts := bus.ConsumeOptions{Prefetch: a.Base.Prefetch, Workers: a.Base.Workers,
-			OnSubscribed: func() { once.Do(subscribed.Done) }}
+			OnSubscribed: func() { once.Do(subscribed.Done) }, Telemetry: a.Tel, Types: c.types}
 		run(&fgWG, fg, "consume "+c.q.Name(), func(ctx context.Context) error {
 			return bus.Consume(ctx, a.Bus, a.Pub, c.q, opts, c.h, a.Log)
 		})
@@ -271,7 +314,9 @@ func (a *App) Run(ctx context.Context) error {
 		run(&fgWG, fg, l.name, l.f)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- httpx.Serve(fg, a.Base.HTTPAddr, httpx.SaneURL(a.mux), a.Base.ShutdownTimeout, a.Log) }()
+	go func() {
+		errc <- httpx.Serve(fg, a.Base.HTTPAddr, a.Tel.Handler(a.mux, httpx.SaneURL), a.Base.ShutdownTimeout, a.Log)
+	}()
 	// Ready only once every queue exists and is consumed (see bus.ConsumeOptions).
 	go func() {
 		subscribed.Wait()
@@ -308,6 +353,13 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 func (a *App) close() {
+	if a.Tel != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := a.Tel.Shutdown(ctx); err != nil {
+			a.Log.Warn("telemetry: spans not exported at shutdown", "err", err)
+		}
+		cancel()
+	}
 	if a.Bus != nil {
 		_ = a.Bus.Close()
 	}

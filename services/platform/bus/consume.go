@@ -10,6 +10,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"microlab/observability"
 	"microlab/services/contracts"
 )
 
@@ -59,6 +60,12 @@ type ConsumeOptions struct {
 	// that reports ready before its queue exists would let events published meanwhile
 	// go unrouted.
 	OnSubscribed func()
+	// Telemetry gets a consumer span per delivery (a child of the producer span found
+	// in the headers) and the handler metrics. nil: none.
+	Telemetry *observability.Telemetry
+	// Types are the message types the queue's handlers know: their metric series are
+	// created at zero, and any other type is counted as "other".
+	Types []string
 }
 
 func (o ConsumeOptions) withDefaults() ConsumeOptions {
@@ -71,6 +78,9 @@ func (o ConsumeOptions) withDefaults() ConsumeOptions {
 	if o.HandlerTimeout <= 0 {
 		o.HandlerTimeout = 30 * time.Second
 	}
+	if o.Telemetry == nil {
+		o.Telemetry = observability.Nop(slog.New(slog.DiscardHandler))
+	}
 	return o
 }
 
@@ -80,6 +90,7 @@ func (o ConsumeOptions) withDefaults() ConsumeOptions {
 // returned (at-least-once), so a crash mid-handler means redelivery, never loss.
 func Consume(ctx context.Context, conn *Conn, pub *Publisher, q Queue, opts ConsumeOptions, h Handler, log *slog.Logger) error {
 	opts = opts.withDefaults()
+	opts.Telemetry.Metrics.InitQueue(q.Name(), opts.Types)
 	log = log.With("queue", q.Name())
 	for {
 		err := consumeOnce(ctx, conn, pub, q, opts, h, log)
@@ -161,19 +172,34 @@ func handle(ctx context.Context, pub *Publisher, q Queue, opts ConsumeOptions, h
 		Type: d.Type, CorrelationID: d.CorrelationId, AppID: d.AppId, Headers: d.Headers,
 		Body: d.Body, Attempt: Attempt(d.Headers),
 	}
+	tel, m, typ := opts.Telemetry, opts.Telemetry.Metrics, opts.typeLabel(d.Type)
+	// The consumer span covers the handler and what happens to the message after it
+	// (ack, retry, dead-letter), so a retry's publish is part of this trace too.
+	ctx, span := tel.StartProcess(ctx, observability.Message{Exchange: d.Exchange, RoutingKey: d.RoutingKey,
+		Queue: q.Name(), MessageID: d.MessageId, CorrelationID: d.CorrelationId, Type: d.Type,
+		BodySize: len(d.Body), Attempt: del.Attempt}, d.Headers)
+	defer span.End()
+	inFlight := m.HandlerInFlight.WithLabelValues(q.Name())
+	inFlight.Inc()
 	// The handler runs to completion even during shutdown: cutting it off half-way would
 	// only turn a finished effect into a redelivery.
+	start := time.Now()
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.HandlerTimeout)
 	err := h(hctx, del)
 	cancel()
+	inFlight.Dec()
+	m.HandleDuration.WithLabelValues(q.Name(), typ).Observe(time.Since(start).Seconds())
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err == nil {
+		m.Handled.WithLabelValues(q.Name(), typ, "ok").Inc()
 		if aerr := d.Ack(false); aerr != nil {
-			log.Warn("ack failed; the message will be redelivered", "message_id", d.MessageId, "err", aerr)
+			log.WarnContext(ctx, "ack failed; the message will be redelivered", "message_id", d.MessageId, "err", aerr)
 		}
 		return
 	}
+	m.Handled.WithLabelValues(q.Name(), typ, "error").Inc()
+	observability.Fail(span, err)
 	retries := q.retries()
 	target, key, reason := "", q.RetryQueue(del.Attempt), "retry"
 	if del.Attempt > len(retries) {
@@ -182,15 +208,30 @@ func handle(ctx context.Context, pub *Publisher, q Queue, opts ConsumeOptions, h
 	msg := republish(d, del.Attempt+1, err)
 	if perr := pub.Publish(actx, target, key, msg); perr != nil {
 		// Could not park it: put it back on the work queue rather than lose it.
-		log.Warn("could not move failed message, requeueing", "message_id", d.MessageId, "err", perr)
+		log.WarnContext(ctx, "could not move failed message, requeueing", "message_id", d.MessageId, "err", perr)
 		_ = d.Nack(false, true)
 		return
 	}
-	log.Warn("handler failed", "message_id", d.MessageId, "type", d.Type, "attempt", del.Attempt,
-		"next", reason, "err", err, "correlation_id", d.CorrelationId)
-	if aerr := d.Ack(false); aerr != nil {
-		log.Warn("ack failed after moving message; it may be handled twice", "message_id", d.MessageId, "err", aerr)
+	if reason == "retry" {
+		m.Retries.WithLabelValues(q.Name(), typ).Inc()
+	} else {
+		m.DeadLettered.WithLabelValues(q.Name(), typ).Inc()
 	}
+	log.WarnContext(ctx, "handler failed", "message_id", d.MessageId, "type", d.Type, "attempt", del.Attempt,
+		"next", reason, "err", err)
+	if aerr := d.Ack(false); aerr != nil {
+		log.WarnContext(ctx, "ack failed after moving message; it may be handled twice", "message_id", d.MessageId, "err", aerr)
+	}
+}
+
+// typeLabel is the message_type label: a type the queue handles, or "other".
+func (o ConsumeOptions) typeLabel(t string) string {
+	for _, k := range o.Types {
+		if k == t {
+			return t
+		}
+	}
+	return "other"
 }
 
 func republish(d amqp.Delivery, attempt int, cause error) amqp.Publishing {

@@ -10,6 +10,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"microlab/observability"
 	"microlab/services/contracts"
 )
 
@@ -22,6 +23,7 @@ var ErrNacked = errors.New("broker nacked the message")
 type Publisher struct {
 	conn *Conn
 	log  *slog.Logger
+	tel  *observability.Telemetry
 
 	mu sync.Mutex
 	ch *amqp.Channel
@@ -30,8 +32,20 @@ type Publisher struct {
 // NewPublisher returns a publisher on conn. Channels are opened lazily and re-opened
 // after a connection loss.
 func NewPublisher(conn *Conn, log *slog.Logger) *Publisher {
-	return &Publisher{conn: conn, log: log}
+	return &Publisher{conn: conn, log: log, tel: observability.Nop(log)}
 }
+
+// Instrument makes every publish a producer span (its context written into the
+// message headers) and counts it in the messaging metrics.
+func (p *Publisher) Instrument(tel *observability.Telemetry) *Publisher {
+	if tel != nil {
+		p.tel = tel
+	}
+	return p
+}
+
+// Telemetry is the telemetry the publisher reports to.
+func (p *Publisher) Telemetry() *observability.Telemetry { return p.tel }
 
 func (p *Publisher) channel(ctx context.Context) (*amqp.Channel, error) {
 	p.mu.Lock()
@@ -58,6 +72,7 @@ func (p *Publisher) channel(ctx context.Context) (*amqp.Channel, error) {
 		for r := range returns {
 			p.log.Warn("message returned unroutable", "exchange", r.Exchange, "routing_key", r.RoutingKey,
 				"message_id", r.MessageId, "reply", r.ReplyText)
+			p.tel.Metrics.Returned.WithLabelValues(r.Exchange, typeLabel(r.Type)).Inc()
 		}
 	}()
 	p.ch = ch
@@ -97,8 +112,29 @@ func (p *Publisher) PublishEnvelope(ctx context.Context, env contracts.Envelope,
 	return p.Publish(ctx, contracts.Exchange(env.EventType), env.EventType, msg)
 }
 
-// Publish publishes one message (mandatory) and waits for the broker's confirm.
-func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+// Publish publishes one message (mandatory) and waits for the broker's confirm. The
+// publish is a producer span in ctx's trace, and its context goes into the headers.
+func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) (err error) {
+	h := amqp.Table{}
+	for k, v := range msg.Headers {
+		h[k] = v
+	}
+	msg.Headers = h
+	ctx, span := p.tel.StartPublish(ctx, observability.Message{Exchange: exchange, RoutingKey: key,
+		MessageID: msg.MessageId, CorrelationID: msg.CorrelationId, Type: msg.Type, BodySize: len(msg.Body)}, msg.Headers)
+	defer func() {
+		outcome := "ok"
+		if err != nil {
+			outcome = "error"
+			observability.Fail(span, err)
+		}
+		p.tel.Metrics.Published.WithLabelValues(exchange, typeLabel(msg.Type), outcome).Inc()
+		span.End()
+	}()
+	return p.publish(ctx, exchange, key, msg)
+}
+
+func (p *Publisher) publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
 	ch, err := p.channel(ctx)
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", key, err)
@@ -127,4 +163,14 @@ func (p *Publisher) drop(ch *amqp.Channel) {
 		_ = ch.Close()
 		p.ch = nil
 	}
+}
+
+// typeLabel bounds the message_type label: our messages' types are the contract's
+// few dozen names; anything else (a hand-published test message, a hostile one) is
+// "other", so a stray publisher cannot create a time series per message.
+func typeLabel(t string) string {
+	if contracts.Known(t) {
+		return t
+	}
+	return "other"
 }

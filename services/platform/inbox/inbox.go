@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"microlab/observability"
 	"microlab/services/contracts"
 	"microlab/services/platform/bus"
 	"microlab/services/platform/pg"
@@ -21,7 +22,9 @@ import (
 // Middleware runs the handler inside one transaction (carried in ctx, see pg.InTx) and,
 // when enabled() is true, first claims the message's id for consumer. Every handler runs
 // in a transaction even with the inbox off, so its outbox rows stay atomic with it.
-func Middleware(pool *pgxpool.Pool, consumer string, enabled func() bool, log *slog.Logger) bus.Middleware {
+//
+// Duplicates are counted in tel's inbox_duplicates_total (tel may be nil).
+func Middleware(pool *pgxpool.Pool, consumer string, enabled func() bool, log *slog.Logger, tel *observability.Telemetry) bus.Middleware {
 	return func(next bus.Handler) bus.Handler {
 		return func(ctx context.Context, d bus.Delivery) error {
 			if d.MessageID == "" {
@@ -35,8 +38,14 @@ func Middleware(pool *pgxpool.Pool, consumer string, enabled func() bool, log *s
 						return fmt.Errorf("inbox claim: %w", err)
 					}
 					if tag.RowsAffected() == 0 {
-						log.InfoContext(ctx, "duplicate skipped by inbox", "message_id", d.MessageID,
-							"type", d.Type, "correlation_id", d.CorrelationID)
+						log.InfoContext(ctx, "duplicate skipped by inbox", "message_id", d.MessageID, "type", d.Type)
+						if tel != nil {
+							typ := d.Type
+							if !contracts.Known(typ) {
+								typ = "other"
+							}
+							tel.Metrics.InboxDuplicates.WithLabelValues(d.Queue, typ).Inc()
+						}
 						return nil
 					}
 				}

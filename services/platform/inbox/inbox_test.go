@@ -44,7 +44,7 @@ func TestInboxDedupesInTheEffectsTransaction(t *testing.T) {
 			return context.DeadlineExceeded // the effect and the inbox row roll back together
 		}
 		return nil
-	}, inbox.Middleware(pool, "consumer", on.Load, log))
+	}, inbox.Middleware(pool, "consumer", on.Load, log, nil))
 
 	count := func(id string) int {
 		var n int

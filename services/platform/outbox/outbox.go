@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"microlab/observability"
 	"microlab/services/contracts"
 	"microlab/services/platform/bus"
 	"microlab/services/platform/pg"
@@ -51,7 +52,10 @@ func New(pool *pgxpool.Pool, pub *bus.Publisher, enabled func() bool, log *slog.
 // Emit records env for publication. Inside a pg.InTx transaction the row commits (or
 // not) with the caller's change. With the outbox switched off it publishes after commit.
 func (o *Outbox) Emit(ctx context.Context, env contracts.Envelope) error {
+	// The trace context of the change that emits goes with the event (in the row's
+	// headers), so the relay — later, in another goroutine — publishes in the same trace.
 	headers := amqp.Table{}
+	o.pub.Telemetry().Inject(ctx, headers)
 	if !o.enabled() {
 		// The dual write, on purpose: nothing guarantees this publish happens.
 		pg.AfterCommit(ctx, func(ctx context.Context) {
@@ -158,6 +162,7 @@ func (o *Outbox) listen(ctx context.Context, wake chan<- struct{}) {
 
 type row struct {
 	id       int64
+	created  time.Time
 	exchange string
 	key      string
 	envelope []byte
@@ -173,7 +178,7 @@ func (o *Outbox) relayBatch(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("outbox relay: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	rows, err := tx.Query(ctx, `SELECT id, exchange, routing_key, envelope, headers FROM outbox
+	rows, err := tx.Query(ctx, `SELECT id, created_at, exchange, routing_key, envelope, headers FROM outbox
 		WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, o.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("outbox relay: claim: %w", err)
@@ -181,7 +186,7 @@ func (o *Outbox) relayBatch(ctx context.Context) (int, error) {
 	var batch []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.id, &r.exchange, &r.key, &r.envelope, &r.headers); err != nil {
+		if err := rows.Scan(&r.id, &r.created, &r.exchange, &r.key, &r.envelope, &r.headers); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("outbox relay: scan: %w", err)
 		}
@@ -225,9 +230,18 @@ func (o *Outbox) publish(ctx context.Context, r row) error {
 	if err != nil {
 		return err
 	}
+	tel := o.pub.Telemetry()
+	ctx, span := tel.StartOutboxWait(ctx, observability.Message{Type: env.EventType, MessageID: env.EventID,
+		CorrelationID: env.CorrelationID}, r.created, headers)
+	defer span.End()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return o.pub.Publish(pctx, r.exchange, r.key, msg)
+	if err := o.pub.Publish(pctx, r.exchange, r.key, msg); err != nil {
+		observability.Fail(span, err)
+		return err
+	}
+	tel.Metrics.OutboxPublishLag.Observe(time.Since(r.created).Seconds())
+	return nil
 }
 
 // Backlog returns how many rows wait to be published and the age of the oldest.
