@@ -135,7 +135,13 @@ func (s *Service) place(w http.ResponseWriter, r *http.Request) error {
 	}
 	// A repeated request gets the first answer again, status included: the order's
 	// progress since is for GET /orders/{id} to tell.
-	httpx.WriteJSON(w, http.StatusAccepted, PlaceAnswer{OrderID: id, Status: statusPending, TraceID: ""})
+	// traceId is the trace the order was placed in (for a repeat, the first request's),
+	// so a client can open the whole checkout in Jaeger.
+	o, err := s.store.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusAccepted, PlaceAnswer{OrderID: id, Status: statusPending, TraceID: o.TraceID})
 	return nil
 }
 
