@@ -175,7 +175,7 @@ func (a *App) start(ctx context.Context, opts Options) error {
 	if opts.Migrations != nil {
 		// SQL spans (otelpgx) join the trace of the request or message being handled;
 		// queries outside one (pollers) make no spans.
-		tracer := otelpgx.NewTracer(otelpgx.WithTracerProvider(a.Tel.TracerProvider()), otelpgx.WithTrimSQLInSpanName())
+		tracer := otelpgx.NewTracer(otelpgx.WithTracerProvider(a.Tel.TracerProvider()), otelpgx.WithTrimSQLInSpanName(), otelpgx.WithDisableAcquireTracer())
 		if a.DB, err = pg.Open(ctx, a.Base.DatabaseURL, func(c *pgxpool.Config) { c.ConnConfig.Tracer = tracer }); err != nil {
 			return fmt.Errorf("database: %w", err)
 		}
