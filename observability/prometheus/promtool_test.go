@@ -3,11 +3,15 @@
 package prometheus_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"microlab/observability"
 )
 
 const missingPromtool = "promtool not found: install it with `apt-get install -y prometheus`"
@@ -86,4 +90,25 @@ func TestCheckRules(t *testing.T) {
 
 func TestRuleUnitTests(t *testing.T) {
 	run(t, promtool(t), ".", append([]string{"test", "rules"}, glob(t, "tests/*.yml")...)...)
+}
+
+// The dashboards' queries parse: promtool checks them as the expressions of recording
+// rules (with $__rate_interval & co. replaced as the live test does).
+func TestDashboardQueriesParse(t *testing.T) {
+	bin := promtool(t)
+	qs, err := observability.PanelQueries(observability.Assets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("groups:\n  - name: dashboards\n    rules:\n")
+	for i, q := range qs {
+		fmt.Fprintf(&b, "      # %s / %s / %s\n      - record: dashboard:query:%d\n        expr: %s\n",
+			q.Dashboard, q.Panel, q.RefID, i, strconv.Quote(observability.ExpandGrafanaVars(q.Expr)))
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "dashboards.yml"), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, bin, dir, "check", "rules", "dashboards.yml")
 }
