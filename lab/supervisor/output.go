@@ -46,13 +46,14 @@ func (o *output) register(id string) {
 	o.width = max(o.width, len(id))
 }
 
-// pump copies r line by line to the output and the tail ring until EOF.
-func (o *output) pump(r io.Reader, id string, colour int, tail *ring) {
+// pump copies r line by line to the output (or, if file is not nil, to file) and the
+// tail ring until EOF.
+func (o *output) pump(r io.Reader, id string, colour int, tail *ring, file io.Writer) {
 	br := bufio.NewReaderSize(r, maxLine)
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			o.line(id, colour, tail, string(line)+" …[cut]")
+			o.line(id, colour, tail, file, string(line)+" …[cut]")
 			// Skip the rest of the over-long line.
 			for errors.Is(err, bufio.ErrBufferFull) {
 				_, err = br.ReadSlice('\n')
@@ -63,7 +64,7 @@ func (o *output) pump(r io.Reader, id string, colour int, tail *ring) {
 			continue
 		}
 		if len(line) > 0 {
-			o.line(id, colour, tail, string(bytes.TrimRight(line, "\r\n")))
+			o.line(id, colour, tail, file, string(bytes.TrimRight(line, "\r\n")))
 		}
 		if err != nil {
 			return
@@ -71,8 +72,12 @@ func (o *output) pump(r io.Reader, id string, colour int, tail *ring) {
 	}
 }
 
-func (o *output) line(id string, colour int, tail *ring, text string) {
+func (o *output) line(id string, colour int, tail *ring, file io.Writer, text string) {
 	tail.add(text)
+	if file != nil {
+		_, _ = io.WriteString(file, text+"\n") // one write per line: O_APPEND keeps lines whole
+		return
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var b strings.Builder

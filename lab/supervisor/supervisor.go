@@ -48,6 +48,11 @@ type Proc struct {
 	HealthURL string
 	// NoRestart: when the process exits, leave it dead (default: restart with backoff).
 	NoRestart bool
+	// LogFile, when set, receives the process's output (appended, unprefixed) instead of
+	// the supervisor's shared stream: for chatty infrastructure (Jaeger, Prometheus)
+	// whose lines would bury the services' own. The last lines are still kept for
+	// WaitHealthy's errors and Tail.
+	LogFile string
 }
 
 func (p Proc) id() string {
@@ -85,6 +90,7 @@ type proc struct {
 
 	stopCh chan struct{} // closed when a stop is requested
 	done   chan struct{} // closed when supervise returns: nothing runs, nothing will
+	log    *os.File      // spec.LogFile, open from launch until supervise returns; nil: shared output
 
 	mu       sync.Mutex
 	pid      int // 0 while no process runs (between restarts, after the end)
@@ -125,9 +131,20 @@ func (s *Supervisor) Start(ctx context.Context, p Proc) error {
 func (s *Supervisor) launch(pr *proc) error {
 	pr.stopCh = make(chan struct{})
 	pr.done = make(chan struct{})
-	s.out.register(pr.spec.id())
+	if pr.spec.LogFile != "" {
+		f, err := os.OpenFile(pr.spec.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("start %s: log file: %w", pr.spec.id(), err)
+		}
+		pr.log = f
+	} else {
+		s.out.register(pr.spec.id())
+	}
 	cmd, drained, err := s.spawn(pr)
 	if err != nil {
+		if pr.log != nil {
+			_ = pr.log.Close()
+		}
 		return err
 	}
 	s.log.Info("started", "instance", pr.spec.id(), "pid", cmd.Process.Pid)
@@ -167,10 +184,14 @@ func (s *Supervisor) spawn(pr *proc) (*exec.Cmd, <-chan struct{}, error) {
 	pr.pid = cmd.Process.Pid
 	pr.started = time.Now()
 	drained := make(chan struct{})
+	var file io.Writer // nil interface (not a nil *os.File) when there is no log file
+	if pr.log != nil {
+		file = pr.log
+	}
 	go func() {
 		defer close(drained)
 		defer r.Close()
-		s.out.pump(r, id, pr.colour, pr.tail)
+		s.out.pump(r, id, pr.colour, pr.tail, file)
 	}()
 	return cmd, drained, nil
 }
@@ -179,6 +200,9 @@ func (s *Supervisor) spawn(pr *proc) (*exec.Cmd, <-chan struct{}, error) {
 // restart), starts it again after a backoff.
 func (s *Supervisor) supervise(pr *proc, cmd *exec.Cmd, drained <-chan struct{}) {
 	defer close(pr.done)
+	if pr.log != nil {
+		defer pr.log.Close() // runs before done is closed: a stopped proc holds no file
+	}
 	id := pr.spec.id()
 	backoff := minBackoff
 	for {

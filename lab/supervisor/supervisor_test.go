@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -444,9 +446,35 @@ func TestPumpCutsOverlongLines(t *testing.T) {
 	o.register("x")
 	r := &ring{}
 	long := strings.Repeat("a", maxLine+10)
-	o.pump(strings.NewReader("first\r\n"+long+"\nlast"), "x", 0, r)
+	o.pump(strings.NewReader("first\r\n"+long+"\nlast"), "x", 0, r, nil)
 	got := r.lines()
 	if len(got) != 3 || got[0] != "first" || !strings.HasSuffix(got[1], "…[cut]") || got[2] != "last" {
 		t.Errorf("lines = %q", fmt.Sprint(len(got), " ", got[0], " ", got[len(got)-1]))
+	}
+}
+
+// A process with a LogFile writes there, across restarts, and nothing to the shared
+// output; its tail is kept all the same.
+func TestLogFileTakesTheOutput(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	log := filepath.Join(t.TempDir(), "crasher.log")
+	p := helperProc(t, "crasher", "", "crash", "HELPER_AFTER=10ms")
+	p.LogFile = log
+	if err := f.sup.Start(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "two runs in the log file", func() bool {
+		b, _ := os.ReadFile(log)
+		return strings.Count(string(b), "crashing on purpose\n") >= 2
+	})
+	if out := f.out.String(); out != "" {
+		t.Errorf("shared output got lines of a LogFile process:\n%s", out)
+	}
+	if tail := f.sup.Tail("crasher"); !slices.Contains(tail, "crashing on purpose") {
+		t.Errorf("tail %q", tail)
+	}
+	if err := f.sup.Stop("crasher"); err != nil {
+		t.Fatal(err)
 	}
 }
