@@ -26,6 +26,22 @@ func Build(ctx context.Context, root, binDir string, out io.Writer, flags ...str
 }
 
 func build(ctx context.Context, root, binDir string, pkgs []string, out io.Writer, flags []string) error {
+	names := make([]string, len(pkgs))
+	for i, p := range pkgs {
+		names[i] = filepath.Base(p)
+	}
+	fmt.Fprintf(out, "build: %s → %s\n", strings.Join(names, " "), binDir)
+	start := time.Now()
+	if err := goBuild(ctx, root, binDir, pkgs, flags); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "build: done in %s\n", time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+// goBuild runs go build in dir (a module's root) for pkgs, each main package becoming
+// binDir/<last element of its path>.
+func goBuild(ctx context.Context, dir, binDir string, pkgs []string, flags []string) error {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		return fmt.Errorf("build: Go toolchain not found on PATH: %w", err)
@@ -33,18 +49,12 @@ func build(ctx context.Context, root, binDir string, pkgs []string, out io.Write
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return fmt.Errorf("build: %w", err)
 	}
-	names := make([]string, len(pkgs))
-	for i, p := range pkgs {
-		names[i] = filepath.Base(p)
-	}
-	fmt.Fprintf(out, "build: %s → %s\n", strings.Join(names, " "), binDir)
-	start := time.Now()
 	// A trailing separator makes -o a directory: one binary per main package, named
 	// after the package's directory.
 	args := append(append([]string{"build"}, flags...), "-o", filepath.Clean(binDir)+string(filepath.Separator))
 	args = append(args, pkgs...)
 	cmd := exec.CommandContext(ctx, gobin, args...)
-	cmd.Dir = root
+	cmd.Dir = dir
 	// go build prints only problems; they go into the error, not (twice) into out.
 	var compiler bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &compiler, &compiler
@@ -53,8 +63,7 @@ func build(ctx context.Context, root, binDir string, pkgs []string, out io.Write
 		if len(msg) > 4000 {
 			msg = "…" + msg[len(msg)-4000:]
 		}
-		return fmt.Errorf("go build (in %s): %w\n%s", root, err, msg)
+		return fmt.Errorf("go build (in %s): %w\n%s", dir, err, msg)
 	}
-	fmt.Fprintf(out, "build: done in %s\n", time.Since(start).Round(100*time.Millisecond))
 	return nil
 }

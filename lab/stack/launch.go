@@ -126,17 +126,18 @@ func setEnv(env []string, key, value string) []string {
 	return append(env, key+"="+value)
 }
 
-// FreeOffset finds a PortOffset at which every instance's port (for this scale) is free
-// right now, so several labs (parallel tests) run side by side. Offsets are chosen so
-// that ports land in 10000–32000, below Linux's ephemeral range, where outgoing
-// connections would otherwise take them.
+// FreeOffset finds a PortOffset at which every instance's port (for this scale) and the
+// lab's Jaeger and Prometheus ports are free right now, so several labs (parallel tests)
+// run side by side. Offsets are chosen so that ports land below 32000, under Linux's
+// ephemeral range, where outgoing connections would otherwise take them (the services'
+// in 10000–32000).
 func FreeOffset(scale map[string]int) (int, error) {
 	inst, err := Config{Host: "127.0.0.1"}.Instances(scale)
 	if err != nil {
 		return 0, err
 	}
-	ports := make([]int, 0, len(inst))
-	hi := 0
+	ports := slices.Clone(observabilityPorts)
+	hi := slices.Max(ports)
 	for _, i := range inst {
 		_, p, _ := net.SplitHostPort(i.Addr)
 		n, _ := strconv.Atoi(p)

@@ -76,12 +76,15 @@ func (c Config) DatabaseURL(db string) (string, error) {
 	return u.String(), nil
 }
 
-// Env is the environment a service process is started with.
+// Env is the environment a service process is started with. Spans go to the lab's
+// Jaeger (OTLPEndpoint), whether or not one runs: without one they are dropped.
 func (c Config) Env(s Service, instance string) ([]string, error) {
 	env := []string{
 		"HTTP_ADDR=" + c.Addr(s),
 		"AMQP_URL=" + c.AMQPURL,
 		"INSTANCE_ID=" + instance,
+		"OTEL_EXPORTER_OTLP_ENDPOINT=" + c.OTLPEndpoint(),
+		"DEPLOYMENT_ENVIRONMENT=native",
 	}
 	lab, err := c.DatabaseURL(c.DBName(LabDB))
 	if err != nil {

@@ -132,6 +132,9 @@ func TestBuildAndLaunch(t *testing.T) {
 	if gw["INSTANCE_ID"] != "gateway-1" || gw["ORDERS_URL"] != "http://127.0.0.1:"+strconv.Itoa(base+103) || gw["DATABASE_URL"] != "" {
 		t.Errorf("gateway env: %v", gw)
 	}
+	if want := "http://127.0.0.1:" + strconv.Itoa(JaegerOTLPHTTPPort+offset); gw["OTEL_EXPORTER_OTLP_ENDPOINT"] != want || gw["DEPLOYMENT_ENVIRONMENT"] != "native" {
+		t.Errorf("gateway env: OTEL_EXPORTER_OTLP_ENDPOINT=%q (want %q) DEPLOYMENT_ENVIRONMENT=%q", gw["OTEL_EXPORTER_OTLP_ENDPOINT"], want, gw["DEPLOYMENT_ENVIRONMENT"])
+	}
 	if !strings.HasSuffix(gw["LAB_DATABASE_URL"], "/t_lab") || gw["AMQP_URL"] != cfg.AMQPURL {
 		t.Errorf("gateway env: LAB_DATABASE_URL=%q AMQP_URL=%q", gw["LAB_DATABASE_URL"], gw["AMQP_URL"])
 	}
