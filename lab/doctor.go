@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"microlab/lab/stack"
 )
 
 const checkTimeout = 5 * time.Second
@@ -25,15 +29,19 @@ const (
 	fixPostgres   = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start   (not installed: apt-get install postgresql)"
 	fixRabbit     = "rabbitmq-server -detached   (not installed: apt-get install rabbitmq-server)"
 	fixManagement = "rabbitmq-plugins enable rabbitmq_management rabbitmq_prometheus"
-	fixJaeger     = "nothing yet: a later lab up builds and starts Jaeger itself"
-	fixPrometheus = "apt-get install prometheus"
-	fixChromium   = "apt-get install chromium"
+	fixRabbitProm = "rabbitmq-plugins enable rabbitmq_prometheus"
+	fixPrometheus = stack.FixPrometheus
+	fixChromium   = "apt-get install -y chromium"
 )
+
+// rabbitMetricsURL is what Prometheus scrapes from RabbitMQ.
+const rabbitMetricsURL = "http://" + stack.RabbitMQMetricsAddr + "/metrics"
 
 // check is one dependency. run returns a short description of what it found.
 type check struct {
 	name     string
-	required bool // false: only later features need it ("optional (later)")
+	required bool // false: the lab runs without it ("optional")
+	later    bool // only later features need it ("optional (later)")
 	needs    string
 	fix      string
 	run      func(ctx context.Context) (string, error)
@@ -59,14 +67,69 @@ func checks(cfg Config, build bool) []check {
 			run: func(ctx context.Context) (string, error) { return checkRabbit(cfg.AMQPURL) }},
 		check{name: "rabbitmq-management", required: true, fix: fixManagement,
 			run: func(ctx context.Context) (string, error) { return checkManagement(ctx, cfg.ManagementURL) }},
-		check{name: "jaeger", fix: fixJaeger,
-			run: func(ctx context.Context) (string, error) { return checkHTTP(ctx, "http://127.0.0.1:16686/") }},
-		check{name: "prometheus", fix: fixPrometheus,
-			run: func(context.Context) (string, error) { return lookPath("prometheus") }},
-		check{name: "chromium", fix: fixChromium,
+		jaegerCheck(cfg),
+		check{name: "prometheus", fix: fixPrometheus, run: checkPrometheus},
+		check{name: "rabbitmq-prometheus", fix: fixRabbitProm,
+			run: func(ctx context.Context) (string, error) { return checkHTTP(ctx, rabbitMetricsURL) }},
+		check{name: "chromium", later: true, fix: fixChromium,
 			run: func(context.Context) (string, error) { return lookPath("chromium", "chromium-browser") }},
 	)
 	return cs
+}
+
+// jaegerCheck: is the jaeger binary in the bin directory, built from the versions
+// tools/go.mod pins? (lab up builds it when it is not.)
+func jaegerCheck(cfg Config) check {
+	bin, binErr := cfg.Bin()
+	root, rootErr := moduleRoot()
+	c := check{name: "jaeger"}
+	switch {
+	case binErr != nil:
+		c.fix = "set LAB_BIN_DIR"
+	case rootErr != nil:
+		c.fix = "run lab up inside the microlab repository: it builds Jaeger"
+	default:
+		c.fix = fmt.Sprintf("lab up builds it (the first build takes %s), or: %s", stack.JaegerBuildTime, stack.JaegerBuildCommand(root, bin))
+	}
+	c.run = func(context.Context) (string, error) {
+		if binErr != nil {
+			return "", binErr
+		}
+		path := filepath.Join(bin, "jaeger")
+		if rootErr != nil { // cannot compare with tools/go.mod: is there one at all?
+			if _, err := os.Stat(path); err != nil {
+				return "", fmt.Errorf("not built (%s)", path)
+			}
+			return "built (" + path + ")", nil
+		}
+		why, err := stack.JaegerStale(root, bin)
+		switch {
+		case err != nil:
+			return "", err
+		case why != "":
+			return "", fmt.Errorf("%s: %s", path, why)
+		}
+		return "built, as tools/go.mod pins (" + path + ")", nil
+	}
+	return c
+}
+
+// checkPrometheus finds prometheus on PATH and asks its version.
+func checkPrometheus(ctx context.Context) (string, error) {
+	path, err := lookPath("prometheus")
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w", path, err)
+	}
+	// "prometheus, version 2.42.0+ds (branch: …)"
+	first, _, _ := strings.Cut(string(out), "\n")
+	if _, v, ok := strings.Cut(first, "version "); ok {
+		first, _, _ = strings.Cut(v, " ")
+	}
+	return "Prometheus " + first + " (" + path + ")", nil
 }
 
 // runChecks runs every check concurrently, each bounded by checkTimeout, and returns
@@ -93,8 +156,10 @@ func (r result) status() string {
 		return "ok"
 	case r.required:
 		return "missing"
-	default:
+	case r.later:
 		return "optional (later)"
+	default:
+		return "optional"
 	}
 }
 
@@ -229,10 +294,13 @@ func checkHTTP(ctx context.Context, endpoint string) (string, error) {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("not running at %s", endpoint)
+		return "", fmt.Errorf("nothing answers at %s", endpoint)
 	}
 	_ = resp.Body.Close()
-	return "running at " + endpoint, nil
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", endpoint, resp.Status)
+	}
+	return "answers at " + endpoint, nil
 }
 
 func lookPath(names ...string) (string, error) {

@@ -44,8 +44,9 @@ against the PostgreSQL and RabbitMQ it finds.
 
 usage:
   lab up [--scale service=N]... [--no-build]
-        check dependencies, create databases, build, start every service, wait until
-        all are healthy, print their URLs; Ctrl-C stops everything
+        check dependencies, create databases, build (Jaeger too), start Jaeger,
+        Prometheus (if installed) and every service, wait until all are healthy, print
+        their URLs; Ctrl-C stops everything
   lab doctor
         check each dependency; print the command that fixes a missing one
   lab settings
@@ -60,9 +61,11 @@ environment:
                            (default postgres://postgres@127.0.0.1:5432/postgres)
   AMQP_URL                 RabbitMQ (default amqp://guest:guest@127.0.0.1:5672/)
   RABBITMQ_MANAGEMENT_URL  RabbitMQ management API (default http://guest:guest@127.0.0.1:15672)
-  LAB_BIN_DIR              where up builds the services (default <user cache dir>/microlab/bin)
+  LAB_BIN_DIR              where up builds the services and Jaeger (default <user cache dir>/microlab/bin)
+  LAB_RUN_DIR              Jaeger's and Prometheus's config, data and logs (default <user cache
+                           dir>/microlab/run, run-<offset> with LAB_PORT_OFFSET)
   LAB_DB_PREFIX            prefix for every database and role name (default none; tests)
-  LAB_PORT_OFFSET          added to every service's port (default 0; tests)
+  LAB_PORT_OFFSET          added to every port: services, Jaeger, Prometheus (default 0; tests)
 
 exit status: 0 ok, 1 failure, 2 usage error
 `
@@ -73,6 +76,7 @@ type Config struct {
 	AMQPURL          string `env:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
 	ManagementURL    string `env:"RABBITMQ_MANAGEMENT_URL" default:"http://guest:guest@127.0.0.1:15672"`
 	BinDir           string `env:"LAB_BIN_DIR"`
+	RunDir           string `env:"LAB_RUN_DIR"`
 	DBPrefix         string `env:"LAB_DB_PREFIX"`
 	PortOffset       int    `env:"LAB_PORT_OFFSET"`
 	CacheHome        string `env:"XDG_CACHE_HOME"`
@@ -89,19 +93,40 @@ func (c Config) Stack() stack.Config {
 	}
 }
 
-// Bin is the directory the services' binaries are built into.
+// Bin is the directory the services' binaries (and Jaeger's) are built into.
 func (c Config) Bin() (string, error) {
 	if c.BinDir != "" {
 		return c.BinDir, nil
 	}
-	cache := c.CacheHome
-	if cache == "" {
-		var err error
-		if cache, err = os.UserCacheDir(); err != nil {
-			return "", fmt.Errorf("binary directory: %w (set LAB_BIN_DIR)", err)
-		}
+	cache, err := c.cache()
+	if err != nil {
+		return "", fmt.Errorf("binary directory: %w (set LAB_BIN_DIR)", err)
 	}
 	return filepath.Join(cache, "microlab", "bin"), nil
+}
+
+// Run is the runtime directory: Jaeger's and Prometheus's configuration, data and logs.
+// Labs on different port offsets get different ones.
+func (c Config) Run() (string, error) {
+	if c.RunDir != "" {
+		return c.RunDir, nil
+	}
+	cache, err := c.cache()
+	if err != nil {
+		return "", fmt.Errorf("runtime directory: %w (set LAB_RUN_DIR)", err)
+	}
+	name := "run"
+	if c.PortOffset != 0 {
+		name = fmt.Sprintf("run-%d", c.PortOffset)
+	}
+	return filepath.Join(cache, "microlab", name), nil
+}
+
+func (c Config) cache() (string, error) {
+	if c.CacheHome != "" {
+		return c.CacheHome, nil
+	}
+	return os.UserCacheDir()
 }
 
 // errUsage marks errors that are the caller's mistake (exit 2, not 1).

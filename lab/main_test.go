@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -164,9 +165,13 @@ func TestDoctorOnThisMachine(t *testing.T) {
 	if !strings.Contains(stdout, "rabbitmq-management  ok") {
 		t.Errorf("management API not ok:\n%s", stdout)
 	}
-	for _, name := range []string{"jaeger", "prometheus", "chromium"} {
-		if l := lines[name]; !strings.Contains(l, " ok ") && !strings.Contains(l, "optional (later)") {
-			t.Errorf("%s: %q, want ok or optional (later)", name, l)
+	for name, status := range map[string]string{"jaeger": "optional", "prometheus": "optional", "rabbitmq-prometheus": "optional", "chromium": "optional (later)"} {
+		l := lines[name]
+		if !strings.Contains(l, " ok ") && !strings.Contains(l, " "+status+" ") {
+			t.Errorf("%s: %q, want ok or %s", name, l, status)
+		}
+		if !strings.Contains(l, " ok ") && !strings.Contains(l, "fix: ") {
+			t.Errorf("%s: %q, without the fix", name, l)
 		}
 	}
 	if strings.Contains(stdout, "guest:guest") {
@@ -313,13 +318,24 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The real Jaeger and Prometheus when this machine has them; lab up goes on
+	// without either, saying so in one line.
+	jaeger, jaegerErr := stack.JaegerBinary()
+	if jaegerErr == nil {
+		if err := os.Symlink(jaeger, filepath.Join(bin, "jaeger")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, promErr := stack.FindPrometheus()
 	offset, err := stack.FreeOffset(map[string]int{"payments": 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	base := 8000 + offset // the gateway's port
+	sc := stack.Config{Host: "127.0.0.1", PortOffset: offset}
 	prefix := testenv.Name("u") + "_"
-	env := map[string]string{"LAB_BIN_DIR": bin, "LAB_DB_PREFIX": prefix, "LAB_PORT_OFFSET": strconv.Itoa(offset)}
+	runDir := t.TempDir()
+	env := map[string]string{"LAB_BIN_DIR": bin, "LAB_DB_PREFIX": prefix, "LAB_PORT_OFFSET": strconv.Itoa(offset), "LAB_RUN_DIR": runDir}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -365,6 +381,51 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 	}
 	_ = resp.Body.Close()
 
+	// Jaeger and Prometheus: running on the shifted ports and listed, or missing and
+	// said so; their output in files, not in the lab's.
+	observed := []string{}
+	if jaegerErr == nil {
+		observed = append(observed, sc.JaegerURL()+"/api/services")
+		if want := "jaeger          " + sc.JaegerURL() + "  (API: /api/traces/<traceId>; log: " + filepath.Join(runDir, "jaeger", "jaeger.log") + ")\n"; !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	} else if !strings.Contains(stderr.String(), "jaeger: no binary in "+bin) {
+		t.Errorf("no word about the missing Jaeger:\n%s", stderr.String())
+	}
+	if promErr == nil {
+		observed = append(observed, sc.PrometheusURL()+"/-/ready")
+		if want := "prometheus      " + sc.PrometheusURL() + "  (log: "; !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+		targets, err := os.ReadFile(filepath.Join(runDir, "prometheus", "targets", "lab.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var groups []stack.TargetGroup
+		if err := json.Unmarshal(targets, &groups); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("127.0.0.1:%d payments", base+1104)
+		if !slices.ContainsFunc(groups, func(g stack.TargetGroup) bool { return fmt.Sprint(g.Targets[0], " ", g.Labels["job"]) == want }) {
+			t.Errorf("targets lack %s: %s", want, targets)
+		}
+	} else if !strings.Contains(stderr.String(), "prometheus: not installed") {
+		t.Errorf("no word about the missing Prometheus:\n%s", stderr.String())
+	}
+	for _, u := range observed {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s", u, resp.Status)
+		}
+	}
+	if strings.Contains(out, "jaeger | ") || strings.Contains(out, "prometheus | ") {
+		t.Errorf("Jaeger's or Prometheus's output in the lab's:\n%s", out)
+	}
+
 	cancel() // Ctrl-C
 	select {
 	case c := <-code:
@@ -382,6 +443,12 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 		if c, err := net.DialTimeout("tcp", in.Addr, time.Second); err == nil {
 			_ = c.Close()
 			t.Errorf("%s still listening on %s after up stopped", in.ID, in.Addr)
+		}
+	}
+	for _, u := range observed {
+		if resp, err := http.Get(u); err == nil {
+			_ = resp.Body.Close()
+			t.Errorf("%s still answers after up stopped", u)
 		}
 	}
 	if !strings.Contains(stderr.String(), "lab: stopped") {

@@ -25,7 +25,9 @@ const (
 )
 
 // up runs the whole shop until ctx ends (Ctrl-C), then stops it. Steps, each failing
-// fast with one clear message: dependencies, databases, binaries, processes, health.
+// fast with one clear message: dependencies, databases, binaries (Jaeger's too),
+// Jaeger and Prometheus, the services, health. A missing Prometheus or Jaeger binary
+// (with --no-build) is one line, not a failure: the shop runs without them.
 func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported once, by run
@@ -67,11 +69,16 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("databases: %w", err)
 	}
 
+	jaegerBin := filepath.Join(bin, "jaeger")
 	if *noBuild {
 		for _, s := range stack.Services {
 			if _, err := os.Stat(filepath.Join(bin, s.Name)); err != nil {
 				return fmt.Errorf("no binary for %s in %s (run lab up without --no-build): %w", s.Name, bin, err)
 			}
+		}
+		if _, err := os.Stat(jaegerBin); err != nil {
+			fmt.Fprintf(stderr, "jaeger: no binary in %s, traces are not collected (lab up without --no-build builds it)\n", bin)
+			jaegerBin = ""
 		}
 	} else {
 		root, err := moduleRoot()
@@ -84,6 +91,16 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 		if err != nil {
 			return err
 		}
+		bctx, cancel = context.WithTimeout(ctx, buildTimeout)
+		err = stack.BuildJaeger(bctx, root, bin, stdout)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	run, err := cfg.Run()
+	if err != nil {
+		return err
 	}
 
 	// The supervisor's own lines (started, crashed, restarting) go to stderr without
@@ -96,14 +113,20 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 			return a
 		},
 	}))
+	// Jaeger and Prometheus have a supervisor of their own: they stop after the
+	// services, which flush their last spans on the way out.
+	obs := supervisor.New(log, stdout)
 	sup := supervisor.New(log, stdout)
 	stop := func() error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 		defer cancel()
-		return sup.StopAll(sctx)
+		return errors.Join(sup.StopAll(sctx), obs.StopAll(sctx))
 	}
 	lctx, cancel := context.WithTimeout(ctx, startTimeout)
-	err = stack.Launch(lctx, sc, sup, bin, scale)
+	lines, err := startObservability(lctx, sc, obs, jaegerBin, run, scale, stderr)
+	if err == nil {
+		err = stack.Launch(lctx, sc, sup, bin, scale)
+	}
 	cancel()
 	if err != nil {
 		stopErr := stop()
@@ -114,6 +137,7 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 	}
 
 	fmt.Fprint(stdout, urls(insts, scale))
+	fmt.Fprint(stdout, lines)
 	fmt.Fprintln(stdout, "lab is up; Ctrl-C stops everything")
 	<-ctx.Done()
 	fmt.Fprintln(stderr, "lab: stopping every service")
@@ -122,6 +146,55 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintln(stderr, "lab: stopped")
 	return nil
+}
+
+// startObservability starts the lab's Jaeger (unless jaegerBin is "") and Prometheus
+// (if installed) under obs, their files in run/jaeger and run/prometheus, before the
+// services, so that their first spans and scrapes are not lost. What is missing, or
+// already running on the ports, is one line on notes; lab goes on without it. It returns
+// the URL lines to print once the lab is up.
+func startObservability(ctx context.Context, sc stack.Config, obs *supervisor.Supervisor, jaegerBin, run string, scale map[string]int, notes io.Writer) (string, error) {
+	var b strings.Builder
+	if jaegerBin != "" {
+		j := sc.Jaeger(jaegerBin, filepath.Join(run, "jaeger"))
+		switch {
+		case j.Answering(ctx):
+			fmt.Fprintf(notes, "jaeger: one already answers at %s (and takes OTLP on %s): the services export to it\n", j.QueryURL(), j.OTLPEndpoint())
+			fmt.Fprintf(&b, "%-15s %s  (already running, not started by lab)\n", "jaeger", j.QueryURL())
+		default:
+			err := j.Start(ctx, obs)
+			if errors.Is(err, stack.ErrPortTaken) {
+				fmt.Fprintf(notes, "jaeger: %v: not started, traces are not collected (LAB_PORT_OFFSET shifts every port)\n", err)
+				break
+			}
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&b, "%-15s %s  (API: /api/traces/<traceId>; log: %s)\n", "jaeger", j.QueryURL(), j.LogFile())
+		}
+	}
+	promBin, err := stack.FindPrometheus()
+	if err != nil {
+		fmt.Fprintf(notes, "prometheus: not installed, metrics are not collected (install: %s)\n", stack.FixPrometheus)
+		return b.String(), nil
+	}
+	p := sc.Prometheus(promBin, filepath.Join(run, "prometheus"))
+	targets, err := sc.Targets(scale)
+	if err != nil {
+		return "", err
+	}
+	if err := p.WriteTargets(targets); err != nil {
+		return "", err
+	}
+	if err := p.Start(ctx, obs); err != nil {
+		if errors.Is(err, stack.ErrPortTaken) {
+			fmt.Fprintf(notes, "prometheus: %v: not started, metrics are not collected (Debian's prometheus service? systemctl disable --now prometheus)\n", err)
+			return b.String(), nil
+		}
+		return "", err
+	}
+	fmt.Fprintf(&b, "%-15s %s  (log: %s)\n", "prometheus", p.URL(), p.LogFile())
+	return b.String(), nil
 }
 
 // parseScale adds "name=N[,name=N]" to scale.

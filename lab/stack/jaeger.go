@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"debug/buildinfo"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -317,4 +319,34 @@ func moduleRootFrom(dir string) (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// Answering reports whether a Jaeger already serves these ports: its query API answers
+// and its OTLP receiver accepts connections (lab up then uses it rather than failing on
+// taken ports).
+func (j Jaeger) Answering(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.QueryURL()+"/api/services", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	var body struct {
+		Data []string `json:"data"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err != nil {
+		return false
+	}
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", j.addr(j.OTLPHTTPPort))
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
+	return true
 }

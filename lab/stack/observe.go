@@ -54,13 +54,16 @@ func (c Config) JaegerURL() string { return "http://" + c.hostPort(JaegerQueryPo
 // PrometheusURL is the base URL of this lab's Prometheus.
 func (c Config) PrometheusURL() string { return "http://" + c.hostPort(PrometheusPort) }
 
+// ErrPortTaken is in the error of a Start that found one of its ports taken.
+var ErrPortTaken = errors.New("port taken")
+
 // portsFree fails, naming the port, if any of ports on host is taken right now.
 func portsFree(host string, ports ...int) error {
 	for _, p := range ports {
 		addr := net.JoinHostPort(host, strconv.Itoa(p))
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("%s is taken (another instance running?): %w", addr, err)
+			return fmt.Errorf("%w: %s (another instance running?): %v", ErrPortTaken, addr, err)
 		}
 		_ = ln.Close()
 	}
