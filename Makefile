@@ -1,5 +1,5 @@
 # Thin aliases; the real work is in scripts/ and the lab CLI.
-.PHONY: test up deps bench
+.PHONY: test up deps jaeger bench
 
 test:
 	scripts/test.sh
@@ -9,3 +9,7 @@ up:
 
 deps:
 	scripts/deps.sh
+
+# Build Jaeger (tools/ pins it) into the lab's bin directory; deps and lab up do it too.
+jaeger:
+	go build -C tools -o "$${LAB_BIN_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/microlab/bin}/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Makes sure what the tests and the lab need is installed and running on this machine:
-# PostgreSQL and RabbitMQ (with its management and Prometheus plugins). Idempotent: fast
-# when everything is already up. Prints one line per dependency.
+# PostgreSQL and RabbitMQ (with its management and Prometheus plugins), Prometheus and
+# promtool, Chromium, and the Jaeger binary (built from tools/). Idempotent: fast when
+# everything is already there. Prints one line per dependency.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 say() { printf '%-22s %s\n' "$1" "$2"; }
 
@@ -41,4 +43,82 @@ if port_open 15672 && port_open 15692; then
 else
   as_root rabbitmq-plugins enable rabbitmq_management rabbitmq_prometheus >/dev/null
   wait_port 15672 60 && wait_port 15692 30 && say rabbitmq-plugins "enabled" || { say rabbitmq-plugins "FAILED"; exit 1; }
+fi
+
+# apt_install package...: apt-get update (once per run), then install without starting
+# services: Debian's prometheus package would start its own Prometheus on :9090, where
+# the lab starts one of its own. policy-rc.d (exit 101) is how Debian says "start no
+# service now"; ours is removed again unless one was already there (containers have one).
+apt_updated=
+apt_install() {
+  command -v apt-get >/dev/null || { echo "no apt-get: install $* by hand" >&2; return 1; }
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq >/dev/null
+    apt_updated=1
+  fi
+  local policy=/usr/sbin/policy-rc.d ours= rc=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    ours=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+  if [ -n "$ours" ]; then as_root rm -f "$policy"; fi
+  return $rc
+}
+
+# Prometheus and promtool (the rules' unit tests). The lab runs Prometheus itself, on
+# its own ports: Debian's service must neither run now nor start at boot.
+if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+  say prometheus "ok ($(prometheus --version 2>&1 | head -1 | cut -d' ' -f3))"
+else
+  apt_install prometheus
+  if [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  else
+    as_root service prometheus stop >/dev/null 2>&1 || true
+  fi
+  if port_open 9090; then
+    say prometheus "installed, but something listens on 127.0.0.1:9090 (Debian's service? systemctl disable --now prometheus)"
+    exit 1
+  fi
+  say prometheus "installed ($(command -v prometheus), its service not running)"
+fi
+
+# Chromium, for the browser tests.
+if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+  say chromium "ok"
+else
+  apt_install chromium fonts-liberation
+  say chromium "installed ($(command -v chromium))"
+fi
+
+# Jaeger: built from tools/ (its own Go module) into the lab's bin directory, unless the
+# binary there was built from exactly the module versions tools/go.mod requires (what
+# `lab up` checks too, from the build information Go embeds in the binary).
+bin_dir=${LAB_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/microlab/bin}
+jaeger=$bin_dir/jaeger
+jaeger_current() {
+  [ -x "$jaeger" ] || return 1
+  go version -m "$jaeger" 2>/dev/null | awk '
+    NR == FNR {
+      if ($1 == "require" && $3 ~ /^v/) want[$2] = $3
+      else if ($1 ~ /\./ && $2 ~ /^v/) want[$1] = $2
+      next
+    }
+    ($1 == "mod" || $1 == "dep") && ($2 in want) {
+      if (want[$2] != $3) bad = 1
+      if ($2 == "github.com/jaegertracing/jaeger") found = 1
+    }
+    END { exit (found && !bad) ? 0 : 1 }' tools/go.mod -
+}
+if ! command -v go >/dev/null; then
+  say jaeger "not built: no Go on PATH"; exit 1
+elif jaeger_current; then
+  say jaeger "ok ($jaeger)"
+else
+  say jaeger "building Jaeger into $bin_dir (first build takes about 4 minutes)…"
+  start=$(date +%s)
+  go build -C tools -o "$jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
+  say jaeger "built in $(($(date +%s) - start))s ($jaeger)"
 fi

@@ -137,6 +137,11 @@ func TestJaegerStale(t *testing.T) {
 	binDir := filepath.Dir(bin)
 	if why, err := JaegerStale(root, binDir); err != nil || why != "" {
 		t.Errorf("%s against tools/go.mod: %q, %v (is it stale? %s)", bin, why, err, JaegerBuildCommand(root, binDir))
+	} else {
+		var out strings.Builder
+		if err := BuildJaeger(t.Context(), root, binDir, &out); err != nil || out.Len() > 0 {
+			t.Errorf("BuildJaeger of an up-to-date binary: %v, %q", err, out.String())
+		}
 	}
 	fake := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(fake, "tools"), 0o755); err != nil {
