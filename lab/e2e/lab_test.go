@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func binaries(t *testing.T) string {
+func binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "microlab-e2e-bin-")
@@ -61,23 +61,26 @@ func binaries(t *testing.T) string {
 
 // lab is one running shop for one test.
 type lab struct {
-	t     *testing.T
-	cfg   stack.Config
-	sup   *supervisor.Supervisor
-	api   *client
-	store *control.Store
-	logs  *syncBuffer
+	t      testing.TB
+	jaeger string // Jaeger's query API when started with tracing
+	cfg    stack.Config
+	sup    *supervisor.Supervisor
+	api    *client
+	store  *control.Store
+	logs   *syncBuffer
 }
 
 type labOptions struct {
 	settings map[string]string // applied before the services start
 	amqpURL  string            // "" = a fresh vhost on the machine's broker
 	scale    map[string]int    // instances per service (`lab up --scale`); nil = one each
+	tracing  bool              // start a Jaeger of the lab's own, receiving its spans
+	env      []string          // extra environment for every service
 }
 
 // startLab provisions databases, starts every service as a process and waits until all
 // are healthy. Everything is torn down when the test ends.
-func startLab(t *testing.T, opts labOptions) *lab {
+func startLab(t testing.TB, opts labOptions) *lab {
 	t.Helper()
 	bins := binaries(t)
 	amqpURL := opts.amqpURL
@@ -94,6 +97,7 @@ func startLab(t *testing.T, opts labOptions) *lab {
 		DBPrefix:         testenv.Name("e") + "_",
 		PortOffset:       offset,
 		Host:             "127.0.0.1",
+		Extra:            opts.env,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -125,8 +129,20 @@ func startLab(t *testing.T, opts labOptions) *lab {
 		}
 	}
 	logs := &syncBuffer{}
+	l := &lab{t: t, cfg: cfg, store: store, logs: logs}
+	if opts.tracing {
+		// Registered before the services' cleanup, so it stops after them and receives
+		// their last spans.
+		bin, err := stack.JaegerBinary()
+		if err != nil {
+			testenv.Missing(t, "Jaeger", stack.JaegerFix(), err)
+		}
+		j := cfg.Jaeger(bin, t.TempDir())
+		l.jaeger = j.QueryURL()
+		startTool(t, ctx, "jaeger", j.Start)
+	}
 	sup := supervisor.New(slog.New(slog.NewTextHandler(io.Discard, nil)), logs)
-	l := &lab{t: t, cfg: cfg, sup: sup, store: store, logs: logs}
+	l.sup = sup
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -146,6 +162,43 @@ func startLab(t *testing.T, opts labOptions) *lab {
 	gw, _ := stack.Find("gateway")
 	l.api = &client{base: cfg.URL(gw), http: &http.Client{Timeout: 10 * time.Second}}
 	return l
+}
+
+// startTool runs Jaeger or Prometheus on a supervisor of its own, stopped at cleanup.
+func startTool(t testing.TB, ctx context.Context, name string, start func(context.Context, *supervisor.Supervisor) error) {
+	t.Helper()
+	out := &syncBuffer{}
+	sup := supervisor.New(slog.New(slog.NewTextHandler(io.Discard, nil)), out)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		sup.StopAll(ctx)
+	})
+	if err := start(ctx, sup); err != nil {
+		t.Fatalf("start %s: %v\n%s", name, err, out.Tail(5000))
+	}
+}
+
+// startPrometheus runs a Prometheus of the lab's own, with the committed native config
+// and rules, scraping every service of the lab and RabbitMQ's plugin. It returns its URL.
+func startPrometheus(t testing.TB, l *lab) string {
+	t.Helper()
+	bin, err := stack.FindPrometheus()
+	if err != nil {
+		testenv.Missing(t, "Prometheus", stack.FixPrometheus, err)
+	}
+	p := l.cfg.Prometheus(bin, t.TempDir())
+	groups, err := l.cfg.Targets(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WriteTargets(groups); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	startTool(t, ctx, "prometheus", p.Start)
+	return p.URL()
 }
 
 // serviceURL is the internal base URL of a service of this lab.

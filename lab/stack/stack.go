@@ -42,6 +42,9 @@ type Config struct {
 	DBPrefix         string // "" natively; a unique prefix per test run
 	PortOffset       int    // 0 natively; a unique offset per test run
 	Host             string // bind host, 127.0.0.1 natively
+	// Extra is appended to every service's environment (e.g. TRACES_SAMPLER_RATIO=0 for
+	// a benchmark run without tracing); it wins over the defaults above.
+	Extra []string
 }
 
 // Find returns the service called name.
@@ -105,7 +108,7 @@ func (c Config) Env(s Service, instance string) ([]string, error) {
 		}
 		env = append(env, envName(up)+"_URL="+c.URL(us))
 	}
-	return env, nil
+	return append(env, c.Extra...), nil
 }
 
 func envName(s string) string {
