@@ -76,13 +76,17 @@ type labOptions struct {
 	scale    map[string]int    // instances per service (`lab up --scale`); nil = one each
 	tracing  bool              // start a Jaeger of the lab's own, receiving its spans
 	env      []string          // extra environment for every service
+	bins     string            // directory of service binaries ("" = the -race builds)
 }
 
 // startLab provisions databases, starts every service as a process and waits until all
 // are healthy. Everything is torn down when the test ends.
 func startLab(t testing.TB, opts labOptions) *lab {
 	t.Helper()
-	bins := binaries(t)
+	bins := opts.bins
+	if bins == "" {
+		bins = binaries(t)
+	}
 	amqpURL := opts.amqpURL
 	if amqpURL == "" {
 		amqpURL = testenv.VHost(t)
