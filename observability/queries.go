@@ -12,8 +12,12 @@ import (
 
 // PanelQuery is one query of a Grafana dashboard panel: Dashboard is the dashboard's
 // uid (Grafana links are /d/<uid>), Panel the panel's title, RefID the target's refId,
-// Expr its PromQL as written (with $__rate_interval & co.: see ExpandGrafanaVars).
-type PanelQuery struct{ Dashboard, Panel, RefID, Expr string }
+// Expr its PromQL as written (with $__rate_interval & co.: see ExpandGrafanaVars),
+// PanelID the panel's id (a link to the panel alone is /d/<uid>?viewPanel=<id>).
+type PanelQuery struct {
+	Dashboard, Panel, RefID, Expr string
+	PanelID                       int
+}
 
 // dashboard is the part of Grafana's dashboard JSON that PanelQueries reads.
 type dashboard struct {
@@ -58,7 +62,7 @@ func PanelQueries(fsys fs.FS) ([]PanelQuery, error) {
 			for _, p := range ps {
 				for _, t := range p.Targets {
 					if strings.TrimSpace(t.Expr) != "" {
-						out = append(out, PanelQuery{Dashboard: name, Panel: p.Title, RefID: t.RefID, Expr: t.Expr})
+						out = append(out, PanelQuery{Dashboard: name, Panel: p.Title, RefID: t.RefID, Expr: t.Expr, PanelID: p.ID})
 					}
 				}
 				walk(p.Panels)

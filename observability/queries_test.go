@@ -192,7 +192,7 @@ func TestPanelQueries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []observability.PanelQuery{{"x", "top", "A", "up"}, {"x", "nested", "A", "sum(up)"}}
+	want := []observability.PanelQuery{{"x", "top", "A", "up", 1}, {"x", "nested", "A", "sum(up)", 3}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("PanelQueries = %+v, want %+v", got, want)
 	}
