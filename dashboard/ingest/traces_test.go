@@ -177,8 +177,14 @@ func TestTracesConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if st := tr.Stats(); st.Traces != 50 || st.Spans != 500 {
-		t.Errorf("stats = %+v", st)
+	// A trace can be evicted while its goroutine is still adding to it (it then comes
+	// back shorter), so check the invariants rather than exact counts.
+	st, held := tr.Stats(), 0
+	for _, sum := range tr.Summaries(0, Filter{}) {
+		held += sum.Spans
+	}
+	if st.Traces != 50 || st.Spans != held || st.Spans > 50*20 || st.EvictedTraces < 160-50 {
+		t.Errorf("stats = %+v, spans in summaries %d", st, held)
 	}
 }
 
@@ -192,7 +198,12 @@ func TestTracesMemoryBounded(t *testing.T) {
 
 	const total, traceLen = 100_000, 20
 	batch := make([]Span, 0, traceLen)
+	var mid runtime.MemStats
 	for i := range total {
+		if i == total/2 {
+			runtime.GC()
+			runtime.ReadMemStats(&mid)
+		}
 		trace := fmt.Sprintf("%032x", i/traceLen)
 		parent := ""
 		if i%traceLen != 0 {
@@ -227,7 +238,11 @@ func TestTracesMemoryBounded(t *testing.T) {
 	if after.HeapInuse > ceiling {
 		t.Errorf("heap in use %d MiB after 100k spans, ceiling %d MiB", after.HeapInuse>>20, ceiling>>20)
 	}
-	t.Logf("heap in use: %.1f MiB before, %.1f MiB after (%d traces, %d spans held)",
-		float64(before.HeapInuse)/(1<<20), float64(after.HeapInuse)/(1<<20), st.Traces, st.Spans)
+	// Full since 20k spans: the second 50k spans must not have grown the heap.
+	if after.HeapInuse > mid.HeapInuse+8<<20 {
+		t.Errorf("heap grew from %d MiB at 50k spans to %d MiB at 100k", mid.HeapInuse>>20, after.HeapInuse>>20)
+	}
+	t.Logf("heap in use: %.1f MiB before, %.1f MiB at 50k spans, %.1f MiB at 100k (%d traces, %d spans held)",
+		float64(before.HeapInuse)/(1<<20), float64(mid.HeapInuse)/(1<<20), float64(after.HeapInuse)/(1<<20), st.Traces, st.Spans)
 	runtime.KeepAlive(tr)
 }
