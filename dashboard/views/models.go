@@ -1,0 +1,80 @@
+// Package views is the dashboard's HTML: templ components and the view-model structs
+// they render. Builders here turn the ingest types into what a page shows (a waterfall's
+// bar positions, a saga's step offsets) so the templates only lay things out, and so the
+// arithmetic is tested without a browser.
+//
+// Every element a test or a learner's script needs to find carries a data-testid.
+package views
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Page is what the layout needs: the page's title and which nav entry is active.
+type Page struct {
+	Title  string
+	Active string // overview, traces, events, sagas, metrics, switchboard, shop
+}
+
+// NavItem is one entry of the navigation.
+type NavItem struct{ ID, Label, Href string }
+
+// Nav lists the views, in menu order.
+var Nav = []NavItem{
+	{"overview", "Overview", "/"},
+	{"traces", "Traces", "/traces"},
+	{"events", "Events", "/events"},
+	{"sagas", "Sagas", "/sagas"},
+	{"metrics", "Metrics", "/charts"}, // /metrics is the dashboard's own Prometheus endpoint
+	{"switchboard", "Switchboard", "/switchboard"},
+	{"shop", "Shop", "/shop"},
+}
+
+// ServiceHue gives each service a stable colour (the same in the map, the waterfall
+// and the saga timelines), so a learner learns "orders is blue" once.
+func ServiceHue(service string) int {
+	fixed := map[string]int{"gateway": 210, "users": 280, "catalog": 40, "orders": 200,
+		"payments": 140, "inventory": 30, "shipping": 260, "notifications": 330, "dashboard": 0}
+	if h, ok := fixed[service]; ok {
+		return h
+	}
+	f := fnv.New32a()
+	_, _ = f.Write([]byte(service))
+	return int(f.Sum32() % 360)
+}
+
+// ServiceColor is the CSS colour of a service.
+func ServiceColor(service string) string {
+	return fmt.Sprintf("hsl(%d 65%% 50%%)", ServiceHue(service))
+}
+
+// Ms formats a duration for people: 830µs, 12.4ms, 1.25s.
+func Ms(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+}
+
+// Clock formats a time of day with milliseconds (UTC: the lab's logs are UTC too).
+func Clock(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("15:04:05.000")
+}
+
+// JaegerTraceURL is the link to a trace in Jaeger's UI.
+func JaegerTraceURL(base, traceID string) string {
+	return strings.TrimRight(base, "/") + "/trace/" + url.PathEscape(traceID)
+}
+
+func pct(f float64) string { return fmt.Sprintf("%.3f%%", f) }
