@@ -18,7 +18,8 @@ import (
 //
 // What this does NOT stop: DNS rebinding (evil.example resolves to 127.0.0.1, so its
 // Origin and the Host it sends match). Guarding against that means checking the Host
-// header against the names the dashboard is served under; see the package's report.
+// header against the names the dashboard is served under (localhost, 127.0.0.1), a
+// separate check for the dashboard's server to make in front of everything.
 
 // SameOrigin reports whether r comes from the dashboard's own pages or from one of the
 // allowed origins (exact "scheme://host[:port]" values, e.g. "http://localhost:5173").
