@@ -57,8 +57,7 @@ type SpanEventRow struct {
 }
 
 // NewWaterfall lays out a trace's spans. Spans whose parent is not in the trace (not
-// received yet, or from an unsampled caller) are shown as roots; the critical path
-// starts at the earliest root.
+// received yet, or from an unsampled caller) are shown as roots.
 func NewWaterfall(traceID string, spans []ingest.Span, jaegerBase string) Waterfall {
 	w := Waterfall{TraceID: traceID, JaegerURL: JaegerTraceURL(jaegerBase, traceID)}
 	if len(spans) == 0 {
@@ -93,15 +92,10 @@ func NewWaterfall(traceID string, spans []ingest.Span, jaegerBase string) Waterf
 	}
 	w.Start, w.Duration = start, end.Sub(start)
 
+	// The critical path as ingest defines it (the trace list and the waterfall agree).
 	critical := map[string]bool{}
-	for cur, ok := roots[0], true; ok; {
-		critical[cur.SpanID] = true
-		kids := children[cur.SpanID]
-		if ok = len(kids) > 0; ok {
-			cur = slices.MaxFunc(kids, func(a, b ingest.Span) int {
-				return cmp.Or(a.Start.Add(a.Duration).Compare(b.Start.Add(b.Duration)), -cmp.Compare(a.SpanID, b.SpanID))
-			})
-		}
+	for _, id := range ingest.CriticalPath(spans) {
+		critical[id] = true
 	}
 
 	seen := map[string]bool{}
