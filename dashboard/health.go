@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"microlab/dashboard/views"
+)
+
+// Thresholds for the map's colours. Red matches the HTTPHighErrorRate alert (5% 5xx);
+// amber is an early warning.
+const (
+	badErrorPct  = 5.0
+	warnErrorPct = 1.0
+	warnP95Ms    = 1000.0
+)
+
+// pollHealth refreshes the map's health every interval: rate, error % and p95 per
+// service from Prometheus' recording rules, queue depths from RabbitMQ's management
+// API (so depths show even without Prometheus), and broadcasts it as "health".
+func (s *server) pollHealth(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		h := s.readHealth(ctx)
+		s.health.Store(&h)
+		broadcast(s.src.Hub, "health", h)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *server) readHealth(ctx context.Context) views.Health {
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	h := views.Health{Services: map[string]views.ServiceHealth{}, Queues: map[string]int{}}
+	perJob := func(expr string, set func(*views.ServiceHealth, float64)) error {
+		res, err := s.prom.instant(ctx, expr)
+		for _, r := range res {
+			job := r.Metric["job"]
+			if _, v, ok := sampleValue(r.Value); ok && job != "" {
+				sh := h.Services[job]
+				set(&sh, v)
+				h.Services[job] = sh
+			}
+		}
+		return err
+	}
+	var errs []error
+	errs = append(errs,
+		perJob("job:up:ratio", func(sh *views.ServiceHealth, v float64) { sh.Up = v >= 1; sh.State = "scraped" }),
+		perJob("job:http_server_requests:rate1m", func(sh *views.ServiceHealth, v float64) { sh.Rate = v }),
+		perJob("100 * job:http_server_requests_5xx:ratio_rate1m", func(sh *views.ServiceHealth, v float64) { sh.ErrorPct = v }),
+		perJob("1000 * job:http_server_request_duration_seconds:p95_1m", func(sh *views.ServiceHealth, v float64) { sh.P95Ms = v }),
+	)
+	for name, sh := range h.Services {
+		sh.State = stateOf(sh)
+		h.Services[name] = sh
+	}
+	if err := errors.Join(errs...); errors.Is(err, errUnreachable) {
+		h.Error = "Service health unknown: " + views.UnreachableMessage(s.promShown())
+	}
+	if s.rabbit != nil {
+		if qs, err := s.rabbit.queues(ctx); err == nil {
+			for _, q := range qs {
+				h.Queues[q.Name] = q.Ready
+			}
+		}
+	}
+	return h
+}
+
+func stateOf(sh views.ServiceHealth) string {
+	switch {
+	case !sh.Up || sh.ErrorPct > badErrorPct:
+		return "bad"
+	case sh.ErrorPct > warnErrorPct || sh.P95Ms > warnP95Ms:
+		return "warn"
+	}
+	return "ok"
+}

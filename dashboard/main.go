@@ -1,0 +1,143 @@
+// Command dashboard is the lab's browser UI and control plane, on 127.0.0.1:8080:
+// server-rendered pages (templ) made live by one websocket; the lab settings API
+// (/api/lab/*), which stores in database `lab` and announces on lab.control; DLQ
+// inspection and replay; a storefront that goes through the gateway like any client;
+// the OTLP/HTTP receiver the services' second exporter sends spans to.
+//
+// It is not a shop service (no app.Start): it owns no shop data, consumes no shop
+// queue, and it must keep working, and say what is missing, when parts of the lab
+// (Prometheus, the gateway, RabbitMQ's management API) are down.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"microlab/dashboard/views"
+	"microlab/observability"
+	"microlab/services/platform/bus"
+	"microlab/services/platform/config"
+	"microlab/services/platform/control"
+	"microlab/services/platform/httpx"
+)
+
+// Config is everything the dashboard reads from its environment.
+type Config struct {
+	HTTPAddr       string `env:"HTTP_ADDR" default:"127.0.0.1:8080"`
+	AMQPURL        string `env:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	LabDatabaseURL string `env:"LAB_DATABASE_URL" default:"postgres://lab:lab@127.0.0.1:5432/lab"`
+	// RabbitMQManagementURL is for the DLQ view and queue depths; the vhost is AMQP_URL's.
+	RabbitMQManagementURL string `env:"RABBITMQ_MANAGEMENT_URL" default:"http://guest:guest@127.0.0.1:15672"`
+	PrometheusURL         string `env:"PROMETHEUS_URL" default:"http://127.0.0.1:9090"`
+	GrafanaURL            string `env:"GRAFANA_URL" default:"http://127.0.0.1:3000"`
+	JaegerURL             string `env:"JAEGER_URL" default:"http://127.0.0.1:16686"`
+	GatewayURL            string `env:"GATEWAY_URL" default:"http://127.0.0.1:8000"`
+	// HealthInterval is how often the map's health (Prometheus, queue depths) is read.
+	HealthInterval  time.Duration `env:"HEALTH_INTERVAL" default:"5s"`
+	InstanceID      string        `env:"INSTANCE_ID" default:"dashboard"`
+	LogLevel        string        `env:"LOG_LEVEL" default:"info"`
+	StartTimeout    time.Duration `env:"START_TIMEOUT" default:"60s"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"10s"`
+	Environment     string        `env:"DEPLOYMENT_ENVIRONMENT" default:"native"`
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "dashboard:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	var cfg Config
+	if err := config.Load(getenv, &cfg); err != nil {
+		return err
+	}
+	// The dashboard's own telemetry: logs and /metrics. No trace export: its spans
+	// (page loads, polls) would only bury the shop's checkouts in Jaeger.
+	tel, err := observability.Setup(ctx, observability.Process{Service: "dashboard", Instance: cfg.InstanceID,
+		LogLevel: cfg.LogLevel}, observability.Config{Environment: cfg.Environment}, stdout)
+	if err != nil {
+		return err
+	}
+	log := tel.Log
+	log.Info("starting", "config", config.Describe(cfg))
+
+	sctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+	store, err := control.OpenStore(sctx, cfg.LabDatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	conn, err := bus.Dial(sctx, cfg.AMQPURL, cfg.InstanceID, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	pub := bus.NewPublisher(conn, log)
+
+	// The seams for ingest and hub (see sources.go): wired here when they land.
+	src := Sources{}
+
+	s, err := newServer(ctx, cfg, log, src, store, func(ctx context.Context, ch control.Change) error {
+		return control.Announce(ctx, pub, ch)
+	}, conn)
+	if err != nil {
+		return err
+	}
+	go s.pollHealth(ctx, cfg.HealthInterval)
+	h := s.routes(func(h http.Handler) http.Handler { return tel.Handler(h, httpx.SaneURL) }, func(mux *http.ServeMux) {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(tel.Registry, promhttp.HandlerOpts{Registry: tel.Registry}))
+	})
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	err = httpx.ServeListener(ctx, ln, h, cfg.ShutdownTimeout, log)
+	s.traffic.stop()
+	sdctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	_ = tel.Shutdown(sdctx)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newServer builds the server from its dependencies. amqp may be nil (no DLQ replay).
+func newServer(ctx context.Context, cfg Config, log *slog.Logger, src Sources, store settingsStore, announce announcer, amqp channels) (*server, error) {
+	static, err := staticHandler()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := grafanaLinks(cfg.GrafanaURL, panelDefs); err != nil {
+		return nil, err
+	}
+	client := httpx.NewClient(5 * time.Second)
+	s := &server{cfg: cfg, log: log, src: src.withDefaults(), settings: store, announce: announce, amqp: amqp,
+		prom: &promClient{base: cfg.PrometheusURL, http: client}, gateway: &gatewayClient{base: cfg.GatewayURL, http: client},
+		sessions: newSessions(256), arch: views.ShopArch(), panels: panelDefs, static: static}
+	if s.rabbit, err = newRabbitAdmin(cfg.RabbitMQManagementURL, cfg.AMQPURL, client); err != nil {
+		log.Warn("DLQ view off", "err", err)
+		s.rabbit = nil
+	}
+	s.traffic = &traffic{gw: s.gateway, log: log, base: ctx,
+		onChange: func(st views.TrafficState) { broadcast(s.src.Hub, "traffic", st) }}
+	return s, nil
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A stand-in for the gateway's public API (the real one is exercised end to end in
+// lab/e2e): it checks what the dashboard sends.
+func fakeGateway(t *testing.T) (*httptest.Server, func() []map[string]any) {
+	var mu sync.Mutex
+	var orders []map[string]any
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/auth/login", func(w http.ResponseWriter, r *http.Request) {
+		var in map[string]string
+		_ = json.NewDecoder(r.Body).Decode(&in)
+		if in["email"] != "alice@example.com" || in["password"] != "alice-secret" {
+			w.WriteHeader(401)
+			_, _ = w.Write([]byte(`{"error":{"code":"invalid_credentials","message":"wrong email or password"}}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"token":"jwt-alice","expiresAt":"` + time.Now().Add(time.Hour).Format(time.RFC3339) + `"}`))
+	})
+	mux.HandleFunc("POST /api/v1/orders", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer jwt-alice" || r.Header.Get("Idempotency-Key") == "" {
+			w.WriteHeader(401)
+			return
+		}
+		var in map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&in)
+		mu.Lock()
+		orders = append(orders, in)
+		mu.Unlock()
+		if strings.Contains(mustJSON(in), "LAB-NOPE") {
+			w.WriteHeader(422)
+			_, _ = w.Write([]byte(`{"error":{"code":"unknown_sku","message":"no product LAB-NOPE"}}`))
+			return
+		}
+		w.WriteHeader(202)
+		_, _ = w.Write([]byte(`{"orderId":"o-1","status":"pending","traceId":"0123456789abcdef0123456789abcdef"}`))
+	})
+	mux.HandleFunc("GET /api/v1/orders/{id}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"orderId":"` + r.PathValue("id") + `","status":"cancelled","cancelReason":"payment_declined","steps":[]}`))
+	})
+	mux.HandleFunc("GET /api/v1/products", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"items":[{"sku":"LAB-MUG","name":"Lab mug","priceCents":1200,"currency":"EUR"}]}`))
+	})
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	return ts, func() []map[string]any { mu.Lock(); defer mu.Unlock(); return append([]map[string]any(nil), orders...) }
+}
+
+func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+func TestShopThroughTheGateway(t *testing.T) {
+	t.Parallel()
+	gw, placed := fakeGateway(t)
+	f := newFixture(t, map[string]string{"GATEWAY_URL": gw.URL, "PROMETHEUS_URL": closedURL(t)}, Sources{}, nil)
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	post := func(path, body string) (int, string) {
+		req, _ := http.NewRequest("POST", f.ts.URL+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Origin", f.ts.URL)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	// The page lists the catalog as the gateway returns it, and no password.
+	_, page := f.do(t, "GET", "/shop", "", nil)
+	if !strings.Contains(page, "LAB-MUG") || strings.Contains(page, "secret") {
+		t.Error("shop page: catalog missing or a password rendered")
+	}
+	order := `{"sku":"LAB-MUG","qty":1,"card":"declined","country":"XX"}`
+	if code, body := post("/api/shop/orders", order); code != 401 || !strings.Contains(body, "not_logged_in") {
+		t.Errorf("order before login: %d %s", code, body)
+	}
+	if code, body := post("/api/shop/login", `{"email":"mallory@example.com"}`); code != 400 {
+		t.Errorf("unknown user: %d %s", code, body)
+	}
+	code, body := post("/api/shop/login", `{"email":"alice@example.com"}`)
+	if code != 200 || strings.Contains(body, "jwt-alice") {
+		t.Fatalf("login: %d %s (the token must stay on the server)", code, body)
+	}
+	code, body = post("/api/shop/orders", order)
+	if code != 202 || !strings.Contains(body, `"orderId":"o-1"`) || !strings.Contains(body, `"traceId"`) {
+		t.Fatalf("order: %d %s", code, body)
+	}
+	got := placed()
+	if len(got) != 1 || !strings.Contains(mustJSON(got[0]), `"card":"4000 0000 0000 0002"`) || !strings.Contains(mustJSON(got[0]), `"country":"XX"`) {
+		t.Errorf("the gateway got %v", got)
+	}
+	// Bad input is ours to refuse; the gateway's 4xx passes through.
+	if code, _ := post("/api/shop/orders", `{"sku":"LAB-MUG","qty":1,"card":"stolen","country":"DE"}`); code != 400 {
+		t.Errorf("bad card: %d", code)
+	}
+	if code, body := post("/api/shop/orders", `{"sku":"LAB-NOPE","qty":1,"card":"ok","country":"DE"}`); code != 422 || !strings.Contains(body, "unknown_sku") {
+		t.Errorf("unknown SKU: %d %s", code, body)
+	}
+	req, _ := http.NewRequest("GET", f.ts.URL+"/api/shop/orders/o-1", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&o)
+	resp.Body.Close()
+	if o["status"] != "cancelled" {
+		t.Errorf("order status %v", o)
+	}
+}
+
+func TestTrafficStartsStopsAndIsBounded(t *testing.T) {
+	t.Parallel()
+	gw, placed := fakeGateway(t)
+	f := newFixture(t, map[string]string{"GATEWAY_URL": gw.URL, "PROMETHEUS_URL": closedURL(t)}, Sources{}, nil)
+	origin := map[string]string{"Origin": f.ts.URL}
+	for _, bad := range []string{`{"rate":0}`, `{"rate":1000}`, `{"rate":1,"minutes":60}`} {
+		if resp, _ := f.do(t, "POST", "/api/lab/traffic", bad, origin); resp.StatusCode != 400 {
+			t.Errorf("%s: %d", bad, resp.StatusCode)
+		}
+	}
+	resp, body := f.do(t, "POST", "/api/lab/traffic", `{"rate":20,"minutes":1}`, origin)
+	if resp.StatusCode != 200 || !strings.Contains(body, `"running":true`) {
+		t.Fatalf("start: %d %s", resp.StatusCode, body)
+	}
+	for end := time.Now().Add(5 * time.Second); len(placed()) < 3; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("no traffic reached the gateway")
+		}
+	}
+	resp, body = f.do(t, "POST", "/api/lab/traffic/stop", "", origin)
+	if resp.StatusCode != 200 || !strings.Contains(body, `"running":false`) {
+		t.Fatalf("stop: %d %s", resp.StatusCode, body)
+	}
+	time.Sleep(200 * time.Millisecond)
+	n := len(placed())
+	time.Sleep(300 * time.Millisecond)
+	if len(placed()) != n {
+		t.Error("traffic goes on after stop")
+	}
+	if len(f.hub.of("traffic")) < 2 {
+		t.Error("start and stop not broadcast")
+	}
+}

@@ -1,0 +1,75 @@
+// overview.js — the architecture map: dots along edges for "flow", colours and numbers
+// from "health".
+import { connect, on } from './ws.js';
+
+const svgNS = 'http://www.w3.org/2000/svg';
+const flows = document.querySelector('[data-testid="flows"]');
+const MAX_DOTS_PER_EDGE = 6; // per frame: a busy edge looks busy without melting the page
+let dotsInFlight = 0;
+
+function animate(edgeId, n) {
+  const line = document.querySelector(`line[data-edge="${CSS.escape(edgeId)}"]`);
+  if (!line || !flows) return;
+  const [x1, y1, x2, y2] = ['x1', 'y1', 'x2', 'y2'].map((a) => Number(line.getAttribute(a)));
+  for (let i = 0; i < Math.min(n, MAX_DOTS_PER_EDGE); i++) {
+    if (dotsInFlight > 300) return;
+    const dot = document.createElementNS(svgNS, 'circle');
+    dot.setAttribute('r', '4');
+    dot.setAttribute('class', `dot ${line.classList[1] || ''}`);
+    flows.append(dot);
+    dotsInFlight++;
+    const start = performance.now() + i * 90;
+    const dur = 700;
+    const step = (now) => {
+      const t = Math.max(0, Math.min(1, (now - start) / dur));
+      dot.setAttribute('cx', String(x1 + (x2 - x1) * t));
+      dot.setAttribute('cy', String(y1 + (y2 - y1) * t));
+      if (t < 1) requestAnimationFrame(step);
+      else { dot.remove(); dotsInFlight--; }
+    };
+    requestAnimationFrame(step);
+  }
+}
+
+// "flow": message counts per edge for one frame. Accepted shapes:
+// {"<from>><to>": n, ...}, {"edges": {...}}, or [{"edge": id, "count": n}] / [{"from","to","count"}].
+on('flow', (d) => {
+  if (!d) return;
+  if (Array.isArray(d)) {
+    for (const e of d) animate(e.edge || `${e.from}>${e.to}`, e.count ?? e.n ?? 1);
+    return;
+  }
+  const edges = d.edges || d;
+  for (const [id, n] of Object.entries(edges)) animate(id, Number(n) || 0);
+});
+
+on('health', (h) => {
+  if (!h) return;
+  for (const node of document.querySelectorAll('g.node.service')) {
+    const name = node.dataset.node;
+    const s = (h.services || {})[name];
+    node.dataset.state = s && s.state ? s.state : 'unknown';
+    const label = node.querySelector('[data-testid^="health-"]');
+    if (label) {
+      label.textContent = s && s.state && s.state !== 'unknown'
+        ? `${s.rate.toFixed(1)}/s · ${s.errorPct.toFixed(1)}% · p95 ${Math.round(s.p95Ms)}ms`
+        : 'no data';
+    }
+  }
+  for (const el of document.querySelectorAll('[data-testid^="depth-"]')) {
+    const q = el.dataset.testid.slice('depth-'.length);
+    el.textContent = String((h.queues || {})[q] ?? 0);
+  }
+  let notice = document.querySelector('[data-testid="health-error"]');
+  if (h.error) {
+    if (!notice) {
+      notice = document.createElement('p');
+      notice.className = 'notice';
+      notice.dataset.testid = 'health-error';
+      document.querySelector('.overview svg').before(notice);
+    }
+    notice.textContent = h.error;
+  } else if (notice) notice.remove();
+});
+
+connect();
