@@ -20,7 +20,7 @@ import (
 func Build(ctx context.Context, root, binDir string, out io.Writer, flags ...string) error {
 	pkgs := make([]string, 0, len(Services))
 	for _, s := range Services {
-		pkgs = append(pkgs, "./services/"+s.Name)
+		pkgs = append(pkgs, s.Package())
 	}
 	return build(ctx, root, binDir, pkgs, out, flags)
 }

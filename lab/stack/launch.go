@@ -64,6 +64,9 @@ func (c Config) Instances(scale map[string]int) ([]Instance, error) {
 		if n < 1 || n > MaxScale {
 			return nil, fmt.Errorf("scale: %s=%d: want 1 to %d instances", name, n, MaxScale)
 		}
+		if name == Dashboard && n != 1 {
+			return nil, fmt.Errorf("scale: the dashboard runs once (it holds the browsers' connections and the lab's view)")
+		}
 	}
 	var out []Instance
 	for _, s := range Services {

@@ -12,7 +12,8 @@ import (
 
 // Service is one shop process.
 type Service struct {
-	Name string // also its directory under services/ and its database/role name
+	Name string // its database/role name, and its directory under services/ unless Dir says otherwise
+	Dir  string // the package's directory, relative to the module root ("" = services/<Name>)
 	Port int    // native HTTP port
 	DB   bool   // owns a database
 	// Upstreams are the services it calls over HTTP: it gets <NAME>_URL for each.
@@ -21,6 +22,9 @@ type Service struct {
 
 // Services in start order (dependencies first; the gateway last).
 var Services = []Service{
+	// The dashboard first: its OTLP receiver and its wiretap are up before the first
+	// span or message of the shop, so a learner's first checkout is on screen.
+	{Name: "dashboard", Port: 8080, Dir: "dashboard", Upstreams: []string{"gateway"}},
 	{Name: "users", Port: 8101, DB: true},
 	{Name: "catalog", Port: 8102, DB: true},
 	{Name: "orders", Port: 8103, DB: true, Upstreams: []string{"catalog"}},
@@ -29,6 +33,17 @@ var Services = []Service{
 	{Name: "shipping", Port: 8106, DB: true},
 	{Name: "notifications", Port: 8107, DB: true},
 	{Name: "gateway", Port: 8000, Upstreams: []string{"users", "catalog", "orders"}},
+}
+
+// Dashboard is the dashboard's name in Services.
+const Dashboard = "dashboard"
+
+// Package is the service's package path relative to the module root ("./services/orders").
+func (s Service) Package() string {
+	if s.Dir != "" {
+		return "./" + s.Dir
+	}
+	return "./services/" + s.Name
 }
 
 // LabDB is the control plane's database (settings), owned by the dashboard.
@@ -88,6 +103,12 @@ func (c Config) Env(s Service, instance string) ([]string, error) {
 		"INSTANCE_ID=" + instance,
 		"OTEL_EXPORTER_OTLP_ENDPOINT=" + c.OTLPEndpoint(),
 		"DEPLOYMENT_ENVIRONMENT=native",
+	}
+	if s.Name == Dashboard {
+		env = append(env, "JAEGER_URL="+c.JaegerURL(), "PROMETHEUS_URL="+c.PrometheusURL())
+	} else if d, ok := Find(Dashboard); ok {
+		// The second exporter: every span also goes to the dashboard's receiver.
+		env = append(env, "DASHBOARD_OTLP_ENDPOINT="+c.URL(d))
 	}
 	lab, err := c.DatabaseURL(c.DBName(LabDB))
 	if err != nil {
