@@ -50,6 +50,14 @@ type Config struct {
 	StartTimeout    time.Duration `env:"START_TIMEOUT" default:"60s"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"10s"`
 	Environment     string        `env:"DEPLOYMENT_ENVIRONMENT" default:"native"`
+
+	// Store bounds: memory stays flat however long the lab runs.
+	MaxTraces        int `env:"MAX_TRACES" default:"2000"`
+	MaxSpansPerTrace int `env:"MAX_SPANS_PER_TRACE" default:"1000"`
+	MaxEvents        int `env:"MAX_EVENTS" default:"5000"`
+	MaxSagas         int `env:"MAX_SAGAS" default:"1000"`
+	// ClientBuffer is each browser's send queue; a slow one drops (and counts) beyond it.
+	ClientBuffer int `env:"WS_CLIENT_BUFFER" default:"256"`
 }
 
 func main() {
@@ -91,8 +99,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer conn.Close()
 	pub := bus.NewPublisher(conn, log)
 
-	// The seams for ingest and hub (see sources.go): wired here when they land.
-	src := Sources{}
+	src, err := wire(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 
 	s, err := newServer(ctx, cfg, log, src, store, func(ctx context.Context, ch control.Change) error {
 		return control.Announce(ctx, pub, ch)
