@@ -15,7 +15,7 @@ import (
 // The browser side: hand-written ES modules and one stylesheet, embedded so the binary
 // serves exactly what was committed and the page needs nothing from elsewhere.
 //
-//go:embed static/*.js static/*.css
+//go:embed static/*.js static/*.css static/*.svg
 var staticFS embed.FS
 
 type asset struct {
