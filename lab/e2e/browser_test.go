@@ -120,7 +120,7 @@ func (b *browser) consoleErrors() []string {
 // artifacts/screenshots at the repository root).
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
-	png := bget(b, "screenshot "+name, chromedp.FullScreenshot(90))
+	png := bget(b, "screenshot "+name, chromedp.FullScreenshot(100))
 	dir := os.Getenv("ARTIFACTS_DIR")
 	if dir == "" {
 		dir = filepath.Join(repoRoot(), "artifacts", "screenshots")
