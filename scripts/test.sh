@@ -12,7 +12,7 @@ unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '_templ.go$') 2>/dev/null
 if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
 go vet ./...
 # The generated templ files are committed; they must be what the .templ files generate.
-go tool templ generate >/dev/null
+go tool templ generate >/dev/null 2>&1
 if ! git diff --quiet -- '*_templ.go' || [ -n "$(git ls-files --others --exclude-standard -- '*_templ.go')" ]; then
   echo "generated templ files are stale: run 'go tool templ generate' and commit"; git status --short -- '*_templ.go'; exit 1
 fi
