@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"microlab/dashboard/hub"
@@ -36,41 +37,44 @@ func wire(ctx context.Context, cfg Config, log *slog.Logger) (Sources, error) {
 	go flow.Run(ctx)
 
 	// Spans arrive in batches from every service; the trace list is re-sent at most once
-	// per frame, as summaries of the traces those spans touched.
-	touched := make(chan []ingest.Span, 256)
+	// per frame, as summaries of the traces those spans touched. The touched set is
+	// bounded by the store (an id per trace held), so nothing is dropped here.
+	var (
+		mu      sync.Mutex
+		touched = map[string]bool{}
+	)
 	go func() {
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
-		ids := map[string]bool{}
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case spans := <-touched:
-				for _, s := range spans {
-					ids[s.TraceID] = true
-				}
 			case <-tick.C:
-				if len(ids) == 0 {
-					continue
-				}
-				var out []ingest.TraceSummary
-				for _, sum := range traces.Summaries(200, ingest.Filter{}) {
-					if ids[sum.TraceID] {
-						out = append(out, sum)
-					}
-				}
-				clear(ids)
-				publish(log, h, "traces", out)
 			}
+			mu.Lock()
+			ids := touched
+			touched = map[string]bool{}
+			mu.Unlock()
+			if len(ids) == 0 {
+				continue
+			}
+			var out []ingest.TraceSummary
+			for id := range ids {
+				if sum, ok := traces.Summary(id); ok {
+					out = append(out, sum)
+				}
+			}
+			publish(log, h, "traces", out)
 		}
 	}()
 	sink := func(spans []ingest.Span) {
 		traces.Add(spans)
-		select {
-		case touched <- spans:
-		default: // the frame loop is behind: the next frame re-sends the newest anyway
+		mu.Lock()
+		for _, s := range spans {
+			touched[s.TraceID] = true
 		}
+		mu.Unlock()
 	}
 
 	go func() {

@@ -273,3 +273,20 @@ func CriticalPath(spans []Span) []string {
 	}
 	return path
 }
+
+// Summary returns one trace's summary; false if the store does not hold it.
+func (t *Traces) Summary(id string) (TraceSummary, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.byID[id]
+	if e == nil {
+		return TraceSummary{}, false
+	}
+	if e.dirty {
+		e.summary = summarize(id, e.spans)
+		e.dirty = false
+	}
+	s := e.summary
+	s.Services = append([]string(nil), s.Services...)
+	return s, true
+}

@@ -246,3 +246,17 @@ func TestTracesMemoryBounded(t *testing.T) {
 		float64(before.HeapInuse)/(1<<20), float64(mid.HeapInuse)/(1<<20), float64(after.HeapInuse)/(1<<20), st.Traces, st.Spans)
 	runtime.KeepAlive(tr)
 }
+
+func TestSummaryOfOneTrace(t *testing.T) {
+	tr := NewTraces(10, 10)
+	if _, ok := tr.Summary("nope"); ok {
+		t.Fatal("summary of a trace never added")
+	}
+	now := time.Now()
+	tr.Add([]Span{{TraceID: "t1", SpanID: "b", ParentID: "a", Service: "orders", Name: "POST /orders", Start: now.Add(time.Millisecond), Duration: time.Millisecond}})
+	tr.Add([]Span{{TraceID: "t1", SpanID: "a", Service: "gateway", Name: "POST /api/v1/orders", Start: now, Duration: 5 * time.Millisecond}})
+	s, ok := tr.Summary("t1")
+	if !ok || s.RootService != "gateway" || s.Spans != 2 || len(s.Services) != 2 {
+		t.Fatalf("summary = %+v, %v; want the gateway root over 2 spans from 2 services", s, ok)
+	}
+}
