@@ -21,14 +21,16 @@ import (
 
 // BenchmarkDashboardStreaming drives the lab at a steady 100 checkouts/s with 1 and
 // with 50 browsers' websockets connected, and reports:
+//
 //   - span-to-browser delay: from the gateway's answer to POST /orders (its root span
 //     has ended) to the first "traces" message in which that trace's root is the
 //     gateway's span (other services' spans of the trace often arrive earlier: they
 //     end earlier), p50 and p95;
+//
 //   - the dashboard's resident memory at the end and CPU used per second of the run,
 //     from its own /metrics (process_resident_memory_bytes, process_cpu_seconds_total).
 //
-//	go test ./lab/e2e -run '^$' -bench DashboardStreaming -benchtime 1000x
+//     go test ./lab/e2e -run '^$' -bench DashboardStreaming -benchtime 1000x
 //
 // b.N is the number of checkouts (at 100/s: 1000x is ten seconds of load).
 func BenchmarkDashboardStreaming(b *testing.B) {
