@@ -149,10 +149,10 @@ func (s *server) tracePage(w http.ResponseWriter, r *http.Request) error {
 		return httpx.Errorf(http.StatusBadRequest, "invalid_trace_id", "a trace id is 32 hex digits")
 	}
 	spans, ok := s.src.Traces.Trace(id)
+	// A trace not (yet) received is a state of the page, not an error: the shop links
+	// to a trace the moment its order is placed, before the spans arrive, and the page
+	// waits for them (traces.js).
 	m := views.TraceModel{Waterfall: views.NewWaterfall(id, spans, s.cfg.JaegerURL), Missing: !ok || len(spans) == 0}
-	if m.Missing {
-		w.WriteHeader(http.StatusNotFound)
-	}
 	return s.render(w, r, views.Page{Title: "Trace " + id, Active: "traces"}, views.Trace(m))
 }
 

@@ -77,3 +77,18 @@ document.querySelector('[data-testid="waterfall"]')?.addEventListener('click', (
 });
 
 connect();
+
+// A trace opened right after its request (the shop's "its trace" link) is usually not
+// here yet: spans reach the dashboard a second or two later. Wait for them, for a while.
+const missing = document.querySelector('[data-testid="trace-missing"]');
+if (missing) {
+  const url = new URL(location.href);
+  const tries = Number(url.searchParams.get('wait') || 0);
+  if (tries < 15) {
+    missing.append(' Waiting for its spans…');
+    setTimeout(() => {
+      url.searchParams.set('wait', String(tries + 1));
+      location.replace(url.toString());
+    }, 2000);
+  }
+}

@@ -510,7 +510,7 @@ func Trace(m TraceModel) templ.Component {
 			return templ_7745c5c3_Err
 		}
 		if m.Missing {
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 44, "<p class=\"notice\" data-testid=\"trace-missing\">The dashboard has not received this trace (or has already forgotten it: it keeps the most recent ones only). Jaeger keeps more.</p>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 44, "<p class=\"notice\" data-testid=\"trace-missing\">The dashboard has not received this trace yet (spans arrive a second or two after the request), or has already forgotten it: it keeps the most recent ones only. Jaeger keeps more.</p>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}

@@ -167,6 +167,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Parallel()
 	b := newBrowser(t)
 	l := startLab(t, labOptions{tracing: true})
+	startPrometheus(t, l) // on the port the dashboard's PROMETHEUS_URL names
 	d, _ := stack.Find(stack.Dashboard)
 	dash := l.cfg.URL(d)
 
@@ -236,6 +237,22 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.screenshot("overview")
 	close(stop)
 	<-done
+
+	// The metrics view draws charts from the real Prometheus scraping this lab (two
+	// scrapes are needed before a rate has a value).
+	var charts, failed int
+	for deadline := time.Now().Add(40 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Second) {
+		b.do("open the metrics", chromedp.Navigate(dash+"/charts"), chromedp.WaitVisible(`[data-testid=nav]`))
+		charts = bget(b, "count the charts", chromedp.Evaluate[int](`document.querySelectorAll('[data-testid=chart]').length`))
+		failed = bget(b, "count failed panels", chromedp.Evaluate[int](`document.querySelectorAll('[data-testid=panel-error], [data-testid=metrics-error]').length`))
+		if charts >= 3 && failed == 0 {
+			break
+		}
+	}
+	if charts < 3 || failed > 0 {
+		t.Errorf("metrics view: %d charts drawn, %d panels in error, with Prometheus scraping the lab", charts, failed)
+	}
+	b.screenshot("metrics")
 
 	// Out of stock: the timeline shows the compensation, with its reason.
 	oos, _ := b.shopOrder(dash, skuOOS, "ok", "DE", "cancelled")
