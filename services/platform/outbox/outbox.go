@@ -96,7 +96,12 @@ func (o *Outbox) Run(ctx context.Context) error {
 	go o.listen(ctx, wake)
 	backoff := 100 * time.Millisecond
 	for {
-		n, err := o.relayBatch(ctx)
+		// A batch, once claimed, runs to its end even if shutdown begins meanwhile:
+		// cancelling it between a confirmed publish and the commit that marks the row sent
+		// would publish that event again from the next process.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		n, err := o.relayBatch(bctx)
+		cancel()
 		switch {
 		case err != nil && ctx.Err() == nil:
 			o.log.WarnContext(ctx, "outbox relay: publish failed, will retry", "err", err, "retry_in", backoff)
