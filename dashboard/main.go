@@ -17,15 +17,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"microlab/dashboard/views"
 	"microlab/observability"
+	"microlab/services/platform/app"
 	"microlab/services/platform/bus"
 	"microlab/services/platform/config"
 	"microlab/services/platform/control"
@@ -60,15 +58,7 @@ type Config struct {
 	ClientBuffer int `env:"WS_CLIENT_BUFFER" default:"256"`
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "dashboard:", err)
-		stop()
-		os.Exit(1)
-	}
-}
+func main() { app.Main("dashboard", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	var cfg Config

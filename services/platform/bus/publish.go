@@ -72,7 +72,7 @@ func (p *Publisher) channel(ctx context.Context) (*amqp.Channel, error) {
 		for r := range returns {
 			p.log.Warn("message returned unroutable", "exchange", r.Exchange, "routing_key", r.RoutingKey,
 				"message_id", r.MessageId, "reply", r.ReplyText)
-			p.tel.Metrics.Returned.WithLabelValues(r.Exchange, typeLabel(r.Type)).Inc()
+			p.tel.Metrics.Returned.WithLabelValues(r.Exchange, TypeLabel(r.Type)).Inc()
 		}
 	}()
 	p.ch = ch
@@ -128,7 +128,7 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.
 			outcome = "error"
 			observability.Fail(span, err)
 		}
-		p.tel.Metrics.Published.WithLabelValues(exchange, typeLabel(msg.Type), outcome).Inc()
+		p.tel.Metrics.Published.WithLabelValues(exchange, TypeLabel(msg.Type), outcome).Inc()
 		span.End()
 	}()
 	return p.publish(ctx, exchange, key, msg)
@@ -165,10 +165,10 @@ func (p *Publisher) drop(ch *amqp.Channel) {
 	}
 }
 
-// typeLabel bounds the message_type label: our messages' types are the contract's
+// TypeLabel bounds the message_type label: our messages' types are the contract's
 // few dozen names; anything else (a hand-published test message, a hostile one) is
 // "other", so a stray publisher cannot create a time series per message.
-func typeLabel(t string) string {
+func TypeLabel(t string) string {
 	if contracts.Known(t) {
 		return t
 	}

@@ -40,11 +40,7 @@ func Middleware(pool *pgxpool.Pool, consumer string, enabled func() bool, log *s
 					if tag.RowsAffected() == 0 {
 						log.InfoContext(ctx, "duplicate skipped by inbox", "message_id", d.MessageID, "type", d.Type)
 						if tel != nil {
-							typ := d.Type
-							if !contracts.Known(typ) {
-								typ = "other"
-							}
-							tel.Metrics.InboxDuplicates.WithLabelValues(d.Queue, typ).Inc()
+							tel.Metrics.InboxDuplicates.WithLabelValues(d.Queue, bus.TypeLabel(d.Type)).Inc()
 						}
 						return nil
 					}
