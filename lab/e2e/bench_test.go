@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,14 +19,33 @@ import (
 // numbers the result, not either number alone.
 //
 //	go test ./lab/e2e -run '^$' -bench CheckoutThroughput -benchtime 400x
-func BenchmarkCheckoutThroughput(b *testing.B) {
-	// Plain builds: the race detector's overhead would swamp what is measured.
-	bins := b.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	if err := stack.Build(ctx, repoRoot(), bins, io.Discard); err != nil {
-		b.Fatal(err)
+//
+// Plain builds for benchmarks, once per test binary: the race detector's overhead
+// would swamp what they measure.
+var (
+	plainOnce sync.Once
+	plainDir  string
+	plainErr  error
+)
+
+func plainBinaries(b *testing.B) string {
+	b.Helper()
+	plainOnce.Do(func() {
+		if plainDir, plainErr = os.MkdirTemp("", "microlab-bench-bin-"); plainErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		plainErr = stack.Build(ctx, repoRoot(), plainDir, io.Discard)
+	})
+	if plainErr != nil {
+		b.Fatalf("build services: %v", plainErr)
 	}
+	return plainDir
+}
+
+func BenchmarkCheckoutThroughput(b *testing.B) {
+	bins := plainBinaries(b)
 	for _, bc := range []struct {
 		name  string
 		ratio string

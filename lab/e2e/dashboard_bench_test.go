@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -34,12 +33,9 @@ import (
 //
 // b.N is the number of checkouts (at 100/s: 1000x is ten seconds of load).
 func BenchmarkDashboardStreaming(b *testing.B) {
-	bins := b.TempDir()
+	bins := plainBinaries(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := stack.Build(ctx, repoRoot(), bins, io.Discard); err != nil {
-		b.Fatal(err)
-	}
 	for _, clients := range []int{1, 50} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			l := startLab(b, labOptions{tracing: true, bins: bins, env: []string{"RATE_LIMIT_RPS=0"}})
