@@ -26,6 +26,16 @@ elif command -v pg_ctlcluster >/dev/null; then
 else
   say postgresql "missing: apt-get install postgresql"; exit 1
 fi
+# Room for the parallel tests: every e2e lab runs eight processes with their own pools
+# (about 45 connections a lab), and Debian's default of 100 ran out under `-p 4`.
+want_conns=300
+conns=$(psql -h 127.0.0.1 -U postgres -Atc 'show max_connections' 2>/dev/null || echo 0)
+if [ "$conns" -lt "$want_conns" ] && command -v pg_ctlcluster >/dev/null; then
+  psql -h 127.0.0.1 -U postgres -qc "ALTER SYSTEM SET max_connections = $want_conns" >/dev/null
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main restart
+  wait_port 5432 30 || { say postgresql "FAILED to restart"; exit 1; }
+  say postgresql "max_connections $conns → $want_conns (restarted)"
+fi
 
 # RabbitMQ
 if port_open 5672; then

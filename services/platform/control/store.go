@@ -27,7 +27,7 @@ type Store struct {
 
 // OpenStore connects to the lab database and migrates it.
 func OpenStore(ctx context.Context, url string) (*Store, error) {
-	pool, err := pg.Open(ctx, url, func(c *pgxpool.Config) { c.MaxConns = 4 })
+	pool, err := pg.Open(ctx, url, func(c *pgxpool.Config) { c.MaxConns = 2 }) // a read every few seconds and the odd write
 	if err != nil {
 		return nil, fmt.Errorf("open lab database: %w", err)
 	}
