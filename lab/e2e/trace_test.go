@@ -201,7 +201,11 @@ func TestOneTracePerCheckout(t *testing.T) {
 			if o, err := l.api.waitFinal(ctx, token, id); err != nil || o.Status != "confirmed" || o.TraceID != traceID {
 				t.Fatalf("order %s: %+v %v (want confirmed, traceId %s)", id, o, err, traceID)
 			}
-			tr := awaitTrace(t, l.jaeger, traceID, hasServices(sixServices))
+			// Each process exports in its own batches: wait until every service is there
+			// and every consumer span's parent has arrived, then judge the trace.
+			tr := awaitTrace(t, l.jaeger, traceID, func(tr *jaegerTrace) bool {
+				return hasServices(sixServices)(tr) && parentsArrived(tr)
+			})
 			if got := tr.services(); !hasServices(sixServices)(tr) {
 				t.Fatalf("trace %s has spans from %v; want %v", traceID, got, sixServices)
 			}
@@ -235,6 +239,20 @@ func TestOneTracePerCheckout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// parentsArrived reports whether every span's parent is in the trace.
+func parentsArrived(tr *jaegerTrace) bool {
+	ids := map[string]bool{}
+	for _, s := range tr.Spans {
+		ids[s.SpanID] = true
+	}
+	for _, s := range tr.Spans {
+		if p := s.parent(); p != "" && !ids[p] {
+			return false
+		}
+	}
+	return true
 }
 
 // checkHops: every consumer span is the child of a producer span of the same message,
