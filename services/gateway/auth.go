@@ -50,7 +50,8 @@ var (
 // of requests with a new kid makes one fetch, not hundreds.
 type keySet struct {
 	users      *upstream
-	minRefresh time.Duration // jwksMinRefresh; shorter in tests
+	minRefresh time.Duration    // jwksMinRefresh
+	now        func() time.Time // the clock (time.Now; a test's own clock when time is the subject)
 
 	fetchMu sync.Mutex
 	mu      sync.RWMutex
@@ -78,7 +79,7 @@ func (k *keySet) key(ctx context.Context, kid string) (ed25519.PublicKey, error)
 	if ok {
 		return pk, nil
 	}
-	if !fetched.IsZero() && time.Since(fetched) < k.minRefresh {
+	if !fetched.IsZero() && k.now().Sub(fetched) < k.minRefresh {
 		return nil, errUnknownKid
 	}
 	keys, err := k.fetch(ctx)
@@ -86,7 +87,7 @@ func (k *keySet) key(ctx context.Context, kid string) (ed25519.PublicKey, error)
 		return nil, err
 	}
 	k.mu.Lock()
-	k.keys, k.fetched = keys, time.Now()
+	k.keys, k.fetched = keys, k.now()
 	k.mu.Unlock()
 	if pk, ok := keys[kid]; ok {
 		return pk, nil
@@ -139,7 +140,7 @@ type authenticator struct {
 
 func newAuthenticator(users *upstream) *authenticator {
 	return &authenticator{
-		keys: &keySet{users: users, minRefresh: jwksMinRefresh},
+		keys: &keySet{users: users, minRefresh: jwksMinRefresh, now: time.Now},
 		// WithValidMethods is the defence against algorithm confusion: the token's own
 		// header says which algorithm to verify with, and without this list a token
 		// claiming "none", or HS256 "signed" with the (public!) key as an HMAC secret,

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,6 +35,24 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		c.n.Add(1)
 	}
 	return c.base.RoundTrip(r)
+}
+
+// fakeClock is a clock the test moves by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 func newKey(t *testing.T) ed25519.PrivateKey {
@@ -75,7 +94,10 @@ func TestJWKSRefetch(t *testing.T) {
 	client.Transport = fetches
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a := newAuthenticator(newUpstream("users", base, client, 5, time.Second, log, nil))
-	a.keys.minRefresh = 300 * time.Millisecond
+	// The refresh interval is the subject: the test moves a clock of its own, so the
+	// verdict does not depend on how long the calls below take on a busy machine.
+	clock := &fakeClock{t: time.Now()}
+	a.keys.now = clock.Now
 	ctx := context.Background()
 	exp := time.Now().Add(time.Hour)
 
@@ -109,8 +131,16 @@ func TestJWKSRefetch(t *testing.T) {
 	env["JWT_SEED"] = hex.EncodeToString(second.Seed())
 	startProcess(t, bin, env)
 	waitReady(t, base)
-	time.Sleep(350 * time.Millisecond)
+	// Just short of the interval: the new kid is still unknown, without a fetch.
+	clock.Advance(jwksMinRefresh - time.Millisecond)
 	fresh := usersLogin(t, base, "alice@example.com", "alice-secret")
+	if _, err := a.verify(ctx, fresh); !errors.Is(err, errUnknownKid) {
+		t.Fatalf("new kid within the interval: %v, want errUnknownKid", err)
+	}
+	if n := fetches.n.Load(); n != 1 {
+		t.Fatalf("%d fetches within the refresh interval, want 1", n)
+	}
+	clock.Advance(time.Millisecond)
 	if p, err := a.verify(ctx, fresh); err != nil || p.UserID != alice {
 		t.Fatalf("after rotation: %v", err)
 	}
