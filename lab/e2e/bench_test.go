@@ -51,7 +51,7 @@ func BenchmarkCheckoutThroughput(b *testing.B) {
 		ratio string
 	}{{"sampling=on", "1"}, {"sampling=off", "0"}} {
 		b.Run(bc.name, func(b *testing.B) {
-			l := startLab(b, labOptions{tracing: true, bins: bins,
+			l := startLab(b, labOptions{heavy: true, tracing: true, bins: bins,
 				// One user polling its orders is a load generator, not an abuser.
 				env: []string{"TRACES_SAMPLER_RATIO=" + bc.ratio, "RATE_LIMIT_RPS=0"}})
 			token := l.api.login(b, "alice@example.com", "alice-secret")

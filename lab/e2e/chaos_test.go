@@ -24,7 +24,7 @@ func TestKill9MidSaga(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			l := startLab(t, labOptions{settings: map[string]string{control.SagaMode: mode}})
+			l := startLab(t, labOptions{heavy: true, settings: map[string]string{control.SagaMode: mode}})
 			duringFault(t, l, 2*time.Minute, func() {
 				for _, victim := range []string{"payments", "inventory", "orders"} {
 					time.Sleep(400 * time.Millisecond)
@@ -43,7 +43,7 @@ func TestKill9MidSaga(t *testing.T) {
 func TestBrokerRestartMidBatch(t *testing.T) {
 	t.Parallel()
 	broker := testenv.PrivateBroker(t)
-	l := startLab(t, labOptions{amqpURL: broker.URL()})
+	l := startLab(t, labOptions{heavy: true, amqpURL: broker.URL()})
 	duringFault(t, l, 3*time.Minute, func() {
 		time.Sleep(500 * time.Millisecond)
 		broker.Stop()
@@ -54,21 +54,34 @@ func TestBrokerRestartMidBatch(t *testing.T) {
 	})
 }
 
-// duringFault keeps four shoppers placing a mix of orders while fault runs (and a
-// moment after), so the fault always hits a busy shop; then every order placed must
-// reach its expected final state with consistent ledgers within the given time.
+// duringFault keeps four shoppers placing a mix of orders while fault runs (and until
+// at least 20 were placed), so the fault always hits a busy shop; then every order placed
+// must reach its expected final state with consistent ledgers within the given time.
 func duringFault(t *testing.T, l *lab, within time.Duration, fault func()) {
 	t.Helper()
+	const minOrders = 20
 	tokens := users(t, l, 4)
 	stop := make(chan struct{})
-	placed := make(chan placedBatch, 1)
-	go func() { placed <- placeUntil(t, l, stop, 4, tokens) }()
+	type result struct {
+		b    placedBatch
+		errs []error
+	}
+	placed := make(chan result, 1)
+	go func() {
+		b, errs := placeUntil(l, stop, 4, minOrders, tokens, time.Now().Add(within))
+		placed <- result{b, errs}
+	}()
 	fault()
-	time.Sleep(400 * time.Millisecond)
 	close(stop)
-	b := <-placed
-	t.Logf("%d orders placed during the fault", len(b.ids))
-	awaitBatch(t, l, b.batch, b.ids, b.tokens, within)
+	r := <-placed
+	for _, err := range r.errs {
+		t.Errorf("placing an order: %v", err)
+	}
+	if len(r.b.ids) < minOrders {
+		t.Fatalf("only %d orders placed: too few to prove anything", len(r.b.ids))
+	}
+	t.Logf("%d orders placed during and after the fault", len(r.b.ids))
+	awaitBatch(t, l, r.b.batch, r.b.ids, r.b.tokens, within)
 }
 
 // The same message delivered twice: with the inbox on its effect applies once; with the
@@ -84,7 +97,7 @@ func TestDuplicateDelivery(t *testing.T) {
 		want  int
 	}{{true, 1}, {false, 2}} {
 		l.set(control.InboxEnabled, map[bool]string{true: "true", false: "false"}[tc.inbox])
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		id, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE"))
 		if err != nil {
 			t.Fatal(err)
@@ -93,20 +106,29 @@ func TestDuplicateDelivery(t *testing.T) {
 		if err != nil || o.Status != "confirmed" {
 			t.Fatalf("order %s: %+v %v", id, o, err)
 		}
-		// Deliver the very same order.placed (same message id) a second time.
+		// Deliver the very same order.placed (same message id) a second time, then wait
+		// for evidence that payments handled it: with the inbox on, its duplicate counter
+		// moves; with it off, a second authorization appears.
+		dupsBefore := l.metric(t, "payments", "inbox_duplicates_total", `queue="payments.events"`, `type="order.placed"`)
 		msg := tap.find(t, id)
 		l.republish(t, msg)
-		deadline := time.Now().Add(15 * time.Second)
-		var p payments
-		for time.Now().Before(deadline) {
-			if p, err = l.payments(ctx, id); err == nil && p.Authorizations == tc.want {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			handled := false
+			if tc.inbox {
+				handled = l.metric(t, "payments", "inbox_duplicates_total", `queue="payments.events"`, `type="order.placed"`) > dupsBefore
+			} else if p, err := l.payments(ctx, id); err == nil && p.Authorizations >= 2 {
+				handled = true
+			}
+			if handled {
 				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("inbox=%v: payments never handled the duplicate delivery", tc.inbox)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		// Wait a little longer to be sure a duplicate did not apply late.
-		time.Sleep(time.Second)
-		if p, err = l.payments(ctx, id); err != nil || p.Authorizations != tc.want {
+		if p, err := l.payments(ctx, id); err != nil || p.Authorizations != tc.want {
 			t.Fatalf("inbox=%v: %d authorizations after a duplicate delivery, want %d (%v)", tc.inbox, p.Authorizations, tc.want, err)
 		}
 		cancel()
@@ -115,9 +137,7 @@ func TestDuplicateDelivery(t *testing.T) {
 
 // A malformed message is retried, then parked in the DLQ, and never blocks the queue:
 // orders placed right after it complete normally.
-func TestMalformedMessageIsDeadLettered(t *testing.T) {
-	t.Parallel()
-	l := startLab(t, labOptions{})
+func testMalformedMessageIsDeadLettered(t *testing.T, l *lab) {
 	token := l.api.login(t, "alice@example.com", "alice-secret")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -111,13 +111,19 @@ func (c *client) do(ctx context.Context, method, path, token string, body any, h
 	return resp.StatusCode, nil
 }
 
+// login logs in, retrying what is safe to retry (a login changes nothing): a gateway
+// or users slowed down by a loaded machine may answer 502/503 or not at all, and that is
+// not what any test here is about.
 func (c *client) login(t testing.TB, email, password string) string {
 	t.Helper()
 	var out struct {
 		Token string `json:"token"`
 	}
-	if _, err := c.do(context.Background(), http.MethodPost, "/api/v1/auth/login", "", map[string]string{"email": email, "password": password}, nil, &out); err != nil {
-		t.Fatal(err)
+	err := retrySetup(func(ctx context.Context) (int, error) {
+		return c.do(ctx, http.MethodPost, "/api/v1/auth/login", "", map[string]string{"email": email, "password": password}, nil, &out)
+	})
+	if err != nil {
+		t.Fatalf("log in %s: %v", email, err)
 	}
 	if out.Token == "" {
 		t.Fatal("login returned no token")
@@ -125,15 +131,46 @@ func (c *client) login(t testing.TB, email, password string) string {
 	return out.Token
 }
 
-// register creates a fresh user (so tests never share one user's rate limit or history).
+// register creates a fresh user (so tests never share one user's rate limit or history)
+// and logs in. A registration whose answer was lost is retried: a 409 on the retry means
+// the first attempt created the user, which is what was asked for.
 func (c *client) register(t testing.TB, name string) string {
 	t.Helper()
 	email := fmt.Sprintf("%s-%d@example.com", name, time.Now().UnixNano())
-	if _, err := c.do(context.Background(), http.MethodPost, "/api/v1/users", "",
-		map[string]string{"email": email, "name": name, "password": "correct horse battery"}, nil, nil); err != nil {
-		t.Fatal(err)
+	attempts := 0
+	err := retrySetup(func(ctx context.Context) (int, error) {
+		attempts++
+		code, err := c.do(ctx, http.MethodPost, "/api/v1/users", "",
+			map[string]string{"email": email, "name": name, "password": "correct horse battery"}, nil, nil)
+		if code == http.StatusConflict && attempts > 1 {
+			return code, nil
+		}
+		return code, err
+	})
+	if err != nil {
+		t.Fatalf("register %s: %v", email, err)
 	}
 	return c.login(t, email, "correct horse battery")
+}
+
+// retrySetup runs a set-up call until it succeeds, for up to two minutes: again after a
+// transport error, a 429 or a 5xx (the machine was busy), never after another 4xx (the
+// request itself is wrong). Each attempt has its own 30 s deadline.
+func retrySetup(call func(ctx context.Context) (int, error)) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		code, err := call(ctx)
+		cancel()
+		retryable := code == 0 || code == http.StatusTooManyRequests || code >= 500
+		if err == nil || !retryable || time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("after %d attempt(s): %w", attempt, err)
+			}
+			return nil
+		}
+		time.Sleep(min(time.Duration(attempt)*250*time.Millisecond, 2*time.Second))
+	}
 }
 
 func (c *client) place(ctx context.Context, token string, req orderRequest) (string, error) {

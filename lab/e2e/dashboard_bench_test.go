@@ -38,7 +38,7 @@ func BenchmarkDashboardStreaming(b *testing.B) {
 	defer cancel()
 	for _, clients := range []int{1, 50} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			l := startLab(b, labOptions{tracing: true, bins: bins, env: []string{"RATE_LIMIT_RPS=0"}})
+			l := startLab(b, labOptions{heavy: true, tracing: true, bins: bins, env: []string{"RATE_LIMIT_RPS=0"}})
 			d, _ := stack.Find(stack.Dashboard)
 			dash := l.cfg.URL(d)
 			token := l.api.login(b, "alice@example.com", "alice-secret")

@@ -70,6 +70,7 @@ type lab struct {
 	api    *client
 	store  *control.Store
 	logs   *syncBuffer
+	scale  map[string]int
 }
 
 type labOptions struct {
@@ -77,8 +78,22 @@ type labOptions struct {
 	amqpURL  string            // "" = a fresh vhost on the machine's broker
 	scale    map[string]int    // instances per service (`lab up --scale`); nil = one each
 	tracing  bool              // start a Jaeger of the lab's own, receiving its spans
-	env      []string          // extra environment for every service
+	env      []string          // extra environment for every service (wins over the test defaults)
+	sampling string            // TRACES_SAMPLER_RATIO; "" = "1" with tracing, else "0"
+	heavy    bool              // the test loads the lab to its limit: it runs alone (testenv.HoldLab)
 	bins     string            // directory of service binaries ("" = the -race builds)
+}
+
+// testDefaults lowers what costs CPU in every lab but is the subject of no test here:
+// bcrypt's work factor (at cost 10 one login under -race takes most of a second of CPU,
+// and a busy machine pushed registrations past the gateway's upstream timeout), and
+// tracing where no test reads the traces. Tests about either say so in labOptions.
+func testDefaults(opts labOptions) []string {
+	sampling := opts.sampling
+	if sampling == "" {
+		sampling = map[bool]string{true: "1", false: "0"}[opts.tracing]
+	}
+	return []string{"BCRYPT_COST=4", "TRACES_SAMPLER_RATIO=" + sampling}
 }
 
 // startLab provisions databases, starts every service as a process and waits until all
@@ -93,6 +108,10 @@ func startLab(t testing.TB, opts labOptions) *lab {
 	if amqpURL == "" {
 		amqpURL = testenv.VHost(t)
 	}
+	// The machine's lab budget, then one lab starting at a time: the ports it picks are
+	// bound before the next lab looks for free ones.
+	testenv.HoldLab(t, map[bool]int{false: testenv.Light, true: testenv.Heavy}[opts.heavy])
+	started := testenv.StartLock(t)
 	offset, err := stack.FreeOffset(opts.scale)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +122,7 @@ func startLab(t testing.TB, opts labOptions) *lab {
 		DBPrefix:         testenv.Name("e") + "_",
 		PortOffset:       offset,
 		Host:             "127.0.0.1",
-		Extra:            opts.env,
+		Extra:            append(testDefaults(opts), opts.env...),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -135,7 +154,7 @@ func startLab(t testing.TB, opts labOptions) *lab {
 		}
 	}
 	logs := &syncBuffer{}
-	l := &lab{t: t, cfg: cfg, store: store, logs: logs}
+	l := &lab{t: t, cfg: cfg, store: store, logs: logs, scale: opts.scale}
 	if opts.tracing {
 		// Registered before the services' cleanup, so it stops after them and receives
 		// their last spans.
@@ -165,6 +184,7 @@ func startLab(t testing.TB, opts labOptions) *lab {
 	if err := stack.Launch(ctx, cfg, sup, bins, opts.scale); err != nil {
 		t.Fatalf("launch: %v\nlogs:\n%s", err, logs.Tail(20000))
 	}
+	started()
 	gw, _ := stack.Find("gateway")
 	l.api = &client{base: cfg.URL(gw), http: &http.Client{Timeout: 10 * time.Second}}
 	return l
@@ -216,7 +236,9 @@ func (l *lab) serviceURL(name string) string {
 	return l.cfg.URL(s)
 }
 
-// set changes a setting the way `lab settings set` does: store, then announce.
+// set changes a setting the way `lab settings set` does: store, then announce; then it
+// waits until every instance exports the new value (lab_setting_info), so what the test
+// does next happens under it.
 func (l *lab) set(key, value string) {
 	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -233,8 +255,91 @@ func (l *lab) set(key, value string) {
 	if err := control.Announce(ctx, bus.NewPublisher(conn, slog.New(slog.NewTextHandler(io.Discard, nil))), ch); err != nil {
 		l.t.Fatal(err)
 	}
-	// Give every instance a moment to apply it (the announcement triggers a re-read).
-	time.Sleep(500 * time.Millisecond)
+	l.awaitSetting(key, value)
+}
+
+// setting reads a setting's value from the lab's store.
+func (l *lab) setting(key string) string {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := l.store.Load(ctx)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return s.Get(key)
+}
+
+// awaitSetting waits until every instance that exports lab settings reports key=value.
+// The gateway has no bus and applies changes on its periodic re-read, so this can take
+// a few seconds; the deadline is generous for a loaded machine.
+func (l *lab) awaitSetting(key, value string) {
+	l.t.Helper()
+	insts, err := l.cfg.Instances(l.scale)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	want := fmt.Sprintf(`lab_setting_info{key=%q,value=%q} 1`, key, value)
+	deadline := time.Now().Add(time.Minute)
+	for _, in := range insts {
+		for {
+			body, err := metricsOf(in.URL())
+			if err == nil && (strings.Contains(body, want) || !strings.Contains(body, "lab_setting_info{")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				l.t.Fatalf("%s never applied %s=%s (last scrape error: %v)", in.ID, key, value, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// metric sums the samples of a metric on a service's /metrics whose labels contain
+// every one of labels (`queue="payments.events"`); 0 when there are none.
+func (l *lab) metric(t testing.TB, service, name string, labels ...string) float64 {
+	t.Helper()
+	body, err := metricsOf(l.serviceURL(service))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, lb := range labels {
+			ok = ok && strings.Contains(line, lb)
+		}
+		if !ok {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+func metricsOf(base string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s/metrics: %s", base, resp.Status)
+	}
+	return string(b), err
 }
 
 func (l *lab) payments(ctx context.Context, orderID string) (payments, error) {
