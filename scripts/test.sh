@@ -17,5 +17,32 @@ if ! git diff --quiet -- '*_templ.go' || [ -n "$(git ls-files --others --exclude
   echo "generated templ files are stale: run 'go tool templ generate' and commit"; git status --short -- '*_templ.go'; exit 1
 fi
 
-echo "== tests"
-go test -race -count=1 -p "${TEST_PARALLEL:-4}" -timeout "${TEST_TIMEOUT:-30m}" "$@" ./...
+# The resource budget follows the machine: as many test binaries at once as there are
+# cores (TEST_PARALLEL overrides), and inside them the labs -- about ten -race processes
+# each -- take slots of a machine-wide budget of one per core (MICROLAB_TEST_LABS
+# overrides; see services/platform/testenv/budget.go), a lab under load all of them.
+cores=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)
+parallel=${TEST_PARALLEL:-$cores}
+report_dir=${TEST_REPORT_DIR:-artifacts/test}
+mkdir -p "$report_dir"
+json=$report_dir/go-test.json
+echo "== tests (-race, $parallel packages at a time on $cores cores; events in $json)"
+start=$(date +%s)
+rc=0
+go tool gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg --jsonfile "$json" -- \
+  -race -count=1 -p "$parallel" -timeout "${TEST_TIMEOUT:-30m}" "$@" ./... || rc=$?
+
+# The record of every run: each package's wall time and the slowest tests, so that
+# growth shows in every run's output.
+echo "== package wall times (s)"
+awk '
+  /"Action":"(pass|fail|skip)"/ && !/"Test":/ {
+    pkg = $0; sub(/.*"Package":"/, "", pkg); sub(/".*/, "", pkg)
+    el = $0; sub(/.*"Elapsed":/, "", el); sub(/[,}].*/, "", el)
+    act = $0; sub(/.*"Action":"/, "", act); sub(/".*/, "", act)
+    printf "%9.1f  %-4s %s\n", el, act, pkg
+  }' "$json" | sort -rn || true
+echo "== ten slowest tests"
+{ go tool gotestsum tool slowest --jsonfile "$json" --threshold 1ms | head -10; } || true
+echo "== suite wall time: $(($(date +%s) - start))s (exit $rc)"
+exit $rc
