@@ -38,6 +38,10 @@ const (
 
 // HoldLab blocks until weight slots of the machine's lab budget are free, holds them
 // until the test ends and logs how long it waited. weight is capped at LabCapacity.
+//
+// A test holding slots must not wait for anything that tests waiting for slots hold: in
+// particular its subtests must not call t.Parallel (they would wait for a parallel-test
+// slot, and the tests blocked here hold those).
 func HoldLab(t testing.TB, weight int) {
 	t.Helper()
 	capacity := LabCapacity()
