@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"microlab/services/platform/testenv"
 )
@@ -17,30 +14,7 @@ import (
 // returns its base URL.
 func start(t *testing.T) string {
 	t.Helper()
-	env := testenv.ServiceEnv(t, "catalog", true)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, env.Get, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	base := "http://" + env["HTTP_ADDR"]
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("catalog never became ready")
-	return ""
+	return testenv.RunPatiently(t, run, testenv.ServiceEnv(t, "catalog", true), nil)
 }
 
 func getJSON(t *testing.T, url string, out any) int {

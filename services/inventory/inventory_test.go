@@ -36,7 +36,7 @@ func start(t *testing.T, workers int) *harness {
 	env := testenv.ServiceEnv(t, "inventory", true)
 	env["AMQP_WORKERS"] = strconv.Itoa(workers)
 	h := &harness{t: t, env: env, logs: &testenv.LogBuffer{}}
-	h.base = testenv.Run(t, run, env, h.logs)
+	h.base = testenv.RunPatiently(t, run, env, h.logs)
 	h.bus = testenv.Dial(t, env["AMQP_URL"])
 	h.emitted = testenv.Record(t, h.bus.Tap(t, contracts.ExchangeEvents, "#"), "inventory")
 	return h
@@ -58,7 +58,7 @@ func (h *harness) find(typ, order string) []contracts.Envelope {
 // await waits for the n-th (1-based) message of typ for order.
 func (h *harness) await(typ, order string, n int) contracts.Envelope {
 	h.t.Helper()
-	got := h.emitted.Await(15*time.Second, n, func(e contracts.Envelope) bool {
+	got := h.emitted.Await(time.Minute, n, func(e contracts.Envelope) bool {
 		return e.EventType == typ && (order == "" || e.CorrelationID == order)
 	})
 	if len(got) < n {
@@ -413,7 +413,7 @@ func TestConcurrentReserves(t *testing.T) {
 // awaitCount waits until inventory emitted at least n messages of typ (any order).
 func (h *harness) awaitCount(typ string, n int) {
 	h.t.Helper()
-	if got := h.emitted.Await(30*time.Second, n, func(e contracts.Envelope) bool { return e.EventType == typ }); len(got) < n {
+	if got := h.emitted.Await(2*time.Minute, n, func(e contracts.Envelope) bool { return e.EventType == typ }); len(got) < n {
 		h.t.Fatalf("%d %s emitted, want %d", len(got), typ, n)
 	}
 }
@@ -460,7 +460,7 @@ func TestDuplicateDelivery(t *testing.T) {
 // waitLog waits for a log line containing every part.
 func (h *harness) waitLog(parts ...string) {
 	h.t.Helper()
-	if !h.logs.AwaitLine(15*time.Second, parts...) {
+	if !h.logs.AwaitLine(time.Minute, parts...) {
 		h.t.Fatalf("no log line with %q", parts)
 	}
 }

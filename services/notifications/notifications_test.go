@@ -26,7 +26,7 @@ func start(t *testing.T) *harness {
 	t.Helper()
 	env := testenv.ServiceEnv(t, "notifications", true)
 	h := &harness{t: t, logs: &testenv.LogBuffer{}}
-	h.base = testenv.Run(t, run, env, h.logs)
+	h.base = testenv.RunPatiently(t, run, env, h.logs)
 	h.bus = testenv.Dial(t, env["AMQP_URL"])
 	h.emitted = testenv.Record(t, h.bus.Tap(t, contracts.ExchangeEvents, "#"), "notifications")
 	return h
@@ -35,7 +35,7 @@ func start(t *testing.T) *harness {
 // await waits for the notification.sent caused by the message causation.
 func (h *harness) await(causation string) contracts.Envelope {
 	h.t.Helper()
-	got := h.emitted.Await(15*time.Second, 1, func(e contracts.Envelope) bool { return e.CausationID == causation })
+	got := h.emitted.Await(time.Minute, 1, func(e contracts.Envelope) bool { return e.CausationID == causation })
 	if len(got) == 0 {
 		h.t.Fatalf("nothing emitted for message %s", causation)
 	}

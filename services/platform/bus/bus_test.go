@@ -22,7 +22,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 func dial(t *testing.T) (*bus.Conn, string) {
 	t.Helper()
 	url := testenv.VHost(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := bus.Dial(ctx, url, t.Name(), quiet())
 	if err != nil {
@@ -62,12 +62,13 @@ func TestPoisonMessageGoesToDLQWithoutBlocking(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
+	opts, subscribed := onSubscribed(bus.ConsumeOptions{Prefetch: 1, Workers: 1})
 	go func() {
 		defer close(done)
-		_ = bus.Consume(ctx, conn, pub, q, bus.ConsumeOptions{Prefetch: 1, Workers: 1}, h, quiet())
+		_ = bus.Consume(ctx, conn, pub, q, opts, h, quiet())
 	}()
 
-	waitQueue(t, conn, q.Name())
+	awaitSubscribed(t, subscribed)
 	if err := pub.PublishEnvelope(ctx, envelope(t, contracts.OrderPlaced, "poison"), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +80,10 @@ func TestPoisonMessageGoesToDLQWithoutBlocking(t *testing.T) {
 		if c != "good" {
 			t.Fatalf("got %q", c)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("good message blocked behind the poison one")
 	}
-	d := waitDLQ(t, conn, q.DLQ(), 10*time.Second)
+	d := waitDLQ(t, conn, q.DLQ(), time.Minute)
 	if d.CorrelationId != "poison" || d.Headers["x-last-error"] == nil {
 		t.Fatalf("unexpected DLQ message: corr=%q headers=%v", d.CorrelationId, d.Headers)
 	}
@@ -102,12 +103,13 @@ func TestPanicIsRecoveredAndDeadLettered(t *testing.T) {
 	h := bus.Chain(func(ctx context.Context, d bus.Delivery) error { panic("boom") }, bus.Recover())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = bus.Consume(ctx, conn, pub, q, bus.ConsumeOptions{}, h, quiet()) }()
-	waitQueue(t, conn, q.Name())
+	opts, subscribed := onSubscribed(bus.ConsumeOptions{})
+	go func() { _ = bus.Consume(ctx, conn, pub, q, opts, h, quiet()) }()
+	awaitSubscribed(t, subscribed)
 	if err := pub.PublishEnvelope(ctx, envelope(t, contracts.OrderPlaced, "p"), nil); err != nil {
 		t.Fatal(err)
 	}
-	waitDLQ(t, conn, q.DLQ(), 10*time.Second)
+	waitDLQ(t, conn, q.DLQ(), time.Minute)
 }
 
 // Graceful stop: a handler in flight when the consumer is cancelled finishes and acks;
@@ -127,12 +129,18 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = bus.Consume(ctx, conn, pub, q, bus.ConsumeOptions{}, h, quiet()) }()
-	waitQueue(t, conn, q.Name())
+	opts, subscribed := onSubscribed(bus.ConsumeOptions{})
+	go func() { defer close(done); _ = bus.Consume(ctx, conn, pub, q, opts, h, quiet()) }()
+	awaitSubscribed(t, subscribed)
 	if err := pub.PublishEnvelope(context.Background(), envelope(t, contracts.OrderPlaced, "x"), nil); err != nil {
 		t.Fatal(err)
 	}
-	<-started
+	select {
+	case <-started:
+	case <-time.After(time.Minute):
+		cancel()
+		t.Fatal("the message never reached the handler")
+	}
 	cancel()
 	<-done
 	if !finished.Load() {
@@ -197,22 +205,23 @@ func depth(t *testing.T, conn *bus.Conn, queue string) int {
 	return q.Messages
 }
 
-func waitQueue(t *testing.T, conn *bus.Conn, queue string) {
+// onSubscribed returns opts with an OnSubscribed hook, and a channel closed the first
+// time the consumer has declared its queue (bindings and retry queues included) and
+// subscribed. Publishing before that could go unrouted.
+func onSubscribed(opts bus.ConsumeOptions) (bus.ConsumeOptions, <-chan struct{}) {
+	ch := make(chan struct{})
+	var once sync.Once
+	opts.OnSubscribed = func() { once.Do(func() { close(ch) }) }
+	return opts, ch
+}
+
+func awaitSubscribed(t *testing.T, subscribed <-chan struct{}) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		ch, err := conn.Channel(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-		_ = ch.Close()
-		if err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	select {
+	case <-subscribed:
+	case <-time.After(time.Minute):
+		t.Fatal("consumer never subscribed")
 	}
-	t.Fatalf("queue %s never declared", queue)
 }
 
 func waitDLQ(t *testing.T, conn *bus.Conn, dlq string, within time.Duration) amqp.Delivery {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"microlab/services/contracts"
 	"microlab/services/platform/bus"
 	"microlab/services/platform/control"
 	"microlab/services/platform/testenv"
@@ -38,8 +39,16 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// A change stored and announced reaches a watching instance quickly; a change whose
-// announcement is lost still arrives with the periodic re-read.
+// A change stored and announced reaches a watching instance through the announcement
+// alone (the periodic re-read, which TestResyncWithoutAnnouncement covers, is pushed out
+// of the way).
+//
+// The watcher also re-reads the database once each time it (re)subscribes, so a change
+// stored before that re-read would be applied even if announcements did nothing. Hence
+// two changes: the first once the watcher's queue is bound (so its announcement is
+// routed to it), which the subscription's re-read may still pick up; the second after
+// the first was applied, when that one re-read is spent and only an announcement can
+// make the watcher read again.
 func TestSetAnnounceWatch(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -50,7 +59,8 @@ func TestSetAnnounceWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	conn, err := bus.Dial(ctx, testenv.VHost(t), "control-test", log)
+	amqpURL := testenv.VHost(t)
+	conn, err := bus.Dial(ctx, amqpURL, "control-test", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +75,20 @@ func TestSetAnnounceWatch(t *testing.T) {
 	if w.Current().SagaMode() != "choreography" || !w.Current().Outbox() {
 		t.Fatalf("defaults: %+v", w.Current())
 	}
-	time.Sleep(300 * time.Millisecond) // let the exclusive queue bind
+	// The watcher's exclusive queue is the only thing bound to lab.control in this vhost.
+	testenv.AwaitQueueBinding(t, amqpURL, contracts.ExchangeControl, time.Minute)
+	pub := bus.NewPublisher(conn, log)
+	applied := func(what string) control.Settings {
+		t.Helper()
+		select {
+		case s := <-changes:
+			return s
+		case <-time.After(time.Minute):
+			t.Fatalf("announced change (%s) not applied", what)
+			return control.Settings{}
+		}
+	}
+
 	ch, err := store.Set(ctx, control.SagaMode, "orchestration", "test")
 	if err != nil {
 		t.Fatal(err)
@@ -73,26 +96,68 @@ func TestSetAnnounceWatch(t *testing.T) {
 	if ch.Old != "choreography" || ch.New != "orchestration" || ch.Revision == 0 {
 		t.Fatalf("change %+v", ch)
 	}
-	if err := control.Announce(ctx, bus.NewPublisher(conn, log), ch); err != nil {
+	if err := control.Announce(ctx, pub, ch); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case s := <-changes:
-		if s.SagaMode() != "orchestration" {
-			t.Fatalf("applied %+v", s.Values)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("announced change not applied")
+	if s := applied("saga.mode"); s.SagaMode() != "orchestration" {
+		t.Fatalf("applied %+v", s.Values)
 	}
+
+	ch2, err := store.Set(ctx, control.OutboxEnabled, "false", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := control.Announce(ctx, pub, ch2); err != nil {
+		t.Fatal(err)
+	}
+	if s := applied("outbox.enabled"); s.Outbox() || s.SagaMode() != "orchestration" || s.Revision != ch2.Revision {
+		t.Fatalf("applied %+v (revision %d), want outbox off at revision %d", s.Values, s.Revision, ch2.Revision)
+	}
+	if w.Current().Outbox() {
+		t.Fatalf("current %+v", w.Current().Values)
+	}
+
 	list, err := store.List(ctx)
 	if err != nil || len(list) != len(control.Defs()) {
 		t.Fatalf("list: %v %v", list, err)
 	}
 	hist, err := store.Changes(ctx, 10)
-	if err != nil || len(hist) != 1 || hist[0].Key != control.SagaMode {
+	if err != nil || len(hist) != 2 || hist[0].Key != control.OutboxEnabled || hist[1].Key != control.SagaMode {
 		t.Fatalf("history: %v %v", hist, err)
 	}
 	if _, err := store.Set(ctx, "saga.mode", "sideways", "test"); err == nil {
 		t.Fatal("bad value accepted")
+	}
+}
+
+// A change whose announcement is lost (here: never sent, and no bus at all, as in the
+// gateway) still arrives with the periodic re-read.
+func TestResyncWithoutAnnouncement(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, err := control.OpenStore(ctx, testenv.DB(t, testenv.Name("t_lab_")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	changes := make(chan control.Settings, 10)
+	w, err := control.NewWatcher(ctx, store, log, func(_, s control.Settings) { changes <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Resync = 50 * time.Millisecond
+	go func() { _ = w.Run(ctx, nil) }()
+	if _, err := store.Set(ctx, control.InboxEnabled, "false", "test"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-changes:
+		if s.Inbox() {
+			t.Fatalf("applied %+v", s.Values)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("unannounced change not applied by the periodic re-read")
 	}
 }
