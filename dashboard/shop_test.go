@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -10,13 +11,36 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"microlab/dashboard/views"
 )
 
-// A stand-in for the gateway's public API (the real one is exercised end to end in
-// lab/e2e): it checks what the dashboard sends.
-func fakeGateway(t *testing.T) (*httptest.Server, func() []map[string]any) {
-	var mu sync.Mutex
-	var orders []map[string]any
+// fakeGW is a stand-in for the gateway's public API (the real one is exercised end to end
+// in lab/e2e): it checks what the dashboard sends.
+type fakeGW struct {
+	*httptest.Server
+	mu     sync.Mutex
+	orders []map[string]any
+	conns  map[net.Conn]bool // open connections
+}
+
+// placed returns the orders received so far.
+func (g *fakeGW) placed() []map[string]any {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]map[string]any(nil), g.orders...)
+}
+
+// open is how many connections to the gateway are open. A connection is closed only
+// once its last request has been read and handled.
+func (g *fakeGW) open() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
+func fakeGateway(t *testing.T) *fakeGW {
+	g := &fakeGW{conns: map[net.Conn]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v1/auth/login", func(w http.ResponseWriter, r *http.Request) {
 		var in map[string]string
@@ -35,9 +59,9 @@ func fakeGateway(t *testing.T) (*httptest.Server, func() []map[string]any) {
 		}
 		var in map[string]any
 		_ = json.NewDecoder(r.Body).Decode(&in)
-		mu.Lock()
-		orders = append(orders, in)
-		mu.Unlock()
+		g.mu.Lock()
+		g.orders = append(g.orders, in)
+		g.mu.Unlock()
 		if strings.Contains(mustJSON(in), "LAB-NOPE") {
 			w.WriteHeader(422)
 			_, _ = w.Write([]byte(`{"error":{"code":"unknown_sku","message":"no product LAB-NOPE"}}`))
@@ -52,16 +76,28 @@ func fakeGateway(t *testing.T) (*httptest.Server, func() []map[string]any) {
 	mux.HandleFunc("GET /api/v1/products", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(`{"items":[{"sku":"LAB-MUG","name":"Lab mug","priceCents":1200,"currency":"EUR"}]}`))
 	})
-	ts := httptest.NewServer(mux)
-	t.Cleanup(ts.Close)
-	return ts, func() []map[string]any { mu.Lock(); defer mu.Unlock(); return append([]map[string]any(nil), orders...) }
+	g.Server = httptest.NewUnstartedServer(mux)
+	g.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		switch st {
+		case http.StateNew:
+			g.conns[c] = true
+		case http.StateClosed, http.StateHijacked:
+			delete(g.conns, c)
+		}
+	}
+	g.Start()
+	t.Cleanup(g.Close)
+	return g
 }
 
 func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
 
 func TestShopThroughTheGateway(t *testing.T) {
 	t.Parallel()
-	gw, placed := fakeGateway(t)
+	gw := fakeGateway(t)
+	placed := gw.placed
 	f := newFixture(t, map[string]string{"GATEWAY_URL": gw.URL, "PROMETHEUS_URL": closedURL(t)}, Sources{}, nil)
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
@@ -124,7 +160,7 @@ func TestShopThroughTheGateway(t *testing.T) {
 
 func TestTrafficStartsStopsAndIsBounded(t *testing.T) {
 	t.Parallel()
-	gw, placed := fakeGateway(t)
+	gw := fakeGateway(t)
 	f := newFixture(t, map[string]string{"GATEWAY_URL": gw.URL, "PROMETHEUS_URL": closedURL(t)}, Sources{}, nil)
 	origin := map[string]string{"Origin": f.ts.URL}
 	for _, bad := range []string{`{"rate":0}`, `{"rate":1000}`, `{"rate":1,"minutes":60}`} {
@@ -132,11 +168,12 @@ func TestTrafficStartsStopsAndIsBounded(t *testing.T) {
 			t.Errorf("%s: %d", bad, resp.StatusCode)
 		}
 	}
-	resp, body := f.do(t, "POST", "/api/lab/traffic", `{"rate":20,"minutes":1}`, origin)
+	// Ten minutes, the longest allowed: within the test, only stop can end this traffic.
+	resp, body := f.do(t, "POST", "/api/lab/traffic", `{"rate":20,"minutes":10}`, origin)
 	if resp.StatusCode != 200 || !strings.Contains(body, `"running":true`) {
 		t.Fatalf("start: %d %s", resp.StatusCode, body)
 	}
-	for end := time.Now().Add(5 * time.Second); len(placed()) < 3; time.Sleep(50 * time.Millisecond) {
+	for end := time.Now().Add(time.Minute); len(gw.placed()) < 3; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("no traffic reached the gateway")
 		}
@@ -145,13 +182,37 @@ func TestTrafficStartsStopsAndIsBounded(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, `"running":false`) {
 		t.Fatalf("stop: %d %s", resp.StatusCode, body)
 	}
-	time.Sleep(200 * time.Millisecond)
-	n := len(placed())
-	time.Sleep(300 * time.Millisecond)
-	if len(placed()) != n {
-		t.Error("traffic goes on after stop")
+	// The generator announces its end (a third "traffic" broadcast, after start's and
+	// stop's) once its loop has returned and every order it had in flight is done.
+	for end := time.Now().Add(time.Minute); len(f.hub.of("traffic")) < 3; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("traffic goes on after stop: the generator has not ended a minute later (broadcasts %v)", f.hub.of("traffic"))
+		}
 	}
-	if len(f.hub.of("traffic")) < 2 {
-		t.Error("start and stop not broadcast")
+	// An order given up on at stop may still be on its way to the gateway. Once the
+	// dashboard has let go of its idle connections and the gateway has closed every
+	// connection, it has handled all that was ever sent to it.
+	f.srv.gateway.http.CloseIdleConnections()
+	for end := time.Now().Add(time.Minute); gw.open() > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d connections to the gateway still open a minute after the traffic ended", gw.open())
+		}
+	}
+	n, st := len(gw.placed()), f.srv.traffic.state()
+	if st.Running || st.Placed+st.Failed == 0 {
+		t.Errorf("state after the end: %+v", st)
+	}
+	// Nothing runs that could place an order; a generator that did not really end
+	// (20 orders/s) would show here.
+	time.Sleep(300 * time.Millisecond)
+	if got := len(gw.placed()); got != n || gw.open() != 0 || f.srv.traffic.state() != st {
+		t.Errorf("traffic goes on after stop: %d orders, then %d; state %+v, then %+v", n, got, st, f.srv.traffic.state())
+	}
+	msgs := f.hub.of("traffic")
+	for i, m := range msgs {
+		var s views.TrafficState
+		if err := json.Unmarshal(m.Data, &s); err != nil || s.Running != (i == 0) {
+			t.Errorf("traffic broadcast %d of %d: %s (%v); want the start's running, the others not", i, len(msgs), m.Data, err)
+		}
 	}
 }

@@ -65,9 +65,9 @@ func (h *Hub) writeLoop(c *client) {
 		return
 	}
 
-	ping := time.NewTicker(h.cfg.PingInterval)
+	ping := h.clock.NewTicker(h.cfg.PingInterval)
 	defer ping.Stop()
-	stats := time.NewTicker(h.cfg.StatsInterval)
+	stats := h.clock.NewTicker(h.cfg.StatsInterval)
 	defer stats.Stop()
 	var reported uint64 // the drop count the browser has last been told
 	for {
@@ -84,14 +84,14 @@ func (h *Hub) writeLoop(c *client) {
 				return
 			}
 			h.sent.Add(1)
-		case <-ping.C:
-			// A ping both proves the browser alive (its pong extends the read deadline in
+		case <-ping.Chan():
+			// A ping both proves the browser alive (its pong restarts the pong timer in
 			// readLoop) and keeps idle proxies and NATs from dropping a quiet connection.
 			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(h.cfg.WriteTimeout)); err != nil {
 				h.remove(c, fmt.Errorf("ping: %w", err))
 				return
 			}
-		case <-stats.C:
+		case <-stats.Chan():
 			// Written directly, not queued: the queue is full exactly when this news
 			// matters, and queuing it would drop it.
 			d := c.dropped.Load()
@@ -143,15 +143,22 @@ func (h *Hub) write(c *client, b []byte) error {
 
 // readLoop reads from c until the connection fails. The browser sends nothing the hub
 // uses (the protocol is server → browser), but reading is still required: gorilla
-// processes pongs and close frames only inside a read. The read deadline is the liveness
-// check: each pong pushes it PongTimeout further; a browser that stops answering pings
-// hits it and is removed.
+// processes pongs and close frames only inside a read. The liveness check is a timer of
+// PongTimeout that each pong starts again; a browser that stops answering pings lets it
+// run out, which moves the socket's read deadline into the past: the blocked read fails
+// with a timeout, exactly as if the deadline had been set PongTimeout after the last
+// pong, and the client is removed. (A timer rather than the deadline itself, so that the
+// hub's clock, and with it a test, decides when PongTimeout has passed.)
 func (h *Hub) readLoop(c *client) {
 	defer h.wg.Done()
 	c.conn.SetReadLimit(readLimit)
-	extend := func(string) error { return c.conn.SetReadDeadline(time.Now().Add(h.cfg.PongTimeout)) }
-	_ = extend("")
-	c.conn.SetPongHandler(extend)
+	// net.Conn deadlines may be set from any goroutine; the timer's runs on its own.
+	expire := h.clock.AfterFunc(h.cfg.PongTimeout, func() { _ = c.conn.NetConn().SetReadDeadline(time.Unix(1, 0)) })
+	defer expire.Stop()
+	c.conn.SetPongHandler(func(string) error {
+		expire.Reset(h.cfg.PongTimeout)
+		return nil
+	})
 	for {
 		if _, _, err := c.conn.ReadMessage(); err != nil {
 			h.remove(c, fmt.Errorf("read: %w", err))

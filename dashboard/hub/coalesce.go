@@ -17,6 +17,7 @@ import (
 type Coalescer struct {
 	frame time.Duration
 	flush func(map[string]int)
+	clock clock // Run's frame clock: realClock; the package's tests tick it by hand
 
 	mu      sync.Mutex
 	counts  map[string]int
@@ -27,7 +28,7 @@ type Coalescer struct {
 // counts added since the previous call, and does not call it when nothing was added.
 // flush is called one call at a time, and owns the map it gets.
 func NewCoalescer(frame time.Duration, flush func(map[string]int)) *Coalescer {
-	return &Coalescer{frame: frame, flush: flush, counts: make(map[string]int)}
+	return &Coalescer{frame: frame, flush: flush, clock: realClock{}, counts: make(map[string]int)}
 }
 
 // Add counts n more events for key. It is cheap (a map update under a mutex) and safe
@@ -61,13 +62,13 @@ func (c *Coalescer) Flush() {
 // Run flushes every frame until ctx ends. What was added in the last, unfinished frame
 // is not flushed: at shutdown there is nobody left to show it to.
 func (c *Coalescer) Run(ctx context.Context) {
-	t := time.NewTicker(c.frame)
+	t := c.clock.NewTicker(c.frame)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 			c.Flush()
 		}
 	}

@@ -45,24 +45,50 @@ func TestCoalescerSumsConcurrentAdds(t *testing.T) {
 	}
 }
 
-// With Run's own clock: Adds made within one frame arrive in one flush, and an idle
+// tickClock is a clock whose tickers tick when the test says so: a send on tick returns
+// once Run has taken the tick, that is once it has finished with the tick before.
+type tickClock struct{ tick chan time.Time }
+
+func (c tickClock) NewTicker(time.Duration) ticker { return tickTicker(c.tick) }
+
+func (tickClock) AfterFunc(time.Duration, func()) timer { panic("the Coalescer uses no timers") }
+
+type tickTicker chan time.Time
+
+func (t tickTicker) Chan() <-chan time.Time { return t }
+func (tickTicker) Stop()                    {}
+
+// Run flushes once per frame, on frames the test makes: Adds made within one frame
+// arrive in one flush, Adds of different frames in different flushes, and an idle
 // Coalescer stays silent frame after frame.
 func TestCoalescerRunFlushesPerFrameOnlyWhenBusy(t *testing.T) {
-	const frame = 300 * time.Millisecond
 	got := make(chan map[string]int, 16)
-	c := NewCoalescer(frame, func(m map[string]int) { got <- m })
+	c := NewCoalescer(300*time.Millisecond, func(m map[string]int) { got <- m })
+	clk := tickClock{make(chan time.Time)}
+	c.clock = clk
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go c.Run(ctx)
-
-	// Align with the frame clock: right after a flush, a whole frame lies ahead, far more
-	// than the Adds below take, so they all land in the same frame.
-	c.Add("sync", 1)
-	select {
-	case <-got:
-	case <-time.After(10 * frame):
-		t.Fatal("no flush within 10 frames")
+	frame := func() {
+		t.Helper()
+		select {
+		case clk.tick <- time.Now():
+		case <-time.After(time.Minute):
+			t.Fatal("Run does not take its ticks")
+		}
 	}
+	flushed := func(want map[string]int) {
+		t.Helper()
+		select {
+		case m := <-got:
+			if !maps.Equal(m, want) {
+				t.Fatalf("flushed %v, want %v", m, want)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("no flush of %v", want)
+		}
+	}
+
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
@@ -72,18 +98,42 @@ func TestCoalescerRunFlushesPerFrameOnlyWhenBusy(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	select {
-	case m := <-got:
-		if !maps.Equal(m, map[string]int{"a→b": 2000}) {
-			t.Fatalf("flushed %v, want a→b: 2000", m)
-		}
-	case <-time.After(10 * frame):
-		t.Fatal("no flush within 10 frames")
-	}
+	frame()
+	flushed(map[string]int{"a→b": 2000})
 
+	c.Add("x", 1)
+	frame()
+	flushed(map[string]int{"x": 1})
+	c.Add("y", 2)
+	frame()
+	flushed(map[string]int{"y": 2})
+
+	// Four idle frames, and one more: once Run has taken the fifth tick it is done with
+	// the four before, so whatever they flushed is in got by now.
+	for range 5 {
+		frame()
+	}
 	select {
 	case m := <-got:
 		t.Fatalf("flushed %v while idle", m)
-	case <-time.After(4 * frame):
+	default:
+	}
+}
+
+// With its own clock, Run flushes by itself.
+func TestCoalescerRunFlushesOnItsOwn(t *testing.T) {
+	got := make(chan map[string]int, 16)
+	c := NewCoalescer(10*time.Millisecond, func(m map[string]int) { got <- m })
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go c.Run(ctx)
+	c.Add("a→b", 3)
+	select {
+	case m := <-got:
+		if !maps.Equal(m, map[string]int{"a→b": 3}) {
+			t.Fatalf("flushed %v, want a→b: 3", m)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Run flushed nothing")
 	}
 }

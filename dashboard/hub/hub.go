@@ -87,6 +87,7 @@ type Hub struct {
 	cfg      Config
 	log      *slog.Logger
 	upgrader websocket.Upgrader
+	clock    clock // realClock; the package's tests substitute their own
 
 	mu      sync.RWMutex
 	clients map[*client]struct{}
@@ -135,6 +136,7 @@ func New(cfg Config, log *slog.Logger) *Hub {
 			CheckOrigin: func(r *http.Request) bool { return SameOrigin(r, cfg.AllowedOrigins) },
 		},
 		clients: make(map[*client]struct{}),
+		clock:   realClock{},
 	}
 }
 
@@ -170,9 +172,12 @@ func (h *Hub) Run(ctx context.Context) error {
 	// moment, then close the sockets under them, which fails any blocked write.
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
+	grace := make(chan struct{})
+	graceTimer := h.clock.AfterFunc(closeGrace, func() { close(grace) })
+	defer graceTimer.Stop()
 	select {
 	case <-done:
-	case <-time.After(closeGrace):
+	case <-grace:
 		for _, c := range clients {
 			_ = c.conn.Close()
 		}

@@ -20,6 +20,14 @@ import (
 	"microlab/services/platform/testenv"
 )
 
+// patience bounds every wait for something that must happen. It only costs time when
+// the test fails anyway, so it is long enough for a loaded machine running -race.
+const patience = time.Minute
+
+// probePrefix starts the correlation id of the probes waitListening sends, which next
+// skips: a probe may come through late, after the one waitListening waited for.
+const probePrefix = "probe-"
+
 // tap runs Wiretap on a fresh vhost and collects what reaches its sink.
 type tap struct {
 	t      *testing.T
@@ -27,6 +35,7 @@ type tap struct {
 	events chan Event
 	pub    *bus.Publisher
 	done   chan error
+	logs   *testenv.LogBuffer // the wiretap's own log (its AMQP connection's included)
 }
 
 func startTap(t *testing.T) *tap {
@@ -38,9 +47,10 @@ func startTapOn(t *testing.T, u string) *tap {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
-	tp := &tap{t: t, url: u, events: make(chan Event, 1000), done: make(chan error, 1)}
+	tp := &tap{t: t, url: u, events: make(chan Event, 1000), done: make(chan error, 1), logs: &testenv.LogBuffer{}}
+	tapLog := slog.New(slog.NewTextHandler(tp.logs, nil))
 	go func() {
-		tp.done <- Wiretap(ctx, u, log, func(e Event) { tp.events <- e })
+		tp.done <- Wiretap(ctx, u, tapLog, func(e Event) { tp.events <- e })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -49,7 +59,7 @@ func startTapOn(t *testing.T, u string) *tap {
 			if err != nil {
 				t.Errorf("Wiretap returned %v", err)
 			}
-		case <-time.After(10 * time.Second):
+		case <-time.After(patience):
 			t.Error("Wiretap did not return after its context ended")
 		}
 	})
@@ -67,8 +77,8 @@ func startTapOn(t *testing.T, u string) *tap {
 // wiretap's queue may not exist yet and a message would be unroutable.
 func (tp *tap) waitListening() {
 	tp.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	probe := fmt.Sprint("probe-", time.Now().UnixNano())
+	deadline := time.Now().Add(2 * patience)
+	probe := fmt.Sprint(probePrefix, time.Now().UnixNano())
 	for time.Now().Before(deadline) {
 		tp.publish(contracts.UserRegistered, probe, contracts.UserRegisteredData{UserID: probe}, nil)
 		wait := time.After(200 * time.Millisecond)
@@ -76,8 +86,7 @@ func (tp *tap) waitListening() {
 			select {
 			case e := <-tp.events:
 				if e.CorrelationID == probe {
-					tp.drain()
-					return
+					return // the probes sent before this one may still come: next skips them
 				}
 				continue
 			case <-wait:
@@ -85,18 +94,7 @@ func (tp *tap) waitListening() {
 			break
 		}
 	}
-	tp.t.Fatal("the wiretap saw no message within 30s")
-}
-
-// drain discards probes still in flight.
-func (tp *tap) drain() {
-	for {
-		select {
-		case <-tp.events:
-		case <-time.After(300 * time.Millisecond):
-			return
-		}
-	}
+	tp.t.Fatalf("the wiretap saw no message within %s", 2*patience)
 }
 
 func (tp *tap) publish(typ, correlation string, data any, headers amqp.Table) contracts.Envelope {
@@ -105,7 +103,7 @@ func (tp *tap) publish(typ, correlation string, data any, headers amqp.Table) co
 	if err != nil {
 		tp.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	if err := tp.pub.PublishEnvelope(ctx, env, headers); err != nil {
 		tp.t.Fatal(err)
@@ -113,14 +111,21 @@ func (tp *tap) publish(typ, correlation string, data any, headers amqp.Table) co
 	return env
 }
 
+// next returns the next event that is not a probe.
 func (tp *tap) next(what string) Event {
 	tp.t.Helper()
-	select {
-	case e := <-tp.events:
-		return e
-	case <-time.After(10 * time.Second):
-		tp.t.Fatalf("%s: nothing reached the sink within 10s", what)
-		return Event{}
+	deadline := time.After(patience)
+	for {
+		select {
+		case e := <-tp.events:
+			if strings.HasPrefix(e.CorrelationID, probePrefix) {
+				continue
+			}
+			return e
+		case <-deadline:
+			tp.t.Fatalf("%s: nothing reached the sink within %s", what, patience)
+			return Event{}
+		}
 	}
 }
 
@@ -166,14 +171,7 @@ func TestWiretapSeesEventsAndCommands(t *testing.T) {
 	}
 
 	// The queue is the observer's: exclusive, auto-delete, server-named and bounded.
-	var queues []struct {
-		Name       string         `json:"name"`
-		Exclusive  bool           `json:"exclusive"`
-		AutoDelete bool           `json:"auto_delete"`
-		Durable    bool           `json:"durable"`
-		Arguments  map[string]any `json:"arguments"`
-	}
-	mgmt(t, http.MethodGet, "/api/queues/"+url.PathEscape(strings.TrimPrefix(mustParse(t, tp.url).Path, "/")), &queues)
+	queues := vhostQueues(t, tp.url)
 	if len(queues) != 1 || !strings.HasPrefix(queues[0].Name, "amq.gen-") || !queues[0].Exclusive || !queues[0].AutoDelete ||
 		queues[0].Durable || queues[0].Arguments["x-max-length"] != float64(WiretapMaxLength) ||
 		queues[0].Arguments["x-overflow"] != "drop-head" {
@@ -231,8 +229,12 @@ func TestWiretapKeepsMalformedMessages(t *testing.T) {
 func TestWiretapRecoversFromLostConnection(t *testing.T) {
 	tp := startTap(t)
 	vhost := strings.TrimPrefix(mustParse(t, tp.url).Path, "/")
+	before := vhostQueues(t, tp.url)
+	if len(before) != 1 {
+		t.Fatalf("queues in the vhost = %+v, want the wiretap's", before)
+	}
 	var killed []string
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * patience)
 	for len(killed) == 0 && time.Now().Before(deadline) {
 		var conns []struct {
 			Name   string `json:"name"`
@@ -254,6 +256,20 @@ func TestWiretapRecoversFromLostConnection(t *testing.T) {
 	if len(killed) == 0 {
 		t.Fatal("the wiretap's connection never showed up in the management API")
 	}
+	// The broker closes the connection after answering the DELETE, so a probe sent now
+	// could still go through the old queue, which dies with the connection. Wait for
+	// the outcome instead: the old queue gone (it was exclusive to the connection) and a
+	// new one declared in its place.
+	var after []queueInfo
+	for end := time.Now().Add(2 * patience); ; time.Sleep(100 * time.Millisecond) {
+		after = vhostQueues(t, tp.url)
+		if len(after) == 1 && after[0].Name != before[0].Name {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("queues %+v %s after the connection was closed, want one new queue in place of %s", after, 2*patience, before[0].Name)
+		}
+	}
 	tp.waitListening()
 	env := tp.publish(contracts.OrderConfirmed, "o-3", contracts.OrderConfirmedData{
 		Saga: contracts.Saga{OrderID: "o-3", SagaMode: contracts.ModeChoreography}}, nil)
@@ -271,7 +287,12 @@ func TestWiretapSurvivesBrokerRestart(t *testing.T) {
 	broker := testenv.PrivateBroker(t)
 	tp := startTapOn(t, broker.URL())
 	broker.Stop()
-	time.Sleep(time.Second) // the tap is now redialling
+	// The broker stays down until the tap has noticed and tried to reconnect in vain
+	// (its connection logs the first failed attempt), so that the restart below is one
+	// the tap waits out, not one it sleeps through.
+	if !tp.logs.AwaitLine(2*patience, "rabbitmq unreachable, retrying") {
+		t.Fatalf("the wiretap did not try to reconnect to the stopped broker within %s; its log:\n%s", 2*patience, tp.logs)
+	}
 	broker.Start()
 	tp.waitListening()
 	env := tp.publish(contracts.PaymentDeclined, "o-4", contracts.PaymentDeclinedData{
@@ -306,7 +327,7 @@ func mgmt(t *testing.T, method, path string, out any) {
 		t.Fatal(err)
 	}
 	req.SetBasicAuth(user, pass)
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	resp, err := (&http.Client{Timeout: patience}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,4 +341,21 @@ func mgmt(t *testing.T, method, path string, out any) {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
 	}
+}
+
+// queueInfo is a queue as the management API lists it.
+type queueInfo struct {
+	Name       string         `json:"name"`
+	Exclusive  bool           `json:"exclusive"`
+	AutoDelete bool           `json:"auto_delete"`
+	Durable    bool           `json:"durable"`
+	Arguments  map[string]any `json:"arguments"`
+}
+
+// vhostQueues lists the queues of the virtual host of amqpURL.
+func vhostQueues(t *testing.T, amqpURL string) []queueInfo {
+	t.Helper()
+	var queues []queueInfo
+	mgmt(t, http.MethodGet, "/api/queues/"+url.PathEscape(strings.TrimPrefix(mustParse(t, amqpURL).Path, "/")), &queues)
+	return queues
 }

@@ -166,7 +166,7 @@ func observabilityLab(t *testing.T) (Config, *supervisor.Supervisor) {
 	}
 	sup := supervisor.New(slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
 		if err := sup.StopAll(ctx); err != nil {
 			t.Error(err)
@@ -186,7 +186,7 @@ func TestJaegerStoresASpan(t *testing.T) {
 	}
 	cfg, sup := observabilityLab(t)
 	j := cfg.Jaeger(bin, t.TempDir())
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
 	defer cancel()
 	start := time.Now()
 	if err := j.Start(ctx, sup); err != nil {
@@ -251,11 +251,16 @@ func TestJaegerStoresASpan(t *testing.T) {
 	if got := listening(t, sup.PID("jaeger")); !sameSet(got, want) {
 		t.Errorf("jaeger listens on %v, want exactly %v", got, want)
 	}
+	// Jaeger's output reaches its log file through the supervisor's copying goroutine,
+	// which may trail it: wait for the line while Jaeger runs.
+	for !strings.Contains(readFile(j.LogFile()), "Everything is ready") {
+		if ctx.Err() != nil {
+			t.Fatalf("%s lacks Jaeger's output:\n%s", j.LogFile(), readFile(j.LogFile()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err := sup.Stop("jaeger"); err != nil {
 		t.Error(err)
-	}
-	if !strings.Contains(readFile(j.LogFile()), "Everything is ready") {
-		t.Errorf("%s lacks Jaeger's output", j.LogFile())
 	}
 }
 
@@ -290,7 +295,7 @@ func TestPrometheusScrapesTheTargets(t *testing.T) {
 	if err := p.WriteTargets([]TargetGroup{{Targets: []string{first}, Labels: map[string]string{"job": "probe"}}}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
 	defer cancel()
 	start := time.Now()
 	if err := p.Start(ctx, sup); err != nil {

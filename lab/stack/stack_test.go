@@ -21,6 +21,11 @@ import (
 	"microlab/services/platform/testenv"
 )
 
+// patience bounds every wait for something that must happen: starting processes,
+// stopping them, a query answering. It only costs time when the test fails anyway, so it
+// is long enough for a loaded machine.
+const patience = 3 * time.Minute
+
 func moduleRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
@@ -97,13 +102,13 @@ func TestBuildAndLaunch(t *testing.T) {
 	}
 	sup := supervisor.New(slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
 		if err := sup.StopAll(ctx); err != nil {
 			t.Error(err)
 		}
 	})
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
 	defer cancel()
 	if err := Launch(ctx, cfg, sup, bin, map[string]int{"payments": 2}); err != nil {
 		t.Fatal(err)
@@ -148,7 +153,7 @@ func TestBuildAndLaunch(t *testing.T) {
 func TestProvision(t *testing.T) {
 	t.Parallel()
 	cfg := Config{AdminDatabaseURL: testenv.AdminDatabaseURL(), DBPrefix: testenv.Name("p") + "_", Host: "127.0.0.1"}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
 	defer cancel()
 	if conn, err := pgx.Connect(ctx, cfg.AdminDatabaseURL); err != nil {
 		testenv.Missing(t, "PostgreSQL at "+cfg.AdminDatabaseURL, testenv.FixPostgres, err)
@@ -156,7 +161,7 @@ func TestProvision(t *testing.T) {
 		_ = conn.Close(ctx)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
 		for _, db := range cfg.Databases() {
 			if err := pg.Drop(ctx, cfg.AdminDatabaseURL, db); err != nil {

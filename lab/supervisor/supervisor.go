@@ -31,7 +31,7 @@ const (
 	minBackoff  = 200 * time.Millisecond // first restart delay after a crash
 	maxBackoff  = 10 * time.Second       // the delay doubles up to this
 	resetAfter  = 30 * time.Second       // uptime after which a crash counts as the first again
-	stopTimeout = 15 * time.Second       // SIGTERM → SIGKILL grace period
+	stopTimeout = 15 * time.Second       // SIGTERM → SIGKILL grace period (Supervisor.stopTimeout)
 	drainWait   = 2 * time.Second        // how long to wait for the last output of a dead process
 )
 
@@ -66,6 +66,10 @@ func (p Proc) id() string {
 type Supervisor struct {
 	log *slog.Logger
 	out *output
+	// stopTimeout is the SIGTERM → SIGKILL grace of Stop, Restart and StopAll: the
+	// stopTimeout constant, which the package's tests lengthen so that only their own
+	// context decides when a process that ignores SIGTERM is killed.
+	stopTimeout time.Duration
 
 	mu     sync.Mutex
 	procs  map[string]*proc // by instance id
@@ -77,7 +81,7 @@ type Supervisor struct {
 // and writes every process's output lines, prefixed with the instance id, to out.
 // Prefixes are coloured only when out is a terminal and NO_COLOR is unset.
 func New(log *slog.Logger, out io.Writer) *Supervisor {
-	return &Supervisor{log: log, out: newOutput(out), procs: map[string]*proc{}}
+	return &Supervisor{log: log, out: newOutput(out), procs: map[string]*proc{}, stopTimeout: stopTimeout}
 }
 
 // proc is one supervised instance: the Proc and the process currently running it. Its
@@ -340,12 +344,12 @@ func (s *Supervisor) Stop(name string) error {
 	s.forget(ps)
 	var killed []string
 	for _, p := range ps {
-		if p.stop(context.Background(), stopTimeout) {
+		if p.stop(context.Background(), s.stopTimeout) {
 			killed = append(killed, p.spec.id())
 		}
 	}
 	if len(killed) > 0 {
-		return fmt.Errorf("stop: %v ignored SIGTERM for %s and were killed", killed, stopTimeout)
+		return fmt.Errorf("stop: %v ignored SIGTERM for %s and were killed", killed, s.stopTimeout)
 	}
 	return nil
 }
@@ -395,7 +399,7 @@ func (s *Supervisor) Restart(name string) error {
 		return fmt.Errorf("restart: %w", err)
 	}
 	for _, p := range ps {
-		p.stop(context.Background(), stopTimeout)
+		p.stop(context.Background(), s.stopTimeout)
 		if err := s.replace(p); err != nil {
 			return err
 		}
@@ -470,7 +474,7 @@ func (s *Supervisor) StopAll(ctx context.Context) error {
 	for _, p := range ps {
 		wg.Go(func() {
 			// The grace period already started when requestStop signalled everyone above.
-			if p.stop(ctx, stopTimeout) {
+			if p.stop(ctx, s.stopTimeout) {
 				mu.Lock()
 				killed = append(killed, p.spec.id())
 				mu.Unlock()

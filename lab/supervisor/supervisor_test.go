@@ -2,9 +2,11 @@ package supervisor
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -150,6 +153,10 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// patience bounds every wait for something that must happen. It only costs time when
+// the test fails anyway, so it is long enough for a loaded machine running -race.
+const patience = time.Minute
+
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -188,8 +195,9 @@ func TestCrashIsRestartedWithBackoff(t *testing.T) {
 	if err := f.sup.Start(t.Context(), helperProc(t, "crasher", "", "crash", "HELPER_AFTER=20ms")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "three starts", func() bool { return f.count("crasher", "started pid=") >= 3 })
+	eventually(t, patience, "three starts", func() bool { return f.count("crasher", "started pid=") >= 3 })
 	// Two restarts waited 200ms then 400ms: the supervisor backs off, it does not spin.
+	// (A lower bound: a slow machine only makes it longer.)
 	if took := time.Since(start); took < 600*time.Millisecond {
 		t.Fatalf("three starts within %s: no backoff", took)
 	}
@@ -202,9 +210,9 @@ func TestCrashIsRestartedWithBackoff(t *testing.T) {
 	if n := strings.Count(logs, "crashed, restarting"); n < 2 {
 		t.Errorf("%d restart lines, want one per restart", n)
 	}
-	if f.count("crasher", "crashing on purpose") < 2 {
-		t.Error("stderr of the process is not in the output")
-	}
+	// A dead process's last lines may trail its restart (the supervisor waits for them
+	// only so long).
+	eventually(t, patience, "stderr of the process in the output", func() bool { return f.count("crasher", "crashing on purpose") >= 2 })
 }
 
 func TestKillIsACrashAndRestarts(t *testing.T) {
@@ -213,7 +221,7 @@ func TestKillIsACrashAndRestarts(t *testing.T) {
 	if err := f.sup.Start(t.Context(), serving(t, "web", "web-1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second)); err != nil {
+	if err := f.sup.WaitHealthy(ctxFor(t, patience)); err != nil {
 		t.Fatal(err)
 	}
 	old := f.sup.PID("web") // by service name
@@ -223,11 +231,11 @@ func TestKillIsACrashAndRestarts(t *testing.T) {
 	if err := f.sup.Kill("web"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a new process", func() bool {
+	eventually(t, patience, "a new process", func() bool {
 		p := f.sup.PID("web-1")
 		return p != 0 && p != old
 	})
-	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second), "web-1"); err != nil {
+	if err := f.sup.WaitHealthy(ctxFor(t, patience), "web-1"); err != nil {
 		t.Fatal(err)
 	}
 	if alive(old) {
@@ -241,9 +249,13 @@ func TestKillIsACrashAndRestarts(t *testing.T) {
 	}
 }
 
+// StopAll signals everyone, waits for those that honour SIGTERM, and kills the one that
+// does not when its context ends. The grace is an hour here, so it is the test's cancel,
+// made once everything else has gone, that ends the wait: no race against a deadline.
 func TestStopAllStopsEverything(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
+	f.sup.stopTimeout = time.Hour
 	ctx := t.Context()
 	procs := []Proc{
 		serving(t, "web", "web-1"),
@@ -258,52 +270,99 @@ func TestStopAllStopsEverything(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second), "web"); err != nil {
+	if err := f.sup.WaitHealthy(ctxFor(t, patience), "web"); err != nil {
 		t.Fatal(err)
 	}
 	var child int
-	eventually(t, 5*time.Second, "the shell's child pid", func() bool {
+	eventually(t, patience, "the shell's child pid", func() bool {
 		m := regexp.MustCompile(`child=(\d+)`).FindStringSubmatch(f.out.String())
 		if m != nil {
 			child, _ = strconv.Atoi(m[1])
 		}
 		return child != 0
 	})
-	eventually(t, 5*time.Second, "stubborn ignores SIGTERM", func() bool { return f.count("stubborn", "ignoring SIGTERM") > 0 })
-	pids := []int{child, f.sup.PID("web"), f.sup.PID("shell"), f.sup.PID("stubborn")}
+	eventually(t, patience, "stubborn ignores SIGTERM", func() bool { return f.count("stubborn", "ignoring SIGTERM") > 0 })
+	stubborn := f.sup.PID("stubborn")
+	pids := []int{child, f.sup.PID("web"), f.sup.PID("shell"), stubborn}
 	for _, p := range pids {
 		if p == 0 || !alive(p) {
 			t.Fatalf("pids %v: not all running", pids)
 		}
 	}
 
-	start := time.Now()
-	err := f.sup.StopAll(ctxFor(t, 1500*time.Millisecond))
-	took := time.Since(start)
+	f.sup.mu.Lock()
+	supervised := maps.Clone(f.sup.procs) // StopAll forgets them
+	f.sup.mu.Unlock()
+	stopCtx := &watchedCtx{}
+	stopCtx.Context, stopCtx.cancel = context.WithCancel(context.Background())
+	defer stopCtx.cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- f.sup.StopAll(stopCtx) }()
+	// StopAll waits for each process (one wait each, which asks for the context's Done
+	// as it starts)...
+	eventually(t, patience, "StopAll waiting for each process", func() bool { return stopCtx.waits.Load() == int32(len(procs)) })
+	// ...and everything that honours SIGTERM goes, ending its supervision; the
+	// crasher's restart loop ends too.
+	for _, id := range []string{"web-1", "shell", "crasher"} {
+		select {
+		case <-supervised[id].done:
+		case <-time.After(patience):
+			t.Fatalf("%s still supervised %s after SIGTERM (pids %v)", id, patience, pids)
+		}
+	}
+	// The stubborn one is still there, and StopAll waits for it: its grace lasts an hour.
+	if !alive(stubborn) {
+		t.Fatalf("stubborn (pid %d) died before StopAll's context ended", stubborn)
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("StopAll returned (%v) while stubborn still ran", err)
+	default:
+	}
+	eventually(t, patience, "web stopped with SIGTERM", func() bool { return f.count("web-1", "got SIGTERM") == 1 })
+
+	stopCtx.cancel() // the context ends: now StopAll kills it
+	var err error
+	select {
+	case err = <-stopped:
+	case <-time.After(patience):
+		t.Fatalf("StopAll still waiting %s after its context ended", patience)
+	}
 	if err == nil || !strings.Contains(err.Error(), "stubborn") || strings.Contains(err.Error(), "web") {
 		t.Errorf("StopAll error = %v, want one naming only stubborn as killed", err)
 	}
-	if took > 5*time.Second {
-		t.Errorf("StopAll took %s; ctx allowed 1.5s", took)
-	}
+	// The processes StopAll waited for are reaped; the shell's child, signalled with its
+	// group, dies in its own time.
 	for _, p := range pids {
-		if alive(p) {
-			t.Errorf("pid %d still alive after StopAll (pids %v)", p, pids)
-		}
+		eventually(t, patience, fmt.Sprintf("pid %d gone after StopAll (pids %v)", p, pids), func() bool { return !alive(p) })
 	}
-	if f.count("web-1", "got SIGTERM") != 1 {
-		t.Error("web was not stopped with SIGTERM")
-	}
+	// Every supervising goroutine has returned (StopAll waits for them), the crasher's
+	// included, so nothing can be restarted any more.
 	starts := f.count("crasher", "started pid=")
-	time.Sleep(time.Second)
-	if n := f.count("crasher", "started pid="); n != starts {
-		t.Errorf("crasher restarted after StopAll (%d → %d starts)", starts, n)
-	}
 	for _, name := range []string{"web", "shell", "crasher", "stubborn"} {
+		if id := map[string]string{"web": "web-1"}[name]; !strings.Contains(f.logs.String(), "msg=stopped instance="+cmp.Or(id, name)+" ") {
+			t.Errorf("no %q line for %s: its supervision did not end", "stopped", name)
+		}
 		if pid := f.sup.PID(name); pid != 0 {
 			t.Errorf("PID(%s) = %d after StopAll", name, pid)
 		}
 	}
+	if n := f.count("crasher", "started pid="); n != starts {
+		t.Errorf("crasher restarted after StopAll (%d → %d starts)", starts, n)
+	}
+}
+
+// watchedCtx is a context that counts the calls of Done: a wait on it asks for Done as
+// it starts, so the test knows when every wait has begun.
+type watchedCtx struct {
+	context.Context
+	cancel context.CancelFunc
+	waits  atomic.Int32
+}
+
+func (c *watchedCtx) Done() <-chan struct{} {
+	c.waits.Add(1)
+	return c.Context.Done()
 }
 
 func TestWaitHealthyTimesOutWithAClearError(t *testing.T) {
@@ -317,10 +376,24 @@ func TestWaitHealthyTimesOutWithAClearError(t *testing.T) {
 	if err := f.sup.Start(t.Context(), serving(t, "web", "web-1")); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	err := f.sup.WaitHealthy(ctxFor(t, time.Second))
-	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("WaitHealthy took %s past a 1s deadline", took)
+	// Both processes are up first, so that the short deadline below is about never-1
+	// only: web-1 answers, and never-1 has printed the line its error must quote.
+	if err := f.sup.WaitHealthy(ctxFor(t, patience), "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, patience, "never-1's first line", func() bool { return f.count("never-1", "hello from never-ready") > 0 })
+
+	// The deadline is the test's: WaitHealthy gives up when it comes, with the last
+	// failure of each process. That failure is a probe's, if one finished in time; on a
+	// machine too busy to finish one within the deadline, the error can only say the
+	// deadline cut the probe short, and the test asks again with twice the time.
+	var err error
+	for within := time.Second; ; within *= 2 {
+		err = waitHealthyWithin(t, f.sup, within)
+		if err == nil || !strings.Contains(err.Error(), context.DeadlineExceeded.Error()) || within >= patience {
+			break
+		}
+		t.Logf("a probe did not finish within %s; again with twice the time:\n%v", within, err)
 	}
 	if err == nil {
 		t.Fatal("WaitHealthy succeeded with a process that never gets ready")
@@ -334,8 +407,25 @@ func TestWaitHealthyTimesOutWithAClearError(t *testing.T) {
 	if strings.Contains(msg, "web-1") {
 		t.Errorf("error blames the healthy web-1:\n%s", msg)
 	}
-	if err := f.sup.WaitHealthy(ctxFor(t, time.Second), "nosuch"); err == nil || !strings.Contains(err.Error(), `no process "nosuch"`) {
+	if err := f.sup.WaitHealthy(ctxFor(t, patience), "nosuch"); err == nil || !strings.Contains(err.Error(), `no process "nosuch"`) {
 		t.Errorf("unknown name: %v", err)
+	}
+}
+
+// waitHealthyWithin calls WaitHealthy (every process) with a deadline of within, and
+// fails the test if it does not return once the deadline has passed.
+func waitHealthyWithin(t *testing.T, sup *Supervisor, within time.Duration) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- sup.WaitHealthy(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(within + patience):
+		t.Fatalf("WaitHealthy still waiting %s past its %s deadline", patience, within)
+		return nil
 	}
 }
 
@@ -348,15 +438,25 @@ func TestNoRestartLeavesItDead(t *testing.T) {
 	if err := f.sup.Start(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second))
+	// The context lasts an hour: WaitHealthy must fail as soon as the process has exited,
+	// not when its context ends.
+	ctx := ctxFor(t, time.Hour)
+	done := make(chan error, 1)
+	go func() { done <- f.sup.WaitHealthy(ctx) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(patience):
+		t.Fatalf("WaitHealthy still waiting %s after the start of a NoRestart process that exits at once", patience)
+	}
 	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "not restarted") {
 		t.Fatalf("WaitHealthy = %v, want a failure saying it exited", err)
 	}
-	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("WaitHealthy took %s to notice a dead NoRestart process", took)
-	}
-	time.Sleep(500 * time.Millisecond)
+	// Its supervision ends with the exit, so nothing can start it again.
+	eventually(t, patience, "the end of its supervision", func() bool {
+		return strings.Contains(f.logs.String(), "exited, not restarting (NoRestart)")
+	})
+	eventually(t, patience, "its one start line", func() bool { return f.count("once", "started pid=") > 0 })
 	if n := f.count("once", "started pid="); n != 1 {
 		t.Errorf("started %d times, want 1", n)
 	}
@@ -375,7 +475,7 @@ func TestRestartAndStop(t *testing.T) {
 	if err := f.sup.Start(t.Context(), p); err == nil {
 		t.Error("starting a running instance twice succeeded")
 	}
-	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second)); err != nil {
+	if err := f.sup.WaitHealthy(ctxFor(t, patience)); err != nil {
 		t.Fatal(err)
 	}
 	old := f.sup.PID("web-1")
@@ -385,16 +485,17 @@ func TestRestartAndStop(t *testing.T) {
 	if pid := f.sup.PID("web-1"); pid == 0 || pid == old || alive(old) {
 		t.Fatalf("after Restart: pid %d (old %d, alive %v)", pid, old, alive(old))
 	}
-	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second)); err != nil {
+	if err := f.sup.WaitHealthy(ctxFor(t, patience)); err != nil {
 		t.Fatal(err)
 	}
-	if f.count("web-1", "got SIGTERM") != 1 {
-		t.Error("Restart did not stop the old process gracefully")
-	}
+	// Output is copied by a goroutine of its own, which may trail the process.
+	eventually(t, patience, "the old process's SIGTERM line: Restart stops it gracefully", func() bool {
+		return f.count("web-1", "got SIGTERM") == 1
+	})
 	// The tail spans both runs.
-	if n := strings.Count(strings.Join(f.sup.Tail("web-1"), "\n"), "started pid="); n != 2 {
-		t.Errorf("tail holds %d start lines, want 2", n)
-	}
+	eventually(t, patience, "two start lines in the tail", func() bool {
+		return strings.Count(strings.Join(f.sup.Tail("web-1"), "\n"), "started pid=") == 2
+	})
 
 	cur := f.sup.PID("web-1")
 	if err := f.sup.Stop("web"); err != nil {
@@ -410,7 +511,7 @@ func TestRestartAndStop(t *testing.T) {
 	if err := f.sup.Start(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.sup.WaitHealthy(ctxFor(t, 10*time.Second), "web-1"); err != nil {
+	if err := f.sup.WaitHealthy(ctxFor(t, patience), "web-1"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -424,7 +525,7 @@ func TestOutputIsPrefixedAndTailed(t *testing.T) {
 	if err := f.sup.Start(t.Context(), helperProc(t, "lines", "lines-1", "lines", "HELPER_LINES=120")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "all lines", func() bool { return f.count("lines-1", "line 119") == 1 })
+	eventually(t, patience, "all lines", func() bool { return f.count("lines-1", "line 119") == 1 })
 	out := f.out.String()
 	if strings.Contains(out, "\x1b[") {
 		t.Error("colour codes written to a non-terminal")
@@ -464,7 +565,7 @@ func TestLogFileTakesTheOutput(t *testing.T) {
 	if err := f.sup.Start(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "two runs in the log file", func() bool {
+	eventually(t, patience, "two runs in the log file", func() bool {
 		b, _ := os.ReadFile(log)
 		return strings.Count(string(b), "crashing on purpose\n") >= 2
 	})
