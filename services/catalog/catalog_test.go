@@ -14,7 +14,7 @@ import (
 // returns its base URL.
 func start(t *testing.T) string {
 	t.Helper()
-	return testenv.RunPatiently(t, run, testenv.ServiceEnv(t, "catalog", true), nil)
+	return testenv.Run(t, run, testenv.ServiceEnv(t, "catalog", true), nil)
 }
 
 func getJSON(t *testing.T, url string, out any) int {

@@ -36,7 +36,7 @@ func start(t *testing.T, workers int) *harness {
 	env := testenv.ServiceEnv(t, "inventory", true)
 	env["AMQP_WORKERS"] = strconv.Itoa(workers)
 	h := &harness{t: t, env: env, logs: &testenv.LogBuffer{}}
-	h.base = testenv.RunPatiently(t, run, env, h.logs)
+	h.base = testenv.Run(t, run, env, h.logs)
 	h.bus = testenv.Dial(t, env["AMQP_URL"])
 	h.emitted = testenv.Record(t, h.bus.Tap(t, contracts.ExchangeEvents, "#"), "inventory")
 	return h

@@ -26,7 +26,7 @@ func start(t *testing.T) *harness {
 	t.Helper()
 	env := testenv.ServiceEnv(t, "notifications", true)
 	h := &harness{t: t, logs: &testenv.LogBuffer{}}
-	h.base = testenv.RunPatiently(t, run, env, h.logs)
+	h.base = testenv.Run(t, run, env, h.logs)
 	h.bus = testenv.Dial(t, env["AMQP_URL"])
 	h.emitted = testenv.Record(t, h.bus.Tap(t, contracts.ExchangeEvents, "#"), "notifications")
 	return h

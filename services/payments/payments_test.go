@@ -43,7 +43,7 @@ func start(t *testing.T) *harness {
 	env := testenv.ServiceEnv(t, "payments", true)
 	env["AMQP_WORKERS"] = "1"
 	h := &harness{t: t, env: env, logs: &testenv.LogBuffer{}}
-	h.base = testenv.RunPatiently(t, run, env, h.logs)
+	h.base = testenv.Run(t, run, env, h.logs)
 	h.bus = testenv.Dial(t, env["AMQP_URL"])
 	h.emitted = testenv.Record(t, h.bus.Tap(t, contracts.ExchangeEvents, "#"), "payments")
 	return h

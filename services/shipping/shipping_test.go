@@ -23,7 +23,7 @@ func start(t *testing.T) (testenv.Env, *testenv.Bus, <-chan amqp.Delivery) {
 	t.Helper()
 	env := testenv.ServiceEnv(t, "shipping", true)
 	env["AMQP_WORKERS"] = "1"
-	testenv.RunPatiently(t, run, env, nil)
+	testenv.Run(t, run, env, nil)
 	b := testenv.Dial(t, env["AMQP_URL"])
 	return env, b, b.Tap(t, contracts.ExchangeEvents, contracts.ShipmentScheduled, contracts.ShipmentFailed)
 }

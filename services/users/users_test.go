@@ -43,7 +43,7 @@ func start(t *testing.T) stack {
 			t.Logf("users logs:\n%s", logs)
 		}
 	})
-	base := testenv.RunPatiently(t, run, env, logs)
+	base := testenv.Run(t, run, env, logs)
 	return stack{base: base, events: out, logs: logs}
 }
 

@@ -3,9 +3,9 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -63,7 +63,7 @@ func (b *LogBuffer) AwaitLine(within time.Duration, parts ...string) bool {
 
 // Run starts a service in-process with env, waits until /readyz answers 200 and returns
 // its base URL. The service is stopped (as by SIGTERM) when the test ends, and a run
-// error fails the test. logs may be nil.
+// error fails the test. logs may be nil. It is patient with a busy machine (see Start).
 func Run(t testing.TB, run RunFunc, env Env, logs io.Writer) string {
 	t.Helper()
 	base, _ := Start(t, run, env, logs)
@@ -73,52 +73,47 @@ func Run(t testing.TB, run RunFunc, env Env, logs io.Writer) string {
 // Start is Run for a test that also stops the service itself (to restart it, say): stop
 // stops it as by SIGTERM and waits until run has returned, failing the test on a run
 // error. stop may be called more than once; the test's end calls it too.
+//
+// On a loaded machine (two cores, several -race test binaries and a lab or two beside
+// them) a start can take far longer than on an idle one, and a port FreePort chose can be
+// taken by another process before the service binds it. Neither says anything about the
+// service, and both are cured by starting it again: Start waits up to ReadyWithin for
+// readiness, and starts the service again (up to startAttempts times, on a fresh port
+// written into env["HTTP_ADDR"]) when an attempt failed because its start deadline
+// (START_TIMEOUT) passed or its port was taken. Every attempt runs against the same
+// databases and vhost, which a service's start is built to survive (migrations, topology
+// and seeding are idempotent). Any other failure fails the test at once.
 func Start(t testing.TB, run RunFunc, env Env, logs io.Writer) (base string, stop func()) {
 	t.Helper()
 	if logs == nil {
 		logs = io.Discard
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	// done delivers run's result, then is closed: WaitReady may take the result (and
-	// fail the test with it), and stop must not wait for a second one.
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, env.Get, logs)
-		close(done)
-	}()
-	stop = sync.OnceFunc(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
+	for attempt := 1; ; attempt++ {
+		began := time.Now()
+		base, stop, err := startOnce(t, run, env, logs)
+		if err == nil {
+			if took := time.Since(began); took > 10*time.Second {
+				t.Logf("%s took %s to become ready (attempt %d)", base, took.Round(time.Millisecond), attempt)
+			}
+			return base, stop
 		}
-	})
-	t.Cleanup(stop)
-	base = "http://" + env["HTTP_ADDR"]
-	WaitReady(t, base, done)
-	return base, stop
+		if attempt == startAttempts || !busyMachine(err) {
+			t.Fatalf("start attempt %d of %d: %v", attempt, startAttempts, err)
+		}
+		t.Logf("start attempt %d failed after %s (%v); starting again on a fresh port", attempt,
+			time.Since(began).Round(time.Millisecond), err)
+		env["HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	}
 }
 
-// WaitReady polls base/readyz until it answers 200; it fails the test after 30 s or if
-// the service stops first, which done reports by delivering its result or by being
+// WaitReady polls base/readyz until it answers 200; it fails the test after ReadyWithin
+// or if the service stops first, which done reports by delivering its result or by being
 // closed (done may be nil).
 func WaitReady(t testing.TB, base string, done <-chan error) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("service stopped before it was ready: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := awaitReady(base, done, ReadyWithin); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("%s never became ready", base)
 }
 
 // Bus is a test's own connection to a vhost: a publisher, and a tap that receives a

@@ -13,61 +13,22 @@ import (
 	"time"
 )
 
-// On a loaded machine (two cores, several -race test binaries and a lab or two beside
-// them) a service's start can take far longer than on an idle one, and a port FreePort
-// chose can be taken by another process before the service binds it. Neither says
-// anything about the service, and both are cured by starting it again.
+// How Start and WaitReady wait for a service to become ready, patient with a busy
+// machine (see Start).
 
-// ReadyWithin is how long RunPatiently waits for one start attempt to become ready.
+// ReadyWithin is how long Start and WaitReady wait for one start attempt to become ready.
 const ReadyWithin = 2 * time.Minute
 
-// startAttempts bounds how often RunPatiently starts a service whose start failed in a
+// startAttempts bounds how often Start starts a service whose start failed in a
 // way a busy machine causes.
 const startAttempts = 3
-
-// RunPatiently is Run for a machine that may be busy: it waits up to ReadyWithin for
-// readiness, and starts the service again when an attempt failed because its start
-// deadline (START_TIMEOUT) passed or its port was taken meanwhile; a retry gets a fresh
-// port, written into env["HTTP_ADDR"]. Every attempt starts from scratch against the same
-// databases and vhost, which a service's start is built to survive (migrations, topology
-// and seeding are idempotent). Any other failure fails the test at once, as with Run.
-func RunPatiently(t testing.TB, run RunFunc, env Env, logs io.Writer) string {
-	t.Helper()
-	base, _ := StartPatiently(t, run, env, logs)
-	return base
-}
-
-// StartPatiently is Start with RunPatiently's patience: stop stops the service as by
-// SIGTERM and waits until run has returned, failing the test on a run error; the test's
-// end calls it too.
-func StartPatiently(t testing.TB, run RunFunc, env Env, logs io.Writer) (base string, stop func()) {
-	t.Helper()
-	if logs == nil {
-		logs = io.Discard
-	}
-	for attempt := 1; ; attempt++ {
-		began := time.Now()
-		base, stop, err := startOnce(t, run, env, logs)
-		if err == nil {
-			if took := time.Since(began); took > 10*time.Second {
-				t.Logf("%s took %s to become ready (attempt %d)", base, took.Round(time.Millisecond), attempt)
-			}
-			return base, stop
-		}
-		if attempt == startAttempts || !busyMachine(err) {
-			t.Fatalf("start attempt %d of %d: %v", attempt, startAttempts, err)
-		}
-		t.Logf("start attempt %d failed after %s (%v); starting again on a fresh port", attempt,
-			time.Since(began).Round(time.Millisecond), err)
-		env["HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	}
-}
 
 // startOnce runs the service and waits until it is ready. On failure the service has
 // stopped (run has returned) before startOnce returns.
 func startOnce(t testing.TB, run RunFunc, env Env, logs io.Writer) (string, func(), error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	// done delivers run's result, then is closed (as in Start).
+	// done delivers run's result, then is closed: awaitReady may take the result, and
+	// stop must not wait for a second one.
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, env.Get, logs)
