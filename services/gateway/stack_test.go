@@ -25,6 +25,12 @@ import (
 	"microlab/services/platform/testenv"
 )
 
+// patience bounds every wait for something that must happen (a process ready, an event
+// on a tap, a setup call through the stack that keeps failing). It is generous on
+// purpose: a -race run on a busy 2-core machine can be many times slower than an idle
+// one, and the bound only costs time when a test fails anyway.
+const patience = 90 * time.Second
+
 // devSeed is users' documented development JWT seed (services/users/main.go). The tests
 // start users with it explicitly and sign their own tokens (expired, wrong audience)
 // with it, as an attacker who knows a dev lab's public seed could.
@@ -126,16 +132,12 @@ func startUpstreams(t *testing.T) upstreams {
 	delete(catalogEnv, "JWT_SEED")
 	delete(catalogEnv, "BCRYPT_COST")
 	ordersEnv := catalogEnv.Share(t, "orders", true)
-	ordersEnv["CATALOG_URL"] = "http://" + catalogEnv["HTTP_ADDR"] // orders prices from the real catalog
 	// One after the other: each migrates the shared (fresh) lab database at start, and
 	// pg.Migrate takes no lock, so two first-time migrations at once can collide.
-	for _, s := range []struct {
-		name string
-		env  testenv.Env
-	}{{"users", usersEnv}, {"catalog", catalogEnv}, {"orders", ordersEnv}} {
-		startProcess(t, filepath.Join(dir, s.name), s.env)
-		waitReady(t, "http://"+s.env["HTTP_ADDR"])
-	}
+	launch(t, filepath.Join(dir, "users"), usersEnv)
+	launch(t, filepath.Join(dir, "catalog"), catalogEnv)
+	ordersEnv["CATALOG_URL"] = "http://" + catalogEnv["HTTP_ADDR"] // orders prices from the real catalog
+	launch(t, filepath.Join(dir, "orders"), ordersEnv)
 	return upstreams{env: usersEnv, users: "http://" + usersEnv["HTTP_ADDR"], catalog: "http://" + catalogEnv["HTTP_ADDR"],
 		orders: "http://" + ordersEnv["HTTP_ADDR"], usersEnv: usersEnv, catalogEnv: catalogEnv, ordersEnv: ordersEnv}
 }
@@ -147,9 +149,50 @@ func startLoneOrders(t *testing.T, catalogURL string) (*proc, testenv.Env) {
 	t.Helper()
 	env := testenv.ServiceEnv(t, "orders", true)
 	env["CATALOG_URL"] = catalogURL
-	p := startProcess(t, filepath.Join(buildUpstreams(t), "orders"), env)
+	return launch(t, filepath.Join(buildUpstreams(t), "orders"), env), env
+}
+
+// Services under test started by launch and startGateway bind a port of their own
+// choosing (HTTP_ADDR 127.0.0.1:0), and the test reads the address from the service's
+// own "http listening" log line. A port picked beforehand (testenv.FreePort) is only
+// free for a moment: on a busy machine full of tests picking ports the same way,
+// another process can bind it first and answer /readyz in place of the service, which
+// has exited with "address already in use".
+const anyPort = "127.0.0.1:0"
+
+// launch starts bin with env on a port it picks, waits until it is ready and sets
+// env's HTTP_ADDR to the address it listens on. (startProcess keeps a port picked
+// beforehand: for a test that must restart a service at the same address.)
+func launch(t *testing.T, bin string, env testenv.Env) *proc {
+	t.Helper()
+	env["HTTP_ADDR"] = anyPort
+	p := startProcess(t, bin, env)
+	env["HTTP_ADDR"] = listening(t, p.name, p.out, p.done)
 	waitReady(t, "http://"+env["HTTP_ADDR"])
-	return p, env
+	return p
+}
+
+// listening waits until out holds a service's "http listening" log line and returns
+// its address. It fails the test if done (the service's end) comes first.
+func listening(t *testing.T, name string, out *lockedBuffer, done <-chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		for _, line := range strings.Split(out.String(), "\n") {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "http listening" && l.Addr != "" {
+				return l.Addr
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("%s stopped before it listened: %v\n%s", name, err, out)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not listen within %s\n%s", name, patience, out)
+		}
+	}
 }
 
 // proc is a service running as a process of its own.
@@ -175,7 +218,12 @@ func startProcess(t *testing.T, bin string, env testenv.Env) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.done <- cmd.Wait() }()
+	// The exit is delivered, then done is closed: listening may take it (and fail the
+	// test with it), and stop must not wait for a second one.
+	go func() {
+		p.done <- cmd.Wait()
+		close(p.done)
+	}()
 	t.Cleanup(func() {
 		p.stop(t)
 		if t.Failed() {
@@ -195,20 +243,72 @@ func (p *proc) stop(t testing.TB) {
 			if err != nil {
 				t.Errorf("%s: %v\n%s", p.name, err, p.out)
 			}
-		case <-time.After(20 * time.Second):
+		case <-time.After(patience):
 			_ = p.cmd.Process.Kill()
-			t.Errorf("%s did not stop on SIGTERM\n%s", p.name, p.out)
+			t.Errorf("%s did not stop on SIGTERM within %s\n%s", p.name, patience, p.out)
 		}
 	})
 }
 
-// signal sends sig to the process (SIGSTOP freezes it: the kernel still completes TCP
-// handshakes on its listening socket, but nothing answers — a hung upstream).
+// signal sends sig to the process.
 func (p *proc) signal(t testing.TB, sig os.Signal) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("%s: signal %v: %v", p.name, sig, err)
 	}
+}
+
+// freeze stops the process with SIGSTOP — the kernel still completes TCP handshakes on
+// its listening socket, but nothing answers: a hung upstream — and returns once every
+// thread of it has stopped. kill(2) returning does not mean that: it only queues the
+// signal; one thread takes it and then stops the others, and on a busy machine the
+// rest can go on accepting and answering requests for a while (seen as a "frozen"
+// orders answering 404).
+func (p *proc) freeze(t testing.TB) {
+	t.Helper()
+	p.signal(t, syscall.SIGSTOP)
+	deadline := time.Now().Add(patience)
+	for {
+		running, err := runningThreads(p.cmd.Process.Pid)
+		if err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+		if len(running) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: threads %v not stopped %s after SIGSTOP", p.name, running, patience)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// runningThreads lists the threads of process pid that are not stopped, from the state
+// field of /proc/<pid>/task/<tid>/stat ("tid (comm) state ...": T is stopped).
+func runningThreads(pid int) ([]string, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var running []string
+	for _, task := range tasks {
+		raw, err := os.ReadFile(filepath.Join(dir, task.Name(), "stat"))
+		if os.IsNotExist(err) {
+			continue // the thread has exited meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		i := bytes.LastIndexByte(raw, ')') // comm may itself hold spaces and parentheses
+		if i < 0 || i+2 >= len(raw) {
+			return nil, fmt.Errorf("%s/%s/stat: %q", dir, task.Name(), raw)
+		}
+		if state := raw[i+2]; state != 'T' && state != 't' {
+			running = append(running, task.Name()+":"+string(state))
+		}
+	}
+	return running, nil
 }
 
 // acceptBacklog is the number of connections the kernel has completed on the IPv4
@@ -251,7 +351,7 @@ func portOf(t testing.TB, env testenv.Env) int {
 
 func waitReady(t *testing.T, base string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(patience)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get(base + "/readyz")
 		if err == nil {
@@ -277,10 +377,15 @@ func startGateway(t *testing.T, up upstreams, extra map[string]string) string {
 	for k, v := range extra {
 		env[k] = v
 	}
+	env["HTTP_ADDR"] = anyPort
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &lockedBuffer{}
+	// done delivers run's result, then is closed (listening may take it).
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, env.Get, logs) }()
+	go func() {
+		done <- run(ctx, env.Get, logs)
+		close(done)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -290,7 +395,7 @@ func startGateway(t *testing.T, up upstreams, extra map[string]string) string {
 			t.Logf("gateway logs:\n%s", logs)
 		}
 	})
-	base := "http://" + env["HTTP_ADDR"]
+	base := "http://" + listening(t, "gateway", logs, done)
 	waitReady(t, base)
 	return base
 }
@@ -319,6 +424,12 @@ func (a answer) decode(t *testing.T, v any) {
 
 // do sends a request; body is sent as is when it is a string or []byte, else as JSON.
 func do(t *testing.T, method, url, token string, body any, header map[string]string) answer {
+	t.Helper()
+	return doWith(t, http.DefaultClient, method, url, token, body, header)
+}
+
+// doWith is do with a client of the caller's (one with a deadline, say).
+func doWith(t *testing.T, client *http.Client, method, url, token string, body any, header map[string]string) answer {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -351,7 +462,7 @@ func do(t *testing.T, method, url, token string, body any, header map[string]str
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,9 +474,32 @@ func do(t *testing.T, method, url, token string, body any, header map[string]str
 	return answer{Status: resp.StatusCode, Header: resp.Header, Body: raw}
 }
 
+// retry5xx sends a request again while the answer is a 5xx, for calls that are safe to
+// repeat (logins, a POST /orders with an Idempotency-Key, a request that users or
+// orders refuses with a 4xx before storing anything). On a
+// busy machine a call through the stack can outlast a timeout of the product (the
+// gateway's UPSTREAM_TIMEOUT, orders' CATALOG_TIMEOUT) and come back 502; that is not
+// what these calls are about. A 5xx that persists still fails: its answer is returned
+// once patience is spent. Never for a call whose 5xx (or whose number of attempts) is
+// the subject.
+func retry5xx(t *testing.T, call func() answer) answer {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		a := call()
+		if a.Status < 500 || time.Now().After(deadline) {
+			return a
+		}
+		t.Logf("%d %s; trying again", a.Status, a.Body)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func login(t *testing.T, gw, email, password string) string {
 	t.Helper()
-	a := do(t, "POST", gw+"/api/v1/auth/login", "", map[string]string{"email": email, "password": password}, nil)
+	a := retry5xx(t, func() answer {
+		return do(t, "POST", gw+"/api/v1/auth/login", "", map[string]string{"email": email, "password": password}, nil)
+	})
 	var s struct{ Token string }
 	a.decode(t, &s)
 	if a.Status != http.StatusOK || s.Token == "" {

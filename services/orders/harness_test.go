@@ -7,12 +7,15 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"microlab/services/contracts"
@@ -34,8 +37,65 @@ func tail(s string, n int) string {
 	return s
 }
 
+// Every service under test binds a port of its own choosing (HTTP_ADDR 127.0.0.1:0) and
+// the harness reads the address from the service's own "http listening" log line. A
+// port picked beforehand (testenv.FreePort) is only free for a moment: on a busy machine
+// full of tests picking ports the same way, another process can bind it first, and then
+// answers /readyz in place of the service, which has exited with "address already in
+// use" (seen as orders' POST /orders answered "404 page not found").
+const anyPort = "127.0.0.1:0"
+
+// listening waits until logs, from byte offset from on, hold the service's
+// "http listening" line and returns its address. It fails the test if done (the
+// service's exit) comes first.
+func listening(t *testing.T, name string, logs *testenv.LogBuffer, from int, done <-chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		for _, line := range strings.Split(logs.String()[from:], "\n") {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "http listening" && l.Addr != "" {
+				return l.Addr
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("%s stopped before it listened: %v", name, err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not listen within %s", name, wait)
+		}
+	}
+}
+
+// waitReady polls base/readyz until it answers 200, failing the test if done (the
+// service's exit) comes first.
+func waitReady(t *testing.T, name, base string, done <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("%s stopped before it was ready: %v", name, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s at %s not ready within %s", name, base, wait)
+		}
+	}
+}
+
 // startCatalog runs the catalog binary on the test's lab database (sharing env's lab
-// database and vhost, with a database of its own) and returns its base URL.
+// database and vhost, with a database of its own) and returns its base URL. It is
+// stopped (SIGTERM; a failed exit fails the test) when the test ends.
 func startCatalog(t *testing.T, env testenv.Env) string {
 	t.Helper()
 	bin := filepath.Join(testenv.Build(t, "./services/catalog"), "catalog")
@@ -45,7 +105,40 @@ func startCatalog(t *testing.T, env testenv.Env) string {
 			t.Logf("catalog log tail:\n%s", tail(logs.String(), 3000))
 		}
 	})
-	return testenv.Exec(t, bin, env.Share(t, "catalog", true), logs).URL
+	cenv := env.Share(t, "catalog", true)
+	cenv["HTTP_ADDR"] = anyPort
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range cenv {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start catalog: %v", err)
+	}
+	// The exit is delivered, then done is closed (so that both a wait below and the
+	// cleanup can take it).
+	done := make(chan error, 1)
+	go func() {
+		done <- cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("catalog: %v", err)
+			}
+		case <-time.After(wait):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Errorf("catalog did not stop on SIGTERM within %s", wait)
+		}
+	})
+	base := "http://" + listening(t, "catalog", logs, 0, done)
+	waitReady(t, "catalog", base, done)
+	return base
 }
 
 // lab is one orders instance under test with everything around it.
@@ -53,6 +146,7 @@ type lab struct {
 	t    *testing.T
 	env  testenv.Env
 	base string
+	bus  *testenv.Bus
 	pub  *bus.Publisher
 	tap  *tap
 	logs *testenv.LogBuffer
@@ -76,7 +170,7 @@ func newLab(t *testing.T, settings map[string]string) *lab {
 func startLab(t *testing.T, env testenv.Env) *lab {
 	t.Helper()
 	b := testenv.Dial(t, env["AMQP_URL"])
-	l := &lab{t: t, env: env, pub: b.Pub, tap: newTap(t, b), logs: &testenv.LogBuffer{}}
+	l := &lab{t: t, env: env, bus: b, pub: b.Pub, tap: newTap(t, b), logs: &testenv.LogBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("orders log tail:\n%s", tail(l.logs.String(), 6000))
@@ -86,11 +180,36 @@ func startLab(t *testing.T, env testenv.Env) *lab {
 	return l
 }
 
-// start runs orders in-process and waits until it is ready; l.stop stops it (the test's
-// end does too).
+// start runs orders in-process (on a port it picks: see anyPort) and waits until it is
+// ready; l.stop stops it, as by SIGTERM, and waits until run has returned, failing the
+// test on a run error (again: no-op; the test's end stops it too).
 func (l *lab) start() {
 	l.t.Helper()
-	l.base, l.stop = testenv.Start(l.t, run, l.env, l.logs)
+	env := testenv.Env{}
+	for k, v := range l.env {
+		env[k] = v
+	}
+	env["HTTP_ADDR"] = anyPort
+	from := len(l.logs.String()) // a restart logs after the previous run
+	ctx, cancel := context.WithCancel(context.Background())
+	// done delivers run's result, then is closed: a wait below may take the result (and
+	// fail the test with it), and stop must not wait for a second one.
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, env.Get, l.logs)
+		close(done)
+	}()
+	t := l.t
+	l.stop = sync.OnceFunc(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	l.t.Cleanup(l.stop)
+	addr := listening(l.t, "orders", l.logs, from, done)
+	l.env["HTTP_ADDR"], l.base = addr, "http://"+addr
+	waitReady(l.t, "orders", l.base, done)
 }
 
 // tap is a wiretap: an exclusive queue bound to '#' on shop.events and to every
@@ -98,12 +217,13 @@ func (l *lab) start() {
 type tap struct {
 	mu   sync.Mutex
 	msgs []contracts.Envelope
+	seen map[string]bool // event ids, for flush's markers
 }
 
 func newTap(t *testing.T, b *testenv.Bus) *tap {
 	t.Helper()
 	deliveries := b.Wiretap(t)
-	tp := &tap{}
+	tp := &tap{seen: map[string]bool{}}
 	go func() {
 		for d := range deliveries {
 			env, err := contracts.Decode(d.Body)
@@ -112,10 +232,17 @@ func newTap(t *testing.T, b *testenv.Bus) *tap {
 			}
 			tp.mu.Lock()
 			tp.msgs = append(tp.msgs, env)
+			tp.seen[env.EventID] = true
 			tp.mu.Unlock()
 		}
 	}()
 	return tp
+}
+
+func (tp *tap) has(eventID string) bool {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.seen[eventID]
 }
 
 // emitted returns what orders emitted about an order so far, in order.
@@ -188,7 +315,7 @@ func (l *lab) reply(typ string, c contracts.Checkout, causation, reason string) 
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := l.pub.PublishEnvelope(ctx, env, amqp.Table{}); err != nil {
 		l.t.Fatal(err)
@@ -196,8 +323,96 @@ func (l *lab) reply(typ string, c contracts.Checkout, causation, reason string) 
 	return env
 }
 
+// flush returns once every message orders has committed to its outbox so far is on the
+// tap. It is how a test proves that something did NOT happen: first wait for the
+// positive evidence that orders handled what it was sent (the step log, which commits
+// in the handler's transaction together with any message it emits), then flush, then
+// assert on what was emitted. No sleep can be long enough on a busy machine; this is
+// exact:
+//   - the outbox has no unsent row among those committed when flush began: each has
+//     been published and confirmed by the broker (a relay marks a row sent only after the confirm), so it
+//     sits in the tap's queue; then
+//   - a marker the test publishes after that comes through the tap: the queue is FIFO
+//     and has one consumer, so everything enqueued before the marker has been read.
+//
+// It holds with any number of orders instances (they share the outbox).
+func (l *lab) flush() {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, l.env["DATABASE_URL"])
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	// Rows committed from now on (a timeout re-sending a refund, say) are not waited for.
+	var last int64
+	if err := conn.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM outbox`).Scan(&last); err != nil {
+		l.t.Fatalf("flush: outbox: %v", err)
+	}
+	for {
+		var unsent int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE sent_at IS NULL AND id <= $1`, last).Scan(&unsent); err != nil {
+			l.t.Fatalf("flush: outbox: %v", err)
+		}
+		if unsent == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			l.t.Fatalf("flush: %d outbox row(s) still unsent after %s", unsent, wait)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// An event type no service consumes: only taps see it.
+	marker, err := contracts.NewEnvelope("test.flush", "test", testenv.Name("flush"), "", struct{}{})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if err := l.pub.PublishEnvelope(ctx, marker, amqp.Table{}); err != nil {
+		l.t.Fatalf("flush: publish marker: %v", err)
+	}
+	for !l.tap.has(marker.EventID) {
+		select {
+		case <-ctx.Done():
+			l.t.Fatalf("flush: marker not on the tap after %s", wait)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// queued is how many messages wait, ready, in a queue of the lab's vhost (a passive
+// declare answers with the broker's current count).
+func (l *lab) queued(name string) int {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	ch, err := l.bus.Conn.Channel(ctx)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+	if err != nil {
+		l.t.Fatalf("queue %s: %v", name, err)
+	}
+	return q.Messages
+}
+
 // do calls orders' API and decodes the answer into out (if not nil).
 func (l *lab) do(method, path, user string, hdr map[string]string, body, out any) int {
+	l.t.Helper()
+	code, raw := l.doRaw(method, path, user, hdr, body)
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			l.t.Fatalf("%s %s: %d: decode %q: %v", method, path, code, raw, err)
+		}
+	}
+	return code
+}
+
+// doRaw calls orders' API and returns the status and body of the answer.
+func (l *lab) doRaw(method, path, user string, hdr map[string]string, body any) (int, []byte) {
 	l.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -233,12 +448,33 @@ func (l *lab) do(method, path, user string, hdr map[string]string, body, out any
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			l.t.Fatalf("%s %s: %d: decode %q: %v", method, path, resp.StatusCode, raw, err)
+	return resp.StatusCode, raw
+}
+
+// post is POST /orders (answer decoded into out), retried while orders answers 503
+// catalog_unavailable: on a busy machine its call to the real catalog can outlast
+// CATALOG_TIMEOUT (2s). Retrying is safe: orders prices an order before it stores
+// anything, so that answer never leaves an order (or a claimed Idempotency-Key) behind.
+// Any other answer is returned as it is. (TestCatalogUnavailable, where that 503 is the
+// subject, calls do.)
+func (l *lab) post(user string, hdr map[string]string, body, out any) int {
+	l.t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		code, raw := l.doRaw(http.MethodPost, "/orders", user, hdr, body)
+		var e errorAnswer
+		if code == http.StatusServiceUnavailable && json.Unmarshal(raw, &e) == nil &&
+			e.Error.Code == "catalog_unavailable" && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
+		if out != nil {
+			if err := json.Unmarshal(raw, out); err != nil {
+				l.t.Fatalf("POST /orders: %d: decode %q: %v", code, raw, err)
+			}
+		}
+		return code
 	}
-	return resp.StatusCode
 }
 
 // errorAnswer is the shape of every error answer.
@@ -267,7 +503,7 @@ const (
 func (l *lab) place(user string, req any, hdr map[string]string) string {
 	l.t.Helper()
 	var out PlaceAnswer
-	if code := l.do(http.MethodPost, "/orders", user, hdr, req, &out); code != http.StatusAccepted || out.OrderID == "" || out.Status != statusPending {
+	if code := l.post(user, hdr, req, &out); code != http.StatusAccepted || out.OrderID == "" || out.Status != statusPending {
 		l.t.Fatalf("POST /orders: %d %+v", code, out)
 	}
 	return out.OrderID

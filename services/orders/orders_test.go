@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -17,7 +17,16 @@ import (
 	"microlab/services/platform/testenv"
 )
 
-const wait = 15 * time.Second
+// wait bounds every wait for something that must happen (a message, a step, a final
+// status). It is generous on purpose: a -race run on a busy 2-core machine can be many
+// times slower than an idle one, and the bound only costs time when a test fails anyway.
+const wait = 90 * time.Second
+
+// calm: the settings of an orchestration lab, with a saga.step_timeout far beyond
+// anything a test waits for (the default, 15s, is not), so that a slow run never
+// compensates a step the test has yet to answer. Only TestOrchestrationTimeouts lowers
+// it, on purpose.
+var calm = map[string]string{control.SagaMode: contracts.ModeOrchestration, control.SagaStepTimeout: "10m"}
 
 // TestAPI: the internal API's contract — authentication, validation, pricing from the
 // real catalog, what an order looks like, privacy between users, pagination.
@@ -75,7 +84,7 @@ func TestAPI(t *testing.T) {
 		req := order(cardOK, "LAB-MUG", 1, "DE")
 		req.Items = append(req.Items, Line{SKU: "LAB-NOPE", Qty: 1})
 		var e errorAnswer
-		if code := l.do(http.MethodPost, "/orders", user, nil, req, &e); code != http.StatusUnprocessableEntity ||
+		if code := l.post(user, nil, req, &e); code != http.StatusUnprocessableEntity ||
 			e.Error.Code != "unknown_sku" || !strings.Contains(e.Error.Message, "LAB-NOPE") {
 			t.Fatalf("%d %+v", code, e)
 		}
@@ -183,7 +192,7 @@ func TestAPI(t *testing.T) {
 func TestCatalogUnavailable(t *testing.T) {
 	t.Parallel()
 	env := testenv.ServiceEnv(t, "orders", true)
-	env["CATALOG_URL"] = fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)) // nobody listens
+	env["CATALOG_URL"] = deadCatalog(t)
 	l := startLab(t, env)
 	var e errorAnswer
 	if code := l.do(http.MethodPost, "/orders", "u1", nil, order(cardOK, "LAB-MUG", 1, "DE"), &e); code != http.StatusServiceUnavailable ||
@@ -212,7 +221,7 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Fatalf("retry created order %s, first was %s", again, first)
 	}
 	var e errorAnswer
-	if code := l.do(http.MethodPost, "/orders", user, key, order(cardOK, "LAB-MUG", 2, "DE"), &e); code != http.StatusConflict ||
+	if code := l.post(user, key, order(cardOK, "LAB-MUG", 2, "DE"), &e); code != http.StatusConflict ||
 		e.Error.Code != "idempotency_key_reused" {
 		t.Fatalf("same key, different body: %d %+v", code, e)
 	}
@@ -231,7 +240,7 @@ func TestIdempotencyKey(t *testing.T) {
 		wg.Go(func() {
 			<-start
 			var out PlaceAnswer
-			if code := l.do(http.MethodPost, "/orders", racer, rkey, order(cardOK, "LAB-CAP", 1, "DE"), &out); code != http.StatusAccepted {
+			if code := l.post(racer, rkey, order(cardOK, "LAB-CAP", 1, "DE"), &out); code != http.StatusAccepted {
 				t.Errorf("concurrent request %d: %d", i, code)
 			}
 			ids[i] = out.OrderID
@@ -250,7 +259,7 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Fatalf("racer has %d orders, want 1", len(p.Items))
 	}
 	l.tap.await(t, ids[0], 1, wait)
-	time.Sleep(300 * time.Millisecond)
+	l.flush() // every placement has committed (all answers are in): all they emitted is on the tap
 	if n := l.tap.count(ids[0], contracts.OrderPlaced); n != 1 {
 		t.Fatalf("order.placed emitted %d times", n)
 	}
@@ -328,7 +337,9 @@ func runSaga(t *testing.T, l *lab, mode string, c sagaCase) {
 		}
 		seen += len(m.emits)
 		if m.pending {
-			time.Sleep(500 * time.Millisecond) // long enough for a wrong cancel to show
+			// The reply was handled (waitStep): whatever it made orders emit is in the
+			// outbox, and after flush on the tap.
+			l.flush()
 			if o := l.get(user, id); o.Status != statusPending || len(l.tap.emitted(id)) != seen {
 				t.Fatalf("move %d: order %s, emitted %v; want still pending, nothing more", i, o.Status, types(l.tap.emitted(id)))
 			}
@@ -346,7 +357,7 @@ func runSaga(t *testing.T, l *lab, mode string, c sagaCase) {
 	if c.status == statusCancelled {
 		final = contracts.OrderCancelled
 	}
-	time.Sleep(300 * time.Millisecond)
+	l.flush() // every reply has been handled (waitStep) and the order is final
 	all := l.tap.emitted(id)
 	if len(all) != seen || all[len(all)-1].EventType != final {
 		t.Fatalf("orders emitted %v, want %d messages ending with %s", types(all), seen, final)
@@ -409,7 +420,7 @@ func TestChoreography(t *testing.T) {
 // and ignores replies that do not fit.
 func TestOrchestration(t *testing.T) {
 	t.Parallel()
-	l := newLab(t, map[string]string{control.SagaMode: contracts.ModeOrchestration})
+	l := newLab(t, calm)
 	for _, c := range []sagaCase{
 		{name: "happy path", moves: []move{
 			{reply: contracts.PaymentAuthorized, emits: []string{contracts.CmdInventoryReserve}},
@@ -468,9 +479,9 @@ func TestOrchestration(t *testing.T) {
 		deadline := time.Now().Add(wait)
 		for {
 			o := l.get(user, id)
-			if n := len(o.Steps); n == 5 {
-				if last := o.Steps[n-1]; last.Name != "payment" || !strings.Contains(last.Detail, "ignored: not expected while reserving") {
-					t.Fatalf("last step %+v", last)
+			if n := len(o.Steps); n >= 5 {
+				if last := o.Steps[n-1]; n != 5 || last.Name != "payment" || !strings.Contains(last.Detail, "ignored: not expected while reserving") {
+					t.Fatalf("steps %+v, want the duplicate logged as ignored fifth and last", o.Steps)
 				}
 				break
 			}
@@ -486,7 +497,14 @@ func TestOrchestration(t *testing.T) {
 // reply is compensated, and an unanswered compensation is sent again.
 func TestOrchestrationTimeouts(t *testing.T) {
 	t.Parallel()
-	l := newLab(t, map[string]string{control.SagaMode: contracts.ModeOrchestration})
+	l := newLab(t, calm)
+	// The reserve case's order is placed while the timeout is still 10m: its
+	// authorization step keeps the deadline it got then, so only its reserve step (whose
+	// deadline is set when it starts, from the setting of that moment: 1s) can time out,
+	// however long the test takes to answer the authorization on a busy machine.
+	reserveUser := testenv.Name("u")
+	reserveID := l.place(reserveUser, order(cardOK, "LAB-MUG", 1, "DE"), nil)
+	reserveCheckout := placedCheckout(t, l.tap.await(t, reserveID, 2, wait)[0]).Checkout
 	testenv.SetLab(t, l.env["LAB_DATABASE_URL"], l.pub, control.SagaStepTimeout, "1s")
 	l.waitLog(wait, `"msg":"lab setting applied"`, `"key":"saga.step_timeout"`, `"new":"1s"`)
 
@@ -520,9 +538,12 @@ func TestOrchestrationTimeouts(t *testing.T) {
 		if o.Status != statusCancelled || o.CancelReason != contracts.ReasonTimeout {
 			t.Fatalf("order %s/%s; steps %v", o.Status, o.CancelReason, steps(o))
 		}
-		// The authorization arrives late: logged, ignored.
+		// The authorization arrives late: logged, ignored. Once the step log shows it
+		// handled, flush: anything it made orders emit would now be on the tap.
+		before := len(o.Steps)
 		l.reply(contracts.PaymentAuthorized, c, "", "")
-		time.Sleep(500 * time.Millisecond)
+		l.waitStep(user, id, before, contracts.PaymentAuthorized)
+		l.flush()
 		o = l.get(user, id)
 		n := len(l.tap.emitted(id))
 		if o.Status != statusCancelled || o.Steps[len(o.Steps)-1].Status != "authorized" ||
@@ -543,9 +564,7 @@ func TestOrchestrationTimeouts(t *testing.T) {
 
 	t.Run("reserve times out: release and refund, cancelled after both", func(t *testing.T) {
 		t.Parallel()
-		user := testenv.Name("u")
-		id := l.place(user, order(cardOK, "LAB-MUG", 1, "DE"), nil)
-		c := placedCheckout(t, l.tap.await(t, id, 2, wait)[0]).Checkout
+		user, id, c := reserveUser, reserveID, reserveCheckout
 		l.reply(contracts.PaymentAuthorized, c, "", "")
 		got := l.tap.await(t, id, 5, wait)
 		comp := types(got[3:5])
@@ -584,14 +603,17 @@ func dropRepeats(s []string) []string {
 // arrives while it is down; a new process (same database, same queue) carries on.
 func TestRestartMidSaga(t *testing.T) {
 	t.Parallel()
-	l := newLab(t, map[string]string{control.SagaMode: contracts.ModeOrchestration})
+	l := newLab(t, calm)
 	user := testenv.Name("u")
 	id := l.place(user, order(cardOK, "LAB-BOTTLE", 1, "DE"), nil)
 	c := placedCheckout(t, l.tap.await(t, id, 2, wait)[0]).Checkout
 
 	l.stop()
 	l.reply(contracts.PaymentAuthorized, c, "", "") // waits in orders' durable queue
-	time.Sleep(300 * time.Millisecond)
+	// Confirmed, so enqueued: it is there, ready, and nobody took it.
+	if n := l.queued(queue.Name()); n != 1 {
+		t.Fatalf("%s holds %d ready message(s) while orders is stopped, want the reply", queue.Name(), n)
+	}
 	if n := len(l.tap.emitted(id)); n != 2 {
 		t.Fatalf("orders emitted while stopped: %v", types(l.tap.emitted(id)))
 	}
@@ -617,13 +639,12 @@ func TestRestartMidSaga(t *testing.T) {
 // every command is sent exactly once.
 func TestTwoInstances(t *testing.T) {
 	t.Parallel()
-	l := newLab(t, map[string]string{control.SagaMode: contracts.ModeOrchestration})
+	l := newLab(t, calm)
 	env2 := testenv.Env{}
 	for k, v := range l.env {
 		env2[k] = v
 	}
-	env2["HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	env2["INSTANCE_ID"] = "orders-test-2"
+	env2["INSTANCE_ID"] = "orders-test-2" // and a port of its own (see lab.start)
 	l2 := startLab(t, env2)
 
 	const n = 20
@@ -641,10 +662,11 @@ func TestTwoInstances(t *testing.T) {
 		// Two relays share the outbox (SKIP LOCKED), so the two rows of one placement
 		// may be published by different instances, in either order.
 		got := l.tap.await(t, id, 2, wait)
-		if got[0].EventType != contracts.OrderPlaced {
-			got[0], got[1] = got[1], got[0]
+		placed := slices.IndexFunc(got[:2], func(e contracts.Envelope) bool { return e.EventType == contracts.OrderPlaced })
+		if placed < 0 {
+			t.Fatalf("order %s: orders emitted %v first, want order.placed among them", id, types(got))
 		}
-		checkouts[i] = placedCheckout(t, got[0]).Checkout
+		checkouts[i] = placedCheckout(t, got[placed]).Checkout
 	}
 	// Every reply twice (different event ids, as a duplicating participant would):
 	// whichever instance takes the second one must see the first already applied.
@@ -657,22 +679,76 @@ func TestTwoInstances(t *testing.T) {
 			l.reply(step.reply, c, "", "")
 			l.reply(step.reply, c, "", "")
 		}
+		// The next step's replies only once this step has moved every saga: a reply
+		// that arrived before its step would (rightly) be ignored.
 		for _, id := range ids {
-			l.tap.await(t, id, 1, wait)
 			deadline := time.Now().Add(wait)
-			for l.tap.count(id, step.next) == 0 && time.Now().Before(deadline) {
+			for l.tap.count(id, step.next) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("order %s: no %s within %s after two %s; emitted %v", id, step.next, wait, step.reply,
+						types(l.tap.emitted(id)))
+				}
 				time.Sleep(20 * time.Millisecond)
 			}
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Every one of the six replies of every order handled (logged as a step, applied or
+	// ignored), then flush: anything a duplicate made either instance emit is on the tap.
+	replies := []string{"payment/authorized", "stock/reserved", "shipment/scheduled"}
 	for _, id := range ids {
-		if got := types(l.tap.emitted(id)); !slices.Equal(got, []string{contracts.OrderPlaced, contracts.CmdPaymentsAuthorize,
+		deadline := time.Now().Add(wait)
+		for {
+			got := steps(l2.get(user, id))
+			handled := 0
+			for _, s := range got {
+				if slices.Contains(replies, s) {
+					handled++
+				}
+			}
+			if handled == 2*len(replies) {
+				break
+			}
+			if handled > 2*len(replies) || time.Now().After(deadline) {
+				t.Fatalf("order %s: %d of %d replies handled within %s; steps %v", id, handled, 2*len(replies), wait, got)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	l.flush()
+	for _, id := range ids {
+		// The first two in either order (see above); everything after them is caused by a
+		// reply the test sent only once the previous command was out.
+		got := types(l.tap.emitted(id))
+		if len(got) >= 2 && got[0] == contracts.CmdPaymentsAuthorize {
+			got[0], got[1] = got[1], got[0]
+		}
+		if !slices.Equal(got, []string{contracts.OrderPlaced, contracts.CmdPaymentsAuthorize,
 			contracts.CmdInventoryReserve, contracts.CmdShippingSchedule, contracts.OrderConfirmed}) {
-			t.Errorf("order %s: emitted %v", id, got)
+			t.Errorf("order %s: emitted %v", id, types(l.tap.emitted(id)))
 		}
 		if o := l2.get(user, id); o.Status != statusConfirmed {
 			t.Errorf("order %s: %s", id, o.Status)
 		}
 	}
+}
+
+// deadCatalog is a catalog that is down: it accepts connections and drops them at once.
+// (A port nobody listens on would do, until another test's process binds it.)
+func deadCatalog(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed at the test's end
+			}
+			_ = c.Close()
+		}
+	}()
+	return "http://" + ln.Addr().String()
 }
