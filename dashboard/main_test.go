@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -15,7 +14,7 @@ import (
 func TestRunServesAndStops(t *testing.T) {
 	t.Parallel()
 	env := testenv.Env{
-		"HTTP_ADDR":        fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		"HTTP_ADDR":        testenv.AnyAddr,
 		"LAB_DATABASE_URL": testenv.DB(t, testenv.Name("t_dash_")),
 		"AMQP_URL":         testenv.VHost(t),
 		"PROMETHEUS_URL":   closedURL(t),

@@ -7,11 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,62 +35,6 @@ func tail(s string, n int) string {
 	return s
 }
 
-// Every service under test binds a port of its own choosing (HTTP_ADDR 127.0.0.1:0) and
-// the harness reads the address from the service's own "http listening" log line. A
-// port picked beforehand (testenv.FreePort) is only free for a moment: on a busy machine
-// full of tests picking ports the same way, another process can bind it first, and then
-// answers /readyz in place of the service, which has exited with "address already in
-// use" (seen as orders' POST /orders answered "404 page not found").
-const anyPort = "127.0.0.1:0"
-
-// listening waits until logs, from byte offset from on, hold the service's
-// "http listening" line and returns its address. It fails the test if done (the
-// service's exit) comes first.
-func listening(t *testing.T, name string, logs *testenv.LogBuffer, from int, done <-chan error) string {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		for _, line := range strings.Split(logs.String()[from:], "\n") {
-			var l struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "http listening" && l.Addr != "" {
-				return l.Addr
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("%s stopped before it listened: %v", name, err)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not listen within %s", name, wait)
-		}
-	}
-}
-
-// waitReady polls base/readyz until it answers 200, failing the test if done (the
-// service's exit) comes first.
-func waitReady(t *testing.T, name, base string, done <-chan error) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("%s stopped before it was ready: %v", name, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s at %s not ready within %s", name, base, wait)
-		}
-	}
-}
-
 // startCatalog runs the catalog binary on the test's lab database (sharing env's lab
 // database and vhost, with a database of its own) and returns its base URL. It is
 // stopped (SIGTERM; a failed exit fails the test) when the test ends.
@@ -105,40 +47,7 @@ func startCatalog(t *testing.T, env testenv.Env) string {
 			t.Logf("catalog log tail:\n%s", tail(logs.String(), 3000))
 		}
 	})
-	cenv := env.Share(t, "catalog", true)
-	cenv["HTTP_ADDR"] = anyPort
-	cmd := exec.Command(bin)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range cenv {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start catalog: %v", err)
-	}
-	// The exit is delivered, then done is closed (so that both a wait below and the
-	// cleanup can take it).
-	done := make(chan error, 1)
-	go func() {
-		done <- cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("catalog: %v", err)
-			}
-		case <-time.After(wait):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Errorf("catalog did not stop on SIGTERM within %s", wait)
-		}
-	})
-	base := "http://" + listening(t, "catalog", logs, 0, done)
-	waitReady(t, "catalog", base, done)
-	return base
+	return testenv.Exec(t, bin, env.Share(t, "catalog", true), logs).URL
 }
 
 // lab is one orders instance under test with everything around it.
@@ -180,36 +89,13 @@ func startLab(t *testing.T, env testenv.Env) *lab {
 	return l
 }
 
-// start runs orders in-process (on a port it picks: see anyPort) and waits until it is
+// start runs orders in-process (on a port it picks: see testenv.AnyAddr) and waits until it is
 // ready; l.stop stops it, as by SIGTERM, and waits until run has returned, failing the
 // test on a run error (again: no-op; the test's end stops it too).
 func (l *lab) start() {
 	l.t.Helper()
-	env := testenv.Env{}
-	for k, v := range l.env {
-		env[k] = v
-	}
-	env["HTTP_ADDR"] = anyPort
-	from := len(l.logs.String()) // a restart logs after the previous run
-	ctx, cancel := context.WithCancel(context.Background())
-	// done delivers run's result, then is closed: a wait below may take the result (and
-	// fail the test with it), and stop must not wait for a second one.
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, env.Get, l.logs)
-		close(done)
-	}()
-	t := l.t
-	l.stop = sync.OnceFunc(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	l.t.Cleanup(l.stop)
-	addr := listening(l.t, "orders", l.logs, from, done)
-	l.env["HTTP_ADDR"], l.base = addr, "http://"+addr
-	waitReady(l.t, "orders", l.base, done)
+	l.env["HTTP_ADDR"] = testenv.AnyAddr // a restart too: testenv.Start writes back where it listens
+	l.base, l.stop = testenv.Start(l.t, run, l.env, l.logs)
 }
 
 // tap is a wiretap: an exclusive queue bound to '#' on shop.events and to every

@@ -120,6 +120,8 @@ type Process struct {
 
 // Exec runs the executable bin (see Build) as a process with env (and PATH and HOME)
 // and its output going to logs (nil: discarded), and waits until /readyz answers 200.
+// As with Start, the process listens where env["HTTP_ADDR"] says (AnyAddr: a port of
+// its choosing), and the address it listens on is written back into env["HTTP_ADDR"].
 // The test's end stops it (see Stop).
 func Exec(t testing.TB, bin string, env Env, logs io.Writer) *Process {
 	t.Helper()
@@ -131,8 +133,10 @@ func Exec(t testing.TB, bin string, env Env, logs io.Writer) *Process {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	p := &Process{URL: "http://" + env["HTTP_ADDR"], name: filepath.Base(bin), cmd: cmd}
+	seen := &LogBuffer{}
+	cmd.Stdout = io.MultiWriter(logs, seen)
+	cmd.Stderr = cmd.Stdout
+	p := &Process{name: filepath.Base(bin), cmd: cmd}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", p.name, err)
 	}
@@ -149,18 +153,23 @@ func Exec(t testing.TB, bin string, env Env, logs io.Writer) *Process {
 			if err != nil {
 				t.Errorf("%s: %v", p.name, err)
 			}
-		case <-time.After(20 * time.Second):
+		case <-time.After(time.Minute):
 			_ = cmd.Process.Kill()
 			<-done
 			t.Errorf("%s did not stop on SIGTERM", p.name)
 		}
 	})
 	t.Cleanup(p.stop)
+	addr, err := awaitListening(seen, done, ReadyWithin)
+	if err != nil {
+		t.Fatalf("%s: %v", p.name, err)
+	}
+	env["HTTP_ADDR"], p.URL = addr, "http://"+addr
 	WaitReady(t, p.URL, done)
 	return p
 }
 
-// Stop sends SIGTERM (SIGKILL if the process has not stopped 20 s later) and waits for
+// Stop sends SIGTERM (SIGKILL if the process has not stopped a minute later) and waits for
 // the exit; an exit other than a clean one fails the test, as a run error does with
 // Start. Later calls do nothing.
 func (p *Process) Stop() { p.stop() }

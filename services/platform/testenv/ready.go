@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,13 @@ const ReadyWithin = 2 * time.Minute
 // way a busy machine causes.
 const startAttempts = 3
 
+// AnyAddr is the HTTP_ADDR of a service under test: it binds a port of its own choosing,
+// and Start and Exec read the address from its "http listening" log line (and write it
+// into the env). A port picked beforehand (FreePort) is free only for a moment: on a
+// busy machine full of tests picking ports the same way, another test's service can bind
+// it first, and then answers /readyz in place of the one under test.
+const AnyAddr = "127.0.0.1:0"
+
 // startOnce runs the service and waits until it is ready. On failure the service has
 // stopped (run has returned) before startOnce returns.
 func startOnce(t testing.TB, run RunFunc, env Env, logs io.Writer) (string, func(), error) {
@@ -30,15 +38,24 @@ func startOnce(t testing.TB, run RunFunc, env Env, logs io.Writer) (string, func
 	// done delivers run's result, then is closed: awaitReady may take the result, and
 	// stop must not wait for a second one.
 	done := make(chan error, 1)
+	seen := &LogBuffer{}
 	go func() {
-		done <- run(ctx, env.Get, logs)
+		done <- run(ctx, env.Get, io.MultiWriter(logs, seen))
 		close(done)
 	}()
-	base := "http://" + env["HTTP_ADDR"]
-	if err := awaitReady(base, done, ReadyWithin); err != nil {
+	fail := func(err error) (string, func(), error) {
 		cancel()
-		<-done // the result, or the close after awaitReady took it
+		<-done // the result, or the close after a wait took it
 		return "", nil, err
+	}
+	addr, err := awaitListening(seen, done, ReadyWithin)
+	if err != nil {
+		return fail(err)
+	}
+	env["HTTP_ADDR"] = addr
+	base := "http://" + addr
+	if err := awaitReady(base, done, ReadyWithin); err != nil {
+		return fail(err)
 	}
 	stop := sync.OnceFunc(func() {
 		cancel()
@@ -48,6 +65,29 @@ func startOnce(t testing.TB, run RunFunc, env Env, logs io.Writer) (string, func
 	})
 	t.Cleanup(stop)
 	return base, stop, nil
+}
+
+// awaitListening waits until a service's output holds its "http listening" line (every
+// service logs one, with the address, once its listener is bound) and returns the
+// address; it fails when the service stops first (done) or within has passed.
+func awaitListening(out *LogBuffer, done <-chan error, within time.Duration) (string, error) {
+	deadline := time.Now().Add(within)
+	for {
+		for _, line := range strings.Split(out.String(), "\n") {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "http listening" && l.Addr != "" {
+				return l.Addr, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no \"http listening\" line within %s", within)
+		}
+		select {
+		case err := <-done:
+			return "", stopped(err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // errStopped wraps the error of a service that stopped before it was ready.

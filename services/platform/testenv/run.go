@@ -3,7 +3,6 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -74,15 +73,16 @@ func Run(t testing.TB, run RunFunc, env Env, logs io.Writer) string {
 // stops it as by SIGTERM and waits until run has returned, failing the test on a run
 // error. stop may be called more than once; the test's end calls it too.
 //
+// The service listens where env["HTTP_ADDR"] says (AnyAddr: a port of its choosing);
+// Start writes the address it listens on back into env["HTTP_ADDR"].
+//
 // On a loaded machine (two cores, several -race test binaries and a lab or two beside
-// them) a start can take far longer than on an idle one, and a port FreePort chose can be
-// taken by another process before the service binds it. Neither says anything about the
-// service, and both are cured by starting it again: Start waits up to ReadyWithin for
-// readiness, and starts the service again (up to startAttempts times, on a fresh port
-// written into env["HTTP_ADDR"]) when an attempt failed because its start deadline
-// (START_TIMEOUT) passed or its port was taken. Every attempt runs against the same
-// databases and vhost, which a service's start is built to survive (migrations, topology
-// and seeding are idempotent). Any other failure fails the test at once.
+// them) a start can take far longer than on an idle one. That says nothing about the
+// service: Start waits up to ReadyWithin for readiness, and starts the service again (up
+// to startAttempts times, on AnyAddr) when an attempt failed because its start deadline
+// (START_TIMEOUT) passed or a fixed port it was given was taken. Every attempt runs
+// against the same databases and vhost, which a service's start is built to survive
+// (migrations, topology and seeding are idempotent). Any other failure fails the test.
 func Start(t testing.TB, run RunFunc, env Env, logs io.Writer) (base string, stop func()) {
 	t.Helper()
 	if logs == nil {
@@ -100,9 +100,9 @@ func Start(t testing.TB, run RunFunc, env Env, logs io.Writer) (base string, sto
 		if attempt == startAttempts || !busyMachine(err) {
 			t.Fatalf("start attempt %d of %d: %v", attempt, startAttempts, err)
 		}
-		t.Logf("start attempt %d failed after %s (%v); starting again on a fresh port", attempt,
+		t.Logf("start attempt %d failed after %s (%v); starting again", attempt,
 			time.Since(began).Round(time.Millisecond), err)
-		env["HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+		env["HTTP_ADDR"] = AnyAddr
 	}
 }
 

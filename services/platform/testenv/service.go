@@ -1,13 +1,13 @@
 package testenv
 
 import (
-	"fmt"
 	"net"
 	"testing"
 )
 
 // Env is an environment for one service under test: its own database, its own lab
-// database, its own vhost and a free port. Pass Env.Get as the service's getenv.
+// database, its own vhost and a port of its own choosing (AnyAddr; Start and Exec
+// write the address it listens on back into HTTP_ADDR). Pass Env.Get as the service's getenv.
 type Env map[string]string
 
 // Get reads a variable (the getenv of a service's run).
@@ -21,7 +21,7 @@ func ServiceEnv(t testing.TB, service string, withDB bool) Env {
 	e := Env{
 		"AMQP_URL":         VHost(t),
 		"LAB_DATABASE_URL": DB(t, Name("t_lab_")),
-		"HTTP_ADDR":        fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+		"HTTP_ADDR":        AnyAddr,
 		"INSTANCE_ID":      service + "-test",
 		"LOG_LEVEL":        "debug",
 		"START_TIMEOUT":    "30s",
@@ -33,14 +33,14 @@ func ServiceEnv(t testing.TB, service string, withDB bool) Env {
 }
 
 // Share returns a copy of e for another service on the same bus and lab database, with
-// its own database (if withDB) and port.
+// its own database (if withDB) and port (AnyAddr).
 func (e Env) Share(t testing.TB, service string, withDB bool) Env {
 	t.Helper()
 	out := Env{}
 	for k, v := range e {
 		out[k] = v
 	}
-	out["HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	out["HTTP_ADDR"] = AnyAddr
 	out["INSTANCE_ID"] = service + "-test"
 	delete(out, "DATABASE_URL")
 	if withDB {
