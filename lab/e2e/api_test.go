@@ -145,7 +145,7 @@ func testHostileInputDoesNotTripTheBreaker(t *testing.T, l *lab) {
 			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if _, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE")); err != nil {
 		t.Fatalf("a normal order after hostile input: %v", err)

@@ -139,7 +139,7 @@ func TestDuplicateDelivery(t *testing.T) {
 // orders placed right after it complete normally.
 func testMalformedMessageIsDeadLettered(t *testing.T, l *lab) {
 	token := l.api.login(t, "alice@example.com", "alice-secret")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, body := range []string{`{not json`, `{"eventId":"x1","eventType":"order.placed","data":{"orderId":""}}`} {
 		l.republish(t, amqp.Delivery{Exchange: contracts.ExchangeEvents, RoutingKey: contracts.OrderPlaced,
@@ -153,7 +153,7 @@ func testMalformedMessageIsDeadLettered(t *testing.T, l *lab) {
 		t.Fatalf("an order behind poison messages did not complete: %+v %v", o, err)
 	}
 	// payments consumes order.placed; both poison messages end in its DLQ.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		n := l.queueDepth(t, "payments.dlq")
 		if n == 2 {
@@ -211,7 +211,7 @@ func (tp *tap) find(t *testing.T, corr string) amqp.Delivery {
 		t.Fatal(err)
 	}
 	defer ch.Close()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		d, ok, err := ch.Get(tp.name, true)
 		if err != nil {

@@ -241,7 +241,7 @@ func (l *lab) serviceURL(name string) string {
 // does next happens under it.
 func (l *lab) set(key, value string) {
 	l.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ch, err := l.store.Set(ctx, key, value, "e2e")
 	if err != nil {

@@ -119,7 +119,7 @@ func fetchTrace(ctx context.Context, queryURL, traceID string) (*jaegerTrace, er
 // version seen.
 func awaitTrace(t *testing.T, queryURL, traceID string, done func(*jaegerTrace) bool) *jaegerTrace {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var last *jaegerTrace
 	for {
