@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -85,9 +84,8 @@ func TestJWKSRefetch(t *testing.T) {
 	env := testenv.ServiceEnv(t, "users", true)
 	env["JWT_SEED"] = hex.EncodeToString(first.Seed())
 	env["BCRYPT_COST"] = "4"
-	users := startProcess(t, bin, env)
+	users := launch(t, bin, env) // on a port of its choosing, written into env: the restart below reuses it
 	base := "http://" + env["HTTP_ADDR"]
-	waitReady(t, base)
 
 	client := newHTTPClient(time.Second, nil)
 	fetches := &countingTransport{base: client.Transport, path: "/internal/jwks"}
@@ -171,8 +169,9 @@ func TestJWKSRefetch(t *testing.T) {
 // the answer is 502 (then 503 once the breaker opens), never a 401.
 func TestJWKSUnavailable(t *testing.T) {
 	t.Parallel()
-	// Nothing listens there: a users that is down.
-	users := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
+	// A users that is down: it drops every connection (a port nobody listens on could be
+	// taken by another test's service meanwhile).
+	users := deadUpstream(t).url
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	up := newUpstream("users", users, newHTTPClient(time.Second, nil), 2, time.Minute, log, nil)
 	a := newAuthenticator(up)
