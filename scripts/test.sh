@@ -43,6 +43,6 @@ awk '
     printf "%9.1f  %-4s %s\n", el, act, pkg
   }' "$json" | sort -rn || true
 echo "== ten slowest tests"
-{ go tool gotestsum tool slowest --jsonfile "$json" --threshold 1ms | head -10; } || true
+go tool gotestsum tool slowest --jsonfile "$json" --threshold 1ms | sed -n 1,10p || true
 echo "== suite wall time: $(($(date +%s) - start))s (exit $rc)"
 exit $rc
