@@ -309,6 +309,13 @@ func (pr *proc) stop(ctx context.Context, grace time.Duration) (killed bool) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+	// A process that exited just as the grace ran out was not killed: select picks at
+	// random among ready cases, so look at done once more before saying otherwise.
+	select {
+	case <-pr.done:
+		return false
+	default:
+	}
 	_ = pr.signal(syscall.SIGKILL)
 	<-pr.done
 	return true
