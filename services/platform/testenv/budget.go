@@ -17,7 +17,7 @@ import (
 // a handful of them starting at once, or one of them under load beside others, makes
 // every deadline a coin toss. So labs take slots of a machine-wide budget before they
 // start: LabCapacity slots in all (one per core unless MICROLAB_TEST_LABS says
-// otherwise), one for a lab that is mostly idle, all of them (up to HeavyWeight) for a
+// otherwise), one for a lab that is mostly idle, Heavy of them (all, on two cores) for a
 // lab that a test loads to saturation. The slots are flock(2)ed files, so the budget
 // holds across the test binaries `go test -p N` runs side by side, and a crashed test
 // process releases its slots with its file descriptors.
