@@ -27,12 +27,24 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// IdleInTxTimeout is the idle_in_transaction_session_timeout of every connection Open
+// makes (unless the URL sets its own).
+const IdleInTxTimeout = "60s"
+
 // Open connects a pool and waits (bounded by ctx) until the database answers, so a
 // service started before PostgreSQL is ready simply waits rather than crashing.
 func Open(ctx context.Context, url string, opts ...func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	// The second line behind InTx's rollback on every path: PostgreSQL itself ends a
+	// session left idle inside a transaction, so a leaked transaction cannot hold its
+	// locks (stock rows, advisory locks, a saga row) and its pooled connection forever.
+	// A minute is far longer than any transaction here waits between statements (the
+	// outbox relay's, waiting for publisher confirms, is bounded by 10 s).
+	if _, set := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = IdleInTxTimeout
 	}
 	for _, o := range opts {
 		o(cfg)
@@ -94,8 +106,9 @@ type unit struct {
 
 // InTx runs fn inside one transaction carried in the context: store code that calls Q
 // with that context joins it. A nested InTx joins the outer transaction. The transaction
-// commits when fn returns nil and rolls back otherwise; functions registered with
-// AfterCommit run only after a successful commit.
+// commits when fn returns nil and rolls back otherwise, a panic too (it rolls back, then
+// goes on unwinding); functions registered with AfterCommit run only after a successful
+// commit.
 func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context) error) error {
 	if _, ok := ctx.Value(txKey{}).(*unit); ok {
 		return fn(ctx)
@@ -104,9 +117,13 @@ func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context) 
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	// Every path ends the transaction, a panic in fn included: without this a panic
+	// unwound through here (to bus.Recover, outside) with the transaction open, and its
+	// pooled connection stayed "idle in transaction" holding every lock fn had taken.
+	// After a commit, Rollback does nothing.
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	u := &unit{tx: tx}
 	if err := fn(context.WithValue(ctx, txKey{}, u)); err != nil {
-		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -1,0 +1,101 @@
+package pg_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"microlab/services/platform/pg"
+	"microlab/services/platform/testenv"
+)
+
+func open(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, err := pg.Open(ctx, testenv.DB(t, testenv.Name("t_pg_")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Close waits for every acquired connection: a leaked transaction's never comes
+		// back, and the test must fail rather than hang.
+		closed := make(chan struct{})
+		go func() { pool.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(30 * time.Second):
+			t.Errorf("the pool did not close: a connection is still acquired")
+		}
+	})
+	return pool
+}
+
+// A panic inside InTx, after fn has written and locked a row, ends the transaction: the
+// write is gone, the connection is back in the pool, and the next transaction on the
+// same row is not stuck behind the lock. (Before, the panic unwound with the transaction
+// open, and its connection stayed "idle in transaction" holding the lock.)
+func TestInTxRollsBackOnPanic(t *testing.T) {
+	t.Parallel()
+	pool := open(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := pool.Exec(ctx, `CREATE TABLE stock (sku text PRIMARY KEY, on_hand int NOT NULL);
+		INSERT INTO stock VALUES ('LAB-MUG', 10)`); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	func() {
+		defer func() {
+			if r := recover(); r != boom {
+				t.Fatalf("recovered %v, want the handler's panic", r)
+			}
+		}()
+		_ = pg.InTx(ctx, pool, func(ctx context.Context) error {
+			if _, err := pg.Q(ctx, pool).Exec(ctx, `UPDATE stock SET on_hand = on_hand - 1 WHERE sku = 'LAB-MUG'`); err != nil {
+				t.Fatal(err)
+			}
+			panic(boom)
+		})
+	}()
+	if n := pool.Stat().AcquiredConns(); n != 0 {
+		t.Fatalf("%d connection(s) still acquired after the panic", n)
+	}
+	// The row lock is free: this would wait for the leaked transaction otherwise (the
+	// deadline is far shorter than idle_in_transaction_session_timeout).
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer wcancel()
+	err := pg.InTx(wctx, pool, func(ctx context.Context) error {
+		_, err := pg.Q(ctx, pool).Exec(ctx, `UPDATE stock SET on_hand = on_hand - 2 WHERE sku = 'LAB-MUG'`)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("the next transaction on the row: %v", err)
+	}
+	var onHand int
+	if err := pool.QueryRow(ctx, `SELECT on_hand FROM stock WHERE sku = 'LAB-MUG'`).Scan(&onHand); err != nil {
+		t.Fatal(err)
+	}
+	if onHand != 8 {
+		t.Fatalf("on_hand = %d, want 8: the panicking transaction's write must be rolled back", onHand)
+	}
+}
+
+// Every connection of a pool PostgreSQL ends if it idles in a transaction: the second
+// line behind InTx, for a transaction leaked some other way.
+func TestIdleInTransactionTimeout(t *testing.T) {
+	t.Parallel()
+	pool := open(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var got string
+	if err := pool.QueryRow(ctx, `SELECT current_setting('idle_in_transaction_session_timeout')`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "1min" { // PostgreSQL's rendering of pg.IdleInTxTimeout
+		t.Fatalf("idle_in_transaction_session_timeout = %q, want 1min (%s)", got, pg.IdleInTxTimeout)
+	}
+}
