@@ -201,10 +201,12 @@ func TestOneTracePerCheckout(t *testing.T) {
 			if o, err := l.api.waitFinal(ctx, token, id); err != nil || o.Status != "confirmed" || o.TraceID != traceID {
 				t.Fatalf("order %s: %+v %v (want confirmed, traceId %s)", id, o, err, traceID)
 			}
-			// Each process exports in its own batches: wait until every service is there
-			// and every consumer span's parent has arrived, then judge the trace.
+			// Each process exports in its own batches: wait until the trace holds what is
+			// judged below (every service, every parent, the hops, the SQL spans), then
+			// judge it; a trace that never gets there is judged as it last was.
 			tr := awaitTrace(t, l.jaeger, traceID, func(tr *jaegerTrace) bool {
-				return hasServices(sixServices)(tr) && parentsArrived(tr)
+				return hasServices(sixServices)(tr) && parentsArrived(tr) &&
+					len(hopProblems(tr)) == 0 && len(sqlProblems(tr)) == 0
 			})
 			if got := tr.services(); !hasServices(sixServices)(tr) {
 				t.Fatalf("trace %s has spans from %v; want %v", traceID, got, sixServices)
@@ -218,15 +220,13 @@ func TestOneTracePerCheckout(t *testing.T) {
 			if o, err := l.api.waitFinal(ctx, token, id); err != nil || o.Status != "cancelled" {
 				t.Fatalf("order %s: %+v %v (want cancelled)", id, o, err)
 			}
+			// Wait for exactly what is judged below: every process exports in batches of
+			// its own, so inventory's failed step may arrive after its other spans.
 			tr = awaitTrace(t, l.jaeger, traceID, func(tr *jaegerTrace) bool {
-				return len(tr.find("payments", "compensate: refund payment")) > 0 && hasServices([]string{"inventory", "notifications"})(tr)
+				return len(tr.find("payments", "compensate: refund payment")) > 0 && failedStep(tr) != nil &&
+					hasServices([]string{"inventory", "notifications"})(tr) && parentsArrived(tr)
 			})
-			var failed *jaegerSpan
-			for _, s := range tr.find("inventory", "") {
-				if s.tag("error") == "true" && strings.HasPrefix(s.tag("saga.step.failure"), "out_of_stock") {
-					failed = &s
-				}
-			}
+			failed := failedStep(tr)
 			if failed == nil {
 				t.Fatalf("no inventory span with error status and saga.step.failure=out_of_stock in %s", describe(tr))
 			}
@@ -239,6 +239,17 @@ func TestOneTracePerCheckout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// failedStep is inventory's span of the out-of-stock step: error status and
+// saga.step.failure=out_of_stock (nil until it has arrived).
+func failedStep(tr *jaegerTrace) *jaegerSpan {
+	for _, s := range tr.find("inventory", "") {
+		if s.tag("error") == "true" && strings.HasPrefix(s.tag("saga.step.failure"), "out_of_stock") {
+			return &s
+		}
+	}
+	return nil
 }
 
 // parentsArrived reports whether every span's parent is in the trace.
@@ -259,6 +270,14 @@ func parentsArrived(tr *jaegerTrace) bool {
 // and at least one such hop crosses from one service to another (through RabbitMQ).
 func checkHops(t *testing.T, tr *jaegerTrace) {
 	t.Helper()
+	for _, p := range hopProblems(tr) {
+		t.Error(p)
+	}
+}
+
+// hopProblems lists what is wrong with the trace's publish→process hops (none: fine).
+func hopProblems(tr *jaegerTrace) []string {
+	var problems []string
 	byID := map[string]jaegerSpan{}
 	for _, s := range tr.Spans {
 		byID[s.SpanID] = s
@@ -270,12 +289,12 @@ func checkHops(t *testing.T, tr *jaegerTrace) {
 		}
 		p, ok := byID[s.parent()]
 		if !ok || p.tag("span.kind") != "producer" {
-			t.Errorf("consumer span %q (%s) has parent %q, not a producer span", s.OperationName, tr.service(s), p.OperationName)
+			problems = append(problems, fmt.Sprintf("consumer span %q (%s) has parent %q, not a producer span", s.OperationName, tr.service(s), p.OperationName))
 			continue
 		}
 		if p.tag("messaging.message.id") != s.tag("messaging.message.id") || s.tag("messaging.system") != "rabbitmq" {
-			t.Errorf("hop %q → %q: message ids %s/%s", p.OperationName, s.OperationName,
-				p.tag("messaging.message.id"), s.tag("messaging.message.id"))
+			problems = append(problems, fmt.Sprintf("hop %q → %q: message ids %s/%s", p.OperationName, s.OperationName,
+				p.tag("messaging.message.id"), s.tag("messaging.message.id")))
 		}
 		hops++
 		if tr.service(p) != tr.service(s) {
@@ -283,13 +302,21 @@ func checkHops(t *testing.T, tr *jaegerTrace) {
 		}
 	}
 	if hops < 5 || crossing < 5 {
-		t.Errorf("%d publish→process hops (%d between services); a checkout has at least 5: %s", hops, crossing, describe(tr))
+		problems = append(problems, fmt.Sprintf("%d publish→process hops (%d between services); a checkout has at least 5: %s", hops, crossing, describe(tr)))
+	}
+	return problems
+}
+
+func checkSQL(t *testing.T, tr *jaegerTrace) {
+	t.Helper()
+	for _, p := range sqlProblems(tr) {
+		t.Error(p)
 	}
 }
 
-// checkSQL: the services that own data show their queries as spans in the trace.
-func checkSQL(t *testing.T, tr *jaegerTrace) {
-	t.Helper()
+// sqlProblems lists the services of a checkout whose SQL spans the trace lacks.
+func sqlProblems(tr *jaegerTrace) []string {
+	var problems []string
 	with := map[string]bool{}
 	for _, s := range tr.Spans {
 		if s.tag("db.system") == "postgresql" || s.tag("db.system.name") == "postgresql" {
@@ -298,9 +325,10 @@ func checkSQL(t *testing.T, tr *jaegerTrace) {
 	}
 	for _, svc := range []string{"orders", "payments", "inventory", "shipping"} {
 		if !with[svc] {
-			t.Errorf("no SQL span from %s in the trace (SQL spans from %v)", svc, with)
+			problems = append(problems, fmt.Sprintf("no SQL span from %s in the trace (SQL spans from %v)", svc, with))
 		}
 	}
+	return problems
 }
 
 // checkLogs: the lab's output has lines for this trace from the services that handled it.
