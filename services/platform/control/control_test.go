@@ -54,11 +54,7 @@ func TestSetAnnounceWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := control.OpenStore(ctx, testenv.DB(t, testenv.Name("t_lab_")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t, ctx)
 	amqpURL := testenv.VHost(t)
 	conn, err := bus.Dial(ctx, amqpURL, "control-test", log)
 	if err != nil {
@@ -137,11 +133,7 @@ func TestResyncWithoutAnnouncement(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := control.OpenStore(ctx, testenv.DB(t, testenv.Name("t_lab_")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t, ctx)
 	changes := make(chan control.Settings, 10)
 	w, err := control.NewWatcher(ctx, store, log, func(_, s control.Settings) { changes <- s })
 	if err != nil {
@@ -160,4 +152,16 @@ func TestResyncWithoutAnnouncement(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("unannounced change not applied by the periodic re-read")
 	}
+}
+
+// openStore opens a settings store on a lab database of the test's own, closed when the
+// test ends.
+func openStore(t *testing.T, ctx context.Context) *control.Store {
+	t.Helper()
+	store, err := control.OpenStore(ctx, testenv.DB(t, testenv.Name("t_lab_")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	return store
 }

@@ -1,10 +1,7 @@
 package testenv
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -46,7 +43,7 @@ func ExchangeBindings(amqpURL, exchange string) ([]Binding, error) {
 		return nil, err
 	}
 	var out []Binding
-	err = mgmtGet("/api/exchanges/"+url.PathEscape(vhost)+"/"+url.PathEscape(exchange)+"/bindings/source", &out)
+	err = mgmtDo(http.MethodGet, "/api/exchanges/"+url.PathEscape(vhost)+"/"+url.PathEscape(exchange)+"/bindings/source", "", &out)
 	if errors.Is(err, errNotFound) {
 		return nil, nil
 	}
@@ -76,34 +73,4 @@ func AwaitQueueBinding(t testing.TB, amqpURL, exchange string, within time.Durat
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// mgmtGet GETs path from the management API and decodes its JSON answer into out.
-func mgmtGet(path string, out any) error {
-	u, err := url.Parse(mgmtURL())
-	if err != nil {
-		return err
-	}
-	pass, _ := u.User.Password()
-	user := u.User.Username()
-	u.User = nil
-	req, err := http.NewRequest(http.MethodGet, strings.TrimRight(u.String(), "/")+path, nil)
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(user, pass)
-	c := &http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return fmt.Errorf("GET %s: %w", path, errNotFound)
-	}
-	if resp.StatusCode >= 300 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
 }

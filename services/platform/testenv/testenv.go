@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -135,7 +136,11 @@ func VHost(t testing.TB) string {
 	return a.String()
 }
 
-func mgmt(method, path, body string) error {
+func mgmt(method, path, body string) error { return mgmtDo(method, path, body, nil) }
+
+// mgmtDo calls the management API and, with out, decodes its JSON answer into out. A
+// 404 is errNotFound (an exchange or queue not declared yet).
+func mgmtDo(method, path, body string, out any) error {
 	u, err := url.Parse(mgmtURL())
 	if err != nil {
 		return err
@@ -149,17 +154,23 @@ func mgmt(method, path, body string) error {
 	}
 	req.SetBasicAuth(user, pass)
 	req.Header.Set("Content-Type", "application/json")
-	c := &http.Client{Timeout: 10 * time.Second}
+	c := &http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s %s: %w", method, path, errNotFound)
+	}
 	if resp.StatusCode >= 300 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
 	}
-	return nil
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 func mgmtURLMasked() string {
