@@ -228,20 +228,27 @@ func (a *App) Emit(ctx context.Context, env contracts.Envelope) error {
 	return a.Outbox.Emit(ctx, env)
 }
 
-// Consume registers a queue and its handlers. Every message goes through:
-// recover → log → inbox (transaction + dedupe) → handler.
+// Consume registers a queue and its handlers (see Pipeline).
 func (a *App) Consume(q bus.Queue, routes bus.Routes) {
 	inboxOn := func() bool { return a.Settings.Current().Inbox() }
-	h := bus.Chain(bus.Dispatch(routes),
-		bus.Recover(),
-		bus.Log(a.Log),
-		inbox.Middleware(a.DB, q.Service, inboxOn, a.Log, a.Tel),
-	)
+	h := Pipeline(routes, a.DB, q.Service, inboxOn, a.Log, a.Tel)
 	types := make([]string, 0, len(routes))
 	for t := range routes {
 		types = append(types, t)
 	}
 	a.consumers = append(a.consumers, consumer{q: q, h: h, types: types})
+}
+
+// Pipeline is what every message of a service goes through:
+// recover → log → inbox (transaction + dedupe) → the handler of its type.
+// A panic in a handler ends its transaction (pg.InTx rolls back on every path) before
+// Recover turns it into an error; the message is then retried like any failure.
+func Pipeline(routes bus.Routes, db *pgxpool.Pool, consumer string, inboxOn func() bool, log *slog.Logger, tel *observability.Telemetry) bus.Handler {
+	return bus.Chain(bus.Dispatch(routes),
+		bus.Recover(),
+		bus.Log(log),
+		inbox.Middleware(db, consumer, inboxOn, log, tel),
+	)
 }
 
 // Go registers a background loop that runs while the service takes work (e.g. the saga
@@ -305,7 +312,8 @@ func (a *App) Run(ctx context.Context) error {
 		subscribed.Add(1)
 		var once sync.Once
 		opts := bus.ConsumeOptions{Prefetch: a.Base.Prefetch, Workers: a.Base.Workers,
-			OnSubscribed: func() { once.Do(subscribed.Done) }, Telemetry: a.Tel, Types: c.types}
+			OnSubscribed: func() { once.Do(subscribed.Done) }, Telemetry: a.Tel, Types: c.types,
+			Transient: pg.IsTransient}
 		run(&fgWG, fg, "consume "+c.q.Name(), func(ctx context.Context) error {
 			return bus.Consume(ctx, a.Bus, a.Pub, c.q, opts, c.h, a.Log)
 		})

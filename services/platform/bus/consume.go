@@ -33,8 +33,50 @@ type Delivery struct {
 func (d Delivery) Envelope() (contracts.Envelope, error) { return contracts.Decode(d.Body) }
 
 // Handler handles one message. Returning nil acks it; an error sends it to the next retry
-// queue, or to the DLQ when retries are exhausted. A handler never sleeps to retry.
+// queue, or to the DLQ when retries are exhausted (see Classify for which errors are
+// retried for how long). A handler never sleeps to retry.
 type Handler func(ctx context.Context, d Delivery) error
+
+// ErrPermanent marks a failure no retry can cure (the message is wrong, not the moment):
+// the message goes to the DLQ at once. contracts.ErrMalformed counts as permanent too.
+var ErrPermanent = errors.New("permanent failure")
+
+// Permanent wraps err as a permanent failure.
+func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
+
+// Failure is how a handler's error is treated.
+type Failure int
+
+const (
+	// FailPoison: retried through the retry queues, then dead-lettered (a bug, a panic, a
+	// state the handler did not expect: a few retries may see it resolve, forever won't).
+	FailPoison Failure = iota
+	// FailPermanent: dead-lettered at once.
+	FailPermanent
+	// FailTransient: a dependency is unavailable (database or broker unreachable, a timeout,
+	// a deadlock). Retried through the retry queues for as long as it lasts, the last
+	// delay repeating, never dead-lettered: a database restart must not turn every
+	// message in flight into a DLQ entry someone has to replay by hand.
+	FailTransient
+)
+
+// Classify says how err is treated; transient reports the dependency errors of the
+// service's own stores (pg.IsTransient), on top of the broker's and timeouts.
+func Classify(err error, transient func(error) bool) Failure {
+	switch {
+	case errors.Is(err, ErrPermanent), errors.Is(err, contracts.ErrMalformed):
+		return FailPermanent
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, amqp.ErrClosed):
+		return FailTransient
+	case transient != nil && transient(err):
+		return FailTransient
+	}
+	var ae *amqp.Error
+	if errors.As(err, &ae) && ae.Recover {
+		return FailTransient
+	}
+	return FailPoison
+}
 
 // Middleware wraps a handler to do one thing (recover, log, inbox, fault, ...).
 type Middleware func(Handler) Handler
@@ -66,6 +108,10 @@ type ConsumeOptions struct {
 	// Types are the message types the queue's handlers know: their metric series are
 	// created at zero, and any other type is counted as "other".
 	Types []string
+	// Transient reports the errors of the service's own dependencies that a retry cures
+	// once they are back (pg.IsTransient); see Classify. nil: only the broker's and
+	// timeouts.
+	Transient func(error) bool
 }
 
 func (o ConsumeOptions) withDefaults() ConsumeOptions {
@@ -200,11 +246,8 @@ func handle(ctx context.Context, pub *Publisher, q Queue, opts ConsumeOptions, h
 	}
 	m.Handled.WithLabelValues(q.Name(), typ, "error").Inc()
 	observability.Fail(span, err)
-	retries := q.retries()
-	target, key, reason := "", q.RetryQueue(del.Attempt), "retry"
-	if del.Attempt > len(retries) {
-		target, key, reason = contracts.ExchangeDLX, q.DLQ(), "dead-letter"
-	}
+	class := Classify(err, opts.Transient)
+	target, key, reason := nextHop(q, del.Attempt, class)
 	msg := republish(d, del.Attempt+1, err)
 	if perr := pub.Publish(actx, target, key, msg); perr != nil {
 		// Could not park it: put it back on the work queue rather than lose it.
@@ -218,10 +261,34 @@ func handle(ctx context.Context, pub *Publisher, q Queue, opts ConsumeOptions, h
 		m.DeadLettered.WithLabelValues(q.Name(), typ).Inc()
 	}
 	log.WarnContext(ctx, "handler failed", "message_id", d.MessageId, "type", d.Type, "attempt", del.Attempt,
-		"next", reason, "err", err)
+		"failure", class.String(), "next", reason, "err", err)
 	if aerr := d.Ack(false); aerr != nil {
 		log.WarnContext(ctx, "ack failed after moving message; it may be handled twice", "message_id", d.MessageId, "err", aerr)
 	}
+}
+
+// nextHop is where a message that failed its attempt-th delivery goes: the next retry
+// queue, the DLQ once a poison message has used its retries (a permanent failure at
+// once), and for a transient failure the next retry queue or the last one again, forever.
+func nextHop(q Queue, attempt int, class Failure) (exchange, key, reason string) {
+	retries := len(q.retries())
+	switch {
+	case class == FailPermanent, class == FailPoison && attempt > retries, retries == 0:
+		return contracts.ExchangeDLX, q.DLQ(), "dead-letter"
+	case class == FailTransient:
+		return "", q.RetryQueue(min(attempt, retries)), "retry"
+	}
+	return "", q.RetryQueue(attempt), "retry"
+}
+
+func (f Failure) String() string {
+	switch f {
+	case FailPermanent:
+		return "permanent"
+	case FailTransient:
+		return "transient"
+	}
+	return "poison"
 }
 
 // typeLabel is the message_type label: a type the queue handles, or "other".

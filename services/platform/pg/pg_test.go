@@ -3,9 +3,11 @@ package pg_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"microlab/services/platform/pg"
@@ -97,5 +99,98 @@ func TestIdleInTransactionTimeout(t *testing.T) {
 	}
 	if got != "1min" { // PostgreSQL's rendering of pg.IdleInTxTimeout
 		t.Fatalf("idle_in_transaction_session_timeout = %q, want 1min (%s)", got, pg.IdleInTxTimeout)
+	}
+}
+
+// The errors a consumer must retry until the database is back, and those it must not:
+// read from a real server where the machine can produce them.
+func TestIsTransient(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// Nothing listens on a port just freed: connection refused.
+	down := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?connect_timeout=5", testenv.FreePort(t))
+	conn, err := pgx.Connect(ctx, down)
+	if err == nil {
+		_ = conn.Close(ctx)
+		t.Fatal("connected to a port nothing listens on")
+	}
+	if !pg.IsTransient(err) {
+		t.Errorf("connection refused is not transient: %v", err)
+	}
+
+	pool := open(t)
+	// A session terminated by the server mid-transaction (what a restart does to every
+	// open connection): FATAL 57P01.
+	victim, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer victim.Release()
+	var pid int
+	if err := victim.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	_, err = victim.Exec(ctx, `SELECT 1`)
+	if err == nil {
+		t.Fatal("a terminated session still answered")
+	}
+	if !pg.IsTransient(err) {
+		t.Errorf("a session terminated by the server is not transient: %v", err)
+	}
+
+	// What a retry can never cure.
+	if _, err := pool.Exec(ctx, `CREATE TABLE k (id int PRIMARY KEY); INSERT INTO k VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pool.Exec(ctx, `INSERT INTO k VALUES (1)`)
+	if err == nil || pg.IsTransient(err) {
+		t.Errorf("a unique violation is transient (or did not happen): %v", err)
+	}
+	_, err = pool.Exec(ctx, `SELEC 1`)
+	if err == nil || pg.IsTransient(err) {
+		t.Errorf("a syntax error is transient (or did not happen): %v", err)
+	}
+
+	// A real deadlock: two transactions each holding the row the other wants.
+	if _, err := pool.Exec(ctx, `INSERT INTO k VALUES (2)`); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	locked := make(chan struct{}, 2)
+	for _, order := range [][2]int{{1, 2}, {2, 1}} {
+		go func() {
+			errs <- pg.InTx(ctx, pool, func(ctx context.Context) error {
+				q := pg.Q(ctx, pool)
+				if _, err := q.Exec(ctx, `SELECT 1 FROM k WHERE id = $1 FOR UPDATE`, order[0]); err != nil {
+					return err
+				}
+				locked <- struct{}{}
+				for len(locked) < 2 && ctx.Err() == nil { // both hold their first row
+					time.Sleep(10 * time.Millisecond)
+				}
+				_, err := q.Exec(ctx, `SELECT 1 FROM k WHERE id = $1 FOR UPDATE`, order[1])
+				return err
+			})
+		}()
+	}
+	var deadlocks int
+	for range 2 {
+		if err := <-errs; err != nil {
+			if !pg.IsTransient(err) {
+				t.Errorf("a deadlock is not transient: %v", err)
+			}
+			deadlocks++
+		}
+	}
+	if deadlocks != 1 {
+		t.Errorf("%d of the two transactions failed, want the deadlock victim only", deadlocks)
+	}
+	if pg.IsTransient(nil) || pg.IsTransient(errors.New("no handler for this")) {
+		t.Error("nil or a plain error is transient")
 	}
 }
