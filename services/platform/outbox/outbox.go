@@ -41,12 +41,29 @@ type Outbox struct {
 	// PollInterval is the fallback when a notification is missed (e.g. the LISTEN
 	// connection was being re-established at the time).
 	PollInterval time.Duration
-	BatchSize    int
+	// BatchSize is how many rows one batch claims at most.
+	BatchSize int
+	// BatchBudget is how long one batch may go on publishing. Once it is spent the relay
+	// publishes no further row of the batch, marks the confirmed ones sent, commits and
+	// claims the rest in the next batch. So a batch holds its row locks for about this
+	// long whatever the broker's confirm latency, and a slow broker makes batches
+	// smaller, never futile (see relayBatch). Zero still publishes one row a batch.
+	BatchBudget time.Duration
 }
+
+const (
+	// publishTimeout bounds one publish: sending a row and waiting for its confirm.
+	publishTimeout = 10 * time.Second
+	// dbTimeout bounds each of the relay's statements (claim, mark sent, commit).
+	dbTimeout = 10 * time.Second
+	// finalPass is how long Run goes on relaying once its context ends.
+	finalPass = 3 * time.Second
+)
 
 // New returns an outbox. enabled is read on every Emit (the lab toggles it live).
 func New(pool *pgxpool.Pool, pub *bus.Publisher, enabled func() bool, log *slog.Logger) *Outbox {
-	return &Outbox{pool: pool, pub: pub, enabled: enabled, log: log, PollInterval: time.Second, BatchSize: 100}
+	return &Outbox{pool: pool, pub: pub, enabled: enabled, log: log,
+		PollInterval: time.Second, BatchSize: 100, BatchBudget: 5 * time.Second}
 }
 
 // Emit records env for publication. Inside a pg.InTx transaction the row commits (or
@@ -96,12 +113,10 @@ func (o *Outbox) Run(ctx context.Context) error {
 	go o.listen(ctx, wake)
 	backoff := 100 * time.Millisecond
 	for {
-		// A batch, once claimed, runs to its end even if shutdown begins meanwhile:
-		// cancelling it between a confirmed publish and the commit that marks the row sent
-		// would publish that event again from the next process.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		n, err := o.relayBatch(bctx)
-		cancel()
+		// The batch's work is not cancelled by shutdown (WithoutCancel): a publish under
+		// way finishes, and what was confirmed is marked sent. Shutdown only stops it
+		// from publishing further rows (ctx.Done()); the final pass below takes over.
+		more, err := o.relayBatch(context.WithoutCancel(ctx), ctx.Done(), time.Now().Add(o.BatchBudget))
 		switch {
 		case err != nil && ctx.Err() == nil:
 			o.log.WarnContext(ctx, "outbox relay: publish failed, will retry", "err", err, "retry_in", backoff)
@@ -115,12 +130,14 @@ func (o *Outbox) Run(ctx context.Context) error {
 			backoff = 100 * time.Millisecond
 		}
 		if ctx.Err() != nil {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
-			_, _ = o.relayBatch(fctx)
+			// Bounded as a whole, publishes included: the process is on its way out. A
+			// publish cut short is not marked sent; the next process publishes it again.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalPass)
+			_, _ = o.relayBatch(fctx, nil, time.Now().Add(finalPass))
 			cancel()
 			return nil
 		}
-		if n == o.BatchSize {
+		if more {
 			continue // more waiting
 		}
 		select {
@@ -176,50 +193,96 @@ type row struct {
 
 // relayBatch claims up to BatchSize unsent rows (FOR UPDATE SKIP LOCKED: several relay
 // instances share the work without publishing the same row twice), publishes them in
-// order with confirms, and marks the published ones sent in the same transaction.
-func (o *Outbox) relayBatch(ctx context.Context) (int, error) {
-	tx, err := o.pool.Begin(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("outbox relay: begin: %w", err)
+// order with confirms, and marks the published ones sent in the same transaction. It
+// reports whether more rows may be waiting.
+//
+// Publishing stops at the first failure (a later row must never go out before an
+// earlier one), when stop is closed, or once the budget (until) is spent. The budget is
+// checked before each publish, so it never fails a publish under way, and never before
+// the batch's first row, so every batch makes progress however slow the confirms: a
+// slow broker makes batches smaller instead of futile. ctx bounds the publishes (each
+// also gets publishTimeout); a batch lasts at most until + publishTimeout + the time to
+// commit.
+//
+// Marking sent and committing use a fresh context of their own: a confirmed publish is
+// work done, and it must be recorded even if ctx's deadline passed while publishing.
+// (Marking with the publishing context was a livelock: with slow confirms the deadline
+// expired mid-batch, the UPDATE failed, the transaction rolled back, and the same rows
+// were published again on every pass, so the backlog never shrank.)
+func (o *Outbox) relayBatch(ctx context.Context, stop <-chan struct{}, until time.Time) (more bool, err error) {
+	// finish bounds the statements that record the outcome, however long publishing took.
+	finish := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	rows, err := tx.Query(ctx, `SELECT id, created_at, exchange, routing_key, envelope, headers FROM outbox
+	cctx, cancel := context.WithTimeout(ctx, dbTimeout)
+	defer cancel()
+	tx, err := o.pool.Begin(cctx)
+	if err != nil {
+		return false, fmt.Errorf("outbox relay: begin: %w", err)
+	}
+	defer func() {
+		rctx, cancel := finish()
+		defer cancel()
+		_ = tx.Rollback(rctx) // a no-op once committed
+	}()
+	rows, err := tx.Query(cctx, `SELECT id, created_at, exchange, routing_key, envelope, headers FROM outbox
 		WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, o.BatchSize)
 	if err != nil {
-		return 0, fmt.Errorf("outbox relay: claim: %w", err)
+		return false, fmt.Errorf("outbox relay: claim: %w", err)
 	}
 	var batch []row
 	for rows.Next() {
 		var r row
 		if err := rows.Scan(&r.id, &r.created, &r.exchange, &r.key, &r.envelope, &r.headers); err != nil {
 			rows.Close()
-			return 0, fmt.Errorf("outbox relay: scan: %w", err)
+			return false, fmt.Errorf("outbox relay: scan: %w", err)
 		}
 		batch = append(batch, r)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("outbox relay: claim: %w", err)
+		return false, fmt.Errorf("outbox relay: claim: %w", err)
 	}
+	more = len(batch) == o.BatchSize
 	var sent []int64
+	var failed *row
 	var pubErr error
-	for _, r := range batch {
-		if pubErr = o.publish(ctx, r); pubErr != nil {
-			_, _ = tx.Exec(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1`, r.id, pubErr.Error())
+publishing:
+	for i := range batch {
+		select {
+		case <-stop: // shutting down: Run's final pass takes over
+			more = true
+			break publishing
+		default:
+		}
+		if i > 0 && !time.Now().Before(until) {
+			// Slow confirms: keep what is confirmed and let the next batch go on.
+			o.log.InfoContext(ctx, "outbox relay: batch budget spent, committing what was confirmed",
+				"published", len(sent), "claimed", len(batch))
+			more = true
+			break
+		}
+		if pubErr = o.publish(ctx, batch[i]); pubErr != nil {
+			failed = &batch[i]
 			break // keep order: do not publish later rows before this one
 		}
-		sent = append(sent, r.id)
+		sent = append(sent, batch[i].id)
+	}
+	fctx, cancel := finish()
+	defer cancel()
+	if failed != nil {
+		_, _ = tx.Exec(fctx, `UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1`, failed.id, pubErr.Error())
 	}
 	if len(sent) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`, sent); err != nil {
-			return 0, fmt.Errorf("outbox relay: mark sent: %w", err)
+		if _, err := tx.Exec(fctx, `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`, sent); err != nil {
+			return false, fmt.Errorf("outbox relay: mark sent: %w", err)
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := tx.Commit(fctx); err != nil {
 		// Published but not marked: they will be published again. Consumers dedupe.
-		return 0, fmt.Errorf("outbox relay: commit: %w", err)
+		return false, fmt.Errorf("outbox relay: commit: %w", err)
 	}
-	return len(batch), pubErr
+	return more, pubErr
 }
 
 func (o *Outbox) publish(ctx context.Context, r row) error {
@@ -239,7 +302,7 @@ func (o *Outbox) publish(ctx context.Context, r row) error {
 	ctx, span := tel.StartOutboxWait(ctx, observability.Message{Type: env.EventType, MessageID: env.EventID,
 		CorrelationID: env.CorrelationID}, r.created, headers)
 	defer span.End()
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 	if err := o.pub.Publish(pctx, r.exchange, r.key, msg); err != nil {
 		observability.Fail(span, err)

@@ -6,11 +6,15 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/url"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"microlab/services/contracts"
 	"microlab/services/platform"
@@ -224,5 +228,165 @@ func TestBrokerRestartLosesNothingWithOutbox(t *testing.T) {
 		if seen[id] != 0 {
 			t.Fatalf("event %s survived an outage with the outbox off; the demo of the dual-write bug is broken", id)
 		}
+	}
+}
+
+// slowProxy forwards TCP connections to target, holding every read from target for delay
+// before passing it on: a broker whose answers (publisher confirms among them) are slow,
+// as on a slow disk, under load or right after an outage. It returns its address.
+func slowProxy(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	closed := false
+	// track keeps c to be closed when the test ends (at once if it has ended).
+	track := func(c net.Conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			_ = c.Close()
+			return false
+		}
+		conns = append(conns, c)
+		return true
+	}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		closed = true
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return // listener closed
+			}
+			if !track(client) {
+				return
+			}
+			upstream, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = client.Close()
+				continue
+			}
+			if !track(upstream) {
+				return
+			}
+			go func() {
+				_, _ = io.Copy(upstream, client)
+				_ = upstream.Close()
+			}()
+			go func() {
+				defer client.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := upstream.Read(buf)
+					if n > 0 {
+						time.Sleep(delay) // the simulated latency, not a wait for anything
+						if _, werr := client.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// With confirms slow enough that a whole batch cannot be confirmed inside one batch's
+// time, the relay still drains the backlog and publishes every event once. (It used to
+// publish rows until the batch's deadline expired mid-batch, fail to mark the confirmed
+// ones sent with the same expired context, roll back, and publish the same rows again,
+// forever.)
+func TestRelayProgressesUnderSlowConfirms(t *testing.T) {
+	t.Parallel()
+	// Publishing one row at a time costs at least one delayed read (its confirm) a row:
+	// 200 rows take at least 12 s, more than the 10 s the relay used to give a batch.
+	const rows = 200
+	pool := kitDB(t)
+	vhost := testenv.VHost(t)
+	u, err := url.Parse(vhost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = slowProxy(t, u.Host, 60*time.Millisecond)
+
+	// The tap reads straight from the broker; only the relay's publisher is slowed down.
+	tap := testenv.Dial(t, vhost).Tap(t, contracts.ExchangeEvents, "#")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn, err := bus.Dial(ctx, u.String(), "outbox-slow-confirms", quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ob := outbox.New(pool, bus.NewPublisher(conn, quiet()), func() bool { return true }, quiet())
+	// One batch claims the whole backlog, so at 60 ms or more a confirm it cannot be
+	// confirmed inside one batch's time.
+	ob.BatchSize = 1000
+
+	// The backlog is there before the relay starts, as after an outage.
+	ids := emit(t, pool, ob, rows, false)
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- ob.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-relayDone
+	}()
+
+	seen := map[string]int{}
+	receive := func(d amqp.Delivery) {
+		seen[d.MessageId]++
+		if seen[d.MessageId] > 1 {
+			n, _, _ := ob.Backlog(context.Background())
+			t.Fatalf("event %s published %d times (%d distinct of %d seen, backlog %d): the relay re-publishes confirmed rows",
+				d.MessageId, seen[d.MessageId], len(seen), rows, n)
+		}
+	}
+	deadline := time.After(3 * time.Minute)
+	for backlog := int64(-1); backlog != 0; {
+		select {
+		case d := <-tap:
+			receive(d)
+		case <-time.After(100 * time.Millisecond):
+			if backlog, _, err = ob.Backlog(ctx); err != nil {
+				backlog = -1
+			}
+		case <-deadline:
+			n, _, err := ob.Backlog(ctx)
+			t.Fatalf("backlog still %d (%v) after 3 minutes; %d of %d events seen", n, err, len(seen), rows)
+		}
+	}
+	// Nothing more to come: a marker through the same relay is published after every
+	// earlier row (the relay keeps order), so once it is here, every re-publish of an
+	// earlier row would be too.
+	marker := emit(t, pool, ob, 1, false)[0]
+	for seen[marker] == 0 {
+		select {
+		case d := <-tap:
+			receive(d)
+		case <-deadline:
+			t.Fatalf("the marker event never arrived; %d of %d events seen", len(seen), rows)
+		}
+	}
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Fatalf("event %s published %d times, want once", id, seen[id])
+		}
+	}
+	if len(seen) != rows+1 {
+		t.Fatalf("saw %d distinct events, want %d", len(seen), rows+1)
 	}
 }
