@@ -76,6 +76,7 @@ type lab struct {
 type labOptions struct {
 	settings map[string]string // applied before the services start
 	amqpURL  string            // "" = a fresh vhost on the machine's broker
+	adminDB  string            // "" = the machine's PostgreSQL (testenv.AdminDatabaseURL)
 	scale    map[string]int    // instances per service (`lab up --scale`); nil = one each
 	tracing  bool              // start a Jaeger of the lab's own, receiving its spans
 	env      []string          // extra environment for every service (wins over the test defaults)
@@ -116,8 +117,12 @@ func startLab(t testing.TB, opts labOptions) *lab {
 	if err != nil {
 		t.Fatal(err)
 	}
+	adminDB := opts.adminDB
+	if adminDB == "" {
+		adminDB = testenv.AdminDatabaseURL()
+	}
 	cfg := stack.Config{
-		AdminDatabaseURL: testenv.AdminDatabaseURL(),
+		AdminDatabaseURL: adminDB,
 		AMQPURL:          amqpURL,
 		DBPrefix:         testenv.Name("e") + "_",
 		PortOffset:       offset,

@@ -73,6 +73,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	a.Consume(queue, svc.routes())
 	// The scanner runs in every instance; FOR UPDATE SKIP LOCKED shares the work.
 	a.Go("saga timeouts", svc.watchTimeouts)
+	a.Go("choreography deadline", svc.watchOverdue)
+	svc.instrumentOverdue()
 	svc.api(a.Mux())
 	return a.Run(ctx)
 }

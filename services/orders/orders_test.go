@@ -752,3 +752,48 @@ func deadCatalog(t *testing.T) string {
 	}()
 	return "http://" + ln.Addr().String()
 }
+
+// TestChoreographyOverdue: in choreography nothing times out, so an order whose next
+// event never comes is surfaced instead: past 4 × saga.step_timeout it gets one
+// saga/overdue step, a warning and a place in saga_overdue_orders, and stays pending
+// (compensating it here would race with its merely late event). It then finishes
+// normally once its events arrive.
+func TestChoreographyOverdue(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, map[string]string{control.SagaMode: contracts.ModeChoreography, control.SagaStepTimeout: "1s"})
+	user := testenv.Name("u")
+	first := l.place(user, order(cardOK, "LAB-MUG", 1, "DE"), nil)
+	c := placedCheckout(t, l.tap.await(t, first, 1, wait)[0]).Checkout
+	l.waitLog(wait, `"msg":"choreography saga overdue"`, `"order_id":"`+first+`"`)
+	// A second order marked overdue later proves the scanner went over the first again.
+	second := l.place(user, order(cardOK, "LAB-MUG", 1, "DE"), nil)
+	l.waitLog(wait, `"msg":"choreography saga overdue"`, `"order_id":"`+second+`"`)
+	o := l.get(user, first)
+	if o.Status != statusPending {
+		t.Fatalf("an overdue choreography order was changed: %+v", o)
+	}
+	if got := strings.Count(strings.Join(steps(o), " "), "saga/overdue"); got != 1 {
+		t.Fatalf("order %s has %d saga/overdue steps, want 1: %v", first, got, steps(o))
+	}
+	status, body := l.doRaw("GET", "/metrics", "", nil, nil)
+	if status != 200 || !strings.Contains(string(body), "\nsaga_overdue_orders 2\n") {
+		t.Fatalf("metrics (%d) do not count the two overdue orders:\n%s", status, grepLines(string(body), "saga_overdue"))
+	}
+	// Late, but not lost: the saga completes as usual.
+	for _, typ := range []string{contracts.PaymentAuthorized, contracts.StockReserved, contracts.ShipmentScheduled} {
+		l.reply(typ, c, "", "")
+	}
+	if o := l.waitFinal(user, first, wait); o.Status != statusConfirmed {
+		t.Fatalf("the overdue order did not complete when its events came: %s; steps %v", o.Status, steps(o))
+	}
+}
+
+func grepLines(s, part string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, part) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -352,3 +352,36 @@ func awaiting(sg saga.Saga) []string {
 	}
 	return sg.Awaiting
 }
+
+// MarkOverdue records a "saga/overdue" step, once, for up to limit choreography orders
+// still pending after deadline, and returns their ids. Nothing else changes: the order
+// stays pending and finishes normally if its saga's messages arrive after all.
+func (s *Store) MarkOverdue(ctx context.Context, deadline time.Duration, detail string, limit int) ([]string, error) {
+	rows, err := pg.Q(ctx, s.pool).Query(ctx, `INSERT INTO order_steps (order_id, name, status, detail)
+		SELECT o.order_id, 'saga', 'overdue', $2 FROM orders o
+		WHERE o.status = 'pending' AND o.saga_mode = 'choreography'
+		  AND o.created_at < clock_timestamp() - make_interval(secs => $1)
+		  AND NOT EXISTS (SELECT 1 FROM order_steps s WHERE s.order_id = o.order_id AND s.name = 'saga' AND s.status = 'overdue')
+		ORDER BY o.created_at LIMIT $3
+		RETURNING order_id`, deadline.Seconds(), detail, limit)
+	if err != nil {
+		return nil, fmt.Errorf("mark overdue orders: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("mark overdue orders: %w", err)
+	}
+	return ids, nil
+}
+
+// Overdue counts choreography orders pending for longer than deadline.
+func (s *Store) Overdue(ctx context.Context, deadline time.Duration) (int, error) {
+	var n int
+	err := pg.Q(ctx, s.pool).QueryRow(ctx, `SELECT count(*) FROM orders WHERE status = 'pending'
+		AND saga_mode = 'choreography' AND created_at < clock_timestamp() - make_interval(secs => $1)`,
+		deadline.Seconds()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count overdue orders: %w", err)
+	}
+	return n, nil
+}
