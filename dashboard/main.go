@@ -49,11 +49,18 @@ type Config struct {
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"10s"`
 	Environment     string        `env:"DEPLOYMENT_ENVIRONMENT" default:"native"`
 
-	// Store bounds: memory stays flat however long the lab runs.
-	MaxTraces        int `env:"MAX_TRACES" default:"2000"`
-	MaxSpansPerTrace int `env:"MAX_SPANS_PER_TRACE" default:"1000"`
-	MaxEvents        int `env:"MAX_EVENTS" default:"5000"`
-	MaxSagas         int `env:"MAX_SAGAS" default:"1000"`
+	// Store bounds: memory stays flat however long the lab runs, and whatever is sent.
+	// Counts alone would not do it (a span or a message is as large as its sender
+	// likes), so the trace and event stores have a byte budget too, and cut any one
+	// value longer than their value limit, saying so ("…[truncated N bytes]").
+	MaxTraces        int   `env:"MAX_TRACES" default:"2000"`
+	MaxSpansPerTrace int   `env:"MAX_SPANS_PER_TRACE" default:"1000"`
+	MaxTraceBytes    int64 `env:"MAX_TRACE_BYTES" default:"67108864"`  // 64 MiB; one trace takes at most a 16th
+	MaxSpanValue     int   `env:"MAX_SPAN_VALUE_BYTES" default:"4096"` // an attribute value, a span name
+	MaxEvents        int   `env:"MAX_EVENTS" default:"5000"`
+	MaxEventBytes    int64 `env:"MAX_EVENT_BYTES" default:"16777216"`    // 16 MiB
+	MaxEventValue    int   `env:"MAX_EVENT_VALUE_BYTES" default:"16384"` // a payload, a header
+	MaxSagas         int   `env:"MAX_SAGAS" default:"1000"`
 	// ClientBuffer is each browser's send queue; a slow one drops (and counts) beyond it.
 	ClientBuffer int `env:"WS_CLIENT_BUFFER" default:"256"`
 }
@@ -89,7 +96,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer conn.Close()
 	pub := bus.NewPublisher(conn, log)
 
-	src, err := wire(ctx, cfg, log)
+	src, err := wire(ctx, cfg, log, tel.Registry)
 	if err != nil {
 		return err
 	}

@@ -7,11 +7,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -20,6 +23,7 @@ type receiver struct {
 	mu    sync.Mutex
 	names []string
 	svc   []string
+	attrs []map[string]string // each span's string attributes
 }
 
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -52,6 +56,13 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, ss := range rs.ScopeSpans {
 			for _, s := range ss.Spans {
 				rc.names = append(rc.names, s.Name)
+				attrs := map[string]string{}
+				for _, a := range s.Attributes {
+					if v, ok := a.Value.Value.(*commonpb.AnyValue_StringValue); ok {
+						attrs[a.Key] = v.StringValue
+					}
+				}
+				rc.attrs = append(rc.attrs, attrs)
 			}
 		}
 	}
@@ -84,5 +95,63 @@ func TestTwoExporters(t *testing.T) {
 			t.Errorf("%s received spans %v from %v; want [POST /orders] from [orders]", name, rc.names, rc.svc)
 		}
 		rc.mu.Unlock()
+	}
+}
+
+// A span keeps no attribute value longer than 4 KiB, by default: the gateway's server
+// span records the client's User-Agent, which can be up to Go's 1 MiB header limit on
+// any request, and would otherwise be exported whole to Jaeger and the dashboard. The
+// same goes for attributes set by hand. What is exported is the first 4 KiB.
+func TestLongAttributesAreExportedCut(t *testing.T) {
+	rc := &receiver{}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	tel, err := Setup(context.Background(), Process{Service: "gateway", Instance: "gateway-1"},
+		Config{OTLPEndpoint: srv.URL, SampleRatio: 1, Environment: "test"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/products", func(w http.ResponseWriter, r *http.Request) {
+		_, span := tel.Tracer().Start(r.Context(), "list products")
+		span.SetAttributes(attribute.String("big", strings.Repeat("b", 1<<20)), attribute.String("small", "s"))
+		span.End()
+	})
+	api := httptest.NewServer(tel.Handler(mux))
+	defer api.Close()
+	req, _ := http.NewRequest(http.MethodGet, api.URL+"/api/v1/products", nil)
+	ua := strings.Repeat("u", 1<<20-8<<10) // within Go's header limit
+	req.Header.Set("User-Agent", ua)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if err := tel.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	found := map[string]bool{}
+	for i, name := range rc.names {
+		a := rc.attrs[i]
+		switch name {
+		case "GET /api/v1/products":
+			found[name] = true
+			if got := a["user_agent.original"]; got != ua[:4096] {
+				t.Errorf("server span exported a User-Agent of %d bytes, want its first 4096", len(got))
+			}
+		case "list products":
+			found[name] = true
+			if a["big"] != strings.Repeat("b", 4096) || a["small"] != "s" {
+				t.Errorf("exported attributes of %d and %d bytes, want 4096 and 1", len(a["big"]), len(a["small"]))
+			}
+		}
+	}
+	if len(found) != 2 {
+		t.Errorf("exported spans %v, want the server span and the hand-made one", rc.names)
 	}
 }

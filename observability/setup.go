@@ -36,8 +36,61 @@ type Config struct {
 	SampleRatio float64 `env:"TRACES_SAMPLER_RATIO" default:"1"`
 	// Environment is deployment.environment: native or compose.
 	Environment string `env:"DEPLOYMENT_ENVIRONMENT" default:"native"`
+	// Span limits (the OpenTelemetry SDK's, under their standard variable names): what
+	// one span may carry. Without them an attribute keeps its whole value, and the
+	// gateway's server span records the client's whole User-Agent (up to Go's 1 MiB
+	// header limit, on any path, before the rate limiter): megabytes a request, for
+	// every exporter and for the dashboard. A longer string value is cut to the length
+	// limit; attributes, events and links over their counts are dropped (and counted
+	// as dropped in the exported span). 0 takes the default; -1 is no limit.
+	SpanLimits SpanLimits
 
 	processors []sdktrace.SpanProcessor // tests: record spans in memory
+}
+
+// SpanLimits bound each span the SDK records (see Config.SpanLimits).
+type SpanLimits struct {
+	AttributeValueLength int `env:"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT" default:"4096"`
+	AttributeCount       int `env:"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT" default:"128"`
+	EventCount           int `env:"OTEL_SPAN_EVENT_COUNT_LIMIT" default:"128"`
+	LinkCount            int `env:"OTEL_SPAN_LINK_COUNT_LIMIT" default:"128"`
+	AttributePerEvent    int `env:"OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT" default:"32"`
+	AttributePerLink     int `env:"OTEL_LINK_ATTRIBUTE_COUNT_LIMIT" default:"32"`
+}
+
+// Default span limits, for a Config not read from the environment.
+const (
+	DefaultAttributeValueLength = 4096 // bytes: a User-Agent, a SQL statement, an error message fit
+	DefaultAttributeCount       = 128
+	DefaultEventCount           = 128
+	DefaultLinkCount            = 128
+	DefaultAttributePerEvent    = 32
+	DefaultAttributePerLink     = 32
+)
+
+// sdk is the limits as the SDK takes them: zeros take our defaults (the SDK's default
+// length is unlimited, the very thing to avoid), negatives mean no limit. Passed with
+// WithRawSpanLimits, so the SDK's own reading of the OTEL_* variables (through
+// os.Getenv, not the process's getenv) does not override what Config says.
+func (l SpanLimits) sdk() sdktrace.SpanLimits {
+	or := func(v, def int) int {
+		switch {
+		case v == 0:
+			return def
+		case v < 0:
+			return -1
+		}
+		return v
+	}
+	return sdktrace.SpanLimits{
+		AttributeValueLengthLimit:   or(l.AttributeValueLength, DefaultAttributeValueLength),
+		AttributeValueDepthLimit:    sdktrace.DefaultAttributeValueDepthLimit,
+		AttributeCountLimit:         or(l.AttributeCount, DefaultAttributeCount),
+		EventCountLimit:             or(l.EventCount, DefaultEventCount),
+		LinkCountLimit:              or(l.LinkCount, DefaultLinkCount),
+		AttributePerEventCountLimit: or(l.AttributePerEvent, DefaultAttributePerEvent),
+		AttributePerLinkCountLimit:  or(l.AttributePerLink, DefaultAttributePerLink),
+	}
 }
 
 // Process names the process the telemetry describes.
@@ -94,6 +147,7 @@ func Setup(ctx context.Context, p Process, cfg Config, stdout io.Writer) (*Telem
 	opts := []sdktrace.TracerProviderOption{
 		sdktrace.WithResource(res),
 		sdktrace.WithSampler(Sampler(cfg.SampleRatio)),
+		sdktrace.WithRawSpanLimits(cfg.SpanLimits.sdk()),
 	}
 	for _, ep := range []string{cfg.OTLPEndpoint, cfg.DashboardEndpoint} {
 		if ep == "" {

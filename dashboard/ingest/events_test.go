@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -373,4 +374,48 @@ func TestEventsAndSagasMemoryBounded(t *testing.T) {
 	t.Logf("heap in use %.1f MiB after 50k events, %.1f MiB after 100k", float64(mid.HeapInuse)/(1<<20), float64(end.HeapInuse)/(1<<20))
 	runtime.KeepAlive(evs)
 	runtime.KeepAlive(sagas)
+}
+
+// Messages of several megabytes leave the event store within its default byte budget:
+// each payload is cut to a JSON string that ends with a marker, the event says it was
+// cut, and small events are stored as they came.
+func TestEventsBoundedInBytes(t *testing.T) {
+	evs := NewEvents(5000)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range 40 {
+		// A fresh payload each time, as each delivery is.
+		big := `{"orderId":"o-big","blob":"` + strings.Repeat(string(rune('a'+i%26)), 4<<20) + `"}`
+		evs.Add(Event{ID: fmt.Sprint("big-", i), Type: contracts.OrderPlaced, Source: "orders", CorrelationID: "o-big",
+			Headers: map[string]string{"x-blob": big[:1<<20]}, Payload: json.RawMessage(big)})
+	}
+	evs.Add(Event{ID: "small", Type: contracts.OrderPlaced, Source: "orders", CorrelationID: "o1",
+		Payload: json.RawMessage(`{"orderId":"o1"}`)})
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	const budget = 16 << 20 // the default
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > budget {
+		t.Errorf("the heap grew by %d MiB holding 40 messages of 4 MiB, the store's budget is %d MiB", grown>>20, budget>>20)
+	}
+	e, ok := evs.Get("big-39")
+	if !ok {
+		t.Fatal("the newest large event is not held")
+	}
+	var s string
+	if err := json.Unmarshal(e.Payload, &s); err != nil || len(e.Payload) > 16<<10+64 ||
+		!strings.HasPrefix(s, `{"orderId":"o-big"`) || !strings.Contains(s, "[truncated ") {
+		t.Errorf("payload of %d bytes (%v), want a JSON string of its first 16 KiB ending in a marker", len(e.Payload), err)
+	}
+	if h := e.Headers["x-blob"]; len(h) > 16<<10+64 || !strings.Contains(h, "[truncated ") {
+		t.Errorf("a 1 MiB header held as %d bytes", len(h))
+	}
+	if b, _ := json.Marshal(e); !strings.Contains(string(b), `"truncated":true`) {
+		t.Error("the event as served does not say it was cut")
+	}
+	small, ok := evs.Get("small")
+	if b, _ := json.Marshal(small); !ok || string(small.Payload) != `{"orderId":"o1"}` || strings.Contains(string(b), "truncated") {
+		t.Errorf("small event %s", b)
+	}
+	runtime.KeepAlive(evs)
 }

@@ -21,12 +21,35 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // MaxOTLPBody bounds an export request, both as sent and once decompressed (a small
 // gzip body can inflate to gigabytes). Beyond it the receiver answers 413.
 const MaxOTLPBody = 8 << 20
+
+// A body's bytes do not bound what decoding it allocates: an empty span is 2 bytes on
+// the wire and some 500 in memory (the protobuf struct, then the dashboard's Span), so
+// 8 MiB of empty spans (an 8 KiB gzip body) would decode into 4 million of them,
+// gigabytes of heap. So the body is scanned before it is decoded (protowire over the
+// protobuf, a token stream over JSON; the scan keeps nothing) counting the objects
+// decoding would allocate, and a request over a limit is refused with 413 before
+// anything is built. Within the limits a request costs its body (reading it allocates
+// at most 4× MaxOTLPBody), its strings (no more bytes than the body) and at most
+// MaxOTLPObjects structs of ~150 bytes (20 MiB); and at most maxConcurrentExports
+// requests are read and decoded at once (the others wait their turn, bodies unread).
+const (
+	// MaxOTLPSpans bounds the spans in one request (the SDK's batches are 512).
+	MaxOTLPSpans = 8192
+	// MaxOTLPObjects bounds the messages of any kind in one request: resource and scope
+	// spans, spans, attributes and their values, events, links, statuses.
+	MaxOTLPObjects = 1 << 17
+	// maxOTLPDepth bounds nesting (attribute values nest: arrays of key-value lists…).
+	maxOTLPDepth         = 128
+	maxConcurrentExports = 2
+)
 
 const (
 	ctProtobuf = "application/x-protobuf"
@@ -40,13 +63,14 @@ const (
 // answers with an ExportTraceServiceResponse in the request's encoding.
 //
 // Errors: 405 for a method other than POST, 415 for another content type or encoding,
-// 413 for a body over MaxOTLPBody, 400 (with the reason in a text/plain body) for a body
-// that does not decode. Per the OTLP spec none of these is worth retrying, and the
-// exporters do not.
+// 413 for a body over MaxOTLPBody or with more than MaxOTLPSpans spans or MaxOTLPObjects
+// objects, 400 (with the reason in a text/plain body) for a body that does not decode.
+// Per the OTLP spec none of these is worth retrying, and the exporters do not.
 func OTLPHandler(sink func([]Span), log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	slots := make(chan struct{}, maxConcurrentExports)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
@@ -59,17 +83,36 @@ func OTLPHandler(sink func([]Span), log *slog.Logger) http.Handler {
 				r.Header.Get("Content-Type"), ctProtobuf, ctJSON), http.StatusUnsupportedMediaType)
 			return
 		}
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		case <-r.Context().Done():
+			return // the exporter gave up waiting
+		}
 		body, status, err := readOTLPBody(w, r)
 		if err != nil {
 			log.Warn("otlp: rejected export", "status", status, "err", err, "remote", r.RemoteAddr)
 			http.Error(w, err.Error(), status)
 			return
 		}
-		req := &coltracepb.ExportTraceServiceRequest{}
+		var n otlpCount
 		if ct == ctJSON {
-			err = unmarshalOTLPJSON(body, req)
+			err = scanOTLPJSON(body, &n)
 		} else {
-			err = proto.Unmarshal(body, req)
+			err = scanOTLPProto(body, exportRequest, 0, &n)
+		}
+		if le := (*limitError)(nil); errors.As(err, &le) {
+			log.Warn("otlp: rejected export", "status", http.StatusRequestEntityTooLarge, "err", err, "remote", r.RemoteAddr)
+			http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
+		req := &coltracepb.ExportTraceServiceRequest{}
+		if err == nil {
+			if ct == ctJSON {
+				err = unmarshalOTLPJSON(body, req)
+			} else {
+				err = proto.Unmarshal(body, req)
+			}
 		}
 		if err != nil {
 			log.Warn("otlp: malformed export", "content_type", ct, "err", err, "remote", r.RemoteAddr)
@@ -99,7 +142,8 @@ func OTLPHandler(sink func([]Span), log *slog.Logger) http.Handler {
 // after decompression. It returns the HTTP status to answer with on error.
 func readOTLPBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
 	var src io.Reader = http.MaxBytesReader(w, r.Body, MaxOTLPBody)
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
+	switch enc {
 	case "", "identity":
 	case "gzip":
 		zr, err := gzip.NewReader(src)
@@ -114,8 +158,16 @@ func readOTLPBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
 	default:
 		return nil, http.StatusUnsupportedMediaType, fmt.Errorf("unsupported content encoding %q: send gzip or none", enc)
 	}
-	// One byte more than allowed tells "exactly at the limit" from "beyond it".
-	body, err := io.ReadAll(io.LimitReader(src, MaxOTLPBody+1))
+	// One byte more than allowed tells "exactly at the limit" from "beyond it". A
+	// bytes.Buffer, not io.ReadAll: the buffer doubles as it grows (4× the body
+	// allocated on the way, at most), where ReadAll's append grows a large slice by a
+	// quarter at a time (5×); and it starts at the size sent when it is known.
+	var buf bytes.Buffer
+	if r.ContentLength > 0 && (enc == "" || enc == "identity") {
+		buf.Grow(int(min(r.ContentLength, MaxOTLPBody)) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(src, MaxOTLPBody+1))
+	body := buf.Bytes()
 	if err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
 			return nil, http.StatusRequestEntityTooLarge, tooLarge()
@@ -132,72 +184,186 @@ func tooLarge() error {
 	return fmt.Errorf("export request larger than %d bytes: send smaller batches", MaxOTLPBody)
 }
 
-// unmarshalOTLPJSON decodes OTLP/JSON. It is proto3 JSON with one exception the OTLP
-// spec makes: traceId, spanId and parentSpanId (in spans and span links) are hex strings,
-// where protojson expects base64 for bytes fields. So those fields are rewritten to
-// base64 first. Unknown fields are ignored, as the spec requires of receivers.
-func unmarshalOTLPJSON(body []byte, req *coltracepb.ExportTraceServiceRequest) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber() // keep 64-bit nanosecond timestamps exact
-	var root any
-	if err := dec.Decode(&root); err != nil {
-		return fmt.Errorf("invalid JSON: %w", err)
-	}
-	if dec.More() {
-		return errors.New("invalid JSON: data after the top-level object")
-	}
-	obj, ok := root.(map[string]any)
-	if !ok {
-		return errors.New("top level must be a JSON object")
-	}
-	for _, rs := range field(obj, "resourceSpans", "resource_spans") {
-		rsObj, _ := rs.(map[string]any)
-		for _, ss := range field(rsObj, "scopeSpans", "scope_spans") {
-			ssObj, _ := ss.(map[string]any)
-			for _, sp := range field(ssObj, "spans") {
-				spObj, _ := sp.(map[string]any)
-				if err := hexIDsToBase64(spObj); err != nil {
-					return err
-				}
-				for _, l := range field(spObj, "links") {
-					lObj, _ := l.(map[string]any)
-					if err := hexIDsToBase64(lObj); err != nil {
-						return err
-					}
-				}
-			}
-		}
-	}
-	fixed, err := json.Marshal(root)
-	if err != nil {
-		return err
-	}
-	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(fixed, req)
+// otlpCount is what a scan of a request found so far.
+type otlpCount struct{ spans, objects int }
+
+// limitError is a request over MaxOTLPSpans or MaxOTLPObjects (413).
+type limitError struct{ what string }
+
+func (e *limitError) Error() string {
+	return "export request has more than " + e.what + ": send smaller batches"
 }
 
-// field returns obj's array under the first of names present (JSON or proto name).
-func field(obj map[string]any, names ...string) []any {
-	for _, n := range names {
-		if v, ok := obj[n]; ok {
-			a, _ := v.([]any)
-			return a
+func (c *otlpCount) add(span bool) error {
+	c.objects++
+	if span {
+		c.spans++
+	}
+	switch {
+	case c.spans > MaxOTLPSpans:
+		return &limitError{fmt.Sprintf("%d spans", MaxOTLPSpans)}
+	case c.objects > MaxOTLPObjects:
+		return &limitError{fmt.Sprintf("%d objects (spans, attributes, events, links…)", MaxOTLPObjects)}
+	}
+	return nil
+}
+
+var (
+	exportRequest = (&coltracepb.ExportTraceServiceRequest{}).ProtoReflect().Descriptor()
+	spanMessage   = (&tracepb.Span{}).ProtoReflect().Descriptor().FullName()
+)
+
+// scanOTLPProto walks b, the wire form of a message md describes, without decoding it,
+// and counts into c every embedded message decoding would allocate (a field of message
+// type is a length-delimited record: each one is an object; everything else — numbers,
+// strings, unknown fields — costs no more than its bytes). It stops at the first limit
+// passed, or at malformed data.
+func scanOTLPProto(b []byte, md protoreflect.MessageDescriptor, depth int, c *otlpCount) error {
+	if depth > maxOTLPDepth {
+		return fmt.Errorf("nested more than %d deep", maxOTLPDepth)
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return protowire.ParseError(n)
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		fd := md.Fields().ByNumber(num)
+		if fd == nil || fd.Message() == nil {
+			continue
+		}
+		if err := c.add(fd.Message().FullName() == spanMessage); err != nil {
+			return err
+		}
+		if err := scanOTLPProto(v, fd.Message(), depth+1, c); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func hexIDsToBase64(obj map[string]any) error {
-	for _, k := range []string{"traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"} {
-		s, ok := obj[k].(string)
-		if !ok || s == "" {
+// scanOTLPJSON checks that body is one JSON object and counts into c its objects (every
+// message is one in OTLP/JSON; protojson allocates nothing lasting for the rest) and
+// the spans among them (the objects in a "spans" array), reading tokens one at a time
+// and keeping only the path to the current one.
+func scanOTLPJSON(body []byte, c *otlpCount) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	type frame struct {
+		array   bool
+		wantKey bool   // an object whose next token is a key
+		key     string // an object's current key; an array's key in its parent
+	}
+	var stack []frame
+	done := false
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF && len(stack) == 0 {
+			if !done {
+				return errors.New("invalid JSON: empty body")
+			}
+			return nil
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("invalid JSON: %w", err)
+		}
+		if done {
+			return errors.New("invalid JSON: data after the top-level object")
+		}
+		if key, ok := tok.(string); ok && len(stack) > 0 && stack[len(stack)-1].wantKey {
+			top := &stack[len(stack)-1]
+			top.key, top.wantKey = key, false
 			continue
 		}
-		b, err := hex.DecodeString(s)
-		if err != nil {
-			return fmt.Errorf("%s %q is not hex (OTLP/JSON ids are hex strings)", k, s)
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if len(stack) == 0 && tok != json.Delim('{') {
+				return errors.New("top level must be a JSON object")
+			}
+			if len(stack) >= maxOTLPDepth {
+				return fmt.Errorf("JSON nested more than %d deep", maxOTLPDepth)
+			}
+			f := frame{array: tok == json.Delim('['), wantKey: tok == json.Delim('{')}
+			if len(stack) > 0 {
+				parent := stack[len(stack)-1]
+				if f.array {
+					f.key = parent.key
+				} else if err := c.add(parent.array && parent.key == "spans"); err != nil {
+					return err
+				}
+			}
+			stack = append(stack, f)
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		default:
+			if len(stack) == 0 {
+				return errors.New("top level must be a JSON object")
+			}
 		}
-		obj[k] = base64.StdEncoding.EncodeToString(b)
+		// A value ended: the object it was in wants a key next.
+		if len(stack) == 0 {
+			done = true
+		} else if !stack[len(stack)-1].array {
+			stack[len(stack)-1].wantKey = true
+		}
 	}
+}
+
+// unmarshalOTLPJSON decodes OTLP/JSON. It is proto3 JSON with one exception the OTLP
+// spec makes: traceId, spanId and parentSpanId (in spans and span links) are hex
+// strings, where protojson expects base64 for bytes fields. A hex string is valid
+// base64 too (hex digits are base64 digits, and ids' 32 and 16 digits need no padding),
+// so protojson decodes it, to the wrong bytes; encoding those back to base64 gives the
+// hex string exactly, which is then decoded as hex. Unknown fields are ignored, as the
+// spec requires of receivers.
+func unmarshalOTLPJSON(body []byte, req *coltracepb.ExportTraceServiceRequest) error {
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(body, req); err != nil {
+		return err
+	}
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			for _, sp := range ss.GetSpans() {
+				err := errors.Join(hexID("traceId", &sp.TraceId), hexID("spanId", &sp.SpanId),
+					hexID("parentSpanId", &sp.ParentSpanId))
+				for _, l := range sp.GetLinks() {
+					err = errors.Join(err, hexID("links.traceId", &l.TraceId), hexID("links.spanId", &l.SpanId))
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// hexID turns an id protojson decoded as base64 into the bytes of the hex it was.
+func hexID(name string, id *[]byte) error {
+	if len(*id) == 0 {
+		return nil
+	}
+	sent := base64.StdEncoding.EncodeToString(*id)
+	b, err := hex.DecodeString(sent)
+	if err != nil {
+		return fmt.Errorf("%s %q is not hex (OTLP/JSON ids are hex strings)", name, sent)
+	}
+	*id = b
 	return nil
 }
 
@@ -232,9 +398,9 @@ func convertSpan(service string, sp *tracepb.Span) Span {
 		d = time.Duration(end - sp.GetStartTimeUnixNano())
 	}
 	s := Span{
-		TraceID:  idHex(sp.GetTraceId()),
-		SpanID:   idHex(sp.GetSpanId()),
-		ParentID: idHex(sp.GetParentSpanId()),
+		TraceID:  idHex(sp.GetTraceId(), 16),
+		SpanID:   idHex(sp.GetSpanId(), 8),
+		ParentID: idHex(sp.GetParentSpanId(), 8),
 		Service:  service,
 		Name:     sp.GetName(),
 		Kind:     kindName(sp.GetKind()),
@@ -259,8 +425,12 @@ func nanos(n uint64) time.Time {
 	return time.Unix(0, int64(n)).UTC()
 }
 
-// idHex is the lower-case hex of an id; "" for an absent or all-zero (invalid) id.
-func idHex(b []byte) string {
+// idHex is the lower-case hex of an id of size bytes (16 for a trace, 8 for a span);
+// "" for an absent, all-zero or other-sized (invalid) id.
+func idHex(b []byte, size int) string {
+	if len(b) != size {
+		return ""
+	}
 	for _, c := range b {
 		if c != 0 {
 			return hex.EncodeToString(b)

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +23,9 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -324,5 +329,103 @@ func TestOTLPRejectsBadInput(t *testing.T) {
 	}
 	if spans, _ := c.received(); len(spans) != 0 {
 		t.Errorf("rejected input reached the sink: %v", spans)
+	}
+}
+
+// emptySpans is an ExportTraceServiceRequest of n empty spans in one scope, in the
+// protobuf wire format: 2 bytes a span (a tag, a zero length), so 8 MiB holds 4 million.
+func emptySpans(n int) []byte {
+	scope := make([]byte, 0, 2*n)
+	for range n {
+		scope = protowire.AppendTag(scope, 2, protowire.BytesType) // ScopeSpans.spans
+		scope = protowire.AppendVarint(scope, 0)
+	}
+	var rs, req []byte
+	rs = protowire.AppendTag(rs, 2, protowire.BytesType) // ResourceSpans.scope_spans
+	rs = protowire.AppendBytes(rs, scope)
+	req = protowire.AppendTag(req, 1, protowire.BytesType) // ExportTraceServiceRequest.resource_spans
+	return protowire.AppendBytes(req, rs)
+}
+
+// A body within MaxOTLPBody, once decompressed, can still be millions of empty spans
+// (an 8 KiB gzip body): gigabytes of heap if decoded. The receiver refuses it with 413
+// before decoding, in either encoding, and what the request allocates (garbage
+// included: a bound on the heap it ever took) stays a small multiple of the body.
+func TestOTLPRefusesMillionsOfEmptySpans(t *testing.T) {
+	c := newCollector(t)
+	n := (MaxOTLPBody - 16) / 2
+	pb := emptySpans(n)
+	js := []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{}` + strings.Repeat(`,{}`, (MaxOTLPBody-64)/3) + `]}]}]}`)
+	// One span of millions of empty attributes (Span.attributes is field 9): one span,
+	// as many objects.
+	scope := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), bytes.Repeat([]byte{9<<3 | 2, 0}, n-16))
+	attrs := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType),
+		protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), scope))
+	for _, tc := range []struct {
+		name, ct, want string
+		body           []byte
+	}{
+		{"protobuf", "application/x-protobuf", "spans", pb},
+		{"json", "application/json", "spans", js},
+		{"attributes", "application/x-protobuf", "objects", attrs},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if len(tc.body) > MaxOTLPBody {
+				t.Fatalf("test body %d bytes, over the body limit", len(tc.body))
+			}
+			body := gz(t, tc.body)
+			t.Logf("%d bytes gzipped, %d decompressed", len(body), len(tc.body))
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			resp, msg := post(t, c.srv.URL+"/v1/traces", tc.ct, "gzip", body)
+			runtime.ReadMemStats(&after)
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(msg), tc.want) {
+				t.Errorf("got %d %q, want 413 saying there are too many %s", resp.StatusCode, msg, tc.want)
+			}
+			const ceiling = 64 << 20
+			alloc := after.TotalAlloc - before.TotalAlloc
+			t.Logf("the request allocated %.1f MiB", float64(alloc)/(1<<20))
+			if alloc > ceiling {
+				t.Errorf("the request allocated %d MiB, ceiling %d MiB", alloc>>20, ceiling>>20)
+			}
+		})
+	}
+	refused, _ := c.received()
+	if len(refused) != 0 {
+		t.Errorf("%d spans of a refused request reached the sink", len(refused))
+	}
+	// Still a receiver: the next real export goes through.
+	server, producer, began := exportTrace(t, c)
+	spans, _ := c.received()
+	checkExported(t, spans[len(refused):], server, producer, began)
+}
+
+// Within the limits, an export of many small spans is taken whole.
+func TestOTLPTakesAFullBatch(t *testing.T) {
+	c := newCollector(t)
+	req := &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		ScopeSpans: []*tracepb.ScopeSpans{{}}}}}
+	ss := req.ResourceSpans[0].ScopeSpans[0]
+	for i := range 512 { // the SDK's batch
+		tid, sid := make([]byte, 16), make([]byte, 8)
+		tid[0], sid[0], sid[1] = 1, 1, byte(i)
+		sid[2] = byte(i >> 8)
+		sp := &tracepb.Span{TraceId: tid, SpanId: sid, Name: "GET /"}
+		for k := range 20 {
+			sp.Attributes = append(sp.Attributes, &commonpb.KeyValue{Key: fmt.Sprint("k", k),
+				Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "v"}}})
+		}
+		ss.Spans = append(ss.Spans, sp)
+	}
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := post(t, c.srv.URL+"/v1/traces", "application/x-protobuf", "", raw); resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if spans, _ := c.received(); len(spans) != 512 || len(spans[511].Attrs) != 20 {
+		t.Errorf("received %d spans", len(spans))
 	}
 }

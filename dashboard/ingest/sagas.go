@@ -18,6 +18,12 @@ const (
 // only matters if something keeps publishing under one order id (a replay loop).
 const MaxSagaSteps = 64
 
+// MaxSagaText bounds every string a saga keeps (ids, types, reasons): they come from
+// message payloads, which may be as long as their sender likes. Longer ones are cut and
+// marked (TruncatedMarker), so the store stays under MaxSagas × MaxSagaSteps steps of
+// a few hundred bytes (an order id is 36, a reason a few words).
+const MaxSagaText = 256
+
 // Sagas derives each checkout's timeline from the wiretap's events and keeps the most
 // recent ones: at most max sagas, the one started first evicted first. Safe for
 // concurrent use.
@@ -68,6 +74,9 @@ type sagaFields struct {
 func (s *Sagas) Apply(e Event) (Saga, bool) {
 	var p sagaFields
 	_ = json.Unmarshal(e.Payload, &p) // a payload of another shape just has no saga fields
+	for _, v := range []*string{&p.OrderID, &p.SagaMode, &p.Reason, &e.ID, &e.CorrelationID, &e.Type, &e.Source, &e.TraceID} {
+		*v, _ = clip(*v, MaxSagaText)
+	}
 	orderID := p.OrderID
 	if orderID == "" {
 		orderID = e.CorrelationID

@@ -7,34 +7,44 @@ import (
 	"time"
 )
 
-// Traces holds the most recent traces, bounded twice: at most maxTraces traces (the one
-// seen first is evicted to make room for a new one) and at most maxSpansPerTrace spans in
-// each (later spans are dropped and counted). Memory is therefore bounded by
-// maxTraces × maxSpansPerTrace spans whatever the load. Safe for concurrent use.
+// Traces holds the most recent traces, bounded by count and by bytes: at most maxTraces
+// traces and Budget.Bytes in all (the trace seen first is evicted to make room), at most
+// maxSpansPerTrace spans and a sixteenth of the budget in each trace (later spans are
+// dropped and counted, so a flood under a few trace ids cannot push every other trace
+// out), and no value longer than Budget.ValueBytes (cut, with TruncatedMarker). Memory
+// is therefore bounded by the budget whatever the load. Safe for concurrent use.
 type Traces struct {
-	maxTraces, maxSpans int
+	maxTraces, maxSpans     int
+	maxBytes, maxTraceBytes int64
+	maxValue                int
 
-	mu      sync.Mutex
-	byID    map[string]*traceEntry
-	ring    []string // trace ids in first-seen order, oldest at head
-	head    int      // index of the oldest id in ring once it is full
-	spans   int      // spans held
-	dropped int64    // spans refused by the per-trace cap
-	evicted int64    // traces evicted to make room
+	mu        sync.Mutex
+	byID      map[string]*traceEntry
+	ring      []string // trace ids in first-seen order: n of them from head, wrapping
+	head, n   int
+	spans     int   // spans held
+	bytes     int64 // their estimated size, with the traces' own
+	dropped   int64 // spans refused by the per-trace caps
+	evicted   int64 // traces evicted to make room
+	truncated int64 // spans stored with a value cut
 }
 
 type traceEntry struct {
 	spans   []Span
+	bytes   int64 // estimated size: traceOverhead and its spans'
 	summary TraceSummary
 	dirty   bool // summary must be recomputed
 }
 
 // TraceStats is what a Traces store holds and has thrown away.
 type TraceStats struct {
-	Traces        int   `json:"traces"`        // traces held
-	Spans         int   `json:"spans"`         // spans held
-	DroppedSpans  int64 `json:"droppedSpans"`  // spans refused because their trace was at its cap
-	EvictedTraces int64 `json:"evictedTraces"` // traces evicted (oldest first) to make room
+	Traces         int   `json:"traces"`         // traces held
+	Spans          int   `json:"spans"`          // spans held
+	Bytes          int64 `json:"bytes"`          // their estimated size in memory
+	BudgetBytes    int64 `json:"budgetBytes"`    // the most Bytes may be
+	DroppedSpans   int64 `json:"droppedSpans"`   // spans refused because their trace was at a cap
+	EvictedTraces  int64 `json:"evictedTraces"`  // traces evicted (oldest first) to make room
+	TruncatedSpans int64 `json:"truncatedSpans"` // spans stored with a value cut to Budget.ValueBytes
 }
 
 // Filter selects traces in Summaries. Zero values select everything.
@@ -46,20 +56,32 @@ type Filter struct {
 }
 
 // NewTraces returns a store of at most maxTraces traces of at most maxSpansPerTrace
-// spans each (values below 1 count as 1).
+// spans each (values below 1 count as 1), within the default budget
+// (DefaultTraceBytes, DefaultTraceValueBytes).
 func NewTraces(maxTraces, maxSpansPerTrace int) *Traces {
+	return NewTracesWithin(maxTraces, maxSpansPerTrace, Budget{})
+}
+
+// NewTracesWithin is NewTraces within budget (zero fields take the defaults).
+func NewTracesWithin(maxTraces, maxSpansPerTrace int, budget Budget) *Traces {
 	maxTraces = max(maxTraces, 1)
+	b := budget.withDefaults(DefaultTraceBytes, DefaultTraceValueBytes)
 	return &Traces{
-		maxTraces: maxTraces,
-		maxSpans:  max(maxSpansPerTrace, 1),
-		byID:      make(map[string]*traceEntry, maxTraces),
-		ring:      make([]string, 0, maxTraces),
+		maxTraces:     maxTraces,
+		maxSpans:      max(maxSpansPerTrace, 1),
+		maxBytes:      b.Bytes,
+		maxTraceBytes: b.Bytes / 16,
+		maxValue:      b.ValueBytes,
+		byID:          make(map[string]*traceEntry, maxTraces),
+		ring:          make([]string, maxTraces),
 	}
 }
 
-// Add stores spans (from any number of traces). A span already held (same trace and
-// span id, e.g. an export the exporter retried) is not stored twice. Spans without a
-// trace id are ignored.
+// Add stores spans (from any number of traces), their values cut to the budget's
+// ValueBytes. A span already held (same trace and span id, e.g. an export the exporter
+// retried) is not stored twice. Spans without a trace id are ignored; a span that would
+// take its trace over maxSpansPerTrace or a sixteenth of the budget is dropped (and
+// counted); room for the rest is made by evicting the traces seen first.
 func (t *Traces) Add(spans []Span) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -67,21 +89,67 @@ func (t *Traces) Add(spans []Span) {
 		if s.TraceID == "" {
 			continue
 		}
-		e, ok := t.byID[s.TraceID]
-		if !ok {
-			e = t.newEntry(s.TraceID)
-		}
-		if held(e.spans, s.SpanID) {
+		e := t.byID[s.TraceID]
+		if e != nil && held(e.spans, s.SpanID) {
 			continue
 		}
-		if len(e.spans) >= t.maxSpans {
+		if e != nil && len(e.spans) >= t.maxSpans {
 			t.dropped++
 			continue
 		}
+		s, cut := t.trim(s)
+		size, have := spanBytes(&s), int64(0)
+		if e == nil {
+			size += traceOverhead + int64(len(s.TraceID))
+		} else {
+			have = e.bytes
+		}
+		if have+size > t.maxTraceBytes {
+			t.dropped++
+			continue
+		}
+		if e == nil {
+			e = t.newEntry(s.TraceID)
+		}
+		t.makeRoom(size, s.TraceID)
+		if cut {
+			t.truncated++
+		}
 		e.spans = append(e.spans, s)
+		e.bytes += size
 		e.dirty = true
+		t.bytes += size
 		t.spans++
 	}
+}
+
+// trim returns s with its name, status and attributes (its events' too) cut to
+// maxValue bytes (a copy where anything was cut: the caller's span and its maps are not
+// modified), and whether it cut. Ids are not cut (the receiver only passes valid ones);
+// an odd long one counts in the span's size like anything else.
+func (t *Traces) trim(s Span) (Span, bool) {
+	var c [5]bool
+	s.Service, c[0] = clip(s.Service, t.maxValue)
+	s.Name, c[1] = clip(s.Name, t.maxValue)
+	s.Kind, c[2] = clip(s.Kind, t.maxValue)
+	s.Status, c[3] = clip(s.Status, t.maxValue)
+	s.Attrs, c[4] = clipMap(s.Attrs, t.maxValue)
+	cut := c != [5]bool{}
+	copied := false
+	for i := range s.Events {
+		ev := s.Events[i]
+		name, c1 := clip(ev.Name, t.maxValue)
+		attrs, c2 := clipMap(ev.Attrs, t.maxValue)
+		if !c1 && !c2 {
+			continue
+		}
+		if !copied { // the caller's slice is not ours to write
+			s.Events, copied = append([]SpanEvent(nil), s.Events...), true
+		}
+		s.Events[i] = SpanEvent{Name: name, At: ev.At, Attrs: attrs}
+		cut = true
+	}
+	return s, cut
 }
 
 func held(spans []Span, id string) bool {
@@ -96,23 +164,52 @@ func held(spans []Span, id string) bool {
 	return false
 }
 
-// newEntry makes room if needed (evicting the trace seen first) and registers id.
+// newEntry registers id as the newest trace, evicting the oldest when the store holds
+// maxTraces already.
 func (t *Traces) newEntry(id string) *traceEntry {
-	e := &traceEntry{}
-	if len(t.ring) < t.maxTraces {
-		t.ring = append(t.ring, id)
-	} else {
-		old := t.ring[t.head]
-		if oe := t.byID[old]; oe != nil {
-			t.spans -= len(oe.spans)
-			delete(t.byID, old)
-			t.evicted++
-		}
-		t.ring[t.head] = id
-		t.head = (t.head + 1) % t.maxTraces
+	if t.n == t.maxTraces {
+		t.evict(t.popOldest())
 	}
+	t.ring[(t.head+t.n)%t.maxTraces] = id
+	t.n++
+	e := &traceEntry{}
 	t.byID[id] = e
 	return e
+}
+
+// makeRoom evicts the traces seen first until size more bytes fit in the budget, but
+// never keep (the trace being added to: it fits, see Add, so this ends).
+func (t *Traces) makeRoom(size int64, keep string) {
+	for t.bytes+size > t.maxBytes && t.n > 1 {
+		if t.ring[t.head] != keep {
+			t.evict(t.popOldest())
+			continue
+		}
+		// keep is the oldest: evict the second oldest, and keep stays the oldest.
+		second := (t.head + 1) % t.maxTraces
+		victim := t.ring[second]
+		t.ring[second] = keep
+		t.popOldest()
+		t.evict(victim)
+	}
+}
+
+// popOldest removes the oldest id from the ring and returns it.
+func (t *Traces) popOldest() string {
+	id := t.ring[t.head]
+	t.ring[t.head] = ""
+	t.head = (t.head + 1) % t.maxTraces
+	t.n--
+	return id
+}
+
+func (t *Traces) evict(id string) {
+	if e := t.byID[id]; e != nil {
+		t.spans -= len(e.spans)
+		t.bytes -= e.bytes
+		delete(t.byID, id)
+		t.evicted++
+	}
 }
 
 // Summaries returns up to n summaries (n ≤ 0: all) of the traces f selects, the most
@@ -122,8 +219,8 @@ func (t *Traces) Summaries(n int, f Filter) []TraceSummary {
 	defer t.mu.Unlock()
 	q := strings.ToLower(f.Query)
 	var out []TraceSummary
-	for i := len(t.ring) - 1; i >= 0; i-- {
-		id := t.ring[(t.head+i)%len(t.ring)]
+	for i := t.n - 1; i >= 0; i-- {
+		id := t.ring[(t.head+i)%t.maxTraces]
 		e := t.byID[id]
 		if e == nil {
 			continue
@@ -174,7 +271,8 @@ func (t *Traces) Trace(id string) ([]Span, bool) {
 func (t *Traces) Stats() TraceStats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return TraceStats{Traces: len(t.byID), Spans: t.spans, DroppedSpans: t.dropped, EvictedTraces: t.evicted}
+	return TraceStats{Traces: len(t.byID), Spans: t.spans, Bytes: t.bytes, BudgetBytes: t.maxBytes,
+		DroppedSpans: t.dropped, EvictedTraces: t.evicted, TruncatedSpans: t.truncated}
 }
 
 // summarize builds a trace's summary: its root (see rootIndex), the time from the

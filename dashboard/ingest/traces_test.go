@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func TestTracesEvictOldestFirstSeen(t *testing.T) {
 		t.Errorf("n=2: %v", got)
 	}
 	st := tr.Stats()
-	if st != (TraceStats{Traces: 3, Spans: 3, EvictedTraces: 3}) {
+	if st.Traces != 3 || st.Spans != 3 || st.EvictedTraces != 3 || st.DroppedSpans != 0 {
 		t.Errorf("stats = %+v", st)
 	}
 }
@@ -259,4 +260,56 @@ func TestSummaryOfOneTrace(t *testing.T) {
 	if !ok || s.RootService != "gateway" || s.Spans != 2 || len(s.Services) != 2 {
 		t.Fatalf("summary = %+v, %v; want the gateway root over 2 spans from 2 services", s, ok)
 	}
+}
+
+// A flood of large spans under a few fixed trace ids (a client sending 1 MB
+// User-Agents, a span recording each whole) leaves the store within its default byte
+// budget, every long value cut with a marker, and a real trace added afterwards is held
+// whole.
+func TestTracesBoundedInBytes(t *testing.T) {
+	tr := NewTraces(2000, 1000)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	fixed := []string{"fixed-1", "fixed-2", "fixed-3", "fixed-4"}
+	for i := range 300 {
+		// A fresh string each time, as decoding each request makes one.
+		ua := strings.Repeat(string(rune('a'+i%26)), 1<<20)
+		s := span(fixed[i%len(fixed)], fmt.Sprintf("%016x", i), "", "gateway", "GET /", i, 1)
+		s.Kind = "server"
+		s.Attrs = map[string]string{"user_agent.original": ua, "http.request.method": "GET"}
+		tr.Add([]Span{s})
+	}
+	tr.Add([]Span{span("real", "a", "", "gateway", "POST /api/v1/orders", 1000, 20),
+		span("real", "b", "a", "orders", "POST /orders", 1001, 10)})
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	const budget = 64 << 20 // the default
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > budget {
+		t.Errorf("the heap grew by %d MiB holding the flood, the store's budget is %d MiB", grown>>20, budget>>20)
+	}
+	if got, ok := tr.Trace("real"); !ok || len(got) != 2 {
+		t.Errorf("the real trace: %d spans, held %v", len(got), ok)
+	}
+	if sums := tr.Summaries(1, Filter{}); len(sums) != 1 || sums[0].TraceID != "real" || sums[0].RootName != "POST /api/v1/orders" {
+		t.Errorf("newest summary %+v, want the real trace", sums)
+	}
+	held := 0
+	for _, id := range fixed {
+		spans, _ := tr.Trace(id)
+		for _, s := range spans {
+			held++
+			ua := s.Attrs["user_agent.original"]
+			if len(ua) > 4<<10+64 || !strings.Contains(ua, "[truncated ") {
+				t.Fatalf("a held User-Agent is %d bytes, ends %q; want it cut to 4 KiB with a marker", len(ua), ua[max(len(ua)-40, 0):])
+			}
+			if s.Attrs["http.request.method"] != "GET" {
+				t.Fatalf("a short attribute was changed: %v", s.Attrs["http.request.method"])
+			}
+		}
+	}
+	if held == 0 {
+		t.Error("no flood span held at all: cut, not dropped, is what the budget asks")
+	}
+	runtime.KeepAlive(tr)
 }

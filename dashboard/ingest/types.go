@@ -1,7 +1,7 @@
 // Package ingest is how the dashboard sees the lab: an OTLP/HTTP trace receiver fed by
 // every service's second exporter, and an AMQP wiretap that sees every message. Both
-// feed bounded stores (ring buffers whose sizes come from config), so memory stays flat
-// under hours of load.
+// feed bounded stores (ring buffers whose sizes and byte budgets come from config), so
+// memory stays flat under hours of load, and under telemetry of any size.
 package ingest
 
 import (
@@ -56,6 +56,10 @@ type Event struct {
 	TraceID       string            `json:"traceId,omitempty"` // from the traceparent header
 	Headers       map[string]string `json:"headers,omitempty"`
 	Payload       json.RawMessage   `json:"payload"` // the envelope's data
+	// Truncated says the dashboard cut something of this message to stay within its
+	// memory budget: a value or the payload ends in "…[truncated N bytes]" (a payload
+	// so cut is a JSON string), or headers are missing.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // SagaStep is one step on an order's saga timeline, derived from the events.

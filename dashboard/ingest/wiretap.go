@@ -182,7 +182,7 @@ func traceIDFromHeaders(h amqp.Table) string {
 	}
 	id := strings.ToLower(parts[1])
 	b, err := hex.DecodeString(id)
-	if err != nil || idHex(b) == "" { // all zeros is invalid
+	if err != nil || idHex(b, 16) == "" { // all zeros is invalid
 		return ""
 	}
 	return id

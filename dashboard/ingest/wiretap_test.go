@@ -359,3 +359,43 @@ func vhostQueues(t *testing.T, amqpURL string) []queueInfo {
 	mgmt(t, http.MethodGet, "/api/queues/"+url.PathEscape(strings.TrimPrefix(mustParse(t, amqpURL).Path, "/")), &queues)
 	return queues
 }
+
+// Messages of several megabytes come through the real wiretap and are stored cut, as
+// the dashboard stores them (events.Add, sagas.Apply): the payload to a JSON string
+// ending in a marker, the saga's reason to 256 bytes. A small message after them is
+// stored whole.
+func TestWiretapLargeMessagesAreCut(t *testing.T) {
+	tp := startTap(t)
+	evs, sagas := NewEvents(100), NewSagas(10)
+	huge := strings.Repeat("no stock ", 5<<20/9) // 5 MB
+	tp.publish(contracts.OrderCancelled, "o-big", map[string]any{"orderId": "o-big",
+		"sagaMode": contracts.ModeChoreography, "reason": huge}, nil)
+	if err := tp.pub.Publish(context.Background(), contracts.ExchangeEvents, contracts.StockRejected,
+		amqp.Publishing{Type: contracts.StockRejected, MessageId: "raw-big", CorrelationId: "o-big", Body: []byte(huge)}); err != nil {
+		t.Fatal(err)
+	}
+	small := tp.publish(contracts.OrderPlaced, "o-small", map[string]any{"orderId": "o-small"}, nil)
+	var got []Event
+	for range 3 {
+		e := tp.next("a message")
+		evs.Add(e)
+		sagas.Apply(e)
+		got = append(got, e)
+	}
+	for _, e := range got[:2] {
+		stored, ok := evs.Get(e.ID)
+		var s string
+		if !ok || json.Unmarshal(stored.Payload, &s) != nil || len(stored.Payload) > 16<<10+64 || !strings.Contains(s, "[truncated ") {
+			t.Errorf("%s: stored payload of %d bytes, want a JSON string of 16 KiB ending in a marker", e.Type, len(stored.Payload))
+		}
+		if b, _ := json.Marshal(stored); !strings.Contains(string(b), `"truncated":true`) {
+			t.Errorf("%s: the stored event does not say it was cut", e.Type)
+		}
+	}
+	if sg, ok := sagas.Get("o-big"); !ok || len(sg.Reason) > 256+64 || !strings.Contains(sg.Reason, "[truncated ") {
+		t.Errorf("saga o-big: held %v, reason of %d bytes; want it cut to 256 bytes with a marker", ok, len(sg.Reason))
+	}
+	if e, ok := evs.Get(small.EventID); !ok || string(e.Payload) != `{"orderId":"o-small"}` {
+		t.Errorf("the small message after them: %s, held %v", e.Payload, ok)
+	}
+}
