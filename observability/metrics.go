@@ -16,6 +16,7 @@ type Metrics struct {
 	HTTPInFlight        prometheus.Gauge
 	Published           *prometheus.CounterVec // exchange, message_type, outcome
 	Returned            *prometheus.CounterVec // exchange, message_type
+	ConnectionBlocked   *prometheus.GaugeVec   // connection (publish, consume)
 	Handled             *prometheus.CounterVec // queue, message_type, outcome
 	HandleDuration      *prometheus.HistogramVec
 	HandlerInFlight     *prometheus.GaugeVec   // queue
@@ -53,7 +54,10 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		Published: counter("messaging_published_total", "Messages published; outcome ok (confirmed) or error (failed or nacked).",
 			"exchange", "message_type", "outcome"),
 		Returned: counter("messaging_returned_total", "Messages the broker returned as unroutable.", "exchange", "message_type"),
-		Handled:  counter("messaging_handled_total", "Messages handled; outcome ok or error.", "queue", "message_type", "outcome"),
+		ConnectionBlocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "amqp_connection_blocked",
+			Help: "1 while RabbitMQ blocks the connection (a memory or disk alarm), else 0; connection is publish or consume."},
+			[]string{"connection"}),
+		Handled: counter("messaging_handled_total", "Messages handled; outcome ok or error.", "queue", "message_type", "outcome"),
 		HandleDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "messaging_handle_duration_seconds",
 			Help: "Time a message handler took.", Buckets: latencyBuckets}, []string{"queue", "message_type"}),
 		HandlerInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "messaging_in_flight",
@@ -72,6 +76,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Circuit breaker state: 0 closed, 1 half-open, 2 open."}, []string{"upstream"}),
 	}
 	f(m.HTTPDuration)
+	f(m.ConnectionBlocked)
 	f(m.HTTPInFlight)
 	f(m.HandleDuration)
 	f(m.HandlerInFlight)

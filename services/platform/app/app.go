@@ -72,8 +72,9 @@ type App struct {
 	Log      *slog.Logger
 	Tel      *observability.Telemetry
 	DB       *pgxpool.Pool  // nil without Migrations
-	Bus      *bus.Conn      // nil unless Consumes
-	Pub      *bus.Publisher // nil unless Consumes
+	Bus      *bus.Conn      // consumes: the queues, lab.control; nil unless Consumes
+	PubConn  *bus.Conn      // publishes, through Pub; nil unless Consumes
+	Pub      *bus.Publisher // outbox relay, retries, dead-letters; nil unless Consumes
 	Outbox   *outbox.Outbox // nil without DB or bus
 	Settings *control.Watcher
 
@@ -206,10 +207,19 @@ func (a *App) start(ctx context.Context, opts Options) error {
 	}
 	a.Log.Info("lab settings read", "settings", a.Settings.Current().Values, "revision", a.Settings.Current().Revision)
 	if opts.Consumes {
-		if a.Bus, err = bus.Dial(ctx, a.Base.AMQPURL, a.Base.InstanceID, a.Log); err != nil {
+		// Two connections: RabbitMQ blocks a connection that publishes during a memory or
+		// disk alarm (stops reading it, acks included), and consumers must keep acking
+		// then, or a backlog — the usual cause of a memory alarm — could never drain.
+		// The management UI shows them as <instance>/consume and <instance>/publish.
+		if a.Bus, err = bus.Dial(ctx, a.Base.AMQPURL, a.Base.InstanceID+"/consume", a.Log); err != nil {
 			return err
 		}
-		a.Pub = bus.NewPublisher(a.Bus, a.Log).Instrument(a.Tel)
+		a.Bus.Instrument(a.Tel, "consume")
+		if a.PubConn, err = bus.Dial(ctx, a.Base.AMQPURL, a.Base.InstanceID+"/publish", a.Log); err != nil {
+			return err
+		}
+		a.PubConn.Instrument(a.Tel, "publish")
+		a.Pub = bus.NewPublisher(a.PubConn, a.Log).Instrument(a.Tel)
 		if a.DB != nil {
 			a.Outbox = outbox.New(a.DB, a.Pub, func() bool { return a.Settings.Current().Outbox() }, a.Log)
 		}
@@ -367,6 +377,9 @@ func (a *App) close() {
 			a.Log.Warn("telemetry: spans not exported at shutdown", "err", err)
 		}
 		cancel()
+	}
+	if a.PubConn != nil {
+		_ = a.PubConn.Close()
 	}
 	if a.Bus != nil {
 		_ = a.Bus.Close()

@@ -20,19 +20,29 @@ var ErrNacked = errors.New("broker nacked the message")
 // Publisher publishes with publisher confirms: Publish returns only once the broker has
 // taken responsibility for the message (written it to disk for a durable queue), so a
 // caller that marks an outbox row as sent after Publish cannot lose the event.
+//
+// Every call that waits for the broker is bounded by the caller's context, including
+// while the broker blocks the connection (a resource alarm) or does not answer at all:
+// the publishes of a consumer's workers (retries, dead-letters, a saga's next step) then
+// fail with their context instead of queueing behind one another.
 type Publisher struct {
 	conn *Conn
 	log  *slog.Logger
 	tel  *observability.Telemetry
 
-	mu sync.Mutex
-	ch *amqp.Channel
+	// opening is a semaphore (capacity 1): one caller at a time opens the channel, and
+	// the others wait for it only as long as their context allows (a mutex cannot be
+	// given up on).
+	opening chan struct{}
+	mu      sync.Mutex // guards ch; never held across a call to the broker
+	ch      *amqp.Channel
 }
 
-// NewPublisher returns a publisher on conn. Channels are opened lazily and re-opened
-// after a connection loss.
+// NewPublisher returns a publisher on conn, which should be a connection of its own: a
+// connection that publishes is the one the broker blocks during an alarm (see the
+// package doc). Channels are opened lazily and re-opened after a connection loss.
 func NewPublisher(conn *Conn, log *slog.Logger) *Publisher {
-	return &Publisher{conn: conn, log: log, tel: observability.Nop(log)}
+	return &Publisher{conn: conn, log: log, tel: observability.Nop(log), opening: make(chan struct{}, 1)}
 }
 
 // Instrument makes every publish a producer span (its context written into the
@@ -47,26 +57,61 @@ func (p *Publisher) Instrument(tel *observability.Telemetry) *Publisher {
 // Telemetry is the telemetry the publisher reports to.
 func (p *Publisher) Telemetry() *observability.Telemetry { return p.tel }
 
-func (p *Publisher) channel(ctx context.Context) (*amqp.Channel, error) {
+func (p *Publisher) current() *amqp.Channel {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ch != nil && !p.ch.IsClosed() {
-		return p.ch, nil
+		return p.ch
+	}
+	return nil
+}
+
+func (p *Publisher) channel(ctx context.Context) (*amqp.Channel, error) {
+	if ch := p.current(); ch != nil {
+		return ch, nil
+	}
+	select {
+	case p.opening <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("open channel: %w", ctx.Err())
+	}
+	defer func() { <-p.opening }()
+	if ch := p.current(); ch != nil { // opened by the caller we waited for
+		return ch, nil
 	}
 	ch, err := p.conn.Channel(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := DeclareExchanges(ch); err != nil {
-		_ = ch.Close()
-		return nil, err
-	}
-	if err := ch.Confirm(false); err != nil {
-		_ = ch.Close()
-		return nil, fmt.Errorf("confirm mode: %w", err)
+	// Declaring and entering confirm mode wait for the broker's answers: bounded by ctx.
+	// A setup that outlives ctx closes its channel when it ends.
+	setup := make(chan error, 1)
+	go func() {
+		if err := DeclareExchanges(ch); err != nil {
+			setup <- err
+			return
+		}
+		if err := ch.Confirm(false); err != nil {
+			setup <- fmt.Errorf("confirm mode: %w", err)
+			return
+		}
+		setup <- nil
+	}()
+	select {
+	case err := <-setup:
+		if err != nil {
+			closeChannel(ch)
+			return nil, err
+		}
+	case <-ctx.Done():
+		go func() {
+			<-setup
+			_ = ch.Close()
+		}()
+		return nil, fmt.Errorf("open channel: %w", ctx.Err())
 	}
 	// mandatory=true makes the broker return messages no queue is bound for; a returned
-	// event is logged (and, later, counted) instead of vanishing silently.
+	// event is logged and counted instead of vanishing silently.
 	returns := ch.NotifyReturn(make(chan amqp.Return, 16))
 	go func() {
 		for r := range returns {
@@ -75,7 +120,9 @@ func (p *Publisher) channel(ctx context.Context) (*amqp.Channel, error) {
 			p.tel.Metrics.Returned.WithLabelValues(r.Exchange, TypeLabel(r.Type)).Inc()
 		}
 	}()
+	p.mu.Lock()
 	p.ch = ch
+	p.mu.Unlock()
 	return ch, nil
 }
 
@@ -135,11 +182,16 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.
 }
 
 func (p *Publisher) publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	// While the broker blocks the connection nothing sent on it is read: wait for it to
+	// unblock (as long as ctx allows) rather than add to what the broker is not reading.
+	if err := p.conn.awaitUnblocked(ctx); err != nil {
+		return fmt.Errorf("publish %s: %w", key, err)
+	}
 	ch, err := p.channel(ctx)
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", key, err)
 	}
-	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, msg)
+	dc, err := send(ctx, ch, exchange, key, msg)
 	if err != nil {
 		p.drop(ch)
 		return fmt.Errorf("publish %s: %w", key, err)
@@ -155,14 +207,45 @@ func (p *Publisher) publish(ctx context.Context, exchange, key string, msg amqp.
 	return nil
 }
 
-// drop forgets a channel that failed so the next publish opens a fresh one.
+// send writes the publish, bounded by ctx: amqp091-go's write is not, and blocks once
+// the socket's buffers are full of what a blocked or stalled broker does not read.
+func send(ctx context.Context, ch *amqp.Channel, exchange, key string, msg amqp.Publishing) (*amqp.DeferredConfirmation, error) {
+	type sent struct {
+		dc  *amqp.DeferredConfirmation
+		err error
+	}
+	res := make(chan sent, 1)
+	go func() {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, msg)
+		res <- sent{dc, err}
+	}()
+	select {
+	case r := <-res:
+		return r.dc, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// drop forgets a channel that failed so the next publish opens a fresh one. It closes
+// the channel in the background: closing waits for the broker's close-ok, which a
+// blocked or stalled connection does not send, and nobody should wait for that (the
+// goroutine ends when the broker answers or the connection closes).
 func (p *Publisher) drop(ch *amqp.Channel) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ch == ch {
-		_ = ch.Close()
+	mine := p.ch == ch
+	if mine {
 		p.ch = nil
 	}
+	p.mu.Unlock()
+	if mine {
+		closeChannel(ch)
+	}
+}
+
+// closeChannel closes ch without waiting for the broker.
+func closeChannel(ch *amqp.Channel) {
+	go func() { _ = ch.Close() }()
 }
 
 // TypeLabel bounds the message_type label: our messages' types are the contract's

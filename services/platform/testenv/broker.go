@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,4 +125,86 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// ctl runs rabbitmqctl against the node (with the node's environment, as Stop does) and
+// returns its output.
+func (b *Broker) ctl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "rabbitmqctl", append([]string{"-n", b.node}, args...)...)
+	cmd.Env = b.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("rabbitmqctl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Alarm raises (on) or clears the node's memory alarm, as if the broker had run out of
+// memory: the watermark goes to almost nothing, or back to RabbitMQ's default (0.4).
+// While the alarm is on, the broker blocks every connection that publishes: it stops
+// reading from it altogether (acks included) until the alarm clears. Alarm returns once
+// the node reports the alarm raised or cleared. Call it from the test's goroutine.
+func (b *Broker) Alarm(on bool) {
+	b.t.Helper()
+	watermark := "0.4"
+	if on {
+		watermark = "0.0000001"
+	}
+	if _, err := b.ctl("set_vm_memory_high_watermark", watermark); err != nil {
+		b.t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		alarmed, err := b.MemoryAlarm()
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		if alarmed == on {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("memory alarm still %v a minute after setting the watermark to %s", alarmed, watermark)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// MemoryAlarm reports whether the node has a memory alarm in effect.
+func (b *Broker) MemoryAlarm() (bool, error) {
+	out, err := b.ctl("eval", "rabbit_alarm:get_alarms().")
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(out, "resource_limit,memory"), nil
+}
+
+// Connections returns the node's client connections: each one's client-provided name
+// (the connection_name property, what bus.Dial is given) and its state: running,
+// blocking (an alarm is on; blocked at its next publish) or blocked (no longer read).
+func (b *Broker) Connections() (map[string]string, error) {
+	out, err := b.ctl("list_connections", "--formatter", "json", "client_properties", "state")
+	if err != nil {
+		return nil, err
+	}
+	// client_properties is a list of [key, type, value] triples.
+	var rows []struct {
+		ClientProperties [][]any `json:"client_properties"`
+		State            string  `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "["):]), &rows); err != nil {
+		return nil, fmt.Errorf("list_connections: %w\n%s", err, out)
+	}
+	conns := map[string]string{}
+	for _, r := range rows {
+		name := ""
+		for _, p := range r.ClientProperties {
+			if len(p) == 3 && p[0] == "connection_name" {
+				name, _ = p[2].(string)
+			}
+		}
+		conns[name] = r.State
+	}
+	return conns, nil
 }

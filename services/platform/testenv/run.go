@@ -116,10 +116,11 @@ func WaitReady(t testing.TB, base string, done <-chan error) {
 	}
 }
 
-// Bus is a test's own connection to a vhost: a publisher, and a tap that receives a
-// copy of every message routed with the given keys.
+// Bus is a test's own connections to a vhost: a publisher, and a tap that receives a
+// copy of every message routed with the given keys. Like a service, it publishes and
+// consumes on separate connections (a broker alarm blocks the publishing one).
 type Bus struct {
-	Conn *bus.Conn
+	Conn *bus.Conn // taps and inspection
 	Pub  *bus.Publisher
 }
 
@@ -129,12 +130,17 @@ func Dial(t testing.TB, amqpURL string) *Bus {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	conn, err := bus.Dial(ctx, amqpURL, "test", log)
+	conn, err := bus.Dial(ctx, amqpURL, "test/consume", log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return &Bus{Conn: conn, Pub: bus.NewPublisher(conn, log)}
+	pubConn, err := bus.Dial(ctx, amqpURL, "test/publish", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pubConn.Close() })
+	return &Bus{Conn: conn, Pub: bus.NewPublisher(pubConn, log)}
 }
 
 // Tap declares an exclusive queue bound to keys on exchange (use "#" on shop.events for
