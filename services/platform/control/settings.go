@@ -97,9 +97,11 @@ func durationBetween(lo, hi time.Duration) func(string) (string, error) {
 	}
 }
 
-// Settings is one consistent snapshot of every setting (defaults filled in).
+// Settings is one consistent snapshot of every setting (defaults filled in) and of the
+// faults in force when it was read (FaultsFor filters out those expired since).
 type Settings struct {
 	Values   map[string]string
+	Faults   []Fault
 	Revision int64 // increases with every change; lets an instance ignore stale news
 }
 

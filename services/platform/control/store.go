@@ -46,26 +46,38 @@ func OpenStore(ctx context.Context, url string) (*Store, error) {
 // Close closes the pool.
 func (s *Store) Close() { s.pool.Close() }
 
-// Load returns the current snapshot.
+// Load returns the current snapshot: settings, faults in force and the revision of the
+// last change, read in one transaction so they agree.
 func (s *Store) Load(ctx context.Context) (Settings, error) {
 	out := Defaults()
-	rows, err := s.pool.Query(ctx, `SELECT key, value, revision FROM settings`)
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT key, value FROM settings`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var k, v string
+			if err := rows.Scan(&k, &v); err != nil {
+				rows.Close()
+				return err
+			}
+			if _, known := Lookup(k); known {
+				out.Values[k] = v
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if out.Faults, err = activeFaults(ctx, tx); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT coalesce(max(revision), 0) FROM setting_changes`).Scan(&out.Revision)
+	})
 	if err != nil {
 		return Settings{}, fmt.Errorf("load settings: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var k, v string
-		var rev int64
-		if err := rows.Scan(&k, &v, &rev); err != nil {
-			return Settings{}, fmt.Errorf("load settings: %w", err)
-		}
-		if _, known := Lookup(k); known {
-			out.Values[k] = v
-		}
-		out.Revision = max(out.Revision, rev)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Entry is a setting as listed for people.
@@ -102,29 +114,21 @@ type Change struct {
 func (s *Store) Set(ctx context.Context, key, value, source string) (Change, error) {
 	v, err := Validate(key, value)
 	if err != nil {
-		return Change{}, err
+		return Change{}, Invalid(err)
 	}
 	var ch Change
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Serialise writers so old/new are exact even with two dashboards clicking.
-		if _, err := tx.Exec(ctx, `LOCK TABLE settings IN SHARE ROW EXCLUSIVE MODE`); err != nil {
-			return err
-		}
+	err = s.writeTx(ctx, func(tx pgx.Tx) error {
 		d, _ := Lookup(key)
 		old := d.Default
 		if err := tx.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, key).Scan(&old); err != nil && err != pgx.ErrNoRows {
 			return err
 		}
-		ch = Change{Key: key, Old: old, New: v, Source: source}
-		if err := tx.QueryRow(ctx, `SELECT nextval('settings_revision'), now()`).Scan(&ch.Revision, &ch.At); err != nil {
+		var err error
+		if ch, err = record(ctx, tx, key, old, v, source); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO settings (key, value, revision, updated_at) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (key) DO UPDATE SET value = $2, revision = $3, updated_at = $4`, key, v, ch.Revision, ch.At); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO setting_changes (revision, key, old_value, new_value, source, changed_at)
-			VALUES ($1, $2, $3, $4, $5, $6)`, ch.Revision, key, old, v, source, ch.At)
+		_, err = tx.Exec(ctx, `INSERT INTO settings (key, value, revision, updated_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (key) DO UPDATE SET value = $2, revision = $3, updated_at = $4`, key, v, ch.Revision, ch.At)
 		return err
 	})
 	if err != nil {
