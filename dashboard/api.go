@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -9,7 +8,6 @@ import (
 
 	"microlab/dashboard/ingest"
 	"microlab/dashboard/views"
-	"microlab/services/platform/control"
 	"microlab/services/platform/httpx"
 )
 
@@ -112,60 +110,4 @@ func (s *server) getSettings(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"settings": out})
 	return nil
-}
-
-// settingSource is how the dashboard's changes show on the timeline.
-const settingSource = "dashboard"
-
-// postSetting: POST /api/lab/settings {key, value} → validate (400 with control's
-// message), store, announce on lab.control, broadcast "setting" → 200 the change.
-func (s *server) postSetting(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		Key   string `json:"key"`
-		Value string `json:"value"`
-	}
-	if err := httpx.Decode(w, r, &in, 4<<10); err != nil {
-		return err
-	}
-	// Validate here as well as in Set: a bad value is the client's mistake (400), a
-	// failing Set is ours.
-	if _, err := control.Validate(in.Key, in.Value); err != nil {
-		return httpx.Errorf(http.StatusBadRequest, "invalid_setting", "%s", err.Error())
-	}
-	ch, err := s.settings.Set(r.Context(), in.Key, in.Value, settingSource)
-	if err != nil {
-		return err
-	}
-	// The database is the truth: services re-read it periodically, so a failed
-	// announcement delays the change, it does not lose it.
-	announced := true
-	if s.announce != nil {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
-		defer cancel()
-		if err := s.announce(actx, ch); err != nil {
-			announced = false
-			s.log.WarnContext(r.Context(), "setting stored but not announced; services pick it up at their next re-read", "key", ch.Key, "err", err)
-		}
-	}
-	row := changeRow(ch)
-	broadcast(s.src.Hub, "setting", row)
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"change": row, "announced": announced})
-	return nil
-}
-
-func (s *server) getChanges(w http.ResponseWriter, r *http.Request) error {
-	chs, err := s.settings.Changes(r.Context(), limit(r, listChanges, 1000))
-	if err != nil {
-		return err
-	}
-	out := make([]views.ChangeRow, 0, len(chs))
-	for _, c := range chs {
-		out = append(out, changeRow(c))
-	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"items": out})
-	return nil
-}
-
-func changeRow(c control.Change) views.ChangeRow {
-	return views.ChangeRow{Revision: c.Revision, Key: c.Key, Old: c.Old, New: c.New, Source: c.Source, At: c.At}
 }

@@ -56,6 +56,8 @@ func (s *server) readHealth(ctx context.Context) views.Health {
 		perJob("job:http_server_requests:rate1m", func(sh *views.ServiceHealth, v float64) { sh.Rate = v }),
 		perJob("100 * job:http_server_requests_5xx:ratio_rate1m", func(sh *views.ServiceHealth, v float64) { sh.ErrorPct = v }),
 		perJob("1000 * job:http_server_request_duration_seconds:p95_1m", func(sh *views.ServiceHealth, v float64) { sh.P95Ms = v }),
+		perJob("count by (job) (up)", func(sh *views.ServiceHealth, v float64) { sh.Instances = int(v) }),
+		perJob("sum by (job) (up)", func(sh *views.ServiceHealth, v float64) { sh.Answering = int(v) }),
 	)
 	for name, sh := range h.Services {
 		sh.State = stateOf(sh)

@@ -42,7 +42,11 @@ type Config struct {
 	JaegerURL             string `env:"JAEGER_URL" default:"http://127.0.0.1:16686"`
 	GatewayURL            string `env:"GATEWAY_URL" default:"http://127.0.0.1:8000"`
 	// HealthInterval is how often the map's health (Prometheus, queue depths) is read.
-	HealthInterval  time.Duration `env:"HEALTH_INTERVAL" default:"5s"`
+	HealthInterval time.Duration `env:"HEALTH_INTERVAL" default:"5s"`
+	// Hosts are host names the dashboard is served under besides localhost, 127.0.0.1,
+	// [::1] and HTTP_ADDR's host (comma-separated, e.g. "dashboard,lab.internal"). A
+	// request naming any other Host is refused: that closes DNS rebinding.
+	Hosts           string        `env:"DASHBOARD_HOSTS"`
 	InstanceID      string        `env:"INSTANCE_ID" default:"dashboard"`
 	LogLevel        string        `env:"LOG_LEVEL" default:"info"`
 	StartTimeout    time.Duration `env:"START_TIMEOUT" default:"60s"`
@@ -101,13 +105,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 
-	s, err := newServer(ctx, cfg, log, src, store, func(ctx context.Context, ch control.Change) error {
-		return control.Announce(ctx, pub, ch)
-	}, conn)
+	s, err := newServer(ctx, cfg, log, src, store, pub, conn)
 	if err != nil {
 		return err
 	}
 	go s.pollHealth(ctx, cfg.HealthInterval)
+	// Changes made elsewhere (lab settings|fault|reset, exercises, a one-shot fault
+	// firing in a service) reach the timeline too.
+	go s.watchChanges(ctx, store, conn, changesResync)
 	h := s.routes(func(h http.Handler) http.Handler { return tel.Handler(h, httpx.SaneURL) }, func(mux *http.ServeMux) {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(tel.Registry, promhttp.HandlerOpts{Registry: tel.Registry}))
 	})
@@ -127,8 +132,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	return nil
 }
 
-// newServer builds the server from its dependencies. amqp may be nil (no DLQ replay).
-func newServer(ctx context.Context, cfg Config, log *slog.Logger, src Sources, store settingsStore, announce announcer, amqp channels) (*server, error) {
+// newServer builds the server from its dependencies. amqp may be nil (no DLQ replay);
+// pub may be nil (changes are stored, and reach the services at their next re-read).
+// Settings and faults can be changed only when store is the real control.Store: every
+// change goes through a control.Plane, the one code path of every face.
+func newServer(ctx context.Context, cfg Config, log *slog.Logger, src Sources, store settingsStore, pub *bus.Publisher, amqp channels) (*server, error) {
 	static, err := staticHandler()
 	if err != nil {
 		return nil, err
@@ -137,12 +145,19 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, src Sources, s
 		return nil, err
 	}
 	client := httpx.NewClient(5 * time.Second)
-	s := &server{cfg: cfg, log: log, src: src.withDefaults(), settings: store, announce: announce, amqp: amqp,
+	s := &server{cfg: cfg, log: log, src: src.withDefaults(), settings: store, amqp: amqp,
 		prom: &promClient{base: cfg.PrometheusURL, http: client}, gateway: &gatewayClient{base: cfg.GatewayURL, http: client},
 		sessions: newSessions(256), arch: views.ShopArch(), panels: panelDefs, static: static}
 	if s.rabbit, err = newRabbitAdmin(cfg.RabbitMQManagementURL, cfg.AMQPURL, client); err != nil {
 		log.Warn("DLQ view off", "err", err)
 		s.rabbit = nil
+	}
+	if cs, ok := store.(*control.Store); ok {
+		s.plane = &control.Plane{Store: cs, Pub: pub, Running: s.running,
+			OnChange: func(ch control.Change) { broadcast(s.src.Hub, "setting", changeRow(ch)) }}
+	}
+	if s.hosts, err = newHostFilter(cfg.HTTPAddr, cfg.Hosts); err != nil {
+		return nil, err
 	}
 	s.traffic = &traffic{gw: s.gateway, log: log, base: ctx,
 		onChange: func(st views.TrafficState) { broadcast(s.src.Hub, "traffic", st) }}

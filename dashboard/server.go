@@ -16,6 +16,7 @@ import (
 	"microlab/dashboard/ingest"
 	"microlab/dashboard/views"
 	"microlab/services/platform/config"
+	"microlab/services/platform/control"
 	"microlab/services/platform/httpx"
 )
 
@@ -25,7 +26,8 @@ type server struct {
 	log      *slog.Logger
 	src      Sources
 	settings settingsStore
-	announce announcer
+	plane    *control.Plane // nil: the switches are read-only (no lab database)
+	hosts    hostFilter
 	prom     *promClient
 	rabbit   *rabbitAdmin // nil when RABBITMQ_MANAGEMENT_URL is unusable
 	amqp     channels     // nil: DLQ replay unavailable
@@ -76,6 +78,10 @@ func (s *server) routes(instrument func(http.Handler) http.Handler, extra func(*
 	mux.Handle("GET /api/lab/settings", api(s.getSettings))
 	mux.Handle("POST /api/lab/settings", api(s.postSetting))
 	mux.Handle("GET /api/lab/settings/changes", api(s.getChanges))
+	mux.Handle("GET /api/lab/faults", api(s.getFaults))
+	mux.Handle("POST /api/lab/faults", api(s.postFault))
+	mux.Handle("DELETE /api/lab/faults", api(s.deleteFaults))
+	mux.Handle("POST /api/lab/reset", api(s.postReset))
 	mux.Handle("GET /api/lab/traffic", api(s.getTraffic))
 	mux.Handle("POST /api/lab/traffic", api(s.startTraffic))
 	mux.Handle("POST /api/lab/traffic/stop", api(s.stopTraffic))
@@ -99,7 +105,7 @@ func (s *server) routes(instrument func(http.Handler) http.Handler, extra func(*
 	if s.src.OTLP != nil {
 		outer.Handle("POST /v1/traces", s.src.OTLP)
 	}
-	return securityHeaders(outer)
+	return securityHeaders(s.hosts.wrap(outer))
 }
 
 func (s *server) ready(ctx context.Context) error {
@@ -122,8 +128,13 @@ func (s *server) render(w http.ResponseWriter, r *http.Request, p views.Page, c 
 }
 
 func (s *server) overviewPage(w http.ResponseWriter, r *http.Request) error {
-	return s.render(w, r, views.Page{Title: "Overview", Active: "overview"},
-		views.Overview(views.OverviewModel{Arch: s.arch, Health: s.currentHealth()}))
+	m := views.OverviewModel{Arch: s.arch, Health: s.currentHealth(), Faults: map[string][]views.FaultRow{}}
+	if fs, err := s.settings.Faults(r.Context()); err == nil {
+		for _, f := range faultRows(fs, time.Now()) {
+			m.Faults[f.Service] = append(m.Faults[f.Service], f)
+		}
+	}
+	return s.render(w, r, views.Page{Title: "Overview", Active: "overview"}, views.Overview(m))
 }
 
 func (s *server) currentHealth() views.Health {
@@ -206,7 +217,7 @@ func (s *server) metricsPanels(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) switchboardPage(w http.ResponseWriter, r *http.Request) error {
-	m := views.SwitchboardModel{Traffic: s.traffic.state()}
+	m := views.SwitchboardModel{Traffic: s.traffic.state(), FaultServices: control.FaultServices, FaultKinds: control.FaultKinds}
 	entries, err := s.settings.List(r.Context())
 	if err != nil {
 		s.log.WarnContext(r.Context(), "settings unreadable", "err", err)
@@ -214,6 +225,9 @@ func (s *server) switchboardPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	for _, e := range entries {
 		m.Settings = append(m.Settings, views.SettingRow{Key: e.Key, Value: e.Value, Default: e.Default, Help: e.Help, Allowed: e.Allowed})
+	}
+	if fs, err := s.settings.Faults(r.Context()); err == nil {
+		m.Faults = faultRows(fs, time.Now())
 	}
 	changes, err := s.settings.Changes(r.Context(), listChanges)
 	if err == nil {

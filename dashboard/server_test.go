@@ -18,6 +18,8 @@ import (
 
 	"microlab/dashboard/hub"
 	"microlab/dashboard/ingest"
+	"microlab/services/contracts"
+	"microlab/services/platform/bus"
 	"microlab/services/platform/config"
 	"microlab/services/platform/control"
 	"microlab/services/platform/testenv"
@@ -59,21 +61,19 @@ func (memSettings) List(context.Context) ([]control.Entry, error) {
 	}
 	return out, nil
 }
-func (memSettings) Set(context.Context, string, string, string) (control.Change, error) {
-	return control.Change{}, fmt.Errorf("read-only")
-}
+func (memSettings) Faults(context.Context) ([]control.Fault, error)        { return nil, nil }
 func (memSettings) Changes(context.Context, int) ([]control.Change, error) { return nil, nil }
 
 type fixture struct {
-	srv  *server
-	ts   *httptest.Server
-	hub  *recorder
-	anns []control.Change
-	mu   sync.Mutex
+	srv *server
+	ts  *httptest.Server
+	hub *recorder
 }
 
 // newFixture starts the dashboard's handler on a test server. env overrides Config.
-func newFixture(t *testing.T, env map[string]string, src Sources, store settingsStore) *fixture {
+// With the real control.Store (and pub, a real publisher on a vhost of the test's own,
+// or nil) the switches work; with memSettings they are read-only.
+func newFixture(t *testing.T, env map[string]string, src Sources, store settingsStore, pub ...*bus.Publisher) *fixture {
 	t.Helper()
 	var cfg Config
 	if err := config.Load(func(k string) string { return env[k] }, &cfg); err != nil {
@@ -88,12 +88,11 @@ func newFixture(t *testing.T, env map[string]string, src Sources, store settings
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	s, err := newServer(ctx, cfg, quiet(), src, store, func(_ context.Context, ch control.Change) error {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		f.anns = append(f.anns, ch)
-		return nil
-	}, nil)
+	var p *bus.Publisher
+	if len(pub) > 0 {
+		p = pub[0]
+	}
+	s, err := newServer(ctx, cfg, quiet(), src, store, p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +172,9 @@ func TestSettingsAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	f := newFixture(t, map[string]string{"PROMETHEUS_URL": closedURL(t), "RABBITMQ_MANAGEMENT_URL": closedURL(t)}, Sources{}, store)
+	b := testenv.Dial(t, testenv.VHost(t))
+	anns := b.Tap(t, contracts.ExchangeControl, "") // as every service instance listens
+	f := newFixture(t, map[string]string{"PROMETHEUS_URL": closedURL(t), "RABBITMQ_MANAGEMENT_URL": closedURL(t)}, Sources{}, store, b.Pub)
 
 	resp, body := f.do(t, "GET", "/api/lab/settings", "", nil)
 	var list struct {
@@ -194,8 +195,8 @@ func TestSettingsAPI(t *testing.T) {
 	if cur, _ := store.Load(ctx); cur.SagaMode() != "orchestration" {
 		t.Errorf("not stored: %v", cur.Values)
 	}
-	if len(f.anns) != 1 || f.anns[0].New != "orchestration" || f.anns[0].Source != "dashboard" {
-		t.Errorf("announced %+v", f.anns)
+	if a := awaitAnnouncement(t, anns); a.New != "orchestration" || a.Source != "dashboard" {
+		t.Errorf("announced %+v", a)
 	}
 	if got := f.hub.of("setting"); len(got) != 1 || !strings.Contains(string(got[0].Data), `"new":"orchestration"`) {
 		t.Errorf("broadcast %v", got)
@@ -231,6 +232,14 @@ func TestSettingsAPI(t *testing.T) {
 	if cur, _ := store.Load(ctx); cur.SagaMode() != "orchestration" {
 		t.Error("a refused request changed the setting")
 	}
+	// Nothing refused was announced: the next announcement is the marker's.
+	if resp, body := f.do(t, "POST", "/api/lab/settings", `{"key":"inbox.enabled","value":"false"}`,
+		map[string]string{"Origin": f.ts.URL}); resp.StatusCode != 200 {
+		t.Fatalf("marker: %d %s", resp.StatusCode, body)
+	}
+	if a := awaitAnnouncement(t, anns); a.Key != control.InboxEnabled {
+		t.Errorf("a refused request was announced: %+v", a)
+	}
 
 	// The switchboard lists every setting and the change.
 	_, page := f.do(t, "GET", "/switchboard", "", nil)
@@ -240,7 +249,8 @@ func TestSettingsAPI(t *testing.T) {
 			t.Errorf("switchboard lacks %s", d.Key)
 		}
 	}
-	if len(ids["change"]) != 1 || !strings.Contains(nodeText(ids["change"][0]), "choreography → orchestration") {
+	if len(ids["change"]) != 2 || !strings.Contains(nodeText(ids["change"][1]), "choreography → orchestration") ||
+		!strings.Contains(nodeText(ids["change"][1]), "by browser") {
 		t.Errorf("timeline %v", ids["change"])
 	}
 	resp, body = f.do(t, "GET", "/api/lab/settings/changes", "", nil)

@@ -49,16 +49,14 @@ type broadcaster interface {
 	Broadcast(m hub.Message)
 }
 
-// settingsStore is the lab settings (control.Store satisfies it).
+// settingsStore is what the pages read of the lab's switches (control.Store satisfies
+// it). Changes never go through it: they go through the control.Plane, the one code path
+// the CLI and the exercises use too.
 type settingsStore interface {
 	List(ctx context.Context) ([]control.Entry, error)
-	Set(ctx context.Context, key, value, source string) (control.Change, error)
+	Faults(ctx context.Context) ([]control.Fault, error)
 	Changes(ctx context.Context, limit int) ([]control.Change, error)
 }
-
-// announcer broadcasts a stored change on lab.control (control.Announce with the
-// dashboard's bus.Publisher).
-type announcer func(ctx context.Context, ch control.Change) error
 
 // channels opens AMQP channels (bus.Conn satisfies it): DLQ replay consumes and
 // republishes on its own channels.

@@ -5,6 +5,10 @@
 //	lab doctor
 //	lab settings
 //	lab settings set key=value...
+//	lab fault add service kind[=value] [for=D] [on=http|messages|both] [instance=ID]
+//	lab fault list
+//	lab fault clear [service|instance]
+//	lab reset
 //
 // Exit status: 0 success, 1 failure, 2 usage error.
 package main
@@ -53,6 +57,16 @@ usage:
         list the lab settings (pattern switches) with their values
   lab settings set key=value...
         change settings: stored in database lab, announced on lab.control
+  lab fault add SERVICE KIND[=VALUE] [for=10m] [on=http|messages|both] [instance=ID]
+        inject a fault (latency=300ms±50ms, error_rate=0.5, down, crash,
+        crash_after_commit, duplicate_delivery=N, poison=N) into a running service or
+        one instance of it; it expires after for= (default 10m, at most 1h)
+  lab fault list
+        the faults in force, with the time each has left
+  lab fault clear [SERVICE|INSTANCE]
+        clear every fault, or a service's (its instances' too), or one instance's
+  lab reset
+        every setting back to its default, every fault cleared
   lab help
         this text
 
@@ -156,7 +170,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "doctor":
 		err = doctor(ctx, cfg, rest, stdout)
 	case "settings":
-		err = settings(ctx, cfg, rest, stdout)
+		err = settings(ctx, cfg, rest, stdout, stderr)
+	case "fault":
+		err = fault(ctx, cfg, rest, stdout, stderr)
+	case "reset":
+		err = reset(ctx, cfg, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitUsage

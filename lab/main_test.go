@@ -131,6 +131,22 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"settings", "set", "saga.mode"}, `want key=value, got "saga.mode"`},
 		{[]string{"settings", "set", "nosuch.key=1"}, `unknown setting "nosuch.key"`},
 		{[]string{"settings", "set", "saga.mode=sideways"}, `bad value "sideways"`},
+		{[]string{"fault"}, "want `lab fault add|list|clear`"},
+		{[]string{"fault", "frob"}, `got "frob"`},
+		{[]string{"fault", "add", "payments"}, "want `lab fault add SERVICE KIND"},
+		{[]string{"fault", "add", "nosuch", "down"}, `unknown service "nosuch"`},
+		{[]string{"fault", "add", "payments", "melt"}, `unknown fault "melt"`},
+		{[]string{"fault", "add", "payments", "latency=fast"}, `bad latency "fast"`},
+		{[]string{"fault", "add", "payments", "error_rate=1.5"}, "fraction from 0 to 1"},
+		{[]string{"fault", "add", "payments", "down", "for=0s"}, `bad for="0s"`},
+		{[]string{"fault", "add", "payments", "down", "for=-5m"}, `bad for="-5m"`},
+		{[]string{"fault", "add", "payments", "down", "for=2h"}, "at most 1h0m0s"},
+		{[]string{"fault", "add", "payments", "down", "crash"}, "one fault at a time"},
+		{[]string{"fault", "add", "payments", "down", "instance=orders-1"}, "not an instance of payments"},
+		{[]string{"fault", "list", "all"}, "takes no arguments"},
+		{[]string{"fault", "clear", "paymints"}, `unknown target "paymints"`},
+		{[]string{"fault", "clear", "payments", "orders"}, "lab fault clear [SERVICE|INSTANCE]"},
+		{[]string{"reset", "now"}, "takes no arguments"},
 	} {
 		code, _, stderr := runLab(t, env, tc.args...)
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {
@@ -459,5 +475,140 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "lab: stopped") {
 		t.Errorf("stderr: %s", stderr.String())
+	}
+}
+
+// fault and reset against the real PostgreSQL (a lab database of the test's own) and
+// broker (a vhost of its own), with payments "running": a process answering /healthz on
+// payments' port at the test's port offset. A fault on a service (or an instance)
+// nothing answers for is refused in one line, exit 2; a good one is stored, announced,
+// listed with its time left and cleared; the timeline records who did it.
+func TestFaults(t *testing.T) {
+	t.Parallel()
+	vhost := requireDeps(t)
+	offset, err := stack.FreeOffset(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := stack.Config{Host: "127.0.0.1", PortOffset: offset, AdminDatabaseURL: testenv.AdminDatabaseURL()}
+	payments, _ := stack.Find("payments")
+	ln, err := net.Listen("tcp", sc.Addr(payments))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+		}
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	prefix := testenv.Name("f") + "_"
+	env := map[string]string{"LAB_DB_PREFIX": prefix, "AMQP_URL": vhost, "LAB_PORT_OFFSET": strconv.Itoa(offset)}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		defer cancel()
+		if err := pg.Drop(ctx, testenv.AdminDatabaseURL(), prefix+stack.LabDB); err != nil {
+			t.Errorf("drop: %v", err)
+		}
+	})
+	anns := testenv.Dial(t, vhost).Tap(t, contracts.ExchangeControl, "")
+	awaitAnn := func() control.Change {
+		t.Helper()
+		select {
+		case m := <-anns:
+			var c control.Change
+			if err := json.Unmarshal(m.Body, &c); err != nil {
+				t.Fatalf("announcement %q: %v", m.Body, err)
+			}
+			return c
+		case <-time.After(patience):
+			t.Fatal("no announcement")
+		}
+		return control.Change{}
+	}
+
+	for _, tc := range []struct{ args, want string }{
+		{"shipping down", "shipping is not running"},
+		{"payments down instance=payments-2", "payments-2 is not running"},
+	} {
+		code, stdout, stderr := runLab(t, env, append([]string{"fault", "add"}, strings.Fields(tc.args)...)...)
+		if code != exitUsage || !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 || stdout != "" {
+			t.Errorf("fault add %s: exit %d, stdout %q, stderr %q; want exit 2 and one line with %q", tc.args, code, stdout, stderr, tc.want)
+		}
+	}
+
+	code, stdout, stderr := runLab(t, env, "fault", "add", "payments", "latency=300ms", "for=5m", "on=http")
+	if code != exitOK || !strings.Contains(stdout, "latency=300ms on=http on payments until") {
+		t.Fatalf("fault add: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if stderr != "" {
+		t.Errorf("fault add warned: %s", stderr)
+	}
+	if a := awaitAnn(); a.Key != "fault payments" || a.Source != faultSource { // also the marker: the refusals announced nothing
+		t.Errorf("announced %+v", a)
+	}
+
+	code, stdout, _ = runLab(t, env, "fault", "list")
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if code != exitOK || len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "ID TARGET FAULT TIME LEFT SOURCE" {
+		t.Fatalf("fault list: exit %d\n%s", code, stdout)
+	}
+	f := strings.Fields(lines[1])
+	if len(f) < 5 {
+		t.Fatalf("fault list row %q", lines[1])
+	}
+	if left, err := time.ParseDuration(f[4]); len(f) != 7 || f[1] != "payments" || f[2] != "latency=300ms" || f[3] != "on=http" ||
+		err != nil || left <= 0 || left > 5*time.Minute ||
+		f[5]+" "+f[6] != faultSource {
+		t.Errorf("fault list row %q", lines[1])
+	}
+
+	code, stdout, stderr = runLab(t, env, "fault", "clear", "payments")
+	if code != exitOK || !strings.Contains(stdout, "fault payments: latency=300ms on=http → cleared") {
+		t.Errorf("fault clear: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if a := awaitAnn(); a.New != "cleared" {
+		t.Errorf("announced %+v", a)
+	}
+	if code, stdout, _ = runLab(t, env, "fault", "list"); code != exitOK || strings.TrimSpace(stdout) != "no fault in force" {
+		t.Errorf("fault list after clear: exit %d %q", code, stdout)
+	}
+
+	// reset: a setting and a fault undone, each on the timeline as lab reset's.
+	if code, stdout, stderr = runLab(t, env, "settings", "set", "saga.mode=orchestration"); code != exitOK {
+		t.Fatalf("settings set: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, stdout, stderr = runLab(t, env, "fault", "add", "payments", "error_rate=0.5"); code != exitOK {
+		t.Fatalf("fault add: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runLab(t, env, "reset")
+	if code != exitOK || !strings.Contains(stdout, "saga.mode: orchestration → choreography") ||
+		!strings.Contains(stdout, "fault payments: error_rate=0.5 → cleared") {
+		t.Errorf("reset: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	lab, err := sc.DatabaseURL(prefix + stack.LabDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := control.OpenStore(ctx, lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	chs, err := store.Changes(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources := map[string]int{}
+	for _, c := range chs {
+		sources[c.Source]++
+	}
+	if sources[faultSource] != 3 || sources[settingsSource] != 1 || sources[resetSource] != 2 || len(chs) != 6 {
+		t.Errorf("timeline sources %v (%d changes), want 3 by %s, 1 by %s, 2 by %s", sources, len(chs), faultSource, settingsSource, resetSource)
 	}
 }

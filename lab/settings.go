@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"microlab/lab/stack"
-	"microlab/services/platform/bus"
 	"microlab/services/platform/control"
 	"microlab/services/platform/pg"
 )
@@ -22,14 +21,14 @@ const (
 )
 
 // settings lists the lab settings, or with "set key=value..." changes them.
-func settings(ctx context.Context, cfg Config, args []string, stdout io.Writer) error {
+func settings(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, settingsTimeout)
 	defer cancel()
 	switch {
 	case len(args) == 0:
 		return listSettings(ctx, cfg, stdout)
 	case args[0] == "set":
-		return setSettings(ctx, cfg, args[1:], stdout)
+		return setSettings(ctx, cfg, args[1:], stdout, stderr)
 	default:
 		return usageErrorf("want `lab settings` or `lab settings set key=value...`, got %q", args)
 	}
@@ -72,11 +71,12 @@ func listSettings(ctx context.Context, cfg Config, stdout io.Writer) error {
 	return tw.Flush()
 }
 
-// setSettings validates every key=value before changing anything, stores the changes,
-// then announces each on lab.control so running services apply it at once. The
-// database is the truth: if the announcement fails, services still converge at their
-// next periodic re-read, and the error says so.
-func setSettings(ctx context.Context, cfg Config, args []string, stdout io.Writer) error {
+// setSettings validates every key=value before changing anything, then changes each
+// through the control plane (stored, recorded on the timeline, announced on lab.control
+// so running services apply it at once). The database is the truth: if the broker
+// cannot be reached, services still converge at their next periodic re-read, and a
+// warning says so.
+func setSettings(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageErrorf("lab settings set needs at least one key=value")
 	}
@@ -92,38 +92,18 @@ func setSettings(ctx context.Context, cfg Config, args []string, stdout io.Write
 		}
 		pairs = append(pairs, pair{k, v})
 	}
-	store, err := openStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	var changes []control.Change
-	for _, p := range pairs {
-		ch, err := store.Set(ctx, p.key, p.value, settingsSource)
-		if err != nil {
-			return err
+	return withPlane(ctx, cfg, stderr, func(p *control.Plane) error {
+		var notAnnounced error
+		for _, pr := range pairs {
+			ch, err := p.Set(ctx, pr.key, pr.value, settingsSource)
+			if errors.Is(err, control.ErrNotAnnounced) {
+				notAnnounced, err = err, nil
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: %s → %s (revision %d)\n", ch.Key, ch.Old, ch.New, ch.Revision)
 		}
-		changes = append(changes, ch)
-		fmt.Fprintf(stdout, "%s: %s → %s (revision %d)\n", ch.Key, ch.Old, ch.New, ch.Revision)
-	}
-	if err := announce(ctx, cfg.AMQPURL, changes); err != nil {
-		return fmt.Errorf("stored, but not announced (running services pick it up at their next re-read): %w", err)
-	}
-	return nil
-}
-
-func announce(ctx context.Context, amqpURL string, changes []control.Change) error {
-	quiet := slog.New(slog.DiscardHandler) // bus logs reconnect attempts; the error says enough
-	conn, err := bus.Dial(ctx, amqpURL, "lab-cli", quiet)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	pub := bus.NewPublisher(conn, quiet)
-	for _, ch := range changes {
-		if err := control.Announce(ctx, pub, ch); err != nil {
-			return err
-		}
-	}
-	return nil
+		return notAnnounced
+	})
 }

@@ -1,5 +1,6 @@
 // overview.js — the architecture map: dots along edges for "flow", colours and numbers
-// from "health".
+// from "health", and a badge on every service with a fault in force (re-read from
+// /api/lab/faults on every fault change, and every few seconds for expiries).
 import { connect, on } from './ws.js';
 
 const svgNS = 'http://www.w3.org/2000/svg';
@@ -71,5 +72,28 @@ on('health', (h) => {
     notice.textContent = h.error;
   } else if (notice) notice.remove();
 });
+
+function badge(f) { return f.instance ? `${f.instance}: ${f.text}` : f.text; }
+
+async function refreshFaults() {
+  let faults;
+  try {
+    const res = await fetch('/api/lab/faults');
+    if (!res.ok) return;
+    faults = (await res.json()).faults || [];
+  } catch { return; }
+  const by = {};
+  for (const f of faults) (by[f.service] ||= []).push(badge(f));
+  for (const node of document.querySelectorAll('g.node.service')) {
+    const list = by[node.dataset.node] || [];
+    node.dataset.fault = String(list.length > 0);
+    node.classList.toggle('faulty', list.length > 0);
+    const el = node.querySelector('[data-testid^="fault-"]');
+    if (el) el.textContent = list.length ? `⚡ ${list.join(', ')}` : '';
+  }
+}
+
+on('setting', (c) => { if (c && (c.key.startsWith('fault ') || c.key === 'reset')) refreshFaults(); });
+setInterval(refreshFaults, 5000);
 
 connect();

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 )
 
 // Node is one box of the architecture map.
@@ -165,6 +166,10 @@ type ServiceHealth struct {
 	P95Ms    float64 `json:"p95Ms"`
 	Up       bool    `json:"up"`
 	State    string  `json:"state"` // ok, warn, bad, unknown
+	// Instances Prometheus scrapes, and how many of them answered the last scrape: a
+	// service runs if any does (the control plane refuses a fault on one that does not).
+	Instances int `json:"instances"`
+	Answering int `json:"answering"`
 }
 
 // Label is the line shown under a service's name.
@@ -186,4 +191,20 @@ type Health struct {
 type OverviewModel struct {
 	Arch   Arch
 	Health Health
+	// Faults in force, by service (an instance's under its service).
+	Faults map[string][]FaultRow
+}
+
+// FaultBadge is what the map shows under a service with faults in force: the faults,
+// with their targets when one is an instance ("latency=300ms, payments-2: down").
+func FaultBadge(fs []FaultRow) string {
+	parts := make([]string, 0, len(fs))
+	for _, f := range fs {
+		if f.Instance != "" {
+			parts = append(parts, f.Instance+": "+f.Text)
+		} else {
+			parts = append(parts, f.Text)
+		}
+	}
+	return strings.Join(parts, ", ")
 }

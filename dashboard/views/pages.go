@@ -233,12 +233,101 @@ func FormatValue(v float64, unit string) string {
 	return fmt.Sprintf("%.4g", v)
 }
 
-// SwitchboardModel lists the lab settings and their recent changes.
+// SwitchboardModel lists the lab settings (grouped by the pattern they switch), the
+// faults in force, and the recent changes.
 type SwitchboardModel struct {
 	Settings []SettingRow
+	Faults   []FaultRow
 	Changes  []ChangeRow
 	Error    string // the settings store could not be read
 	Traffic  TrafficState
+	// FaultServices and FaultKinds fill the fault form (control.FaultServices, FaultKinds).
+	FaultServices, FaultKinds []string
+}
+
+// SettingGroup is the settings of one pattern.
+type SettingGroup struct {
+	ID, Title, Blurb string
+	Settings         []SettingRow
+}
+
+// settingGroups decide where a setting shows, by the prefix of its key; a key no group
+// claims lands in "other", so a setting added to control.Defs shows without a change
+// here.
+var settingGroups = []struct {
+	id, title, blurb string
+	prefixes         []string
+}{
+	{"saga", "Saga", "How a checkout is coordinated across services, and how long a step may take.", []string{"saga."}},
+	{"reliability", "Reliability", "Outbox, inbox (idempotent consumer) and the broker's retries before the DLQ.", []string{"outbox.", "inbox.", "amqp."}},
+	{"resilience", "Resilience", "What protects callers from a slow or failing service: breaker, rate limit, timeouts, retries.", []string{"gateway.", "http."}},
+	{"data", "Data", "Who owns which data, and how order history is read.", []string{"db.", "read."}},
+	{"notifications", "Notifications", "Whether orders waits for notifications before confirming.", []string{"notifications."}},
+}
+
+// Groups returns the settings grouped by pattern, in the groups' order, each group's
+// settings in definition order; empty groups are left out.
+func (m SwitchboardModel) Groups() []SettingGroup {
+	var out []SettingGroup
+	byID := map[string]int{}
+	for _, g := range settingGroups {
+		byID[g.id] = len(out)
+		out = append(out, SettingGroup{ID: g.id, Title: g.title, Blurb: g.blurb})
+	}
+	byID["other"] = len(out)
+	out = append(out, SettingGroup{ID: "other", Title: "Other", Blurb: "Settings no pattern above claims (yet)."})
+	for _, s := range m.Settings {
+		id := "other"
+	find:
+		for _, g := range settingGroups {
+			for _, p := range g.prefixes {
+				if strings.HasPrefix(s.Key, p) {
+					id = g.id
+					break find
+				}
+			}
+		}
+		out[byID[id]].Settings = append(out[byID[id]].Settings, s)
+	}
+	return slices.DeleteFunc(out, func(g SettingGroup) bool { return len(g.Settings) == 0 })
+}
+
+// FaultRow is one fault in force, as GET /api/lab/faults lists it.
+type FaultRow struct {
+	ID          int64     `json:"id"`
+	Service     string    `json:"service"`
+	Instance    string    `json:"instance"`
+	Kind        string    `json:"kind"`
+	Value       string    `json:"value"`
+	On          string    `json:"on"`
+	Created     time.Time `json:"created"`
+	Expires     time.Time `json:"expires"`
+	Source      string    `json:"source"`
+	SecondsLeft float64   `json:"secondsLeft"`
+	Target      string    `json:"target"` // the instance, or the service
+	Text        string    `json:"text"`   // "latency=300ms on=http"
+	Who         string    `json:"who"`
+}
+
+// Left is the time left, as the list shows it (the browser counts it down).
+func (f FaultRow) Left() string {
+	s := int(f.SecondsLeft)
+	return fmt.Sprintf("%d:%02d", s/60, s%60)
+}
+
+// Who is how a change's source shows on the timeline: the dashboard is "browser",
+// `lab settings|fault|reset` is "CLI", an exercise "exercise"; anything else (an
+// instance carrying out a one-shot fault) shows as itself.
+func Who(source string) string {
+	switch {
+	case source == "dashboard":
+		return "browser"
+	case strings.HasPrefix(source, "lab "):
+		return "CLI"
+	case strings.HasPrefix(source, "exercise"):
+		return "exercise"
+	}
+	return source
 }
 
 // SettingRow is one setting with its form.
@@ -254,6 +343,7 @@ type ChangeRow struct {
 	Old      string    `json:"old"`
 	New      string    `json:"new"`
 	Source   string    `json:"source"`
+	Who      string    `json:"who"` // Who(Source)
 	At       time.Time `json:"at"`
 }
 
@@ -289,4 +379,12 @@ type Product struct {
 // Price formats the price.
 func (p Product) Price() string {
 	return fmt.Sprintf("%d.%02d %s", p.PriceCents/100, p.PriceCents%100, p.Currency)
+}
+
+// whoDetail adds the source to Who when they differ (" (lab fault)").
+func whoDetail(c ChangeRow) string {
+	if c.Who == c.Source || c.Source == "" {
+		return ""
+	}
+	return " (" + c.Source + ")"
 }

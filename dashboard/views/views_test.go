@@ -371,6 +371,34 @@ func TestSwitchboardListsEverySetting(t *testing.T) {
 	one(t, doc, "traffic-start")
 }
 
+// Settings are grouped by their key's prefix; one no group claims (a key added to
+// control.Defs later) still shows, under "other"; empty groups are left out.
+func TestSwitchboardGroupsByPattern(t *testing.T) {
+	m := SwitchboardModel{Settings: []SettingRow{
+		{Key: "saga.mode"}, {Key: "outbox.enabled"}, {Key: "gateway.breaker.enabled"}, {Key: "http.timeout"},
+		{Key: "amqp.retry.delays"}, {Key: "read.model"}, {Key: "brand.new"}, {Key: "saga.step_timeout"},
+	}, FaultServices: []string{"payments"}, FaultKinds: []string{"latency"}}
+	var got []string
+	for _, g := range m.Groups() {
+		var keys []string
+		for _, s := range g.Settings {
+			keys = append(keys, s.Key)
+		}
+		got = append(got, g.ID+": "+strings.Join(keys, " "))
+	}
+	want := []string{"saga: saga.mode saga.step_timeout", "reliability: outbox.enabled amqp.retry.delays",
+		"resilience: gateway.breaker.enabled http.timeout", "data: read.model", "other: brand.new"}
+	if !slices.Equal(got, want) {
+		t.Errorf("groups\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	doc := render(t, "switchboard", Switchboard(m))
+	one(t, one(t, doc, "group-other"), "setting-brand.new")
+	one(t, doc, "fault-form")
+	if _, hidden := attr(one(t, doc, "fault-empty"), "hidden"); hidden {
+		t.Error("no fault in force, and the page does not say so")
+	}
+}
+
 func TestShop(t *testing.T) {
 	doc := render(t, "shop", Shop(ShopModel{Gateway: "http://127.0.0.1:8000",
 		Users:    []DemoUser{{Email: "alice@example.com"}},
