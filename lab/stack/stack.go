@@ -27,7 +27,7 @@ var Services = []Service{
 	{Name: "dashboard", Port: 8080, Dir: "dashboard", Upstreams: []string{"gateway"}},
 	{Name: "users", Port: 8101, DB: true},
 	{Name: "catalog", Port: 8102, DB: true},
-	{Name: "orders", Port: 8103, DB: true, Upstreams: []string{"catalog"}},
+	{Name: "orders", Port: 8103, DB: true, Upstreams: []string{"catalog", "notifications"}}, // notifications: notifications.mode=sync
 	{Name: "payments", Port: 8104, DB: true},
 	{Name: "inventory", Port: 8105, DB: true},
 	{Name: "shipping", Port: 8106, DB: true},

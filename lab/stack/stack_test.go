@@ -199,3 +199,24 @@ func TestProvision(t *testing.T) {
 		_ = conn.Close(ctx)
 	}
 }
+
+// orders calls catalog (prices) and, with notifications.mode=sync, notifications: each
+// gets the URL of the lab's own instance.
+func TestOrdersUpstreams(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Host: "127.0.0.1", PortOffset: 7, AdminDatabaseURL: "postgres://u:p@127.0.0.1:5432/postgres"}
+	orders, _ := Find("orders")
+	env, err := cfg.Env(orders, "orders-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"CATALOG_URL=http://127.0.0.1:8109", "NOTIFICATIONS_URL=http://127.0.0.1:8114"} {
+		found := false
+		for _, kv := range env {
+			found = found || kv == want
+		}
+		if !found {
+			t.Errorf("orders' environment lacks %s: %v", want, env)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"microlab/observability"
+	"microlab/services/platform/control"
 	"microlab/services/platform/httpx"
 )
 
@@ -24,24 +25,31 @@ type Gateway struct {
 	orders  *upstream
 	auth    *authenticator
 	limiter *limiter
+	knobs   *knobs
 }
 
 // New builds the gateway from its config. Nothing is contacted until a request needs it.
 func New(cfg Config, log *slog.Logger, tel *observability.Telemetry) *Gateway {
-	client := newHTTPClient(cfg.UpstreamTimeout, tel)
+	client := newHTTPClient(tel)
+	k := &knobs{cfg: cfg}
 	up := func(name, base string) *upstream {
-		return newUpstream(name, base, client, cfg.BreakerFailures, cfg.BreakerOpenFor, log, tel)
+		return newUpstream(name, base, client, k, log, tel)
 	}
 	g := &Gateway{
 		log:     log,
+		knobs:   k,
 		users:   up("users", cfg.UsersURL),
 		catalog: up("catalog", cfg.CatalogURL),
 		orders:  up("orders", cfg.OrdersURL),
-		limiter: newLimiter(cfg.RateLimitRPS, cfg.RateLimitBurst),
+		limiter: newLimiter(k.rate),
 	}
 	g.auth = newAuthenticator(g.users)
 	return g
 }
+
+// Follow makes the lab's settings (current: the watcher's snapshot) override the Config
+// live. Call it before serving.
+func (g *Gateway) Follow(current func() control.Settings) { g.knobs.cur = current }
 
 // route is one public endpoint. The OpenAPI document must list exactly these (a test
 // checks it).

@@ -87,11 +87,11 @@ func TestJWKSRefetch(t *testing.T) {
 	users := launch(t, bin, env) // on a port of its choosing, written into env: the restart below reuses it
 	base := "http://" + env["HTTP_ADDR"]
 
-	client := newHTTPClient(time.Second, nil)
+	client := newHTTPClient(nil)
 	fetches := &countingTransport{base: client.Transport, path: "/internal/jwks"}
 	client.Transport = fetches
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := newAuthenticator(newUpstream("users", base, client, 5, time.Second, log, nil))
+	a := newAuthenticator(newUpstream("users", base, client, fixedKnobs(5, time.Second, time.Second), log, nil))
 	// The refresh interval is the subject: the test moves a clock of its own, so the
 	// verdict does not depend on how long the calls below take on a busy machine.
 	clock := &fakeClock{t: time.Now()}
@@ -173,7 +173,7 @@ func TestJWKSUnavailable(t *testing.T) {
 	// taken by another test's service meanwhile).
 	users := deadUpstream(t).url
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	up := newUpstream("users", users, newHTTPClient(time.Second, nil), 2, time.Minute, log, nil)
+	up := newUpstream("users", users, newHTTPClient(nil), fixedKnobs(2, time.Minute, time.Second), log, nil)
 	a := newAuthenticator(up)
 	tok := signToken(t, newKey(t).Seed(), claimsFor("u1", time.Now().Add(time.Hour)))
 	for i, want := range []int{502, 503} {

@@ -576,13 +576,13 @@ func TestGateway(t *testing.T) {
 		took := time.Since(start)
 		attempts := acceptBacklog(t, port)
 		thaw()
-		if code, _ := a.errorCode(); a.Status != 502 || code != "bad_gateway" {
-			t.Fatalf("slow upstream: %d %s", a.Status, a.Body)
+		if code, msg := a.errorCode(); a.Status != 504 || code != "gateway_timeout" || !strings.Contains(msg, "orders") || !strings.Contains(msg, "300ms") {
+			t.Fatalf("slow upstream: %d %s, want 504 gateway_timeout naming orders and the 300ms", a.Status, a.Body)
 		}
 		// Two attempts (a GET is retried once), each given up after its 300ms: the answer
-		// cannot come sooner. (That the 300ms is what the gateway's client is built with is
-		// TestUpstreamTimeoutFromConfig's; an upper bound on took would be a bet on how
-		// busy the machine is.)
+		// cannot come sooner. (That the 300ms is UPSTREAM_TIMEOUT unless http.timeout says
+		// otherwise is TestKnobsFollowSettings'; an upper bound on took would be a bet on
+		// how busy the machine is.)
 		if took < 2*300*time.Millisecond {
 			t.Fatalf("answered after %s: both attempts should have waited out the 300ms timeout", took)
 		}

@@ -27,6 +27,9 @@ type Config struct {
 	OrdersURL  string `env:"ORDERS_URL" default:"http://127.0.0.1:8103"`
 	// UpstreamTimeout bounds every call to an upstream (each attempt of a retried GET).
 	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" default:"5s"`
+	// UpstreamRetries: how often a failed idempotent call (GET, a POST with an
+	// Idempotency-Key) is tried again, with exponential backoff and jitter.
+	UpstreamRetries int `env:"UPSTREAM_RETRIES" default:"1"`
 	// A breaker opens after BreakerFailures consecutive failures (5xx or no answer) and
 	// stays open for BreakerOpenFor before letting one trial request through.
 	BreakerFailures int           `env:"BREAKER_FAILURES" default:"5"`
@@ -35,6 +38,8 @@ type Config struct {
 	// holding at most RateLimitBurst. RATE_LIMIT_RPS=0 switches rate limiting off.
 	RateLimitRPS   float64 `env:"RATE_LIMIT_RPS" default:"100"`
 	RateLimitBurst int     `env:"RATE_LIMIT_BURST" default:"200"`
+	// The lab's settings override the last five live (gateway.breaker.*,
+	// gateway.rate_limit.*, http.timeout, http.retries); at "env" these values apply.
 }
 
 func (c Config) validate() error {
@@ -47,6 +52,9 @@ func (c Config) validate() error {
 	}
 	if c.UpstreamTimeout <= 0 {
 		problems = append(problems, "UPSTREAM_TIMEOUT must be positive")
+	}
+	if c.UpstreamRetries < 0 || c.UpstreamRetries > 5 {
+		problems = append(problems, "UPSTREAM_RETRIES must be from 0 to 5")
 	}
 	if c.BreakerFailures < 1 {
 		problems = append(problems, "BREAKER_FAILURES must be at least 1")
@@ -80,6 +88,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	g := New(cfg, a.Log, a.Tel)
+	g.Follow(a.Settings.Current) // the lab's settings, live (the watcher re-reads them)
 	a.Go("rate limiter eviction", g.limiter.Run)
 	g.Mount(a.Mux())
 	return a.Run(ctx)

@@ -65,7 +65,7 @@ func TestCheckIdempotencyKey(t *testing.T) {
 
 func TestLimiterEvictsIdleClients(t *testing.T) {
 	t.Parallel()
-	l := newLimiter(10, 2)
+	l := newLimiter(fixedRate(10, 2))
 	l.maxClients = 3
 	now := time.Now()
 	for _, k := range []string{"a", "b", "c"} {
@@ -99,7 +99,7 @@ func TestLimiterEvictsIdleClients(t *testing.T) {
 	if ok || wait <= 0 || wait > 100*time.Millisecond {
 		t.Fatalf("third request: ok=%v wait=%s", ok, wait)
 	}
-	if off := newLimiter(0, 0); !func() bool { ok, _ := off.allow("x", now); return ok }() {
+	if off := newLimiter(fixedRate(0, 0)); !func() bool { ok, _ := off.allow("x", now); return ok }() {
 		t.Fatal("RATE_LIMIT_RPS=0 must switch limiting off")
 	}
 }

@@ -13,7 +13,10 @@ import (
 )
 
 // limiter rate-limits each client with its own token bucket (golang.org/x/time/rate):
-// RATE_LIMIT_BURST requests at once, refilled at RATE_LIMIT_RPS per second. A client is
+// a burst of requests at once, refilled at a rate per second — gateway.rate_limit.burst
+// and .rps, else RATE_LIMIT_BURST and RATE_LIMIT_RPS; a rate of 0 switches limiting off.
+// A change of either applies live: the existing buckets are re-tuned (SetLimitAt,
+// SetBurstAt), keeping the tokens they hold, at the next request after it. A client is
 // the authenticated user when there is a valid token, else the remote IP. (The remote
 // address, not X-Forwarded-For: nothing trusted sits in front of the gateway here, and a
 // header a client sets itself would let it pick a fresh bucket per request.)
@@ -22,12 +25,13 @@ import (
 // identical to a new one, so sweeping it loses nothing; and beyond maxClients tracked
 // clients, newcomers share one overflow bucket rather than growing the map without end.
 type limiter struct {
-	rps        rate.Limit
-	burst      int
-	idle       time.Duration // after this long unused, a bucket is full again: evict it
+	current    func() (rps float64, burst int) // read at every request
 	maxClients int
 
 	mu       sync.Mutex
+	rps      rate.Limit
+	burst    int
+	idle     time.Duration // after this long unused, a bucket is full again: evict it
 	clients  map[string]*bucket
 	overflow *rate.Limiter
 }
@@ -39,24 +43,51 @@ type bucket struct {
 
 const defaultMaxClients = 100_000
 
-// newLimiter returns a limiter; rps <= 0 turns rate limiting off.
-func newLimiter(rps float64, burst int) *limiter {
-	l := &limiter{rps: rate.Limit(rps), burst: burst, maxClients: defaultMaxClients, clients: map[string]*bucket{}}
-	if rps > 0 {
-		refill := time.Duration(float64(burst) / rps * float64(time.Second))
-		l.idle = max(refill, time.Minute)
-		l.overflow = rate.NewLimiter(l.rps, burst)
+// newLimiter returns a limiter following current.
+func newLimiter(current func() (float64, int)) *limiter {
+	return &limiter{current: current, maxClients: defaultMaxClients, clients: map[string]*bucket{}}
+}
+
+// fixedRate is a current for a limiter whose rate never changes.
+func fixedRate(rps float64, burst int) func() (float64, int) {
+	return func() (float64, int) { return rps, burst }
+}
+
+// tuneLocked applies the rate in force to every bucket, if it changed. Off (rate 0)
+// forgets the buckets: when limiting comes back, every client starts with a full one.
+func (l *limiter) tuneLocked(rps float64, burst int, now time.Time) {
+	if rate.Limit(rps) == l.rps && burst == l.burst {
+		return
 	}
-	return l
+	l.rps, l.burst = rate.Limit(rps), burst
+	if rps <= 0 {
+		clear(l.clients)
+		l.overflow = nil
+		return
+	}
+	l.idle = max(time.Duration(float64(burst)/rps*float64(time.Second)), time.Minute)
+	for _, b := range l.clients {
+		b.lim.SetLimitAt(now, l.rps)
+		b.lim.SetBurstAt(now, burst)
+	}
+	if l.overflow == nil {
+		l.overflow = rate.NewLimiter(l.rps, burst)
+	} else {
+		l.overflow.SetLimitAt(now, l.rps)
+		l.overflow.SetBurstAt(now, burst)
+	}
 }
 
 // allow takes one token from key's bucket; when it is empty it reports how long until
 // the next token.
 func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
+	rps, burst := l.current()
+	l.mu.Lock()
+	l.tuneLocked(rps, burst, now)
 	if l.rps <= 0 {
+		l.mu.Unlock()
 		return true, 0
 	}
-	l.mu.Lock()
 	b, ok := l.clients[key]
 	if !ok {
 		if len(l.clients) >= l.maxClients {
@@ -100,10 +131,7 @@ func (l *limiter) size() int {
 
 // Run evicts idle buckets until ctx ends.
 func (l *limiter) Run(ctx context.Context) error {
-	if l.rps <= 0 {
-		return nil
-	}
-	t := time.NewTicker(l.idle / 2)
+	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
 		select {

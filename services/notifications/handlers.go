@@ -31,6 +31,14 @@ func (s *Service) onOrderConfirmed(ctx context.Context, env contracts.Envelope, 
 	if data.UserID == "" {
 		return fmt.Errorf("%w: %s data: %w", contracts.ErrMalformed, env.EventType, errNoUser)
 	}
+	// With notifications.mode=sync orders called POST /notify before confirming: the
+	// customer has their email already.
+	if done, err := s.store.SentSync(ctx, data.OrderID, kindOrderConfirmed); err != nil || done {
+		if done {
+			s.app.Log.InfoContext(ctx, "confirmation already sent synchronously; not sending it again", "order_id", data.OrderID)
+		}
+		return err
+	}
 	return s.send(ctx, env.EventID, data.OrderID, Notification{UserID: data.UserID, OrderID: &data.OrderID, Kind: kindOrderConfirmed})
 }
 

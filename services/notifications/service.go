@@ -8,6 +8,7 @@ import (
 
 	"microlab/services/contracts"
 	"microlab/services/platform/app"
+	"microlab/services/platform/pg"
 )
 
 // Service holds notifications' rules.
@@ -37,6 +38,27 @@ func (s *Service) send(ctx context.Context, causation, correlation string, n Not
 	if err := s.store.Insert(ctx, n); err != nil {
 		return err
 	}
+	return s.deliver(ctx, causation, correlation, n)
+}
+
+// notifySync is POST /notify (notifications.mode=sync): the confirmation of an order,
+// sent while orders waits, before it commits the confirmation. Idempotent on the order
+// id: orders retries until it gets an answer, and a repeat sends nothing more. The
+// order.confirmed that follows finds the notification sent and mails nothing.
+func (s *Service) notifySync(ctx context.Context, data contracts.OrderConfirmedData) (sent bool, err error) {
+	n := Notification{ID: uuid.NewString(), UserID: data.UserID, OrderID: &data.OrderID, Kind: kindOrderConfirmed,
+		Channel: channelEmail, At: time.Now().UTC()}
+	err = pg.InTx(ctx, s.app.DB, func(ctx context.Context) error {
+		if sent, err = s.store.InsertSync(ctx, n); err != nil || !sent {
+			return err
+		}
+		return s.deliver(ctx, "", data.OrderID, n)
+	})
+	return sent, err
+}
+
+// deliver "sends" a recorded notification and emits notification.sent.
+func (s *Service) deliver(ctx context.Context, causation, correlation string, n Notification) error {
 	// Simulated delivery. Ids only: the address and the name are personal data and stay
 	// out of the logs.
 	orderID := ""

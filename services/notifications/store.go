@@ -30,13 +30,37 @@ type Notification struct {
 // listLimit bounds one answer (a load test can mail one user a lot).
 const listLimit = 100
 
-// Insert records a notification.
+// Insert records a notification sent because of an event.
 func (s *Store) Insert(ctx context.Context, n Notification) error {
 	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `INSERT INTO notifications (id, user_id, order_id, kind, channel, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`, n.ID, n.UserID, n.OrderID, n.Kind, n.Channel, n.At); err != nil {
 		return fmt.Errorf("insert notification: %w", err)
 	}
 	return nil
+}
+
+// InsertSync records a notification sent because orders called (POST /notify), once per
+// order and kind: inserted is false, and nothing changes, when one was recorded before.
+func (s *Store) InsertSync(ctx context.Context, n Notification) (inserted bool, err error) {
+	tag, err := pg.Q(ctx, s.pool).Exec(ctx, `INSERT INTO notifications (id, user_id, order_id, kind, channel, created_at, via)
+		VALUES ($1, $2, $3, $4, $5, $6, 'http') ON CONFLICT (order_id, kind) WHERE via = 'http' DO NOTHING`,
+		n.ID, n.UserID, n.OrderID, n.Kind, n.Channel, n.At)
+	if err != nil {
+		return false, fmt.Errorf("insert notification: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// SentSync reports whether orders' call already sent the notification of kind for
+// orderID.
+func (s *Store) SentSync(ctx context.Context, orderID, kind string) (bool, error) {
+	var yes bool
+	err := pg.Q(ctx, s.pool).QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notifications
+		WHERE order_id = $1 AND kind = $2 AND via = 'http')`, orderID, kind).Scan(&yes)
+	if err != nil {
+		return false, fmt.Errorf("find notification: %w", err)
+	}
+	return yes, nil
 }
 
 // List returns notifications of an order and/or a user ("" = any), oldest first, at

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -28,6 +29,7 @@ import (
 
 	"microlab/services/contracts"
 	"microlab/services/platform/app"
+	"microlab/services/platform/httpx"
 )
 
 //go:embed migrations/*.sql
@@ -38,6 +40,13 @@ type Config struct {
 	app.Base
 	CatalogURL     string        `env:"CATALOG_URL" default:"http://127.0.0.1:8102"`
 	CatalogTimeout time.Duration `env:"CATALOG_TIMEOUT" default:"2s"`
+	// CatalogRetries: how often a failed GET to catalog is tried again.
+	CatalogRetries   int    `env:"CATALOG_RETRIES" default:"0"`
+	NotificationsURL string `env:"NOTIFICATIONS_URL" default:"http://127.0.0.1:8107"`
+	// NotificationsTimeout bounds the call to notifications (notifications.mode=sync).
+	NotificationsTimeout time.Duration `env:"NOTIFICATIONS_TIMEOUT" default:"2s"`
+	// The lab's http.timeout and http.retries override the timeouts and retries above,
+	// live; at "env" these values apply.
 }
 
 func main() {
@@ -47,6 +56,28 @@ func main() {
 		fmt.Fprintln(os.Stderr, "orders:", err)
 		os.Exit(1)
 	}
+}
+
+// liveClient is a client for calling another service whose timeout (per attempt) and
+// retries (idempotent calls only, with backoff and jitter) are the lab's http.timeout and
+// http.retries at the moment of each call, else timeout and retries. The client itself
+// has no timeout: httpx.Retry bounds every attempt.
+func liveClient(a *app.App, timeout time.Duration, retries int) *http.Client {
+	c := a.HTTPClient(0)
+	c.Transport = &httpx.Retry{Next: c.Transport,
+		Timeout: func() time.Duration {
+			if d, ok := a.Settings.Current().HTTPTimeout(); ok {
+				return d
+			}
+			return timeout
+		},
+		Retries: func() int {
+			if n, ok := a.Settings.Current().HTTPRetries(); ok {
+				return n
+			}
+			return retries
+		}}
+	return c
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -64,9 +95,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	svc := &Service{
-		app:     a,
-		store:   &Store{pool: a.DB},
-		catalog: &Catalog{base: strings.TrimRight(cfg.CatalogURL, "/"), client: a.HTTPClient(cfg.CatalogTimeout)},
+		app:   a,
+		store: &Store{pool: a.DB},
+		catalog: &Catalog{base: strings.TrimRight(cfg.CatalogURL, "/"),
+			client: liveClient(a, cfg.CatalogTimeout, cfg.CatalogRetries)},
+		notifier: &Notifier{base: strings.TrimRight(cfg.NotificationsURL, "/"),
+			client: liveClient(a, cfg.NotificationsTimeout, 0)},
 	}
 	a.Tel.Metrics.InitSaga([]string{contracts.ModeChoreography, contracts.ModeOrchestration},
 		[]string{statusConfirmed, statusCancelled}, compensationReasons)

@@ -22,9 +22,10 @@ import (
 
 // Service holds orders' rules.
 type Service struct {
-	app     *app.App
-	store   *Store
-	catalog *Catalog
+	app      *app.App
+	store    *Store
+	catalog  *Catalog
+	notifier *Notifier // notifications.mode=sync; nil: never called (tests without one)
 }
 
 // currency: the shop sells in euros only (the catalog's prices are EUR).
@@ -268,9 +269,21 @@ func (s *Service) finish(ctx context.Context, o Order, status, reason, causation
 	pg.AfterCommit(ctx, func(context.Context) { s.sagaEnded(o, status, reason) })
 	sg := o.Checkout().Saga
 	if status == statusConfirmed {
+		data := contracts.OrderConfirmedData{Saga: sg, UserID: o.UserID, TotalCents: o.TotalCents}
+		// notifications.mode=sync: the customer is told before the confirmation is
+		// committed. If notifications fails, so does this transaction (nothing recorded,
+		// nothing emitted) and the message that brought the outcome is retried: the order
+		// confirms once notifications answers. The call holds this transaction open for
+		// as long as it takes, bounded by http.timeout (per attempt) — part of the price.
+		if s.notifier != nil && s.app.Settings.Current().NotifySync() {
+			if err := s.notifier.Confirmed(ctx, data); err != nil {
+				s.app.Log.WarnContext(ctx, "order not confirmed yet: notifications did not take the confirmation (notifications.mode=sync)",
+					"order_id", o.ID, "err", err)
+				return fmt.Errorf("confirm order %s: %w", o.ID, err)
+			}
+		}
 		s.app.Log.InfoContext(ctx, "order confirmed", "order_id", o.ID, "saga_mode", o.SagaMode)
-		_, err = s.emit(ctx, contracts.OrderConfirmed, o.ID, causation,
-			contracts.OrderConfirmedData{Saga: sg, UserID: o.UserID, TotalCents: o.TotalCents})
+		_, err = s.emit(ctx, contracts.OrderConfirmed, o.ID, causation, data)
 		return err
 	}
 	s.app.Log.InfoContext(ctx, "order cancelled", "order_id", o.ID, "reason", reason, "saga_mode", o.SagaMode)

@@ -20,6 +20,26 @@ const (
 	SagaStepTimeout = "saga.step_timeout"
 	OutboxEnabled   = "outbox.enabled"
 	InboxEnabled    = "inbox.enabled"
+
+	GatewayBreakerEnabled  = "gateway.breaker.enabled"
+	GatewayBreakerFailures = "gateway.breaker.failures"
+	GatewayBreakerOpenFor  = "gateway.breaker.open_for"
+	GatewayRateLimitRPS    = "gateway.rate_limit.rps"
+	GatewayRateLimitBurst  = "gateway.rate_limit.burst"
+	HTTPTimeout            = "http.timeout"
+	HTTPRetries            = "http.retries"
+	NotificationsMode      = "notifications.mode"
+)
+
+// FromEnv is the value of a setting that defers to each service's own configuration
+// (its environment: BREAKER_FAILURES, RATE_LIMIT_RPS, UPSTREAM_TIMEOUT, ...). Any other
+// value overrides that configuration, live, in every instance.
+const FromEnv = "env"
+
+// Values of notifications.mode.
+const (
+	NotifyAsync = "async"
+	NotifySync  = "sync"
 )
 
 // Def describes one setting: its default, what it does, and which values it accepts.
@@ -42,6 +62,24 @@ func Defs() []Def {
 			Help: "write events in the same transaction as the change (off: publish after commit, the dual-write bug)"},
 		{Key: InboxEnabled, Default: "true", parse: parseBool,
 			Help: "record handled message ids and skip duplicates (off: a redelivered message applies twice)"},
+		{Key: AMQPRetryDelays, Default: "250ms,1s,3s", parse: parseDelays,
+			Help: "the delays of the retry queues a failed message goes through before the DLQ (1 to 5, each 10ms–10m)"},
+		{Key: GatewayBreakerEnabled, Default: "true", parse: parseBool,
+			Help: "a circuit breaker on every gateway upstream (off: every call goes through, however sick the upstream)"},
+		{Key: GatewayBreakerFailures, Default: FromEnv, parse: orEnv(intBetween(1, 100)),
+			Help: "consecutive failures (5xx or no answer) that open a gateway breaker; env: the gateway's BREAKER_FAILURES (5)"},
+		{Key: GatewayBreakerOpenFor, Default: FromEnv, parse: orEnv(durationBetween(time.Second, 5*time.Minute)),
+			Help: "how long an open gateway breaker answers 503 before letting one trial call through; env: BREAKER_OPEN_FOR (10s)"},
+		{Key: GatewayRateLimitRPS, Default: FromEnv, parse: orEnv(floatBetween(0, 100_000)),
+			Help: "requests per second each gateway client (user, else IP) may make, 429 + Retry-After beyond; 0: off; env: RATE_LIMIT_RPS (100)"},
+		{Key: GatewayRateLimitBurst, Default: FromEnv, parse: orEnv(intBetween(0, 100_000)),
+			Help: "requests a gateway client may make at once (its bucket's size); 0: one second's worth of rps; env: RATE_LIMIT_BURST (200)"},
+		{Key: HTTPTimeout, Default: FromEnv, parse: orEnv(durationBetween(50*time.Millisecond, 30*time.Second)),
+			Help: "bound on every outbound HTTP call (gateway → upstreams, orders → catalog, notifications); env: each service's own (UPSTREAM_TIMEOUT 5s, CATALOG_TIMEOUT 2s)"},
+		{Key: HTTPRetries, Default: FromEnv, parse: orEnv(intBetween(0, 5)),
+			Help: "retries (exponential backoff + jitter) of a failed outbound call, only if idempotent (GET, HEAD, a POST with an Idempotency-Key); env: UPSTREAM_RETRIES 1 at the gateway, 0 elsewhere"},
+		{Key: NotificationsMode, Default: NotifyAsync, Allowed: []string{NotifyAsync, NotifySync},
+			Help: "async: notifications reacts to order.confirmed; sync: orders calls notifications over HTTP before it confirms an order (and retries the confirmation while notifications fails)"},
 	}
 }
 
@@ -97,6 +135,40 @@ func durationBetween(lo, hi time.Duration) func(string) (string, error) {
 	}
 }
 
+func intBetween(lo, hi int) func(string) (string, error) {
+	return func(s string) (string, error) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < lo || n > hi {
+			return "", fmt.Errorf("want a whole number from %d to %d", lo, hi)
+		}
+		return strconv.Itoa(n), nil
+	}
+}
+
+func floatBetween(lo, hi float64) func(string) (string, error) {
+	return func(s string) (string, error) {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || f < lo || f > hi || f != f {
+			return "", fmt.Errorf("want a number from %g to %g", lo, hi)
+		}
+		return strconv.FormatFloat(f, 'f', -1, 64), nil
+	}
+}
+
+// orEnv accepts FromEnv besides what parse accepts.
+func orEnv(parse func(string) (string, error)) func(string) (string, error) {
+	return func(s string) (string, error) {
+		if strings.EqualFold(s, FromEnv) {
+			return FromEnv, nil
+		}
+		v, err := parse(s)
+		if err != nil {
+			return "", fmt.Errorf("%v, or %s for the service's own configuration", err, FromEnv)
+		}
+		return v, nil
+	}
+}
+
 // Settings is one consistent snapshot of every setting (defaults filled in) and of the
 // faults in force when it was read (FaultsFor filters out those expired since).
 type Settings struct {
@@ -139,4 +211,80 @@ func (s Settings) StepTimeout() time.Duration {
 		return 15 * time.Second
 	}
 	return d
+}
+
+// BreakerEnabled reports whether the gateway's circuit breakers are on.
+func (s Settings) BreakerEnabled() bool { return s.Get(GatewayBreakerEnabled) != "false" }
+
+// BreakerFailures is the consecutive failures that open a breaker; ok false: the
+// gateway's own configuration applies.
+func (s Settings) BreakerFailures() (n int, ok bool) { return s.intValue(GatewayBreakerFailures) }
+
+// BreakerOpenFor is how long a breaker stays open; ok false: the gateway's own.
+func (s Settings) BreakerOpenFor() (d time.Duration, ok bool) {
+	return s.durationValue(GatewayBreakerOpenFor)
+}
+
+// RateLimitRPS is each gateway client's refill rate (0: off); ok false: the gateway's own.
+func (s Settings) RateLimitRPS() (rps float64, ok bool) {
+	f, err := strconv.ParseFloat(s.Get(GatewayRateLimitRPS), 64)
+	return f, err == nil
+}
+
+// RateLimitBurst is each gateway client's bucket size (0: one second's worth of the
+// rate); ok false: the gateway's own.
+func (s Settings) RateLimitBurst() (n int, ok bool) { return s.intValue(GatewayRateLimitBurst) }
+
+// HTTPTimeout bounds one outbound HTTP call (each attempt); ok false: the service's own.
+func (s Settings) HTTPTimeout() (d time.Duration, ok bool) { return s.durationValue(HTTPTimeout) }
+
+// HTTPRetries is how often a failed idempotent outbound call is retried; ok false: the
+// service's own.
+func (s Settings) HTTPRetries() (n int, ok bool) { return s.intValue(HTTPRetries) }
+
+// NotifySync reports whether orders calls notifications before confirming an order.
+func (s Settings) NotifySync() bool { return s.Get(NotificationsMode) == NotifySync }
+
+func (s Settings) intValue(key string) (int, bool) {
+	n, err := strconv.Atoi(s.Get(key))
+	return n, err == nil
+}
+
+func (s Settings) durationValue(key string) (time.Duration, bool) {
+	d, err := time.ParseDuration(s.Get(key))
+	return d, err == nil
+}
+
+// AMQPRetryDelays is the setting that gives the retry delays (see RetryDelays).
+const AMQPRetryDelays = "amqp.retry.delays"
+
+// parseDelays reads 1 to 5 comma-separated durations of 10ms to 10m ("250ms, 1s,3s"
+// → "250ms,1s,3s"). They need not increase: a lab may show a flat or shrinking policy.
+func parseDelays(s string) (string, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > 5 {
+		return "", fmt.Errorf("want 1 to 5 comma-separated delays, like 250ms,1s,3s")
+	}
+	out := make([]string, 0, len(parts))
+	for _, p := range parts {
+		d, err := time.ParseDuration(strings.TrimSpace(p))
+		if err != nil || d < 10*time.Millisecond || d > 10*time.Minute {
+			return "", fmt.Errorf("want 1 to 5 comma-separated delays between 10ms and 10m, like 250ms,1s,3s")
+		}
+		out = append(out, d.String())
+	}
+	return strings.Join(out, ","), nil
+}
+
+// RetryDelays are the delays of the retry queues before the DLQ (amqp.retry.delays).
+func (s Settings) RetryDelays() []time.Duration {
+	var out []time.Duration
+	for _, p := range strings.Split(s.Get(AMQPRetryDelays), ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(p))
+		if err != nil {
+			return nil // unreadable: the queue's defaults
+		}
+		out = append(out, d)
+	}
+	return out
 }
