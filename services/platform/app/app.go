@@ -84,6 +84,13 @@ type App struct {
 	loops     []loop
 	ready     atomic.Bool
 	readyMu   sync.Mutex // orders "became ready" against "shutting down"
+
+	// Lab faults (faults.go).
+	plane      *control.Plane // claims one-shot faults
+	faultNudge chan struct{}  // a settings change: look at the faults again
+	crashed    chan error     // a crash fault fired
+	dupLeft    atomic.Int64   // messages still to publish twice (duplicate_delivery)
+	dupFault   atomic.Pointer[control.Fault]
 }
 
 type consumer struct {
@@ -127,7 +134,8 @@ func Start(ctx context.Context, opts Options, base Base, cfg any, stdout io.Writ
 	}
 	log := tel.Log
 	log.Info("starting", "version", opts.Version, "config", config.Describe(cfg))
-	a := &App{Name: opts.Name, Base: base, Log: log, Tel: tel, mux: http.NewServeMux()}
+	a := &App{Name: opts.Name, Base: base, Log: log, Tel: tel, mux: http.NewServeMux(),
+		faultNudge: make(chan struct{}, 1), crashed: make(chan error, 1)}
 	sctx, cancel := context.WithTimeout(ctx, base.StartTimeout)
 	defer cancel()
 	if err := a.start(sctx, opts); err != nil {
@@ -151,6 +159,8 @@ func (a *App) instrument() {
 			}
 			return out
 		})
+	a.Tel.Info("lab_fault_active", "1 for each kind of lab fault in force on this instance.", []string{"service", "kind"},
+		a.faultKinds)
 	if a.Outbox != nil {
 		a.Tel.GaugeFunc(2*time.Second, func(ctx context.Context) (map[string]float64, error) {
 			n, age, err := a.Outbox.Backlog(ctx)
@@ -202,9 +212,16 @@ func (a *App) start(ctx context.Context, opts Options) error {
 	if a.store, err = control.OpenStore(ctx, a.Base.LabDatabaseURL); err != nil {
 		return err
 	}
-	if a.Settings, err = control.NewWatcher(ctx, a.store, a.Log, nil); err != nil {
+	nudge := func(_, _ control.Settings) {
+		select {
+		case a.faultNudge <- struct{}{}:
+		default:
+		}
+	}
+	if a.Settings, err = control.NewWatcher(ctx, a.store, a.Log, nudge); err != nil {
 		return err
 	}
+	a.plane = &control.Plane{Store: a.store} // Pub below, once there is one
 	a.Log.Info("lab settings read", "settings", a.Settings.Current().Values, "revision", a.Settings.Current().Revision)
 	if opts.Consumes {
 		// Two connections: RabbitMQ blocks a connection that publishes during a memory or
@@ -220,6 +237,8 @@ func (a *App) start(ctx context.Context, opts Options) error {
 		}
 		a.PubConn.Instrument(a.Tel, "publish")
 		a.Pub = bus.NewPublisher(a.PubConn, a.Log).Instrument(a.Tel)
+		a.Pub.Duplicate = a.duplicateNext
+		a.plane.Pub = a.Pub
 		if a.DB != nil {
 			a.Outbox = outbox.New(a.DB, a.Pub, func() bool { return a.Settings.Current().Outbox() }, a.Log)
 		}
@@ -241,7 +260,7 @@ func (a *App) Emit(ctx context.Context, env contracts.Envelope) error {
 // Consume registers a queue and its handlers (see Pipeline).
 func (a *App) Consume(q bus.Queue, routes bus.Routes) {
 	inboxOn := func() bool { return a.Settings.Current().Inbox() }
-	h := Pipeline(routes, a.DB, q.Service, inboxOn, a.Log, a.Tel)
+	h := Pipeline(routes, a.DB, q.Service, inboxOn, a.Log, a.Tel, a.pipelineFaults())
 	types := make([]string, 0, len(routes))
 	for t := range routes {
 		types = append(types, t)
@@ -250,14 +269,19 @@ func (a *App) Consume(q bus.Queue, routes bus.Routes) {
 }
 
 // Pipeline is what every message of a service goes through:
-// recover → log → inbox (transaction + dedupe) → the handler of its type.
+// recover → log → lab faults (latency, error_rate) → inbox (transaction + dedupe) →
+// crash_after_commit → the handler of its type.
 // A panic in a handler ends its transaction (pg.InTx rolls back on every path) before
 // Recover turns it into an error; the message is then retried like any failure.
-func Pipeline(routes bus.Routes, db *pgxpool.Pool, consumer string, inboxOn func() bool, log *slog.Logger, tel *observability.Telemetry) bus.Handler {
+// Latency and error_rate act outside the transaction (a delay holds no connection);
+// crash_after_commit must act inside it, to exit right after its commit.
+func Pipeline(routes bus.Routes, db *pgxpool.Pool, consumer string, inboxOn func() bool, log *slog.Logger, tel *observability.Telemetry, faults Faults) bus.Handler {
 	return bus.Chain(bus.Dispatch(routes),
 		bus.Recover(),
 		bus.Log(log),
+		FaultMiddleware(faults),
 		inbox.Middleware(db, consumer, inboxOn, log, tel),
+		CrashAfterCommitMiddleware(faults),
 	)
 }
 
@@ -270,6 +294,9 @@ func (a *App) Go(name string, f func(ctx context.Context) error) {
 func (a *App) readiness(ctx context.Context) error {
 	if !a.ready.Load() {
 		return errors.New("not started or shutting down")
+	}
+	if a.down() {
+		return errors.New("down (lab fault)")
 	}
 	if a.DB != nil {
 		if err := a.DB.Ping(ctx); err != nil {
@@ -323,7 +350,7 @@ func (a *App) Run(ctx context.Context) error {
 		var once sync.Once
 		opts := bus.ConsumeOptions{Prefetch: a.Base.Prefetch, Workers: a.Base.Workers,
 			OnSubscribed: func() { once.Do(subscribed.Done) }, Telemetry: a.Tel, Types: c.types,
-			Transient: pg.IsTransient}
+			Transient: pg.IsTransient, Paused: a.down, Retries: func() []time.Duration { return a.Settings.Current().RetryDelays() }}
 		run(&fgWG, fg, "consume "+c.q.Name(), func(ctx context.Context) error {
 			return bus.Consume(ctx, a.Bus, a.Pub, c.q, opts, c.h, a.Log)
 		})
@@ -331,9 +358,10 @@ func (a *App) Run(ctx context.Context) error {
 	for _, l := range a.loops {
 		run(&fgWG, fg, l.name, l.f)
 	}
+	run(&fgWG, fg, "lab faults", a.watchFaults)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- httpx.Serve(fg, a.Base.HTTPAddr, a.Tel.Handler(a.mux, httpx.SaneURL), a.Base.ShutdownTimeout, a.Log)
+		errc <- httpx.Serve(fg, a.Base.HTTPAddr, a.Tel.Handler(a.faultHTTP(a.mux), httpx.SaneURL), a.Base.ShutdownTimeout, a.Log)
 	}()
 	// Ready only once every queue exists and is consumed (see bus.ConsumeOptions).
 	go func() {
@@ -346,12 +374,19 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}()
 
-	var err error
+	var err, crash error
 	select {
 	case <-ctx.Done():
 		a.Log.Info("shutting down", "grace", a.Base.ShutdownTimeout.String())
 	case err = <-errc:
 		errc = nil
+	case crash = <-a.crashed:
+		// A crash drops the consuming connection first, as a dying process would: what
+		// it had taken and not acked goes back to the queue at once (no drain, no acks).
+		a.Log.Warn("crashing (lab fault): dropping the consumer connection")
+		if a.Bus != nil {
+			_ = a.Bus.Close()
+		}
 	}
 	a.readyMu.Lock()
 	stopFg()
@@ -363,6 +398,9 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	stopBg()
 	bgWG.Wait()
+	if crash != nil {
+		return crash
+	}
 	if err != nil && !strings.Contains(err.Error(), "Server closed") {
 		return err
 	}

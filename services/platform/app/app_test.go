@@ -68,7 +68,7 @@ func TestHandlerPanicLeaksNoTransaction(t *testing.T) {
 		handled <- s
 		return s.err
 	}
-	h := app.Pipeline(bus.Routes{contracts.OrderPlaced: reserve}, pool, "inventory", func() bool { return true }, log, nil)
+	h := app.Pipeline(bus.Routes{contracts.OrderPlaced: reserve}, pool, "inventory", func() bool { return true }, log, nil, app.Faults{})
 	q := bus.Queue{Service: "inventory", Events: []string{contracts.OrderPlaced}, Retries: []time.Duration{20 * time.Millisecond}}
 	subscribed := make(chan struct{})
 	cctx, stop := context.WithCancel(ctx)

@@ -112,6 +112,32 @@ type ConsumeOptions struct {
 	// once they are back (pg.IsTransient); see Classify. nil: only the broker's and
 	// timeouts.
 	Transient func(error) bool
+	// Paused, if set, is asked before each delivery is taken and every PauseCheck: while
+	// it reports true the consumer takes nothing (the lab's down fault). Intake stops by
+	// closing the channel once in-flight handlers have finished: the broker puts the
+	// prefetched, unhandled messages back in the queue, where they wait (or go to another
+	// instance) until the consumer subscribes again when Paused turns false.
+	Paused func() bool
+	// PauseCheck is how often Paused is asked while nothing arrives (default 250 ms).
+	PauseCheck time.Duration
+	// Retries, if set, gives the retry delays for each failed delivery (the lab's
+	// amqp.retry.delays, changed live); nil or empty: the queue's (Queue.Retries).
+	Retries func() []time.Duration
+}
+
+// errPaused ends a subscription while Paused reports true.
+var errPaused = errors.New("consumption paused")
+
+func (o ConsumeOptions) paused() bool { return o.Paused != nil && o.Paused() }
+
+// delays are the retry delays in force for q.
+func (o ConsumeOptions) delays(q Queue) []time.Duration {
+	if o.Retries != nil {
+		if d := o.Retries(); len(d) > 0 {
+			return d
+		}
+	}
+	return q.retries()
 }
 
 func (o ConsumeOptions) withDefaults() ConsumeOptions {
@@ -126,6 +152,9 @@ func (o ConsumeOptions) withDefaults() ConsumeOptions {
 	}
 	if o.Telemetry == nil {
 		o.Telemetry = observability.Nop(slog.New(slog.DiscardHandler))
+	}
+	if o.PauseCheck <= 0 {
+		o.PauseCheck = 250 * time.Millisecond
 	}
 	return o
 }
@@ -142,6 +171,9 @@ func Consume(ctx context.Context, conn *Conn, pub *Publisher, q Queue, opts Cons
 		err := consumeOnce(ctx, conn, pub, q, opts, h, log)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errPaused) {
+			continue // subscribe again: the next subscription waits while paused
 		}
 		log.Warn("consumer stopped, resubscribing", "err", err)
 		select {
@@ -161,6 +193,29 @@ func consumeOnce(ctx context.Context, conn *Conn, pub *Publisher, q Queue, opts 
 	if err := q.Declare(ch); err != nil {
 		return err
 	}
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	retryQs := &retryQueues{q: q, ch: ch, declared: map[time.Duration]bool{}}
+	if err := retryQs.ensure(opts.delays(q)); err != nil {
+		return err
+	}
+	// Paused: the queue exists (and collects messages) but nobody takes from it.
+	if opts.paused() {
+		log.Warn("consumption paused: messages wait in the queue")
+		t := time.NewTicker(opts.PauseCheck)
+		for opts.paused() {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case e := <-closed:
+				t.Stop()
+				return fmt.Errorf("channel closed: %v", e)
+			case <-t.C:
+			}
+		}
+		t.Stop()
+		log.Warn("consumption resumed")
+	}
 	if err := ch.Qos(opts.Prefetch, 0, false); err != nil {
 		return fmt.Errorf("qos: %w", err)
 	}
@@ -169,16 +224,26 @@ func consumeOnce(ctx context.Context, conn *Conn, pub *Publisher, q Queue, opts 
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", q.Name(), err)
 	}
-	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 
 	work := make(chan amqp.Delivery)
+	// A worker that finds the consumer paused when a delivery reaches it does not handle
+	// it and asks for the subscription to end: left unacked, the delivery goes back to
+	// the queue when the channel closes (and the next subscription waits while paused).
+	resubscribe := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	for range opts.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for d := range work {
-				handle(ctx, pub, q, opts, h, log, d)
+				if opts.paused() {
+					select {
+					case resubscribe <- struct{}{}:
+					default:
+					}
+					continue
+				}
+				handle(ctx, pub, q, retryQs, opts, h, log, d)
 			}
 		}()
 	}
@@ -190,8 +255,26 @@ func consumeOnce(ctx context.Context, conn *Conn, pub *Publisher, q Queue, opts 
 	if opts.OnSubscribed != nil {
 		opts.OnSubscribed()
 	}
+	var check <-chan time.Time // nil without Paused: never fires
+	if opts.Paused != nil {
+		t := time.NewTicker(opts.PauseCheck)
+		defer t.Stop()
+		check = t.C
+	}
+	// Pausing: closing the channel (deferred, after in-flight handlers acked) returns
+	// what was prefetched and not handled to the queue: nothing is nacked, nothing lost.
+	pause := func() error {
+		_ = ch.Cancel(tag, false)
+		return errPaused
+	}
 	for {
 		select {
+		case <-resubscribe:
+			return pause()
+		case <-check:
+			if opts.paused() {
+				return pause()
+			}
 		case <-ctx.Done():
 			// Stop intake; prefetched but unhandled messages return to the queue when
 			// the channel closes, so another instance (or our next start) gets them.
@@ -203,16 +286,30 @@ func consumeOnce(ctx context.Context, conn *Conn, pub *Publisher, q Queue, opts 
 			if !ok {
 				return errors.New("delivery channel closed")
 			}
-			select {
-			case work <- d:
-			case <-ctx.Done():
-				_ = d.Nack(false, true)
+			if opts.paused() {
+				return pause() // d was not handed to a worker: it goes back too
+			}
+		handoff:
+			for {
+				select {
+				case work <- d:
+					break handoff
+				case <-resubscribe:
+					return pause()
+				case <-check: // every worker busy: a pause must not wait for one
+					if opts.paused() {
+						return pause()
+					}
+				case <-ctx.Done():
+					_ = d.Nack(false, true)
+					break handoff
+				}
 			}
 		}
 	}
 }
 
-func handle(ctx context.Context, pub *Publisher, q Queue, opts ConsumeOptions, h Handler, log *slog.Logger, d amqp.Delivery) {
+func handle(ctx context.Context, pub *Publisher, q Queue, retryQs *retryQueues, opts ConsumeOptions, h Handler, log *slog.Logger, d amqp.Delivery) {
 	del := Delivery{
 		Queue: q.Name(), Exchange: d.Exchange, RoutingKey: d.RoutingKey, MessageID: d.MessageId,
 		Type: d.Type, CorrelationID: d.CorrelationId, AppID: d.AppId, Headers: d.Headers,
@@ -247,9 +344,17 @@ func handle(ctx context.Context, pub *Publisher, q Queue, opts ConsumeOptions, h
 	m.Handled.WithLabelValues(q.Name(), typ, "error").Inc()
 	observability.Fail(span, err)
 	class := Classify(err, opts.Transient)
-	target, key, reason := nextHop(q, del.Attempt, class)
+	delays := opts.delays(q)
+	target, key, reason := nextHop(q, delays, del.Attempt, class)
 	msg := republish(d, del.Attempt+1, err)
-	if perr := pub.Publish(actx, target, key, msg); perr != nil {
+	perr := error(nil)
+	if reason == "retry" {
+		perr = retryQs.ensure(delays) // a delay the lab set since we subscribed
+	}
+	if perr == nil {
+		perr = pub.Publish(actx, target, key, msg)
+	}
+	if perr != nil {
 		// Could not park it: put it back on the work queue rather than lose it.
 		log.WarnContext(ctx, "could not move failed message, requeueing", "message_id", d.MessageId, "err", perr)
 		_ = d.Nack(false, true)
@@ -270,15 +375,40 @@ func handle(ctx context.Context, pub *Publisher, q Queue, opts ConsumeOptions, h
 // nextHop is where a message that failed its attempt-th delivery goes: the next retry
 // queue, the DLQ once a poison message has used its retries (a permanent failure at
 // once), and for a transient failure the next retry queue or the last one again, forever.
-func nextHop(q Queue, attempt int, class Failure) (exchange, key, reason string) {
-	retries := len(q.retries())
+func nextHop(q Queue, delays []time.Duration, attempt int, class Failure) (exchange, key, reason string) {
+	retries := len(delays)
 	switch {
 	case class == FailPermanent, class == FailPoison && attempt > retries, retries == 0:
 		return contracts.ExchangeDLX, q.DLQ(), "dead-letter"
 	case class == FailTransient:
-		return "", q.RetryQueue(min(attempt, retries)), "retry"
+		return "", q.RetryQueue(delays[min(attempt, retries)-1]), "retry"
 	}
-	return "", q.RetryQueue(attempt), "retry"
+	return "", q.RetryQueue(delays[attempt-1]), "retry"
+}
+
+// retryQueues declares, once per subscription, the retry queue of each delay in use:
+// the delays can change while the consumer runs (amqp.retry.delays), and a message must
+// never be parked in a queue that does not exist (it would be returned unroutable).
+type retryQueues struct {
+	q        Queue
+	ch       *amqp.Channel // the consumer's; safe for concurrent use by the workers
+	mu       sync.Mutex
+	declared map[time.Duration]bool
+}
+
+func (r *retryQueues) ensure(delays []time.Duration) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, d := range delays {
+		if r.declared[d] {
+			continue
+		}
+		if err := r.q.declareRetry(r.ch, d); err != nil {
+			return err
+		}
+		r.declared[d] = true
+	}
+	return nil
 }
 
 func (f Failure) String() string {

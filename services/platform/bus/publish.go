@@ -36,6 +36,14 @@ type Publisher struct {
 	opening chan struct{}
 	mu      sync.Mutex // guards ch; never held across a call to the broker
 	ch      *amqp.Channel
+
+	// Duplicate, if set, is asked after each event or command (shop.events,
+	// shop.commands) is confirmed; true publishes it a second time, same message id and
+	// all: the lab's duplicate_delivery fault, what a relay that crashed between its
+	// publish and marking the row sent does for real. ctx carries the publish span. Set
+	// it before the first publish. Retries, dead-letters and announcements are never
+	// duplicated.
+	Duplicate func(ctx context.Context) bool
 }
 
 // NewPublisher returns a publisher on conn, which should be a connection of its own: a
@@ -178,7 +186,13 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.
 		p.tel.Metrics.Published.WithLabelValues(exchange, TypeLabel(msg.Type), outcome).Inc()
 		span.End()
 	}()
-	return p.publish(ctx, exchange, key, msg)
+	if err := p.publish(ctx, exchange, key, msg); err != nil {
+		return err
+	}
+	if p.Duplicate != nil && (exchange == contracts.ExchangeEvents || exchange == contracts.ExchangeCommands) && p.Duplicate(ctx) {
+		return p.publish(ctx, exchange, key, msg)
+	}
+	return nil
 }
 
 func (p *Publisher) publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {

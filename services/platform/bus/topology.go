@@ -28,11 +28,12 @@ func DeclareExchanges(ch *amqp.Channel) error {
 // Queue describes a service's durable work queue: the events and commands it handles,
 // and how failed messages are retried before they are dead-lettered.
 type Queue struct {
-	Service  string   // queue names derive from it: <service>.events, .retry.N, .dlq
+	Service  string   // queue names derive from it: <service>.events, .retry.<delay>, .dlq
 	Events   []string // routing keys bound on shop.events
 	Commands []string // routing keys bound on shop.commands
 	// Retries are the delays before each retry; after len(Retries) failed retries the
-	// message goes to the DLQ. Nil means DefaultRetries.
+	// message goes to the DLQ. Nil means DefaultRetries. A consumer may override them per
+	// delivery (ConsumeOptions.Retries: the lab's amqp.retry.delays, changed live).
 	Retries []time.Duration
 }
 
@@ -45,8 +46,27 @@ func (q Queue) Name() string { return q.Service + ".events" }
 // DLQ is the dead-letter queue's name.
 func (q Queue) DLQ() string { return q.Service + ".dlq" }
 
-// RetryQueue is the name of the queue that holds a message before retry n (1-based).
-func (q Queue) RetryQueue(n int) string { return fmt.Sprintf("%s.retry.%d", q.Service, n) }
+// RetryQueue is the name of the queue that holds a message for delay d before its
+// retry: <service>.retry.250ms, <service>.retry.3s.
+//
+// Retry queues are named by their delay, not by their position, because a queue's
+// x-message-ttl is fixed when it is declared (re-declaring it with another TTL is a
+// channel error): when the lab changes amqp.retry.delays live, a new delay simply gets a
+// queue of its own, declared on demand (see retryQueues), and a message already waiting
+// in the old one still comes back after the delay it was given. A per-message TTL in one
+// queue would not do: RabbitMQ expires messages only at the head of a queue, so a long
+// delay would hold back a short one behind it.
+func (q Queue) RetryQueue(d time.Duration) string {
+	return q.Service + ".retry." + delayName(d)
+}
+
+// delayName is a delay as a queue name reads it: whole seconds as "3s", else "250ms".
+func delayName(d time.Duration) string {
+	if d%time.Second == 0 {
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+	return fmt.Sprintf("%dms", d.Milliseconds())
+}
 
 func (q Queue) retries() []time.Duration {
 	if q.Retries == nil {
@@ -55,7 +75,8 @@ func (q Queue) retries() []time.Duration {
 	return q.Retries
 }
 
-// Declare declares the work queue, its bindings, one retry queue per delay and the DLQ.
+// Declare declares the work queue, its bindings, one retry queue per delay of
+// q.Retries (others are declared when first used) and the DLQ.
 //
 // Retry queues have no consumer: a message waits there for the queue's TTL, then the
 // broker dead-letters it back to the work queue through the default exchange. One queue
@@ -86,15 +107,24 @@ func (q Queue) Declare(ch *amqp.Channel) error {
 			return fmt.Errorf("bind %s to %s: %w", q.Name(), key, err)
 		}
 	}
-	for i, d := range q.retries() {
-		rargs := amqp.Table{
-			"x-message-ttl":             d.Milliseconds(),
-			"x-dead-letter-exchange":    "",
-			"x-dead-letter-routing-key": q.Name(),
+	for _, d := range q.retries() {
+		if err := q.declareRetry(ch, d); err != nil {
+			return err
 		}
-		if _, err := ch.QueueDeclare(q.RetryQueue(i+1), true, false, false, false, rargs); err != nil {
-			return fmt.Errorf("declare %s: %w", q.RetryQueue(i+1), err)
-		}
+	}
+	return nil
+}
+
+// declareRetry declares the retry queue of delay d: no consumer, a queue-level TTL of
+// d, after which the broker dead-letters the message back to the work queue.
+func (q Queue) declareRetry(ch *amqp.Channel, d time.Duration) error {
+	rargs := amqp.Table{
+		"x-message-ttl":             d.Milliseconds(),
+		"x-dead-letter-exchange":    "",
+		"x-dead-letter-routing-key": q.Name(),
+	}
+	if _, err := ch.QueueDeclare(q.RetryQueue(d), true, false, false, false, rargs); err != nil {
+		return fmt.Errorf("declare %s: %w", q.RetryQueue(d), err)
 	}
 	return nil
 }
