@@ -34,6 +34,8 @@ func TestSettingsLive(t *testing.T) {
 		{"Breaker", testBreakerSettings},
 		{"HTTPTimeout", testHTTPTimeoutSetting},
 		{"NotificationsMode", testNotificationsMode},
+		{"TimeoutBelowInjectedLatency", testTimeoutBelowInjectedLatency},
+		{"NotificationsModeUnderLatency", testNotificationsModeUnderLatency},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, l) })
 	}
@@ -299,4 +301,82 @@ func testNotificationsMode(t *testing.T, l *lab) {
 	}
 	l.startStopped(t, "notifications")
 	waitFor(t, 2*time.Minute, fmt.Sprintf("the email of %s once notifications is back", id2), func() bool { return emails(id2) == 1 })
+}
+
+// http.timeout below a latency fault on catalog: the gateway's call fails fast with a
+// clear error naming the upstream and the bound, instead of waiting out the delay; once
+// the fault is cleared, the same call answers.
+func testTimeoutBelowInjectedLatency(t *testing.T, l *lab) {
+	products := l.api.base + "/api/v1/products"
+	plane := l.faultPlane(t)
+	l.set(control.HTTPRetries, "0")
+	l.set(control.HTTPTimeout, "300ms")
+	addFault(t, plane, control.FaultSpec{Service: "catalog", Kind: control.FaultLatency, Value: "3s", On: control.OnHTTP, For: "5m"})
+	waitFor(t, time.Minute, "catalog exporting its latency fault", func() bool { return l.faultActive("catalog", control.FaultLatency) })
+	start := time.Now()
+	a := rawCall(t, "GET", products)
+	took := time.Since(start)
+	if a.status != http.StatusGatewayTimeout || !strings.Contains(a.msg, "catalog") || !strings.Contains(a.msg, "300ms") {
+		t.Fatalf("catalog 3s slow under http.timeout=300ms: %d %s %q", a.status, a.code, a.msg)
+	}
+	if took < 300*time.Millisecond {
+		t.Fatalf("answered after %s, before the 300ms timeout", took)
+	}
+	clearFaults(t, plane)
+	waitFor(t, 2*time.Minute, "GET /api/v1/products answered 200 once the fault was cleared", func() bool {
+		return rawCall(t, "GET", products).status == http.StatusOK
+	})
+	l.set(control.HTTPTimeout, control.FromEnv)
+	l.set(control.HTTPRetries, control.FromEnv)
+}
+
+// notifications.mode under a latency fault on notifications' HTTP: in sync mode the
+// confirmation waits for the slow call (the order reads confirmed no sooner than the
+// delay after it was placed); in async mode orders never calls it, so the confirmation
+// does not wait for it (notifications' POST /notify count does not move).
+func testNotificationsModeUnderLatency(t *testing.T, l *lab) {
+	const delay = 1500 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	token := l.api.register(t, "slow-notify")
+	plane := l.faultPlane(t)
+	notifyCalls := func() float64 {
+		return l.metric(t, "notifications", "http_server_requests_total", `route="/notify"`, `method="POST"`)
+	}
+	addFault(t, plane, control.FaultSpec{Service: "notifications", Kind: control.FaultLatency, Value: delay.String(), On: control.OnHTTP, For: "5m"})
+	waitFor(t, time.Minute, "notifications exporting its latency fault", func() bool { return l.faultActive("notifications", control.FaultLatency) })
+	l.set(control.NotificationsMode, control.NotifySync)
+	calls := notifyCalls()
+	placed := time.Now()
+	id, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := l.api.waitFinal(ctx, token, id)
+	if err != nil || o.Status != "confirmed" {
+		t.Fatalf("sync, slow notifications: %+v %v", o, err)
+	}
+	// The confirmation commits after the call returns: the order reads confirmed no
+	// sooner than the delay after it was placed. (Its order/confirmed step is written
+	// in that transaction before the call, so its timestamp does not show the wait.)
+	if d := time.Since(placed); d < delay {
+		t.Errorf("sync: the order read confirmed %s after it was placed, less than the %s notifications' call was delayed", d, delay)
+	}
+	if notifyCalls() <= calls {
+		t.Errorf("sync: orders did not call POST /notify")
+	}
+
+	l.set(control.NotificationsMode, control.NotifyAsync)
+	calls = notifyCalls()
+	id2, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, err := l.api.waitFinal(ctx, token, id2); err != nil || o.Status != "confirmed" {
+		t.Fatalf("async, slow notifications: %+v %v", o, err)
+	}
+	if got := notifyCalls(); got != calls {
+		t.Errorf("async: POST /notify was called %v times during the confirmation, want none", got-calls)
+	}
+	clearFaults(t, plane)
 }
