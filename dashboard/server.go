@@ -129,6 +129,13 @@ func (s *server) render(w http.ResponseWriter, r *http.Request, p views.Page, c 
 
 func (s *server) overviewPage(w http.ResponseWriter, r *http.Request) error {
 	m := views.OverviewModel{Arch: s.arch, Health: s.currentHealth(), Faults: map[string][]views.FaultRow{}}
+	if es, err := s.settings.List(r.Context()); err == nil { // one database, or one per service
+		for _, e := range es {
+			if e.Key == control.DBTopology {
+				m.Arch = s.arch.WithTopology(e.Value)
+			}
+		}
+	}
 	if fs, err := s.settings.Faults(r.Context()); err == nil {
 		for _, f := range faultRows(fs, time.Now()) {
 			m.Faults[f.Service] = append(m.Faults[f.Service], f)

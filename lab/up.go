@@ -15,6 +15,9 @@ import (
 
 	"microlab/lab/stack"
 	"microlab/lab/supervisor"
+	"microlab/lab/topology"
+	"microlab/services/platform/bus"
+	"microlab/services/platform/control"
 )
 
 const (
@@ -64,6 +67,13 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 
 	pctx, cancel := context.WithTimeout(ctx, provisionTimeout)
 	err = stack.Provision(pctx, sc)
+	if err == nil {
+		// Where the data is (db.topology, as the last switch left it): the services start there.
+		sc.Topology, err = topology.Where(pctx, sc)
+	}
+	if err == nil && sc.Shared() {
+		err = topology.ProvisionShared(pctx, sc)
+	}
 	cancel()
 	if err != nil {
 		return fmt.Errorf("databases: %w", err)
@@ -139,13 +149,49 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 	fmt.Fprint(stdout, urls(insts, scale))
 	fmt.Fprint(stdout, lines)
 	fmt.Fprintln(stdout, "lab is up; Ctrl-C stops everything")
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		if err := followTopology(ctx, sc, sup, bin, scale, stdout, log); err != nil {
+			fmt.Fprintln(stderr, "lab: db.topology changes are not applied:", err)
+		}
+	}()
 	<-ctx.Done()
+	<-followed // a switch under way ends first (interrupted, its data where it was)
 	fmt.Fprintln(stderr, "lab: stopping every service")
 	if err := stop(); err != nil {
 		return err
 	}
 	fmt.Fprintln(stderr, "lab: stopped")
 	return nil
+}
+
+// followTopology applies the db.topology setting while the lab runs: a change restarts
+// every service with a database on the other topology, its data carried over
+// (lab/topology), each step printed and recorded for the dashboard.
+func followTopology(ctx context.Context, sc stack.Config, sup *supervisor.Supervisor, bin string, scale map[string]int, stdout io.Writer, log *slog.Logger) error {
+	root, err := moduleRoot() // the services' migrations, the same files their binaries embed
+	if err != nil {
+		return fmt.Errorf("cannot switch: %w", err)
+	}
+	labURL, err := sc.DatabaseURL(sc.DBName(stack.LabDB))
+	if err != nil {
+		return err
+	}
+	store, err := control.OpenStore(ctx, labURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	conn, err := bus.Dial(ctx, sc.AMQPURL, "lab-up/topology", log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	sw := &topology.Switcher{Cfg: sc, Migrations: topology.DirMigrations(root),
+		Services: topology.Supervised{Sup: sup, Bin: bin, Scale: scale},
+		Progress: func(step string) { fmt.Fprintln(stdout, "lab:", step) }}
+	return topology.Follow(ctx, sw, store, conn, bus.NewPublisher(conn, log), log)
 }
 
 // startObservability starts the lab's Jaeger (unless jaegerBin is "") and Prometheus

@@ -158,6 +158,33 @@ func ShopArch() Arch {
 	return a
 }
 
+// SharedDBNode is the one database of the shared topology (db.topology=shared).
+const SharedDBNode = "db-shop"
+
+// WithTopology is the map for a db.topology value: per-service as ShopArch draws it, or
+// shared, where the seven databases become one, shop, in the middle of the map, with a
+// line from every service that has tables in it (orders' reads of catalog's and
+// inventory's tables go down that same line: that is the point).
+func (a Arch) WithTopology(topology string) Arch {
+	if topology != "shared" {
+		return a
+	}
+	out := Arch{Bindings: a.Bindings}
+	for _, n := range a.Nodes {
+		if n.Kind != "db" {
+			out.Nodes = append(out.Nodes, n)
+		}
+	}
+	out.Nodes = append(out.Nodes, Node{SharedDBNode, "db", 620, 330})
+	for _, e := range a.Edges {
+		if e.Kind == "sql" {
+			e.To = SharedDBNode
+		}
+		out.Edges = append(out.Edges, e)
+	}
+	return out
+}
+
 // ServiceHealth is one service's state on the map, from a "health" message (rendered
 // server-side at first, then updated live).
 type ServiceHealth struct {

@@ -57,6 +57,9 @@ type Config struct {
 	DBPrefix         string // "" natively; a unique prefix per test run
 	PortOffset       int    // 0 natively; a unique offset per test run
 	Host             string // bind host, 127.0.0.1 natively
+	// Topology is where the services' data lives: TopologyPerService ("" too) or
+	// TopologyShared (database shop, a schema per service; see topology.go).
+	Topology string
 	// Extra is appended to every service's environment (e.g. TRACES_SAMPLER_RATIO=0 for
 	// a benchmark run without tracing); it wins over the defaults above.
 	Extra []string
@@ -116,7 +119,7 @@ func (c Config) Env(s Service, instance string) ([]string, error) {
 	}
 	env = append(env, "LAB_DATABASE_URL="+lab)
 	if s.DB {
-		u, err := c.DatabaseURL(c.DBName(s.Name))
+		u, err := c.ServiceDatabaseURL(s.Name)
 		if err != nil {
 			return nil, err
 		}

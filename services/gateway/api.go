@@ -250,6 +250,9 @@ func (g *Gateway) listOrders(w http.ResponseWriter, r *http.Request) error {
 		}
 		q.Set("cursor", c) // opaque: orders made it, orders checks it
 	}
+	if g.knobs.settings().CQRS() {
+		q.Set("view", "history") // read.model=cqrs: orders' read model answers (same shape, same cursors)
+	}
 	path := "/orders"
 	if len(q) > 0 {
 		path += "?" + q.Encode()
@@ -291,6 +294,7 @@ func (g *Gateway) home(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := r.Context()
+	cqrs := g.knobs.settings().CQRS() // read.model, once per request
 	var (
 		wg               sync.WaitGroup
 		user             json.RawMessage
@@ -301,8 +305,11 @@ func (g *Gateway) home(w http.ResponseWriter, r *http.Request) error {
 		user, uErr = g.fetchJSON(ctx, g.users, request{Method: http.MethodGet, Path: "/users/" + url.PathEscape(p.UserID)})
 	})
 	wg.Go(func() {
-		orders, oErr = g.fetchItems(ctx, g.orders, request{Method: http.MethodGet,
-			Path: "/orders?limit=" + strconv.Itoa(homeOrders), Header: userHeader(p)}, homeOrders)
+		path := "/orders?limit=" + strconv.Itoa(homeOrders)
+		if cqrs {
+			path += "&view=history"
+		}
+		orders, oErr = g.fetchItems(ctx, g.orders, request{Method: http.MethodGet, Path: path, Header: userHeader(p)}, homeOrders)
 	})
 	wg.Go(func() {
 		// Featured: the first few products of the catalog (sorted by sku). A real shop

@@ -23,6 +23,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	opts := app.Options{Name: "inventory", DefaultPort: 8105, Migrations: migrations, Consumes: true}
 	return app.RunBase(ctx, opts, getenv, stdout, func(a *app.App) {
 		svc := &Service{app: a, store: &Store{pool: a.DB}}
+		a.Go("inventory schema", svc.followSchema) // the schema-change demo (schema.go)
 		a.Consume(queue, svc.routes())
 		svc.api(a.Mux())
 	})

@@ -14,6 +14,7 @@ import (
 // Store is inventory's SQL. Calls join the transaction in ctx (pg.InTx).
 type Store struct {
 	pool *pgxpool.Pool
+	col  stockColumn // the name of stock's quantity column (schema.go)
 }
 
 // Line is one order line: asked for (Status ""), or a reservation row.
@@ -62,8 +63,12 @@ func (s *Store) LockOrder(ctx context.Context, orderID string) error {
 // of {mug, tee} and {tee, mug} would otherwise each hold one row and wait for the other
 // (a deadlock, which PostgreSQL breaks by failing one of them).
 func (s *Store) LockStock(ctx context.Context, skus []string) (map[string]int, error) {
-	rows, err := pg.Q(ctx, s.pool).Query(ctx, `SELECT sku, on_hand FROM stock
-		WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`, skus)
+	col, err := s.column(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lock stock: %w", err)
+	}
+	rows, err := pg.Q(ctx, s.pool).Query(ctx, fmt.Sprintf(`SELECT sku, %s FROM stock
+		WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`, col), skus)
 	if err != nil {
 		return nil, fmt.Errorf("lock stock: %w", err)
 	}
@@ -81,7 +86,11 @@ func (s *Store) LockStock(ctx context.Context, skus []string) (map[string]int, e
 // Take decrements stock by one line and records it as reserved for the order.
 func (s *Store) Take(ctx context.Context, orderID string, l Line) error {
 	q := pg.Q(ctx, s.pool)
-	if _, err := q.Exec(ctx, `UPDATE stock SET on_hand = on_hand - $2 WHERE sku = $1`, l.SKU, l.Qty); err != nil {
+	col, err := s.column(ctx)
+	if err != nil {
+		return fmt.Errorf("take %s: %w", l.SKU, err)
+	}
+	if _, err := q.Exec(ctx, fmt.Sprintf(`UPDATE stock SET %[1]s = %[1]s - $2 WHERE sku = $1`, col), l.SKU, l.Qty); err != nil {
 		return fmt.Errorf("take %s: %w", l.SKU, err)
 	}
 	if _, err := q.Exec(ctx, `INSERT INTO reservations (order_id, sku, qty, status) VALUES ($1, $2, $3, $4)`,
@@ -112,7 +121,11 @@ func (s *Store) MarkReleased(ctx context.Context, orderID string) ([]Line, error
 
 // Return puts one line back in stock.
 func (s *Store) Return(ctx context.Context, l Line) error {
-	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `UPDATE stock SET on_hand = on_hand + $2 WHERE sku = $1`, l.SKU, l.Qty); err != nil {
+	col, err := s.column(ctx)
+	if err != nil {
+		return fmt.Errorf("return %s: %w", l.SKU, err)
+	}
+	if _, err := pg.Q(ctx, s.pool).Exec(ctx, fmt.Sprintf(`UPDATE stock SET %[1]s = %[1]s + $2 WHERE sku = $1`, col), l.SKU, l.Qty); err != nil {
 		return fmt.Errorf("return %s: %w", l.SKU, err)
 	}
 	return nil
@@ -141,7 +154,11 @@ func (s *Store) Released(ctx context.Context, orderID string) (bool, error) {
 // Level returns a product's stock, or errNotFound.
 func (s *Store) Level(ctx context.Context, sku string) (Level, error) {
 	lv := Level{SKU: sku}
-	err := pg.Q(ctx, s.pool).QueryRow(ctx, `SELECT on_hand FROM stock WHERE sku = $1`, sku).Scan(&lv.OnHand)
+	col, err := s.column(ctx)
+	if err != nil {
+		return Level{}, fmt.Errorf("read stock: %w", err)
+	}
+	err = pg.Q(ctx, s.pool).QueryRow(ctx, fmt.Sprintf(`SELECT %s FROM stock WHERE sku = $1`, col), sku).Scan(&lv.OnHand)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Level{}, errNotFound
 	}

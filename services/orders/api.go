@@ -23,9 +23,10 @@ import (
 //	                     | 400 validation | 401 | 409 idempotency_key_reused | 422 unknown_sku
 //	                     | 503 catalog_unavailable
 //	GET  /orders/{id}    → 200 order | 401 | 404 (also for another user's order)
-//	GET  /orders?limit=&cursor=
+//	GET  /orders?limit=&cursor=&view=
 //	                     → 200 {items:[order...], nextCursor} newest first; nextCursor ""
-//	                       on the last page
+//	                       on the last page. view=history: from the read model (history.go;
+//	                       steps are [] there)
 func (s *Service) api(mux *http.ServeMux) {
 	mux.Handle("POST /orders", httpx.Handle(s.app.Log, s.place))
 	mux.Handle("GET /orders/{id}", httpx.Handle(s.app.Log, s.get))
@@ -232,8 +233,18 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 		}
 		after = &cur
 	}
+	// view=history: the same page from the CQRS read model (history.go), which the
+	// gateway asks for with read.model=cqrs; the same cursors work in both.
+	list := s.store.List
+	switch v := r.URL.Query().Get("view"); v {
+	case "":
+	case viewHistory:
+		list = s.history.List
+	default:
+		return httpx.Errorf(http.StatusBadRequest, "invalid_parameter", "view must be %q or absent", viewHistory)
+	}
 	// One more than asked: if it exists, there is a next page.
-	orders, err := s.store.List(r.Context(), user, after, limit+1)
+	orders, err := list(r.Context(), user, after, limit+1)
 	if err != nil {
 		return err
 	}

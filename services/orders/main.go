@@ -101,10 +101,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			client: liveClient(a, cfg.CatalogTimeout, cfg.CatalogRetries)},
 		notifier: &Notifier{base: strings.TrimRight(cfg.NotificationsURL, "/"),
 			client: liveClient(a, cfg.NotificationsTimeout, 0)},
+		history: newHistory(a.DB, a.Tel.Registry),
 	}
 	a.Tel.Metrics.InitSaga([]string{contracts.ModeChoreography, contracts.ModeOrchestration},
 		[]string{statusConfirmed, statusCancelled}, compensationReasons)
 	a.Consume(queue, svc.routes())
+	// The order history read model (read.model=cqrs) keeps itself from events on a queue
+	// of its own, whatever the setting: it is current whenever the gateway switches to it.
+	a.Consume(historyQueue, svc.history.routes())
 	// The scanner runs in every instance; FOR UPDATE SKIP LOCKED shares the work.
 	a.Go("saga timeouts", svc.watchTimeouts)
 	a.Go("choreography deadline", svc.watchOverdue)

@@ -98,12 +98,17 @@ func (s *Store) Key(ctx context.Context, userID, key string) (hash, orderID stri
 	return hash, orderID, nil
 }
 
-// Insert records a new order and its lines.
+// Insert records a new order and its lines. created_at is o.CreatedAt (now when zero).
 func (s *Store) Insert(ctx context.Context, o Order) error {
 	q := pg.Q(ctx, s.pool)
+	var at *time.Time
+	if !o.CreatedAt.IsZero() {
+		at = &o.CreatedAt
+	}
 	if _, err := q.Exec(ctx, `INSERT INTO orders (order_id, user_id, status, saga_mode, total_cents, currency,
-		shipping_address, card_last4, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		o.ID, o.UserID, o.Status, o.SagaMode, o.TotalCents, o.Currency, o.Address, o.CardLast4, o.TraceID); err != nil {
+		shipping_address, card_last4, trace_id, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, clock_timestamp()))`,
+		o.ID, o.UserID, o.Status, o.SagaMode, o.TotalCents, o.Currency, o.Address, o.CardLast4, o.TraceID, at); err != nil {
 		return fmt.Errorf("insert order: %w", err)
 	}
 	for i, it := range o.Items {

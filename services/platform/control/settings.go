@@ -29,6 +29,13 @@ const (
 	HTTPTimeout            = "http.timeout"
 	HTTPRetries            = "http.retries"
 	NotificationsMode      = "notifications.mode"
+	ReadModel              = "read.model"
+)
+
+// Values of read.model.
+const (
+	ReadModelComposition = "composition"
+	ReadModelCQRS        = "cqrs"
 )
 
 // FromEnv is the value of a setting that defers to each service's own configuration
@@ -78,8 +85,14 @@ func Defs() []Def {
 			Help: "bound on every outbound HTTP call (gateway → upstreams, orders → catalog, notifications); env: each service's own (UPSTREAM_TIMEOUT 5s, CATALOG_TIMEOUT 2s)"},
 		{Key: HTTPRetries, Default: FromEnv, parse: orEnv(intBetween(0, 5)),
 			Help: "retries (exponential backoff + jitter) of a failed outbound call, only if idempotent (GET, HEAD, a POST with an Idempotency-Key); env: UPSTREAM_RETRIES 1 at the gateway, 0 elsewhere"},
+		{Key: DBTopology, Default: TopologyPerService, Allowed: []string{TopologyPerService, TopologyShared},
+			Help: "per-service: a database per service; shared: one database shop, and orders reads catalog's and inventory's tables with a SQL join (the coupling); applied by restarting every service (lab up does it, with progress)"},
+		{Key: InventorySchema, Default: InventorySchemaV1, Allowed: []string{InventorySchemaV1, InventorySchemaV2},
+			Help: "the schema change an inventory team ships on its own: v2 renames stock.on_hand to quantity (inventory's code follows); per-service checkout keeps working, shared checkout breaks until v1"},
 		{Key: NotificationsMode, Default: NotifyAsync, Allowed: []string{NotifyAsync, NotifySync},
 			Help: "async: notifications reacts to order.confirmed; sync: orders calls notifications over HTTP before it confirms an order (and retries the confirmation while notifications fails)"},
+		{Key: ReadModel, Default: ReadModelComposition, Allowed: []string{ReadModelComposition, ReadModelCQRS},
+			Help: "the order history (GET /api/v1/orders, /home): composition asks orders' write side; cqrs asks the read model orders keeps from events (lags behind: read_model_apply_lag_seconds)"},
 	}
 }
 
@@ -244,6 +257,9 @@ func (s Settings) HTTPRetries() (n int, ok bool) { return s.intValue(HTTPRetries
 
 // NotifySync reports whether orders calls notifications before confirming an order.
 func (s Settings) NotifySync() bool { return s.Get(NotificationsMode) == NotifySync }
+
+// CQRS reports whether the order history is served from the read model (read.model=cqrs).
+func (s Settings) CQRS() bool { return s.Get(ReadModel) == ReadModelCQRS }
 
 func (s Settings) intValue(key string) (int, bool) {
 	n, err := strconv.Atoi(s.Get(key))
