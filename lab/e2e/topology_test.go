@@ -275,16 +275,15 @@ func (l *lab) schemaChangeBreaksShared(t *testing.T) {
 	if after := fivexx(); after <= before {
 		t.Errorf("gateway's 5xx count for POST did not move (%v → %v)", before, after)
 	}
-	// Orders' own answer (the gateway hides an upstream's 5xx detail from clients): the
-	// clear message.
+	// What the learner's client sees: the gateway passes this one failure on (it is the
+	// lesson, not an inside to hide), with the clear message.
 	var body struct {
 		Error struct{ Code, Message string } `json:"error"`
 	}
-	code, _ := doJSON(ctx, l.serviceURL("orders")+"/orders", map[string]string{"X-User-Id": "schema-demo"},
-		map[string]any{"items": []map[string]any{{"sku": skuOK, "qty": 1}}, "card": cardOK,
-			"shippingAddress": map[string]string{"name": "A", "street": "1 St", "city": "X", "postalCode": "1", "country": "DE"}}, &body)
-	if code != 500 || body.Error.Code != "schema_coupling" || !strings.Contains(body.Error.Message, "on_hand") {
-		t.Errorf("orders answered %d %+v; want 500 schema_coupling naming on_hand", code, body.Error)
+	code, _ := doJSON(ctx, l.api.base+"/api/v1/orders", map[string]string{"Authorization": "Bearer " + token},
+		newOrder(cardOK, skuOK, "DE"), &body)
+	if code != 502 || body.Error.Code != "schema_coupling" || !strings.Contains(body.Error.Message, "on_hand") {
+		t.Errorf("the gateway answered %d %+v; want 502 schema_coupling naming on_hand", code, body.Error)
 	}
 
 	l.set(control.InventorySchema, control.InventorySchemaV1)

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -547,6 +548,23 @@ func TestGateway(t *testing.T) {
 		a := do(t, "POST", gw5+"/api/v1/orders", alice, validOrder(), nil)
 		if code, msg := a.errorCode(); a.Status != 502 || code != "bad_gateway" || strings.Contains(msg, "catalog") {
 			t.Fatalf("upstream 5xx: %d %s", a.Status, a.Body)
+		}
+	})
+
+	t.Run("upstream 5xx that is the lesson", func(t *testing.T) {
+		t.Parallel()
+		// The shared database's coupling breaking checkout is what the lab shows: that
+		// one failure's code and message reach the client (any other 5xx stays hidden).
+		orders := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte(`{"error":{"code":"schema_coupling","message":"catalog/inventory schema changed under orders: column s.on_hand does not exist"}}`))
+		}))
+		t.Cleanup(orders.Close)
+		gw := startGateway(t, up, map[string]string{"ORDERS_URL": orders.URL})
+		a := do(t, "POST", gw+"/api/v1/orders", alice, validOrder(), nil)
+		if code, msg := a.errorCode(); a.Status != 502 || code != "schema_coupling" || !strings.Contains(msg, "on_hand") || !strings.Contains(msg, "orders") {
+			t.Fatalf("lesson 5xx: %d %s", a.Status, a.Body)
 		}
 	})
 

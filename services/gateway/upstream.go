@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -258,7 +259,7 @@ func (u *upstream) send(parent context.Context, rq request) (*reply, error) {
 	}
 	rep := &reply{Status: resp.StatusCode, Header: resp.Header, Body: raw}
 	if resp.StatusCode >= 500 {
-		return rep, fmt.Errorf("%w: %d %s", errServerError, resp.StatusCode, snippet(raw))
+		return rep, &serverError{status: resp.StatusCode, body: raw}
 	}
 	return rep, nil
 }
@@ -285,7 +286,39 @@ func (u *upstream) fail(ctx context.Context, err error) error {
 		// what a learner turning http.timeout down wants to see.
 		return httpx.Errorf(http.StatusGatewayTimeout, "gateway_timeout", "%s did not answer within %s (http.timeout)", u.name, te.after)
 	}
+	var se *serverError
+	if errors.As(err, &se) {
+		if code, msg, ok := se.lesson(); ok {
+			return httpx.Errorf(http.StatusBadGateway, code, "%s failed: %s", u.name, msg)
+		}
+	}
 	return httpx.Errorf(http.StatusBadGateway, "bad_gateway", "%s failed to answer", u.name)
+}
+
+// lessonCodes are the upstream error codes the gateway passes on to its client, where
+// the failure is the lesson the lab is showing rather than an inside to hide: the
+// shared database's coupling breaking checkout (db.topology=shared, inventory.schema=v2).
+var lessonCodes = map[string]bool{"schema_coupling": true}
+
+// serverError is an upstream's 5xx answer (it wraps errServerError).
+type serverError struct {
+	status int
+	body   []byte
+}
+
+func (e *serverError) Error() string {
+	return fmt.Sprintf("%s: %d %s", errServerError, e.status, snippet(e.body))
+}
+
+func (e *serverError) Unwrap() error { return errServerError }
+
+// lesson returns the answer's error code and message if the code is one of lessonCodes.
+func (e *serverError) lesson() (code, msg string, ok bool) {
+	var body httpx.ErrorBody
+	if json.Unmarshal(e.body, &body) != nil || !lessonCodes[body.Error.Code] {
+		return "", "", false
+	}
+	return body.Error.Code, body.Error.Message, true
 }
 
 func snippet(b []byte) string {
