@@ -94,6 +94,11 @@ async function refreshFaults() {
 }
 
 on('setting', (c) => { if (c && (c.key.startsWith('fault ') || c.key === 'reset')) refreshFaults(); });
+// A db.topology switch (run by lab up) that ended, well or not: the map's databases are
+// drawn by the server from where the data now is, so draw the page again.
+on('setting', (c) => {
+  if (c && c.key === 'db.topology switch' && /^(db\.topology is |switch failed)/.test(c.new || '')) location.reload();
+});
 setInterval(refreshFaults, 5000);
 
 connect();

@@ -35,6 +35,7 @@ func TestSettingsLive(t *testing.T) {
 		{"HTTPTimeout", testHTTPTimeoutSetting},
 		{"NotificationsMode", testNotificationsMode},
 		{"TimeoutBelowInjectedLatency", testTimeoutBelowInjectedLatency},
+		{"ErrorRateOpensBreaker", testErrorRateOpensBreaker},
 		{"NotificationsModeUnderLatency", testNotificationsModeUnderLatency},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, l) })
@@ -379,4 +380,47 @@ func testNotificationsModeUnderLatency(t *testing.T, l *lab) {
 		t.Errorf("async: POST /notify was called %v times during the confirmation, want none", got-calls)
 	}
 	clearFaults(t, plane)
+}
+
+// error_rate=1 on catalog's HTTP: the gateway's breaker opens (circuit_breaker_state 2)
+// and answers 503 without calling; once the fault is cleared and open_for has passed it
+// is half-open (1), and the first call that succeeds closes it (0).
+func testErrorRateOpensBreaker(t *testing.T, l *lab) {
+	products := l.api.base + "/api/v1/products"
+	plane := l.faultPlane(t)
+	l.set(control.HTTPRetries, "0")
+	l.set(control.GatewayBreakerFailures, "2")
+	l.set(control.GatewayBreakerOpenFor, "2s")
+	addFault(t, plane, control.FaultSpec{Service: "catalog", Kind: control.FaultErrorRate, Value: "1", On: control.OnHTTP, For: "5m"})
+	waitFor(t, time.Minute, "catalog exporting its error_rate fault", func() bool { return l.faultActive("catalog", control.FaultErrorRate) })
+	state := func() float64 { return l.metric(t, "gateway", "circuit_breaker_state", `upstream="catalog"`) }
+	for i := 0; state() != 2; i++ {
+		if i == 2 {
+			t.Fatalf("after 2 calls answered 500 by catalog: breaker state %v, want 2 (open)", state())
+		}
+		if a := rawCall(t, "GET", products); a.status != http.StatusBadGateway {
+			t.Fatalf("catalog error_rate=1, call %d: %d %s %s", i+1, a.status, a.code, a.msg)
+		}
+	}
+	if a := rawCall(t, "GET", products); a.status != http.StatusServiceUnavailable || a.code != "upstream_unavailable" {
+		t.Fatalf("open breaker: %d %s %q", a.status, a.code, a.msg)
+	}
+	clearFaults(t, plane)
+	waitFor(t, time.Minute, "catalog's fault gone", func() bool { return !l.faultActive("catalog", control.FaultErrorRate) })
+	// Reading the states (what the dashboard does) moves an open breaker whose open_for
+	// has passed to half-open, without a call.
+	breakers := l.api.base + "/internal/breakers"
+	waitFor(t, time.Minute, "the catalog breaker half-open after open_for", func() bool {
+		var states map[string]string
+		return getJSON(context.Background(), breakers, &states) == nil && states["catalog"] == "half-open" && state() == 1
+	})
+	if a := rawCall(t, "GET", products); a.status != http.StatusOK {
+		t.Fatalf("trial call through the half-open breaker: %d %s %s", a.status, a.code, a.msg)
+	}
+	if s := state(); s != 0 {
+		t.Fatalf("breaker state %v after a successful trial call, want 0 (closed)", s)
+	}
+	l.set(control.GatewayBreakerFailures, control.FromEnv)
+	l.set(control.GatewayBreakerOpenFor, control.FromEnv)
+	l.set(control.HTTPRetries, control.FromEnv)
 }
