@@ -111,21 +111,28 @@ func (s *Store) ClearFaults(ctx context.Context, target, source string) ([]Chang
 		if err != nil {
 			return err
 		}
-		gone, err := scanFaults(rows)
-		if err != nil {
-			return err
-		}
-		for _, f := range gone {
-			ch, err := record(ctx, tx, faultKey(f), f.String(), "cleared", source)
-			if err != nil {
-				return err
-			}
-			out = append(out, ch)
-		}
-		return nil
+		out, err = recordCleared(ctx, tx, rows, source, out)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("clear faults: %w", err)
+	}
+	return out, nil
+}
+
+// recordCleared records a "cleared" change for each fault in rows (the RETURNING of a
+// DELETE) and appends them to out.
+func recordCleared(ctx context.Context, tx pgx.Tx, rows pgx.Rows, source string, out []Change) ([]Change, error) {
+	gone, err := scanFaults(rows)
+	if err != nil {
+		return out, err
+	}
+	for _, f := range gone {
+		ch, err := record(ctx, tx, faultKey(f), f.String(), "cleared", source)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, ch)
 	}
 	return out, nil
 }
@@ -195,16 +202,8 @@ func (s *Store) Reset(ctx context.Context, source string) ([]Change, error) {
 		if err != nil {
 			return err
 		}
-		gone, err := scanFaults(rows)
-		if err != nil {
+		if out, err = recordCleared(ctx, tx, rows, source, out); err != nil {
 			return err
-		}
-		for _, f := range gone {
-			ch, err := record(ctx, tx, faultKey(f), f.String(), "cleared", source)
-			if err != nil {
-				return err
-			}
-			out = append(out, ch)
 		}
 		if len(out) == 0 { // nothing to undo: still a revision, so a reset shows and announces
 			ch, err := record(ctx, tx, "reset", "", "defaults", source)
