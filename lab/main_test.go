@@ -347,6 +347,10 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 		}
 	}
 	_, promErr := stack.FindPrometheus()
+	// Ports are chosen and bound under the machine's start lock, like every lab's: a lab
+	// whose services are stopped for a moment (a topology switch) must not find them
+	// taken by this one when it starts them again.
+	started := testenv.StartLock(t)
 	offset, err := stack.FreeOffset(map[string]int{"payments": 2})
 	if err != nil {
 		t.Fatal(err)
@@ -387,6 +391,7 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 			t.Fatalf("up not up after %s:\n%s%s", 2*patience, stdout.String(), stderr.String())
 		}
 	}
+	started()
 	out := stdout.String()
 	gw := fmt.Sprintf("http://127.0.0.1:%d", base)
 	for _, want := range []string{"gateway         " + gw + "\n", fmt.Sprintf("payments-2      http://127.0.0.1:%d\n", base+1104)} {
@@ -486,6 +491,7 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 func TestFaults(t *testing.T) {
 	t.Parallel()
 	vhost := requireDeps(t)
+	started := testenv.StartLock(t) // ports chosen and bound under the machine's start lock
 	offset, err := stack.FreeOffset(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -503,6 +509,7 @@ func TestFaults(t *testing.T) {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
+	started()
 
 	prefix := testenv.Name("f") + "_"
 	env := map[string]string{"LAB_DB_PREFIX": prefix, "AMQP_URL": vhost, "LAB_PORT_OFFSET": strconv.Itoa(offset)}

@@ -88,6 +88,8 @@ func TestBuildAndLaunch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Ports are chosen and bound under the machine's start lock, like every lab's.
+	started := testenv.StartLock(t)
 	offset, err := FreeOffset(map[string]int{"payments": 2})
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +115,7 @@ func TestBuildAndLaunch(t *testing.T) {
 	if err := Launch(ctx, cfg, sup, bin, map[string]int{"payments": 2}); err != nil {
 		t.Fatal(err)
 	}
+	started()
 	envOf := func(port int) map[string]string {
 		t.Helper()
 		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/env")
