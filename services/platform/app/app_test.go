@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -25,15 +26,7 @@ func TestHandlerPanicLeaksNoTransaction(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pool, err := pg.Open(ctx, testenv.DB(t, testenv.Name("t_app_")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	kit, _ := fs.Sub(platform.Migrations(), "migrations")
-	if err := pg.Migrate(ctx, pool, kit, "goose_platform"); err != nil {
-		t.Fatal(err)
-	}
+	pool := kitPool(ctx, t, "t_app_")
 	if _, err := pool.Exec(ctx, `CREATE TABLE stock (sku text PRIMARY KEY, on_hand int NOT NULL);
 		INSERT INTO stock VALUES ('LAB-MUG', 10)`); err != nil {
 		t.Fatal(err)
@@ -119,4 +112,20 @@ func TestHandlerPanicLeaksNoTransaction(t *testing.T) {
 	if onHand != 9 {
 		t.Errorf("stock is %d, want 9: the panicking attempt's write must roll back, the retry's commit", onHand)
 	}
+}
+
+// kitPool is a pool on a new database of the test's with the platform kit's tables
+// (inbox, outbox) migrated, closed when the test ends.
+func kitPool(ctx context.Context, t *testing.T, prefix string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pg.Open(ctx, testenv.DB(t, testenv.Name(prefix)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	kit, _ := fs.Sub(platform.Migrations(), "migrations")
+	if err := pg.Migrate(ctx, pool, kit, "goose_platform"); err != nil {
+		t.Fatal(err)
+	}
+	return pool
 }

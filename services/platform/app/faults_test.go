@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"microlab/services/contracts"
-	"microlab/services/platform"
 	"microlab/services/platform/app"
 	"microlab/services/platform/bus"
 	"microlab/services/platform/control"
@@ -416,15 +414,7 @@ func TestCrashAfterCommitExitsBetweenCommitAndPublish(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pool, err := pg.Open(ctx, testenv.DB(t, testenv.Name("t_cac_")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	kit, _ := fs.Sub(platform.Migrations(), "migrations")
-	if err := pg.Migrate(ctx, pool, kit, "goose_platform"); err != nil {
-		t.Fatal(err)
-	}
+	pool := kitPool(ctx, t, "t_cac_")
 	if _, err := pool.Exec(ctx, `CREATE TABLE effects (id text PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
