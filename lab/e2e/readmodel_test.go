@@ -105,7 +105,9 @@ func history(ctx context.Context, l *lab, token string) (orderHistory, error) {
 	}
 	for _, list := range [][]map[string]any{page.Items, home.Orders} {
 		for _, o := range list {
-			delete(o, "steps")
+			if _, ok := o["steps"]; ok { // a list carries summaries, in either read model
+				return orderHistory{}, fmt.Errorf("a listed order carries steps: %v", o)
+			}
 		}
 	}
 	return orderHistory{list: page.Items, home: home.Orders}, nil

@@ -146,8 +146,12 @@ func (s *Service) place(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// OrderView is an order as the API shows it.
-type OrderView struct {
+// OrderSummary is an order as a list shows it (GET /orders, in either read.model): what
+// it is and how it ended, not how it got there. The step log is the write side's own
+// record — it holds entries no event carries (commands sent, timeouts, overdue marks) —
+// so the CQRS read model could not list it, and the write side's list need not pay a
+// query for it: both lists answer the same, and GET /orders/{id} tells the story.
+type OrderSummary struct {
 	OrderID      string     `json:"orderId"`
 	Status       string     `json:"status"`
 	CancelReason string     `json:"cancelReason"`
@@ -155,9 +159,14 @@ type OrderView struct {
 	TotalCents   int64      `json:"totalCents"`
 	Currency     string     `json:"currency"`
 	SagaMode     string     `json:"sagaMode"`
-	Steps        []Step     `json:"steps"`
 	TraceID      string     `json:"traceId"`
 	CreatedAt    time.Time  `json:"createdAt"`
+}
+
+// OrderView is one order as GET /orders/{id} shows it: its summary and its saga's steps.
+type OrderView struct {
+	OrderSummary
+	Steps []Step `json:"steps"`
 }
 
 // ItemView is one order line as the API shows it.
@@ -167,13 +176,17 @@ type ItemView struct {
 	PriceCents int64  `json:"priceCents"`
 }
 
-func view(o Order) OrderView {
-	v := OrderView{OrderID: o.ID, Status: o.Status, CancelReason: o.CancelReason, Items: []ItemView{},
-		TotalCents: o.TotalCents, Currency: o.Currency, SagaMode: o.SagaMode, Steps: o.Steps,
-		TraceID: o.TraceID, CreatedAt: o.CreatedAt}
+func summary(o Order) OrderSummary {
+	v := OrderSummary{OrderID: o.ID, Status: o.Status, CancelReason: o.CancelReason, Items: []ItemView{},
+		TotalCents: o.TotalCents, Currency: o.Currency, SagaMode: o.SagaMode, TraceID: o.TraceID, CreatedAt: o.CreatedAt}
 	for _, it := range o.Items {
 		v.Items = append(v.Items, ItemView{SKU: it.SKU, Qty: it.Qty, PriceCents: it.PriceCents})
 	}
+	return v
+}
+
+func view(o Order) OrderView {
+	v := OrderView{OrderSummary: summary(o), Steps: o.Steps}
 	if v.Steps == nil {
 		v.Steps = []Step{}
 	}
@@ -208,8 +221,8 @@ const (
 
 // OrderPage is the answer of GET /orders.
 type OrderPage struct {
-	Items      []OrderView `json:"items"`
-	NextCursor string      `json:"nextCursor"`
+	Items      []OrderSummary `json:"items"`
+	NextCursor string         `json:"nextCursor"`
 }
 
 func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
@@ -248,14 +261,14 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	page := OrderPage{Items: []OrderView{}}
+	page := OrderPage{Items: []OrderSummary{}}
 	if len(orders) > limit {
 		orders = orders[:limit]
 		last := orders[limit-1]
 		page.NextCursor = encodeCursor(Cursor{CreatedAt: last.CreatedAt, ID: last.ID})
 	}
 	for _, o := range orders {
-		page.Items = append(page.Items, view(o))
+		page.Items = append(page.Items, summary(o))
 	}
 	httpx.WriteJSON(w, http.StatusOK, page)
 	return nil

@@ -159,11 +159,8 @@ func (h *History) observe(ctx context.Context, env contracts.Envelope) {
 }
 
 // List is GET /orders?view=history: up to limit of a user's orders, newest first, after
-// cursor, exactly as Store.List pages the write side (same order, same cursor), from
-// order_history alone. Steps are not part of the read model: the step log is the write
-// side's own record (it holds entries no event carries: commands sent, timeouts,
-// overdue marks), so history items have steps [] and GET /orders/{id} tells an order's
-// story in either mode.
+// cursor, exactly as Store.List pages the write side (same order, same cursor, the same
+// OrderSummary fields: no steps), from order_history alone.
 func (h *History) List(ctx context.Context, userID string, after *Cursor, limit int) ([]Order, error) {
 	q := `SELECT order_id, user_id, status, cancel_reason, saga_mode, total_cents, currency, items, trace_id, created_at
 		FROM order_history WHERE user_id = $1 AND created_at IS NOT NULL`
@@ -187,7 +184,6 @@ func (h *History) List(ctx context.Context, userID string, after *Cursor, limit 
 		if err := json.Unmarshal(items, &o.Items); err != nil {
 			return Order{}, fmt.Errorf("order %s: items: %w", o.ID, err)
 		}
-		o.Steps = []Step{}
 		return o, nil
 	})
 	if err != nil {

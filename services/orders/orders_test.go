@@ -157,8 +157,8 @@ func TestAPI(t *testing.T) {
 			}
 			for _, o := range p.Items {
 				got = append(got, o.OrderID)
-				if len(o.Steps) == 0 || len(o.Items) != 1 {
-					t.Fatalf("listed order lacks steps or items: %+v", o)
+				if len(o.Items) != 1 || o.Status == "" || o.TraceID == "" {
+					t.Fatalf("listed order lacks items, status or trace: %+v", o)
 				}
 			}
 			if p.NextCursor == "" {

@@ -198,7 +198,7 @@ func (s *Store) List(ctx context.Context, userID string, after *Cursor, limit in
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
 	}
-	if err := s.fill(ctx, orders, true); err != nil {
+	if err := s.fill(ctx, orders, false); err != nil {
 		return nil, err
 	}
 	return orders, nil
