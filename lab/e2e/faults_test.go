@@ -62,18 +62,6 @@ func (l *lab) faultActive(service, kind string) bool {
 	return false
 }
 
-// awaitThat polls cond (every 100 ms, up to within) and fails the test with what if it never holds.
-func awaitThat(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never: %s (waited %s)", what, within)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // faultSpan is a span as Jaeger returns it, with its events (Jaeger calls them logs).
 type faultSpan struct {
 	jaegerSpan
@@ -144,14 +132,14 @@ func TestFaultsSlowFailAndStop(t *testing.T) {
 
 	// latency
 	lat := addFault(t, p, control.FaultSpec{Service: "payments", Kind: control.FaultLatency, Value: "300ms", On: control.OnMessages})
-	awaitThat(t, time.Minute, "payments exports lab_fault_active{kind=latency}", func() bool { return l.faultActive("payments", control.FaultLatency) })
+	waitFor(t, time.Minute, "payments exports lab_fault_active{kind=latency}", func() bool { return l.faultActive("payments", control.FaultLatency) })
 	id, traceID, _ := l.api.placeTraced(t, token, newOrder(cardOK, skuOK, "DE"))
 	if o, err := l.api.waitFinal(ctx, token, id); err != nil || o.Status != "confirmed" {
 		t.Fatalf("order %s under latency: %+v %v", id, o, err)
 	}
 	var events []map[string]string
 	var durations []time.Duration
-	awaitThat(t, 2*time.Minute, "the payment step's span with its lab.fault event in Jaeger", func() bool {
+	waitFor(t, 2*time.Minute, "the payment step's span with its lab.fault event in Jaeger", func() bool {
 		var err error
 		events, durations, err = faultEvents(ctx, l.jaeger, traceID, "payments", "process "+contracts.OrderPlaced)
 		return err == nil && len(events) > 0
@@ -164,16 +152,16 @@ func TestFaultsSlowFailAndStop(t *testing.T) {
 		t.Errorf("the payment step's consumer span lasted %s under latency=300ms", durations[0])
 	}
 	clearFaults(t, p)
-	awaitThat(t, time.Minute, "lab_fault_active{kind=latency} gone once cleared", func() bool { return !l.faultActive("payments", control.FaultLatency) })
+	waitFor(t, time.Minute, "lab_fault_active{kind=latency} gone once cleared", func() bool { return !l.faultActive("payments", control.FaultLatency) })
 
 	// latency on orders' HTTP: on the server span of the placement
 	lat = addFault(t, p, control.FaultSpec{Service: "orders", Kind: control.FaultLatency, Value: "200ms", On: control.OnHTTP})
-	awaitThat(t, time.Minute, "orders exports lab_fault_active{kind=latency}", func() bool { return l.faultActive("orders", control.FaultLatency) })
+	waitFor(t, time.Minute, "orders exports lab_fault_active{kind=latency}", func() bool { return l.faultActive("orders", control.FaultLatency) })
 	id, traceID, _ = l.api.placeTraced(t, token, newOrder(cardOK, skuOK, "DE"))
 	if o, err := l.api.waitFinal(ctx, token, id); err != nil || o.Status != "confirmed" {
 		t.Fatalf("order %s under HTTP latency on orders: %+v %v", id, o, err)
 	}
-	awaitThat(t, 2*time.Minute, "orders' server span with its lab.fault event in Jaeger", func() bool {
+	waitFor(t, 2*time.Minute, "orders' server span with its lab.fault event in Jaeger", func() bool {
 		var err error
 		events, durations, err = faultEvents(ctx, l.jaeger, traceID, "orders", "")
 		return err == nil && len(events) > 0
@@ -182,7 +170,7 @@ func TestFaultsSlowFailAndStop(t *testing.T) {
 		t.Errorf("lab.fault event on orders' server span: %v, want latency, id %d", ev, lat.ID)
 	}
 	clearFaults(t, p)
-	awaitThat(t, time.Minute, "lab_fault_active{kind=latency} gone from orders", func() bool { return !l.faultActive("orders", control.FaultLatency) })
+	waitFor(t, time.Minute, "lab_fault_active{kind=latency} gone from orders", func() bool { return !l.faultActive("orders", control.FaultLatency) })
 
 	// poison
 	dlq := l.queueDepth(t, "payments.dlq")
@@ -194,12 +182,12 @@ func TestFaultsSlowFailAndStop(t *testing.T) {
 	if o, err := l.api.waitFinal(ctx, token, id); err != nil || o.Status != "confirmed" {
 		t.Fatalf("an order behind poison messages: %+v %v", o, err)
 	}
-	awaitThat(t, 2*time.Minute, "3 poison messages in payments.dlq", func() bool { return l.queueDepth(t, "payments.dlq") == dlq+3 })
+	waitFor(t, 2*time.Minute, "3 poison messages in payments.dlq", func() bool { return l.queueDepth(t, "payments.dlq") == dlq+3 })
 
 	// down
 	addFault(t, p, control.FaultSpec{Service: "inventory", Kind: control.FaultDown})
-	awaitThat(t, time.Minute, "inventory exports lab_fault_active{kind=down}", func() bool { return l.faultActive("inventory", control.FaultDown) })
-	awaitThat(t, time.Minute, "inventory.events without a consumer", func() bool { return l.consumers(t, "inventory.events") == 0 })
+	waitFor(t, time.Minute, "inventory exports lab_fault_active{kind=down}", func() bool { return l.faultActive("inventory", control.FaultDown) })
+	waitFor(t, time.Minute, "inventory.events without a consumer", func() bool { return l.consumers(t, "inventory.events") == 0 })
 	var ids []string
 	for range 3 {
 		id, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE"))
@@ -208,7 +196,7 @@ func TestFaultsSlowFailAndStop(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	awaitThat(t, 2*time.Minute, "inventory.events holding the 3 orders' payment.authorized", func() bool {
+	waitFor(t, 2*time.Minute, "inventory.events holding the 3 orders' payment.authorized", func() bool {
 		return l.queueDepth(t, "inventory.events") >= 3
 	})
 	for _, id := range ids {
@@ -226,7 +214,7 @@ func TestFaultsSlowFailAndStop(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	awaitThat(t, time.Minute, "inventory.events drained", func() bool { return l.queueDepth(t, "inventory.events") == 0 })
+	waitFor(t, time.Minute, "inventory.events drained", func() bool { return l.queueDepth(t, "inventory.events") == 0 })
 }
 
 // Faults that end processes and duplicate messages, and what the patterns make of them:
@@ -262,7 +250,7 @@ func TestFaultsCrashAndDuplicate(t *testing.T) {
 	duringFault(t, l, 3*time.Minute, func() {
 		time.Sleep(300 * time.Millisecond) // traffic under way: orders in flight when it crashes
 		addFault(t, p, control.FaultSpec{Service: "payments", Kind: control.FaultCrash})
-		awaitThat(t, 2*time.Minute, "payments restarted after its crash", restarted(pid))
+		waitFor(t, 2*time.Minute, "payments restarted after its crash", restarted(pid))
 	})
 	if !noFaults() {
 		t.Error("the crash fault is still stored after it fired")
@@ -274,14 +262,14 @@ func TestFaultsCrashAndDuplicate(t *testing.T) {
 	// crash_after_commit, outbox on
 	pid = l.sup.PID("payments")
 	addFault(t, p, control.FaultSpec{Service: "payments", Kind: control.FaultCrashAfterCommit})
-	awaitThat(t, time.Minute, "payments exports lab_fault_active{kind=crash_after_commit}", func() bool {
+	waitFor(t, time.Minute, "payments exports lab_fault_active{kind=crash_after_commit}", func() bool {
 		return l.faultActive("payments", control.FaultCrashAfterCommit)
 	})
 	id, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	awaitThat(t, 2*time.Minute, "payments crashed after its commit and was restarted", restarted(pid))
+	waitFor(t, 2*time.Minute, "payments crashed after its commit and was restarted", restarted(pid))
 	o, err := l.api.waitFinal(ctx, token, id)
 	if err != nil || o.Status != "confirmed" {
 		t.Fatalf("outbox on: order %s after crash_after_commit: %+v %v", id, o, err)
@@ -296,17 +284,17 @@ func TestFaultsCrashAndDuplicate(t *testing.T) {
 	tp := l.tap(t, contracts.PaymentAuthorized, contracts.PaymentDeclined)
 	pid = l.sup.PID("payments")
 	addFault(t, p, control.FaultSpec{Service: "payments", Kind: control.FaultCrashAfterCommit})
-	awaitThat(t, time.Minute, "payments exports lab_fault_active{kind=crash_after_commit}", func() bool {
+	waitFor(t, time.Minute, "payments exports lab_fault_active{kind=crash_after_commit}", func() bool {
 		return l.faultActive("payments", control.FaultCrashAfterCommit)
 	})
 	victim, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	awaitThat(t, 2*time.Minute, "payments crashed after its commit and was restarted", restarted(pid))
+	waitFor(t, 2*time.Minute, "payments crashed after its commit and was restarted", restarted(pid))
 	healthy()
 	// The redelivered order.placed is recognised by the inbox of the restarted process.
-	awaitThat(t, 2*time.Minute, "the restarted payments skipped the redelivered order.placed", func() bool {
+	waitFor(t, 2*time.Minute, "the restarted payments skipped the redelivered order.placed", func() bool {
 		b, err := metricsOf(l.serviceURL("payments"))
 		return err == nil && strings.Contains(b, `inbox_duplicates_total{message_type="order.placed",queue="payments.events"} 1`) && b != ""
 	})
@@ -333,19 +321,19 @@ func TestFaultsCrashAndDuplicate(t *testing.T) {
 	// far relayed (its outbox empty), so that the next one is the new order's order.placed.
 	for _, inboxOn := range []bool{true, false} {
 		l.set(control.InboxEnabled, fmt.Sprint(inboxOn))
-		awaitThat(t, time.Minute, "orders' outbox relayed everything", func() bool {
+		waitFor(t, time.Minute, "orders' outbox relayed everything", func() bool {
 			b, err := metricsOf(l.serviceURL("orders"))
 			return err == nil && strings.Contains(b, "\noutbox_backlog_messages 0\n")
 		})
 		dups := l.metric(t, "payments", "inbox_duplicates_total", `queue="payments.events"`, `message_type="order.placed"`)
 		addFault(t, p, control.FaultSpec{Service: "orders", Kind: control.FaultDuplicateDelivery, Value: "1"})
-		awaitThat(t, time.Minute, "orders claimed the duplicate_delivery fault", noFaults)
+		waitFor(t, time.Minute, "orders claimed the duplicate_delivery fault", noFaults)
 		id, err := l.api.place(ctx, token, newOrder(cardOK, skuOK, "DE"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !inboxOn {
-			awaitThat(t, 2*time.Minute, "payments authorized the duplicated order.placed twice", func() bool {
+			waitFor(t, 2*time.Minute, "payments authorized the duplicated order.placed twice", func() bool {
 				pay, err := l.payments(ctx, id)
 				return err == nil && pay.Authorizations >= 2
 			})
@@ -354,7 +342,7 @@ func TestFaultsCrashAndDuplicate(t *testing.T) {
 			}
 			continue
 		}
-		awaitThat(t, 2*time.Minute, "payments' inbox skipped the duplicated order.placed", func() bool {
+		waitFor(t, 2*time.Minute, "payments' inbox skipped the duplicated order.placed", func() bool {
 			return l.metric(t, "payments", "inbox_duplicates_total", `queue="payments.events"`, `message_type="order.placed"`) > dups
 		})
 		o, err := l.api.waitFinal(ctx, token, id)

@@ -232,6 +232,18 @@ func startPrometheus(t testing.TB, l *lab) string {
 	return p.URL()
 }
 
+// waitFor polls cond until it holds, failing the test after within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for: %s", within, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // serviceURL is the internal base URL of a service of this lab.
 func (l *lab) serviceURL(name string) string {
 	s, ok := stack.Find(name)

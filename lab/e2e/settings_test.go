@@ -71,18 +71,6 @@ func rawCall(t *testing.T, method, url string) rawAnswer {
 	return rawAnswer{status: resp.StatusCode, header: resp.Header, code: e.Error.Code, msg: e.Error.Message}
 }
 
-// waitFor polls cond until it holds, failing the test after within.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", within, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // logged reports whether some service of the lab logged a line containing every part.
 func (l *lab) logged(parts ...string) bool {
 	for _, line := range strings.Split(l.logs.Tail(4<<20), "\n") {
