@@ -74,22 +74,33 @@ func (c Config) validate() error {
 func main() { app.Main("gateway", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	// No Migrations (no database) and no Consumes (no bus): App.DB and App.Bus stay nil.
-	opts := app.Options{Name: "gateway", DefaultPort: 8000}
-	var cfg Config
-	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	a, err := app.Start(ctx, opts, cfg.Base, cfg, stdout)
+	a, err := start(ctx, getenv, stdout)
 	if err != nil {
 		return err
 	}
+	return a.Run(ctx)
+}
+
+// start reads the config and builds the gateway on the app kit, ready to Run.
+func start(ctx context.Context, getenv func(string) string, stdout io.Writer) (*app.App, error) {
+	// No Migrations (no database) and no Consumes (no queues, nothing to publish):
+	// App.DB and App.Bus stay nil. Its only use for RabbitMQ is lab.control, which the
+	// app kit follows on a connection of its own, so the lab's changes apply at once.
+	opts := app.Options{Name: "gateway", DefaultPort: 8000}
+	var cfg Config
+	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	a, err := app.Start(ctx, opts, cfg.Base, cfg, stdout)
+	if err != nil {
+		return nil, err
+	}
 	g := New(cfg, a.Log, a.Tel)
-	g.Follow(a.Settings.Current) // the lab's settings, live (the watcher re-reads them)
+	g.Follow(a.Settings.Current) // the lab's settings, live (the watcher applies each change as announced)
 	a.Go("rate limiter eviction", g.limiter.Run)
 	g.Mount(a.Mux())
-	return a.Run(ctx)
+	return a, nil
 }

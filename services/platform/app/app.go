@@ -61,7 +61,7 @@ type Options struct {
 	Name        string
 	DefaultPort int    // 127.0.0.1:<port> unless HTTP_ADDR says otherwise
 	Migrations  fs.FS  // the service's own migrations (at the root, or under migrations/); nil: no database
-	Consumes    bool   // connects to RabbitMQ to consume and emit events
+	Consumes    bool   // connects to RabbitMQ to consume and emit events (without: only to follow lab.control)
 	Version     string // build version, logged
 }
 
@@ -79,6 +79,7 @@ type App struct {
 	Settings *control.Watcher
 
 	store     *control.Store
+	announced *bus.Conn // lab.control alone, for a service that consumes nothing (the gateway); nil otherwise
 	mux       *http.ServeMux
 	consumers []consumer
 	loops     []loop
@@ -242,6 +243,13 @@ func (a *App) start(ctx context.Context, opts Options) error {
 		if a.DB != nil {
 			a.Outbox = outbox.New(a.DB, a.Pub, func() bool { return a.Settings.Current().Outbox() }, a.Log)
 		}
+	} else if a.Base.AMQPURL != "" {
+		// A service that consumes nothing (the gateway) still follows lab.control, so it
+		// applies a change as soon as it is announced, like every other instance, not at
+		// its next periodic re-read. It has no other use for the broker, so the connection
+		// is opened in the background: without a broker the service starts all the same
+		// and applies changes at the re-read (control.Watcher.Resync).
+		a.announced = bus.Open(a.Base.AMQPURL, a.Base.InstanceID+"/control", a.Log)
 	}
 	return nil
 }
@@ -340,7 +348,11 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		})
 	}
-	run(&bgWG, bg, "settings", func(ctx context.Context) error { return a.Settings.Run(ctx, a.Bus) })
+	announcements := a.Bus
+	if announcements == nil {
+		announcements = a.announced
+	}
+	run(&bgWG, bg, "settings", func(ctx context.Context) error { return a.Settings.Run(ctx, announcements) })
 
 	fg, stopFg := context.WithCancel(ctx)
 	defer stopFg()
@@ -421,6 +433,9 @@ func (a *App) close() {
 	}
 	if a.Bus != nil {
 		_ = a.Bus.Close()
+	}
+	if a.announced != nil {
+		_ = a.announced.Close()
 	}
 	if a.store != nil {
 		a.store.Close()

@@ -63,9 +63,7 @@ type Conn struct {
 // Dial connects (waiting, with backoff, until the broker answers or ctx ends) and keeps
 // the connection alive in the background until Close. name shows up in the management UI.
 func Dial(ctx context.Context, url, name string, log *slog.Logger) (*Conn, error) {
-	unblocked := make(chan struct{})
-	close(unblocked)
-	c := &Conn{url: url, name: name, log: log, ready: make(chan struct{}), unblocked: unblocked, done: make(chan struct{})}
+	c := newConn(url, name, log)
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -75,6 +73,40 @@ func Dial(ctx context.Context, url, name string, log *slog.Logger) (*Conn, error
 	}
 	go c.keepAlive(conn)
 	return c, nil
+}
+
+// Open is Dial for a connection the process can work without for a while: it returns
+// at once and connects in the background (retrying with backoff until Close), so a
+// broker that is down or not there delays nothing. Channel waits for the connection as
+// it does after a loss. The gateway follows lab.control this way: it has no other use
+// for the broker, and without one it still applies the lab's changes at its periodic
+// re-read.
+func Open(url, name string, log *slog.Logger) *Conn {
+	c := newConn(url, name, log)
+	go func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-c.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		conn, err := c.dial(ctx)
+		cancel()
+		if err != nil || !c.install(conn) {
+			return // closed before it connected
+		}
+		c.keepAlive(conn)
+	}()
+	return c
+}
+
+// newConn is a Conn not yet connected (and not blocked).
+func newConn(url, name string, log *slog.Logger) *Conn {
+	unblocked := make(chan struct{})
+	close(unblocked)
+	return &Conn{url: url, name: name, log: log, ready: make(chan struct{}), unblocked: unblocked, done: make(chan struct{})}
 }
 
 // Instrument exports the connection's blocked state as the gauge

@@ -46,9 +46,11 @@ func (w *Watcher) Current() Settings { return *w.cur.Load() }
 
 // Run listens on lab.control (an exclusive queue per instance, re-declared after a
 // reconnect) and re-reads the database on every announcement and every Resync interval.
+// The re-read is what applies changes while conn has no broker to listen to (it is
+// down, or conn is nil), so a missed announcement never leaves an instance behind.
 func (w *Watcher) Run(ctx context.Context, conn *bus.Conn) error {
 	nudges := make(chan struct{}, 1)
-	if conn != nil { // without a bus (the gateway), the periodic re-read alone applies changes
+	if conn != nil {
 		go w.listen(ctx, conn, nudges)
 	}
 	t := time.NewTicker(w.Resync)
