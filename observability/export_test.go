@@ -155,3 +155,34 @@ func TestLongAttributesAreExportedCut(t *testing.T) {
 		t.Errorf("exported spans %v, want the server span and the hand-made one", rc.names)
 	}
 }
+
+// Flush exports what has ended, at once, and the provider goes on: a process about to
+// exit without Shutdown (crash_after_commit) flushes first. The batch timeout is a
+// second, so without Flush nothing would have arrived yet.
+func TestFlushExportsWhileRunning(t *testing.T) {
+	rc := &receiver{}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	tel, err := Setup(context.Background(), Process{Service: "payments", Instance: "payments-1"},
+		Config{OTLPEndpoint: srv.URL, SampleRatio: 1, Environment: "test"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tel.Shutdown(context.Background()) }()
+	for _, name := range []string{"process order.placed", "process payment.authorized"} {
+		_, span := tel.Tracer().Start(context.Background(), name, trace.WithSpanKind(trace.SpanKindConsumer))
+		span.End()
+		if err := tel.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		rc.mu.Lock()
+		got := append([]string(nil), rc.names...)
+		rc.mu.Unlock()
+		if len(got) == 0 || got[len(got)-1] != name {
+			t.Fatalf("after Flush the receiver has %v, want %s last", got, name)
+		}
+	}
+	if err := Nop(nil).Flush(context.Background()); err != nil {
+		t.Errorf("Flush without a provider: %v", err)
+	}
+}

@@ -188,6 +188,16 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	return t.sdk.Shutdown(ctx)
 }
 
+// Flush exports every span ended so far (bounded by ctx) and leaves the provider
+// running. Export is otherwise batched, once a second: a process about to exit at once
+// (the lab's crash_after_commit fault) flushes first, or its last spans are lost.
+func (t *Telemetry) Flush(ctx context.Context) error {
+	if t == nil || t.sdk == nil {
+		return nil
+	}
+	return t.sdk.ForceFlush(ctx)
+}
+
 // TracerProvider is the process's provider (for libraries such as otelpgx).
 func (t *Telemetry) TracerProvider() trace.TracerProvider {
 	if t == nil {

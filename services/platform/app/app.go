@@ -92,6 +92,7 @@ type App struct {
 	crashed    chan error     // a crash fault fired
 	dupLeft    atomic.Int64   // messages still to publish twice (duplicate_delivery)
 	dupFault   atomic.Pointer[control.Fault]
+	inFlight   InFlight // requests and messages being handled: what a crash interrupts
 }
 
 type consumer struct {

@@ -11,9 +11,10 @@ package app
 //   - crash_after_commit: one-shot, claimed by the first handler that commits under it.
 //   - poison: the control plane itself injects the messages; nothing to do here.
 //
-// Every request or message a fault touches gets a `lab.fault` event on its span, each
-// fault in force shows as lab_fault_active{service,kind}, and a warning is logged when a
-// fault starts and stops acting in the instance.
+// Every request or message a fault touches gets a `lab.fault` event on its span — for
+// crash and crash_after_commit, every request and message in flight when the process
+// dies (InFlight) — each fault in force shows as lab_fault_active{service,kind}, and a
+// warning is logged when a fault starts and stops acting in the instance.
 
 import (
 	"context"
@@ -23,7 +24,11 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
+	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"microlab/observability"
 	"microlab/services/platform/bus"
@@ -46,11 +51,74 @@ type Faults struct {
 	Claim func(ctx context.Context, f control.Fault) error
 	// Exit ends the process at once (crash_after_commit). nil: CrashNow.
 	Exit func()
-	Log  *slog.Logger
+	// InFlight, if set, keeps the span of every delivery being handled (FaultMiddleware
+	// adds each), so that a crash can mark all it interrupts. nil: only the span of the
+	// delivery that crashes.
+	InFlight *InFlight
+	// Flush, if set, exports the spans ended so far (observability.Telemetry.Flush),
+	// bounded by its ctx: crash_after_commit flushes before Exit, after which nothing is.
+	Flush func(ctx context.Context) error
+	Log   *slog.Logger
+}
+
+// crashFlushWithin bounds the export of the spans a crash_after_commit ends before the
+// process exits: long enough for a local collector, short enough that an unreachable
+// one barely delays the crash.
+const crashFlushWithin = 2 * time.Second
+
+// InFlight is the spans of the requests and messages an instance is handling now: the
+// work a crash interrupts. Each one gets the crash's lab.fault event, so a trace that
+// stops short (or a message handled again after the restart) says why. The zero value
+// is ready to use.
+type InFlight struct {
+	mu    sync.Mutex
+	next  uint64
+	spans map[uint64]trace.Span
+}
+
+// Track counts the span in ctx as in flight until done is called. A span that records
+// nothing (not sampled, or none) is not kept: there is nothing to mark on it.
+func (l *InFlight) Track(ctx context.Context) (done func()) {
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return func() {}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.spans == nil {
+		l.spans = map[uint64]trace.Span{}
+	}
+	l.next++
+	id := l.next
+	l.spans[id] = span
+	return func() {
+		l.mu.Lock()
+		delete(l.spans, id)
+		l.mu.Unlock()
+	}
+}
+
+// Spans returns the spans in flight now.
+func (l *InFlight) Spans() []trace.Span {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]trace.Span, 0, len(l.spans))
+	for _, s := range l.spans {
+		out = append(out, s)
+	}
+	return out
+}
+
+// markCrash records f's lab.fault event on each of spans.
+func markCrash(spans []trace.Span, f control.Fault) {
+	for _, s := range spans {
+		event(trace.ContextWithSpan(context.Background(), s), f)
+	}
 }
 
 // CrashNow ends the process at once with exit status 3, as kill -9 would: no deferred
-// function runs, nothing is flushed, published or acked.
+// function runs, nothing is published or acked. (The spans the crash interrupts are
+// exported just before it is called; see CrashAfterCommitMiddleware.)
 //
 // This is the ONE exit outside Main (house rule: only Main exits), on purpose: the
 // crash_after_commit fault exists to show what happens to a process that dies between
@@ -84,8 +152,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// FaultMiddleware carries out latency and error_rate on message handling. It runs
-// before the inbox's transaction (see Pipeline), so a delayed message holds no
+// FaultMiddleware carries out latency and error_rate on message handling, and keeps
+// each delivery in f.InFlight while it is handled (what a crash would interrupt). It
+// runs before the inbox's transaction (see Pipeline), so a delayed message holds no
 // database connection while it waits, and a failed one changes nothing.
 //
 // An injected failure is a plain error, which bus.Classify treats as poison: retried
@@ -97,6 +166,9 @@ func FaultMiddleware(f Faults) bus.Middleware {
 			return next
 		}
 		return func(ctx context.Context, d bus.Delivery) error {
+			if f.InFlight != nil {
+				defer f.InFlight.Track(ctx)()
+			}
 			fs := f.Current()
 			if lat, ok := find(fs, control.FaultLatency, control.OnMessages); ok {
 				event(ctx, lat)
@@ -120,6 +192,11 @@ func FaultMiddleware(f Faults) bus.Middleware {
 // first handler to commit claims the fault and ends the process; the message is then
 // redelivered to the restarted process (the inbox skips it as a duplicate), and what
 // its commit emitted reaches the broker only if it went through the outbox.
+//
+// Before it exits, the spans it interrupts — its own delivery's and every other in
+// flight — get the fault's lab.fault event, are failed and ended (a span still open
+// when the process dies is never exported) and flushed, bounded by crashFlushWithin,
+// so the trace shows where the process died and why.
 func CrashAfterCommitMiddleware(f Faults) bus.Middleware {
 	return func(next bus.Handler) bus.Handler {
 		if f.Current == nil || f.Claim == nil {
@@ -141,14 +218,45 @@ func CrashAfterCommitMiddleware(f Faults) bus.Middleware {
 					}
 					return
 				}
-				event(ctx, cf)
 				if f.Log != nil {
 					f.Log.WarnContext(ctx, "lab fault crash_after_commit: committed, exiting before publishing and acking",
 						"message_id", d.MessageID, "type", d.Type, "fault_id", cf.ID)
 				}
+				f.endInterrupted(ctx, cf)
 				exit()
 			})
 			return next(ctx, d)
+		}
+	}
+}
+
+// endInterrupted marks, fails, ends and exports the spans a crash_after_commit
+// interrupts: every one in flight and, whether InFlight keeps it or not, the one in ctx.
+func (f Faults) endInterrupted(ctx context.Context, cf control.Fault) {
+	var spans []trace.Span
+	if f.InFlight != nil {
+		spans = f.InFlight.Spans()
+	}
+	own := trace.SpanFromContext(ctx)
+	if own.IsRecording() && !slices.ContainsFunc(spans, func(s trace.Span) bool {
+		return s.SpanContext().SpanID() == own.SpanContext().SpanID()
+	}) {
+		spans = append(spans, own)
+	}
+	markCrash(spans, cf)
+	for _, s := range spans {
+		why := "lab fault crash_after_commit: the process exited while this was being handled"
+		if s.SpanContext().SpanID() == own.SpanContext().SpanID() {
+			why = "lab fault crash_after_commit: the process exited here, after the commit, before publishing and acking"
+		}
+		observability.Fail(s, errors.New(why))
+		s.End()
+	}
+	if f.Flush != nil {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), crashFlushWithin)
+		defer cancel()
+		if err := f.Flush(fctx); err != nil && f.Log != nil {
+			f.Log.WarnContext(ctx, "crash_after_commit: spans not exported before the exit", "err", err)
 		}
 	}
 }
@@ -164,7 +272,7 @@ func (a *App) down() bool {
 }
 
 func (a *App) pipelineFaults() Faults {
-	return Faults{Current: a.faults, Log: a.Log, Exit: CrashNow,
+	return Faults{Current: a.faults, Log: a.Log, Exit: CrashNow, InFlight: &a.inFlight, Flush: a.Tel.Flush,
 		Claim: func(ctx context.Context, f control.Fault) error { return a.plane.Claim(ctx, f, a.Base.InstanceID) }}
 }
 
@@ -187,6 +295,7 @@ func (a *App) faultHTTP(next *http.ServeMux) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		defer a.inFlight.Track(r.Context())() // what a crash interrupts
 		fs := a.faults()
 		if len(fs) == 0 {
 			next.ServeHTTP(w, r)
@@ -278,7 +387,12 @@ func (a *App) watchFaults(ctx context.Context) error {
 			}
 			switch f.Kind {
 			case control.FaultCrash:
-				a.Log.WarnContext(ctx, "lab fault crash: this process exits now", "fault_id", f.ID)
+				// Every request and message in flight gets the event: they are what the
+				// crash interrupts (their spans end as Run winds down, and are exported
+				// before Run returns and Main exits).
+				spans := a.inFlight.Spans()
+				markCrash(spans, f)
+				a.Log.WarnContext(ctx, "lab fault crash: this process exits now", "fault_id", f.ID, "interrupted", len(spans))
 				select {
 				case a.crashed <- ErrCrashed:
 				default:
