@@ -28,7 +28,7 @@ const (
 	// with the same id.
 	FaultDuplicateDelivery = "duplicate_delivery"
 	// FaultPoison: Value malformed messages injected into the service's queue (by the
-	// control plane, at once).
+	// control plane, at once); only a service with a queue (QueueServices) has one.
 	FaultPoison = "poison"
 )
 
@@ -51,6 +51,17 @@ var FaultKinds = []string{FaultLatency, FaultErrorRate, FaultDown, FaultCrash, F
 
 // FaultServices are the services faults can target.
 var FaultServices = []string{"gateway", "users", "catalog", "orders", "payments", "inventory", "shipping", "notifications"}
+
+// QueueServices are the services that consume from a queue of their own,
+// <service>.events (each declares it with the bus.Queue in its handlers.go), so the
+// only ones a poison fault can inject into. The gateway, users and catalog consume no
+// messages. A test reads the services' sources to keep this list and theirs the same.
+var QueueServices = []string{"orders", "payments", "inventory", "shipping", "notifications"}
+
+// PublishingServices are the services that publish messages (through their outbox):
+// the ones with a queue, and users (user.registered). The gateway and catalog publish
+// nothing, so a duplicate_delivery fault on them could never fire.
+var PublishingServices = append([]string{"users"}, QueueServices...)
 
 // Fault is one injected fault.
 type Fault struct {
@@ -115,6 +126,19 @@ func (s FaultSpec) Validate(now time.Time) (Fault, error) {
 	}
 	if !slices.Contains(FaultKinds, f.Kind) {
 		return Fault{}, fmt.Errorf("unknown fault %q (known: %s)", s.Kind, strings.Join(FaultKinds, ", "))
+	}
+	// A fault that could never fire where it is aimed is refused, not left to expire
+	// unnoticed: a learner would wait for an effect that cannot come.
+	consumes := slices.Contains(QueueServices, f.Service)
+	switch {
+	case (f.Kind == FaultPoison || f.Kind == FaultCrashAfterCommit) && !consumes:
+		return Fault{}, fmt.Errorf("%s: %s consumes no messages; pick a service with a queue: %s",
+			f.Kind, f.Service, strings.Join(QueueServices, ", "))
+	case f.Kind == FaultDuplicateDelivery && !slices.Contains(PublishingServices, f.Service):
+		return Fault{}, fmt.Errorf("%s: %s publishes no messages; pick one that does: %s",
+			f.Kind, f.Service, strings.Join(PublishingServices, ", "))
+	case f.On == OnMessages && !consumes:
+		return Fault{}, fmt.Errorf("%s on=messages: %s consumes no messages; use on=http", f.Kind, f.Service)
 	}
 	value := strings.TrimSpace(s.Value)
 	switch f.Kind {

@@ -38,6 +38,18 @@ func TestFaultSpecValidate(t *testing.T) {
 		{control.FaultSpec{Service: "billing", Kind: "down"}, "unknown service", true},
 		{control.FaultSpec{Service: "payments", Instance: "orders-1", Kind: "down"}, "not an instance of payments", true},
 		{control.FaultSpec{Service: "orders", Kind: "poison", Value: "0"}, "from 1 to 1000", true},
+		{control.FaultSpec{Service: "payments", Kind: "poison", Value: "3"}, "poison=3", false},
+		{control.FaultSpec{Service: "gateway", Kind: "poison"}, "poison: gateway consumes no messages; pick a service with a queue: orders, payments, inventory, shipping, notifications", true},
+		{control.FaultSpec{Service: "users", Kind: "poison", Value: "2"}, "poison: users consumes no messages", true},
+		{control.FaultSpec{Service: "catalog", Instance: "catalog-1", Kind: "poison"}, "poison: catalog consumes no messages", true},
+		// Faults that could never fire where they are aimed.
+		{control.FaultSpec{Service: "users", Kind: "crash_after_commit"}, "crash_after_commit: users consumes no messages", true},
+		{control.FaultSpec{Service: "payments", Kind: "crash_after_commit"}, "crash_after_commit", false},
+		{control.FaultSpec{Service: "catalog", Kind: "duplicate_delivery", Value: "2"}, "duplicate_delivery: catalog publishes no messages", true},
+		{control.FaultSpec{Service: "gateway", Kind: "duplicate_delivery"}, "duplicate_delivery: gateway publishes no messages", true},
+		{control.FaultSpec{Service: "users", Kind: "duplicate_delivery", Value: "2"}, "duplicate_delivery=2", false},
+		{control.FaultSpec{Service: "gateway", Kind: "latency", Value: "1s", On: "messages"}, "gateway consumes no messages; use on=http", true},
+		{control.FaultSpec{Service: "gateway", Kind: "latency", Value: "1s"}, "latency=1s", false},
 	} {
 		f, err := tc.spec.Validate(now)
 		if tc.err {
