@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -268,37 +269,50 @@ func TestExpandGrafanaVars(t *testing.T) {
 
 // Every metric a panel or a rule reads is in the contract (docs/observability.md), or is
 // a recording rule, `up`, or one of RabbitMQ's, Go's or the process's own metrics. A
-// typo'd metric name would give a panel that is silently empty forever.
+// typo'd metric name would give a panel that is silently empty forever. And every
+// histogram of the contract is charted: some panel shows its quantiles
+// (histogram_quantile over its _bucket series), or nobody would see what it measures.
 func TestQueriesUseContractMetrics(t *testing.T) {
-	known := contractMetrics(t)
+	known, histograms := contractMetrics(t)
 	rules, err := observability.RuleExprs(observability.Assets())
 	if err != nil {
 		t.Fatal(err)
 	}
-	type use struct{ where, expr string }
+	type use struct {
+		where, expr string
+		panel       bool
+	}
 	var uses []use
 	for _, r := range rules {
 		if r.Kind == "record" {
 			known[r.Name] = true
 		}
-		uses = append(uses, use{r.File + ": " + r.Name, r.Expr})
+		uses = append(uses, use{r.File + ": " + r.Name, r.Expr, false})
 	}
 	qs, err := observability.PanelQueries(observability.Assets())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, q := range qs {
-		uses = append(uses, use{fmt.Sprintf("dashboard %s, panel %q, %s", q.Dashboard, q.Panel, q.RefID), q.Expr})
+		uses = append(uses, use{fmt.Sprintf("dashboard %s, panel %q, %s", q.Dashboard, q.Panel, q.RefID), q.Expr, true})
 	}
 	allowed := func(name string) bool {
 		return known[name] || name == "up" || strings.HasPrefix(name, "rabbitmq_") ||
 			strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_")
 	}
 	seen := 0
+	charted := map[string]bool{} // histograms whose quantiles a panel shows
 	for _, u := range uses {
 		metrics, funcs := identifiers(observability.ExpandGrafanaVars(u.expr))
 		if len(metrics) == 0 {
 			t.Errorf("%s: no metric found in %s", u.where, u.expr)
+		}
+		if u.panel && slices.Contains(funcs, "histogram_quantile") {
+			for _, m := range metrics {
+				if h, ok := strings.CutSuffix(m, "_bucket"); ok {
+					charted[h] = true
+				}
+			}
 		}
 		for _, m := range metrics {
 			seen++
@@ -315,11 +329,16 @@ func TestQueriesUseContractMetrics(t *testing.T) {
 	if seen == 0 {
 		t.Fatal("no metric names extracted at all")
 	}
+	for _, h := range histograms {
+		if !charted[h] {
+			t.Errorf("histogram %s (docs/observability.md) has no panel: chart its quantiles, histogram_quantile(0.95, sum by (le) (rate(%s_bucket[$__rate_interval])))", h, h)
+		}
+	}
 }
 
 // contractMetrics reads the metric table of docs/observability.md: the names, and for
-// histograms their _bucket, _sum and _count series.
-func contractMetrics(t *testing.T) map[string]bool {
+// histograms their _bucket, _sum and _count series (known), and the histograms' names.
+func contractMetrics(t *testing.T) (known map[string]bool, histograms []string) {
 	t.Helper()
 	f, err := os.Open("../docs/observability.md")
 	if err != nil {
@@ -327,7 +346,7 @@ func contractMetrics(t *testing.T) map[string]bool {
 	}
 	defer f.Close()
 	row := regexp.MustCompile("^\\| `([a-zA-Z_:][a-zA-Z0-9_:]*)` \\| ([a-z]+) \\|")
-	known := map[string]bool{}
+	known = map[string]bool{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		m := row.FindStringSubmatch(sc.Text())
@@ -336,6 +355,7 @@ func contractMetrics(t *testing.T) map[string]bool {
 		}
 		known[m[1]] = true
 		if m[2] == "histogram" {
+			histograms = append(histograms, m[1])
 			for _, s := range []string{"_bucket", "_sum", "_count"} {
 				known[m[1]+s] = true
 			}
@@ -349,7 +369,7 @@ func contractMetrics(t *testing.T) map[string]bool {
 			t.Fatalf("could not read the metric table of docs/observability.md (no %s in %v)", must, known)
 		}
 	}
-	return known
+	return known, histograms
 }
 
 var (
