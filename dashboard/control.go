@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -190,15 +191,29 @@ func faultRows(fs []control.Fault, now time.Time) []views.FaultRow {
 	return out
 }
 
-// running is the Plane's Running hook: the dashboard's own view of service health, the
-// one the map shows (Prometheus' scrapes: a service runs if any of its instances
-// answers). Where that view knows nothing (Prometheus unreachable, or not scraping the
-// service) the fault is let through rather than refused on a guess. Prometheus cannot
-// tell one instance from another by name, so an instance counts as running when its
-// service does.
-func (s *server) running(service, _ string) bool {
+// running is the Plane's Running hook: the dashboard's own view of what runs, the one
+// the map shows (its health snapshot, see readHealth).
+//
+// A service runs if Prometheus scrapes any of its instances successfully. Where that
+// view knows nothing (Prometheus unreachable, or not scraping the service) the fault is
+// let through rather than refused on a guess.
+//
+// An instance (payments-2) runs if it is connected to the broker: Prometheus knows
+// instances only by address, but an instance names its broker connections after itself
+// ("payments-2/consume"), and the management API lists them, live (a process that exits
+// drops its connections at once). So a fault on payments-9 is refused while the broker
+// lists payments-1 and payments-2 and no payments-9. Where the broker names no instance
+// of the service (the management API unreachable, or a service whose instances do not
+// connect to it), the instance is judged as its service is.
+func (s *server) running(service, instance string) bool {
 	h := s.health.Load()
-	if h == nil || h.Error != "" {
+	if h == nil {
+		return true
+	}
+	if ids := h.Instances[service]; instance != "" && len(ids) > 0 {
+		return slices.Contains(ids, instance)
+	}
+	if h.Error != "" {
 		return true
 	}
 	sh, ok := h.Services[service]

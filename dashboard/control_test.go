@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 
 	"microlab/dashboard/views"
 	"microlab/services/contracts"
+	"microlab/services/platform/bus"
 	"microlab/services/platform/control"
 	"microlab/services/platform/testenv"
 )
@@ -108,11 +111,7 @@ type controlLab struct {
 
 func newControlLab(t *testing.T) *controlLab {
 	t.Helper()
-	store, err := control.OpenStore(context.Background(), testenv.DB(t, testenv.Name("t_dash_")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	_, store := testenv.LabDB(t, testenv.Name("t_dash_"))
 	vhost := testenv.VHost(t)
 	b := testenv.Dial(t, vhost)
 	anns := b.Tap(t, contracts.ExchangeControl, "")
@@ -331,11 +330,7 @@ func attr(n *html.Node, key string) string {
 // Nothing refused is stored.
 func TestForeignHostsAndOrigins(t *testing.T) {
 	t.Parallel()
-	store, err := control.OpenStore(context.Background(), testenv.DB(t, testenv.Name("t_dash_")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	_, store := testenv.LabDB(t, testenv.Name("t_dash_"))
 	f := newFixture(t, map[string]string{"PROMETHEUS_URL": closedURL(t), "RABBITMQ_MANAGEMENT_URL": closedURL(t)}, Sources{}, store)
 	port := f.ts.URL[strings.LastIndex(f.ts.URL, ":"):]
 	evil := "evil.example" + port
@@ -399,5 +394,120 @@ func TestForeignHostsAndOrigins(t *testing.T) {
 		t.Errorf("/healthz under the compose name: %v %v", resp, err)
 	} else {
 		_ = resp.Body.Close()
+	}
+}
+
+// instanceOf connects to the broker as an instance of a service does (app.Start dials
+// twice, naming the connections "<instance>/consume" and "<instance>/publish"), until
+// the returned stop is called or the test ends.
+func instanceOf(t *testing.T, vhost, instance string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	var conns []*bus.Conn
+	for _, role := range []string{"consume", "publish"} {
+		c, err := bus.Dial(ctx, vhost, instance+"/"+role, quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	stop = sync.OnceFunc(func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	t.Cleanup(stop)
+	return stop
+}
+
+// A fault on one instance is checked against that instance, not its service: with
+// payments-1 and payments-2 connected to the broker (as running instances are), a fault
+// on payments-9 is refused with control's one-line message, nothing stored or
+// announced, while one on payments-1 is accepted; once payments-2 stops, a fault on it
+// is refused too. The map shows the same instances the check reads.
+func TestFaultOnAnInstanceNeedsThatInstanceRunning(t *testing.T) {
+	t.Parallel()
+	_, store := testenv.LabDB(t, testenv.Name("t_dash_"))
+	vhost := testenv.VHost(t)
+	b := testenv.Dial(t, vhost)
+	anns := b.Tap(t, contracts.ExchangeControl, "")
+	instanceOf(t, vhost, "payments-1")
+	stop2 := instanceOf(t, vhost, "payments-2")
+	instanceOf(t, vhost, "orders-1")
+	env := map[string]string{"AMQP_URL": vhost, "PROMETHEUS_URL": closedURL(t)} // Prometheus knows nothing: the broker decides
+	if u := os.Getenv("RABBITMQ_MANAGEMENT_URL"); u != "" {
+		env["RABBITMQ_MANAGEMENT_URL"] = u
+	}
+	f := newFixture(t, env, Sources{}, store, b.Pub)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go f.srv.pollHealth(ctx, 200*time.Millisecond)
+	awaitInstances := func(want ...string) {
+		t.Helper()
+		for end := time.Now().Add(patience); ; time.Sleep(50 * time.Millisecond) {
+			got := f.srv.currentHealth().Instances["payments"]
+			if slices.Equal(got, want) {
+				return
+			}
+			if time.Now().After(end) {
+				t.Fatalf("the dashboard's health names payments' instances %v, want %v", got, want)
+			}
+		}
+	}
+	awaitInstances("payments-1", "payments-2")
+	call := func(body string) (int, errorJSON) {
+		t.Helper()
+		resp, out := f.do(t, "POST", "/api/lab/faults", body, map[string]string{"Origin": f.ts.URL})
+		var eb errorJSON
+		_ = json.Unmarshal([]byte(out), &eb)
+		return resp.StatusCode, eb
+	}
+	refused := func(instance string) {
+		t.Helper()
+		code, eb := call(`{"service":"payments","instance":"` + instance + `","kind":"down"}`)
+		if code != 400 || eb.Error.Code != "invalid_fault" || !strings.Contains(eb.Error.Message, instance+" is not running") ||
+			strings.Contains(eb.Error.Message, "\n") {
+			t.Errorf("a fault on %s, which is not running: %d %+v; want 400 invalid_fault %q", instance, code, eb, instance+" is not running")
+		}
+	}
+
+	refused("payments-9")
+	if fs, _ := store.Faults(ctx); len(fs) != 0 {
+		t.Errorf("a refused fault was stored: %+v", fs)
+	}
+	if chs, _ := store.Changes(ctx, 10); len(chs) != 0 {
+		t.Errorf("a refused fault is on the timeline: %+v", chs)
+	}
+	if code, eb := call(`{"service":"payments","instance":"payments-1","kind":"down"}`); code != 201 {
+		t.Fatalf("a fault on payments-1, which runs: %d %+v", code, eb)
+	}
+	if a := awaitAnnouncement(t, anns); a.Key != "fault payments-1" { // the first: nothing refused was announced
+		t.Errorf("announced %+v, want the fault on payments-1 first", a)
+	}
+
+	// The map names the instances the check reads.
+	_, page := f.do(t, "GET", "/", "", nil)
+	if n := testIDs(t, page)["node-payments"]; len(n) != 1 || attr(n[0], "data-instances") != "payments-1 payments-2" {
+		t.Errorf("the map's payments box does not name payments-1 and payments-2")
+	}
+
+	stop2() // payments-2 stops: its connections close
+	awaitInstances("payments-1")
+	refused("payments-2")
+	if code, eb := call(`{"service":"payments","instance":"payments-1","kind":"latency","value":"100ms"}`); code != 201 {
+		t.Errorf("payments-1 still runs: %d %+v", code, eb)
+	}
+}
+
+// Instance names come from the connection names the instances give themselves; the
+// dashboard's own, the CLI's and a malformed one are no instance of anything.
+func TestInstancesOfConnectionNames(t *testing.T) {
+	got := instancesOf([]string{"payments-2/consume", "payments-1/consume", "payments-1/publish", "payments-2/publish",
+		"orders-1/consume", "dashboard", "lab-cli", "payments-/consume", "paymentsx-1/consume", "gateway-host-42"},
+		control.FaultServices)
+	want := map[string][]string{"payments": {"payments-1", "payments-2"}, "orders": {"orders-1"}, "gateway": {"gateway-host-42"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("instancesOf = %v, want %v", got, want)
 	}
 }

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"microlab/dashboard/views"
+	"microlab/services/platform/control"
 )
 
 // Thresholds for the map's colours. Red matches the HTTPHighErrorRate alert (5% 5xx);
@@ -72,8 +75,37 @@ func (s *server) readHealth(ctx context.Context) views.Health {
 				h.Queues[q.Name] = q.Ready
 			}
 		}
+		if names, err := s.rabbit.connectionNames(ctx); err == nil {
+			h.Instances = instancesOf(names, control.FaultServices)
+		}
 	}
 	return h
+}
+
+// instancesOf reads instance names out of the broker's connection names: an instance
+// names its connections "<instance>/<what for>" (a service that consumes dials twice,
+// "payments-2/consume" and "payments-2/publish"), and an instance of payments is named
+// "payments-<something>" (payments-2 under lab up; control refuses any other name for
+// one). Anything else connected (the dashboard, the CLI, a test) is no instance of a
+// service. The map is never nil: the broker answered, and a service it does not list has
+// no instance connected.
+func instancesOf(connections, services []string) map[string][]string {
+	out := map[string][]string{}
+	for _, c := range connections {
+		id := c
+		if i := strings.LastIndexByte(c, '/'); i >= 0 {
+			id = c[:i]
+		}
+		for _, svc := range services {
+			if strings.HasPrefix(id, svc+"-") && len(id) > len(svc)+1 && !slices.Contains(out[svc], id) {
+				out[svc] = append(out[svc], id)
+			}
+		}
+	}
+	for _, ids := range out {
+		slices.Sort(ids)
+	}
+	return out
 }
 
 func stateOf(sh views.ServiceHealth) string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -103,6 +104,25 @@ func (r *rabbitAdmin) queuePath(q string) string {
 func (r *rabbitAdmin) queues(ctx context.Context) ([]queueInfo, error) {
 	var out []queueInfo
 	err := r.do(ctx, http.MethodGet, "/api/queues/"+url.PathEscape(r.vhost)+"?columns=name,messages,messages_ready", nil, &out)
+	return out, err
+}
+
+// connectionNames lists the names clients gave their connections to the vhost
+// (bus.Dial names each one: "payments-2/consume", "payments-2/publish", "dashboard").
+func (r *rabbitAdmin) connectionNames(ctx context.Context) ([]string, error) {
+	var got []struct {
+		UserProvidedName string `json:"user_provided_name"`
+		ClientProperties struct {
+			ConnectionName string `json:"connection_name"`
+		} `json:"client_properties"`
+	}
+	err := r.do(ctx, http.MethodGet, "/api/vhosts/"+url.PathEscape(r.vhost)+"/connections?columns=user_provided_name,client_properties", nil, &got)
+	out := make([]string, 0, len(got))
+	for _, c := range got {
+		if n := cmp.Or(c.UserProvidedName, c.ClientProperties.ConnectionName); n != "" {
+			out = append(out, n)
+		}
+	}
 	return out, err
 }
 
@@ -261,7 +281,8 @@ func (s *server) replayDLQ(w http.ResponseWriter, r *http.Request) error {
 var errUnroutable = errors.New("unroutable")
 
 // replay takes up to most messages from a DLQ (only the one with messageID, if given)
-// and republishes each to its original exchange and routing key: persistent, mandatory,
+// and republishes each to the work queue of the service that dead-lettered it (<svc>.dlq
+// → <svc>.events, through the default exchange), and to no other: persistent, mandatory,
 // with a publisher confirm; a message is acked off the DLQ only once the broker has
 // confirmed its copy, so a failure midway loses nothing (the rest stay in the DLQ).
 // It stops after the number of messages the queue held when it started, so a message
@@ -310,7 +331,11 @@ func replay(ctx context.Context, chans channels, queue, messageID string, most i
 			held = append(held, d)
 			continue
 		}
-		exchange, key := replayTarget(d)
+		// Not to the message's original exchange: an event dead-lettered at its first
+		// attempt (malformed, a permanent failure) was published on shop.events, and
+		// republishing it there would deliver it again to every other service bound to
+		// it — a second order.placed for payments because the read model failed on it.
+		exchange, key := "", workQueue(queue)
 		msg := amqp.Publishing{Headers: amqp.Table{}, ContentType: d.ContentType, DeliveryMode: amqp.Persistent,
 			MessageId: d.MessageId, CorrelationId: d.CorrelationId, Timestamp: d.Timestamp, Type: d.Type,
 			AppId: d.AppId, Body: d.Body}
@@ -354,25 +379,5 @@ func replay(ctx context.Context, chans channels, queue, messageID string, most i
 	return n, nil
 }
 
-// replayTarget is where a dead-lettered message was going: the headers the services
-// set when they give up on a message (x-original-exchange / x-original-routing-key);
-// for one the broker dead-lettered itself (a rejected message), its x-death record;
-// failing both, the exchange its type belongs to.
-func replayTarget(d amqp.Delivery) (exchange, key string) {
-	if x, ok := d.Headers["x-original-exchange"].(string); ok {
-		if k, ok := d.Headers["x-original-routing-key"].(string); ok {
-			return x, k
-		}
-	}
-	if deaths, ok := d.Headers["x-death"].([]any); ok && len(deaths) > 0 {
-		if t, ok := deaths[0].(amqp.Table); ok {
-			x, _ := t["exchange"].(string)
-			if keys, ok := t["routing-keys"].([]any); ok && len(keys) > 0 {
-				if k, ok := keys[0].(string); ok {
-					return x, k
-				}
-			}
-		}
-	}
-	return contracts.Exchange(d.Type), d.Type
-}
+// workQueue is the work queue a DLQ's messages came from: one per service (bus.Queue).
+func workQueue(dlq string) string { return strings.TrimSuffix(dlq, ".dlq") + ".events" }

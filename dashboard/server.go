@@ -54,6 +54,7 @@ func (s *server) routes(instrument func(http.Handler) http.Handler, extra func(*
 	mux := http.NewServeMux()
 	page := func(f func(w http.ResponseWriter, r *http.Request) error) http.Handler { return httpx.Handle(s.log, f) }
 	mux.Handle("GET /{$}", page(s.overviewPage))
+	mux.Handle("GET /overview/map", page(s.overviewMap))
 	mux.Handle("GET /traces", page(s.tracesPage))
 	mux.Handle("GET /traces/{id}", page(s.tracePage))
 	mux.Handle("GET /events", page(s.eventsPage))
@@ -128,20 +129,38 @@ func (s *server) render(w http.ResponseWriter, r *http.Request, p views.Page, c 
 }
 
 func (s *server) overviewPage(w http.ResponseWriter, r *http.Request) error {
+	return s.render(w, r, views.Page{Title: "Overview", Active: "overview"}, views.Overview(s.overviewModel(r.Context())))
+}
+
+// overviewMap is the map alone, which the page fetches again to redraw it when
+// db.topology changes (overview.js).
+func (s *server) overviewMap(w http.ResponseWriter, r *http.Request) error {
+	var buf bytes.Buffer
+	if err := views.ArchMap(s.overviewModel(r.Context())).Render(r.Context(), &buf); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+// overviewModel is the map as it stands: the databases drawn for db.topology (one
+// database, or one per service), the latest health, the faults in force.
+func (s *server) overviewModel(ctx context.Context) views.OverviewModel {
 	m := views.OverviewModel{Arch: s.arch, Health: s.currentHealth(), Faults: map[string][]views.FaultRow{}}
-	if es, err := s.settings.List(r.Context()); err == nil { // one database, or one per service
+	if es, err := s.settings.List(ctx); err == nil {
 		for _, e := range es {
 			if e.Key == control.DBTopology {
 				m.Arch = s.arch.WithTopology(e.Value)
 			}
 		}
 	}
-	if fs, err := s.settings.Faults(r.Context()); err == nil {
+	if fs, err := s.settings.Faults(ctx); err == nil {
 		for _, f := range faultRows(fs, time.Now()) {
 			m.Faults[f.Service] = append(m.Faults[f.Service], f)
 		}
 	}
-	return s.render(w, r, views.Page{Title: "Overview", Active: "overview"}, views.Overview(m))
+	return m
 }
 
 func (s *server) currentHealth() views.Health {

@@ -167,11 +167,7 @@ func nodeText(n *html.Node) string {
 func TestSettingsAPI(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, err := control.OpenStore(ctx, testenv.DB(t, testenv.Name("t_dash_")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	_, store := testenv.LabDB(t, testenv.Name("t_dash_"))
 	b := testenv.Dial(t, testenv.VHost(t))
 	anns := b.Tap(t, contracts.ExchangeControl, "") // as every service instance listens
 	f := newFixture(t, map[string]string{"PROMETHEUS_URL": closedURL(t), "RABBITMQ_MANAGEMENT_URL": closedURL(t)}, Sources{}, store, b.Pub)

@@ -236,7 +236,9 @@ func TestUpStopsAtMissingDependencies(t *testing.T) {
 }
 
 // settings against the real PostgreSQL (a lab database of the test's own) and broker (a
-// vhost of its own), including the announcement running services would receive.
+// vhost of its own), including the announcement running services would receive. The
+// CLI makes the lab database itself here (the dashboard may never have run), so this
+// test does not provision it with testenv.LabDB; it only drops it.
 func TestSettings(t *testing.T) {
 	t.Parallel()
 	vhost := requireDeps(t)
@@ -496,7 +498,7 @@ func TestFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := stack.Config{Host: "127.0.0.1", PortOffset: offset, AdminDatabaseURL: testenv.AdminDatabaseURL()}
+	sc := stack.Config{Host: "127.0.0.1", PortOffset: offset}
 	payments, _ := stack.Find("payments")
 	ln, err := net.Listen("tcp", sc.Addr(payments))
 	if err != nil {
@@ -513,13 +515,7 @@ func TestFaults(t *testing.T) {
 
 	prefix := testenv.Name("f") + "_"
 	env := map[string]string{"LAB_DB_PREFIX": prefix, "AMQP_URL": vhost, "LAB_PORT_OFFSET": strconv.Itoa(offset)}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
-		defer cancel()
-		if err := pg.Drop(ctx, testenv.AdminDatabaseURL(), prefix+stack.LabDB); err != nil {
-			t.Errorf("drop: %v", err)
-		}
-	})
+	_, store := testenv.LabDB(t, prefix+stack.LabDB) // the lab database the CLI opens under the prefix
 	anns := testenv.Dial(t, vhost).Tap(t, contracts.ExchangeControl, "")
 	awaitAnn := func() control.Change {
 		t.Helper()
@@ -598,15 +594,6 @@ func TestFaults(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	lab, err := sc.DatabaseURL(prefix + stack.LabDB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := control.OpenStore(ctx, lab)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	chs, err := store.Changes(ctx, 100)
 	if err != nil {
 		t.Fatal(err)

@@ -1,15 +1,16 @@
-// overview.js — the architecture map: dots along edges for "flow", colours and numbers
-// from "health", and a badge on every service with a fault in force (re-read from
-// /api/lab/faults on every fault change, and every few seconds for expiries).
+// overview.js — the architecture map: dots along edges for "flow", colours, numbers and
+// instances from "health", a badge on every service with a fault in force (re-read from
+// /api/lab/faults on every fault change, and every few seconds for expiries), and the
+// map drawn again, in place, when db.topology changes.
 import { connect, on } from './ws.js';
 
 const svgNS = 'http://www.w3.org/2000/svg';
-const flows = document.querySelector('[data-testid="flows"]');
 const MAX_DOTS_PER_EDGE = 6; // per frame: a busy edge looks busy without melting the page
 let dotsInFlight = 0;
 
 function animate(edgeId, n) {
   const line = document.querySelector(`line[data-edge="${CSS.escape(edgeId)}"]`);
+  const flows = document.querySelector('[data-testid="flows"]'); // the map may have been redrawn
   if (!line || !flows) return;
   const [x1, y1, x2, y2] = ['x1', 'y1', 'x2', 'y2'].map((a) => Number(line.getAttribute(a)));
   for (let i = 0; i < Math.min(n, MAX_DOTS_PER_EDGE); i++) {
@@ -44,12 +45,19 @@ on('flow', (d) => {
   for (const [id, n] of Object.entries(edges)) animate(id, Number(n) || 0);
 });
 
-on('health', (h) => {
+let lastHealth = null;
+
+function showHealth(h) {
   if (!h) return;
+  lastHealth = h;
   for (const node of document.querySelectorAll('g.node.service')) {
     const name = node.dataset.node;
     const s = (h.services || {})[name];
     node.dataset.state = s && s.state ? s.state : 'unknown';
+    const insts = (h.instances || {})[name] || [];
+    node.dataset.instances = insts.join(' ');
+    const title = node.querySelector('title');
+    if (title) title.textContent = insts.length ? `${name}: ${insts.join(', ')}` : name;
     const label = node.querySelector('[data-testid^="health-"]');
     if (label) {
       label.textContent = s && s.state && s.state !== 'unknown'
@@ -71,7 +79,9 @@ on('health', (h) => {
     }
     notice.textContent = h.error;
   } else if (notice) notice.remove();
-});
+}
+
+on('health', showHealth);
 
 function badge(f) { return f.instance ? `${f.instance}: ${f.text}` : f.text; }
 
@@ -93,11 +103,39 @@ async function refreshFaults() {
   }
 }
 
+// redrawMap draws the map again from the server (GET /overview/map: the same template
+// as the page) and puts it in place of the old one: the databases are drawn for the
+// db.topology in force, so a switch moves them without a reload (the page keeps its
+// websocket, its scroll and whatever else it holds). Only the newest request's answer is
+// drawn, so two switches in a row end on the second.
+let drawn = 0;
+async function redrawMap() {
+  const mine = ++drawn;
+  let text;
+  try {
+    const res = await fetch('/overview/map');
+    if (!res.ok) return;
+    text = await res.text();
+  } catch { return; } // offline: the next change repairs it
+  if (mine !== drawn) return;
+  const fresh = new DOMParser().parseFromString(text, 'text/html').querySelector('[data-testid="arch-map"]');
+  const old = document.querySelector('[data-testid="arch-map"]');
+  if (!fresh || !old) return;
+  old.replaceWith(document.importNode(fresh, true));
+  showHealth(lastHealth); // a health message may have come while the map was fetched
+  refreshFaults();
+}
+
 on('setting', (c) => { if (c && (c.key.startsWith('fault ') || c.key === 'reset')) refreshFaults(); });
-// A db.topology switch (run by lab up) that ended, well or not: the map's databases are
-// drawn by the server from where the data now is, so draw the page again.
+// db.topology changed (from a switchboard, the CLI, an exercise, a reset, or lab up
+// setting it back after a failed switch): draw the databases where the setting now puts
+// them. The end of
+// a switch (lab up's "db.topology is …" or "switch failed" step) redraws too, so the map
+// is current once the services have moved.
 on('setting', (c) => {
-  if (c && c.key === 'db.topology switch' && /^(db\.topology is |switch failed)/.test(c.new || '')) location.reload();
+  if (!c) return;
+  if (c.key === 'db.topology' ||
+      (c.key === 'db.topology switch' && /^(db\.topology is |switch failed)/.test(c.new || ''))) redrawMap();
 });
 setInterval(refreshFaults, 5000);
 

@@ -12,7 +12,13 @@ type Node struct {
 	Name string // data-testid="node-<Name>"
 	Kind string // service, exchange, queue, db
 	X, Y int    // centre, in the SVG's coordinates (viewBox 0 0 1100 660)
+	// Consumer is, for a queue, the service whose instances consume it: not always the
+	// queue's first word (orders-history.events is consumed by orders).
+	Consumer string
 }
+
+// HalfWidth is half a queue box's width: wide enough for its name and depth.
+func (n Node) HalfWidth() int { return max(72, (7*len(n.Name)+36)/2) }
 
 // Edge is one line of the map. Its id, "<from>><to>", is what "flow" messages count.
 type Edge struct {
@@ -25,8 +31,10 @@ func (e Edge) ID() string { return e.From + ">" + e.To }
 
 // Arch is the shop's topology as the map draws it.
 type Arch struct {
-	Nodes []Node
-	Edges []Edge
+	// Topology is the db.topology the databases are drawn for: per-service or shared.
+	Topology string
+	Nodes    []Node
+	Edges    []Edge
 	// Bindings: exchange → routing key → the queues bound to it. A copy of what each
 	// service declares (services are package main and cannot be imported): a new
 	// binding there needs a line here for its messages to animate.
@@ -60,35 +68,36 @@ func (a Arch) Services() []string {
 func (a Arch) FlowEdges(source, exchange, routingKey string) []string {
 	var out []string
 	if exchange == "" {
-		if _, ok := a.Node(routingKey); ok {
-			return []string{routingKey + ">" + consumerOf(routingKey)}
+		if q, ok := a.Node(routingKey); ok && q.Kind == "queue" {
+			return []string{routingKey + ">" + q.Consumer}
 		}
 		return nil
 	}
 	if _, ok := a.Node(source); ok {
 		out = append(out, source+">"+exchange)
 	}
-	for _, q := range a.Bindings[exchange][routingKey] {
-		out = append(out, exchange+">"+q, q+">"+consumerOf(q))
+	for _, name := range a.Bindings[exchange][routingKey] {
+		q, _ := a.Node(name)
+		out = append(out, exchange+">"+name, name+">"+q.Consumer)
 	}
 	return out
 }
 
-func consumerOf(queue string) string {
-	for i := range len(queue) {
-		if queue[i] == '.' {
-			return queue[:i]
-		}
-	}
-	return queue
-}
-
-// ShopArch is the shop: eight services, two exchanges, five work queues, seven
+// ShopArch is the shop: eight services, two exchanges, six work queues, seven
 // databases.
+//
+// orders has two queues. orders.events drives its sagas; orders-history.events feeds
+// the order history read model (CQRS, read.model=cqrs: services/orders/history.go), a
+// consumer of its own with its own retries and DLQ (orders-history.dlq). The map draws
+// it as a queue box of its own, bound to shop.events and consumed by orders, rather
+// than as a second number on orders' box: that way a learner sees order.placed fan out
+// to payments AND to the read model, sees that the read model is kept from events only
+// (no line from orders' tables to it), and sees its backlog grow on its own when the
+// projection is slow, while the saga's queue stays empty.
 func ShopArch() Arch {
-	a := Arch{Bindings: map[string]map[string][]string{
+	a := Arch{Topology: "per-service", Bindings: map[string]map[string][]string{
 		"shop.events": {
-			"order.placed":       {"payments.events"},
+			"order.placed":       {"payments.events", "orders-history.events"},
 			"payment.authorized": {"inventory.events", "orders.events"},
 			"payment.declined":   {"orders.events"},
 			"payment.refunded":   {"orders.events"},
@@ -97,8 +106,8 @@ func ShopArch() Arch {
 			"stock.released":     {"orders.events"},
 			"shipment.scheduled": {"orders.events"},
 			"shipment.failed":    {"inventory.events", "payments.events", "orders.events"},
-			"order.confirmed":    {"notifications.events", "payments.events"},
-			"order.cancelled":    {"notifications.events", "shipping.events"},
+			"order.confirmed":    {"notifications.events", "payments.events", "orders-history.events"},
+			"order.cancelled":    {"notifications.events", "shipping.events", "orders-history.events"},
 			"user.registered":    {"notifications.events"},
 		},
 		"shop.commands": {
@@ -109,7 +118,7 @@ func ShopArch() Arch {
 			"shipping.schedule":  {"shipping.events"},
 		},
 	}}
-	svc := func(name string, x, y int) { a.Nodes = append(a.Nodes, Node{name, "service", x, y}) }
+	svc := func(name string, x, y int) { a.Nodes = append(a.Nodes, Node{Name: name, Kind: "service", X: x, Y: y}) }
 	svc("gateway", 80, 330)
 	svc("users", 260, 110)
 	svc("catalog", 260, 560)
@@ -118,17 +127,27 @@ func ShopArch() Arch {
 	svc("inventory", 1010, 330)
 	svc("shipping", 900, 560)
 	svc("notifications", 620, 610)
-	a.Nodes = append(a.Nodes, Node{"shop.events", "exchange", 620, 230}, Node{"shop.commands", "exchange", 620, 420})
-	for _, q := range []Node{{"orders.events", "queue", 455, 330}, {"payments.events", "queue", 770, 170},
-		{"inventory.events", "queue", 850, 330}, {"shipping.events", "queue", 770, 490},
-		{"notifications.events", "queue", 620, 535}} {
-		a.Nodes = append(a.Nodes, q)
+	a.Nodes = append(a.Nodes, Node{Name: "shop.events", Kind: "exchange", X: 620, Y: 230},
+		Node{Name: "shop.commands", Kind: "exchange", X: 620, Y: 420})
+	queue := func(name, consumer string, x, y int) {
+		a.Nodes = append(a.Nodes, Node{Name: name, Kind: "queue", X: x, Y: y, Consumer: consumer})
 	}
-	for _, d := range []Node{{"db-users", "db", 260, 40}, {"db-catalog", "db", 260, 630}, {"db-orders", "db", 300, 405},
-		{"db-payments", "db", 900, 40}, {"db-inventory", "db", 1010, 405}, {"db-shipping", "db", 900, 630},
-		{"db-notifications", "db", 770, 610}} {
-		a.Nodes = append(a.Nodes, d)
+	queue("orders.events", "orders", 455, 330)
+	queue("orders-history.events", "orders", 450, 450)
+	queue("payments.events", "payments", 770, 170)
+	queue("inventory.events", "inventory", 850, 330)
+	queue("shipping.events", "shipping", 770, 490)
+	queue("notifications.events", "notifications", 620, 535)
+	db := func(service string, x, y int) {
+		a.Nodes = append(a.Nodes, Node{Name: "db-" + service, Kind: "db", X: x, Y: y})
 	}
+	db("users", 260, 40)
+	db("catalog", 260, 630)
+	db("orders", 300, 405)
+	db("payments", 900, 40)
+	db("inventory", 1010, 405)
+	db("shipping", 900, 630)
+	db("notifications", 770, 610)
 	for _, to := range []string{"users", "catalog", "orders"} {
 		a.Edges = append(a.Edges, Edge{"gateway", to, "http"})
 	}
@@ -150,7 +169,7 @@ func ShopArch() Arch {
 	for _, n := range a.Nodes {
 		switch n.Kind {
 		case "queue":
-			a.Edges = append(a.Edges, Edge{n.Name, consumerOf(n.Name), "consume"})
+			a.Edges = append(a.Edges, Edge{n.Name, n.Consumer, "consume"})
 		case "db":
 			a.Edges = append(a.Edges, Edge{n.Name[len("db-"):], n.Name, "sql"})
 		}
@@ -169,13 +188,13 @@ func (a Arch) WithTopology(topology string) Arch {
 	if topology != "shared" {
 		return a
 	}
-	out := Arch{Bindings: a.Bindings}
+	out := Arch{Topology: "shared", Bindings: a.Bindings}
 	for _, n := range a.Nodes {
 		if n.Kind != "db" {
 			out.Nodes = append(out.Nodes, n)
 		}
 	}
-	out.Nodes = append(out.Nodes, Node{SharedDBNode, "db", 620, 330})
+	out.Nodes = append(out.Nodes, Node{Name: SharedDBNode, Kind: "db", X: 620, Y: 330})
 	for _, e := range a.Edges {
 		if e.Kind == "sql" {
 			e.To = SharedDBNode
@@ -211,7 +230,13 @@ func (h ServiceHealth) Label() string {
 type Health struct {
 	Services map[string]ServiceHealth `json:"services"`
 	Queues   map[string]int           `json:"queues"` // ready messages per queue
-	Error    string                   `json:"error,omitempty"`
+	// Instances are, per service, the instances connected to the broker right now, by
+	// name (payments-1, payments-2): an instance names its connections after itself
+	// ("payments-2/consume", "payments-2/publish"). Prometheus cannot tell instances
+	// apart (it knows addresses); the broker can. A service with no instance connected is
+	// absent, and everything is when the management API did not answer (nil).
+	Instances map[string][]string `json:"instances,omitempty"`
+	Error     string              `json:"error,omitempty"`
 }
 
 // OverviewModel is the overview page.
