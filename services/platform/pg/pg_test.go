@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,6 +100,47 @@ func TestIdleInTransactionTimeout(t *testing.T) {
 	}
 	if got != "1min" { // PostgreSQL's rendering of pg.IdleInTxTimeout
 		t.Fatalf("idle_in_transaction_session_timeout = %q, want 1min (%s)", got, pg.IdleInTxTimeout)
+	}
+}
+
+// A connection to this machine's PostgreSQL is plain unless its URL asks for TLS: over
+// loopback, TLS protects nothing and cost a tenth of orders' CPU. An explicit sslmode
+// is kept.
+func TestNoTLSOnLoopbackUnlessAsked(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	url := testenv.DB(t, testenv.Name("t_pg_"))
+	ssl := func(url string) bool {
+		t.Helper()
+		pool, err := pg.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		var on bool
+		if err := pool.QueryRow(ctx, `SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()`).Scan(&on); err != nil {
+			t.Fatal(err)
+		}
+		return on
+	}
+	if ssl(url) {
+		t.Errorf("%s: the connection uses TLS over loopback", url)
+	}
+	pool := open(t)
+	var serverSSL string
+	if err := pool.QueryRow(ctx, `SHOW ssl`).Scan(&serverSSL); err != nil {
+		t.Fatal(err)
+	}
+	if serverSSL != "on" {
+		t.Skipf("this PostgreSQL has ssl=%s: the explicit sslmode=require half needs TLS on", serverSSL)
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	if !ssl(url + sep + "sslmode=require") {
+		t.Errorf("sslmode=require: the connection is plain")
 	}
 }
 
