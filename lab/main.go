@@ -9,6 +9,7 @@
 //	lab fault list
 //	lab fault clear [service|instance]
 //	lab reset
+//	lab load [--rate 50/s] [--duration 2m] [--mix ok=80,declined=10,oos=5,xx=5]
 //
 // Exit status: 0 success, 1 failure, 2 usage error.
 package main
@@ -67,6 +68,11 @@ usage:
         clear every fault, or a service's (its instances' too), or one instance's
   lab reset
         every setting back to its default, every fault cleared
+  lab load [--rate 10/s] [--duration 1m] [--mix ok=80,declined=10,oos=5,xx=5]
+           [--shoppers 20] [--browse 1] [--max-in-flight N] [--gateway URL] [--json FILE]
+        shop traffic through the gateway's public API, open-loop at the rate, each
+        order followed to its end; a progress line, then a summary (exit 1 when the
+        lab did not keep up); it targets only this machine and stops by itself
   lab help
         this text
 
@@ -175,6 +181,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = fault(ctx, cfg, rest, stdout, stderr)
 	case "reset":
 		err = reset(ctx, cfg, rest, stdout, stderr)
+	case "load":
+		err = load(ctx, cfg, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitUsage
