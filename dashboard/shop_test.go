@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -45,15 +46,16 @@ func fakeGateway(t *testing.T) *fakeGW {
 	mux.HandleFunc("POST /api/v1/auth/login", func(w http.ResponseWriter, r *http.Request) {
 		var in map[string]string
 		_ = json.NewDecoder(r.Body).Decode(&in)
-		if in["email"] != "alice@example.com" || in["password"] != "alice-secret" {
+		name, _, _ := strings.Cut(in["email"], "@")
+		if (name != "alice" && name != "bob") || in["email"] != name+"@example.com" || in["password"] != name+"-secret" {
 			w.WriteHeader(401)
 			_, _ = w.Write([]byte(`{"error":{"code":"invalid_credentials","message":"wrong email or password"}}`))
 			return
 		}
-		_, _ = w.Write([]byte(`{"token":"jwt-alice","expiresAt":"` + time.Now().Add(time.Hour).Format(time.RFC3339) + `"}`))
+		_, _ = w.Write([]byte(`{"token":"jwt-` + name + `","expiresAt":"` + time.Now().Add(time.Hour).Format(time.RFC3339) + `"}`))
 	})
 	mux.HandleFunc("POST /api/v1/orders", func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer jwt-alice" || r.Header.Get("Idempotency-Key") == "" {
+		if !slices.Contains([]string{"Bearer jwt-alice", "Bearer jwt-bob"}, r.Header.Get("Authorization")) || r.Header.Get("Idempotency-Key") == "" {
 			w.WriteHeader(401)
 			return
 		}

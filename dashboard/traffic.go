@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"microlab/dashboard/views"
+	"microlab/lab/loadgen"
 	"microlab/services/platform/httpx"
 )
 
@@ -18,7 +18,7 @@ import (
 const (
 	maxTrafficRate     = 20.0 // orders per second
 	maxTrafficDuration = 10 * time.Minute
-	maxTrafficInFlight = 16 // orders waiting for the gateway; beyond, a tick is skipped
+	maxTrafficInFlight = 64 // orders placed and not yet final; beyond, a tick is skipped
 )
 
 // traffic is the background order generator behind POST /api/lab/traffic.
@@ -63,7 +63,7 @@ func (t *traffic) start(rate float64, d time.Duration) views.TrafficState {
 	t.failed.Store(0)
 	t.mu.Unlock()
 	go func() {
-		t.run(ctx, rate)
+		t.run(ctx, rate, d)
 		t.mu.Lock()
 		if t.gen == gen { // not replaced by a newer start
 			t.cur.Running = false
@@ -96,80 +96,30 @@ func (t *traffic) notify() {
 	}
 }
 
-// run places a mix of checkouts: most succeed, some fail in each of the saga's ways
-// (declined card, out of stock, unshippable), as alice and bob.
-func (t *traffic) run(ctx context.Context, rate float64) {
-	var tmu sync.Mutex // the ticking loop reads tokens, an order that got 401 forgets one
-	tokens := map[string]string{}
-	login := func(email, pw string) string {
-		tmu.Lock()
-		tok := tokens[email]
-		tmu.Unlock()
-		if tok != "" {
-			return tok
-		}
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		tok, _, err := t.gw.login(lctx, email, pw)
-		if err != nil {
-			t.log.WarnContext(ctx, "traffic: login failed", "email", email, "err", err)
-			return ""
-		}
-		tmu.Lock()
-		tokens[email] = tok
-		tmu.Unlock()
-		return tok
+// run is the lab's traffic generator (lab/loadgen, the one behind `go run ./lab load`)
+// at rate for as long as ctx lasts: the demo users place a mix of checkouts — most
+// succeed, some fail in each of the saga's ways (declined card, out of stock,
+// unshippable) — and each is followed to its end, as a customer would.
+func (t *traffic) run(ctx context.Context, rate float64, d time.Duration) {
+	accounts := make([]loadgen.Account, len(demoUsers))
+	for i, u := range demoUsers {
+		accounts[i] = loadgen.Account{Email: u.email, Password: u.password}
 	}
-	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
-	defer tick.Stop()
-	sem := make(chan struct{}, maxTrafficInFlight)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	skus := []string{"LAB-MUG", "LAB-TEE", "LAB-HOODIE", "LAB-STICKERS", "LAB-PEN", "LAB-CAP"}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		u := demoUsers[rand.IntN(len(demoUsers))]
-		tok := login(u.email, u.password)
-		if tok == "" {
-			t.failed.Add(1)
-			continue
-		}
-		in := orderInput{SKU: skus[rand.IntN(len(skus))], Qty: 1 + rand.IntN(2), Card: "ok", Country: "DE"}
-		switch n := rand.IntN(10); {
-		case n == 0:
-			in.Card = "declined"
-		case n == 1:
-			in.SKU = "LAB-UNICORN"
-		case n == 2:
-			in.Country = "XX"
-		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			t.failed.Add(1) // the gateway is not keeping up: skip rather than pile up
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			_, err := t.gw.placeOrder(octx, tok, "traffic", in)
-			if ge, ok := err.(*gatewayError); ok && ge.status == http.StatusUnauthorized {
-				tmu.Lock()
-				delete(tokens, u.email) // expired: the next tick logs in again
-				tmu.Unlock()
-			}
-			if err != nil {
-				t.failed.Add(1)
-				return
-			}
-			t.placed.Add(1)
-		})
+	count := func(placed, failed int64) {
+		t.placed.Store(placed)
+		t.failed.Store(failed)
 	}
+	s, err := loadgen.Run(ctx, loadgen.Config{
+		Gateway: t.gw.base, Rate: rate, Duration: d, Accounts: accounts, Prefix: "traffic",
+		MaxInFlight: maxTrafficInFlight, Client: t.gw.http,
+		Progress: func(p loadgen.Progress) { count(p.Placed, p.Rejected+p.Skipped) },
+	})
+	if err != nil {
+		t.log.WarnContext(ctx, "traffic could not start", "err", err)
+		t.failed.Add(1)
+		return
+	}
+	count(s.Placed, s.Rejected+s.Skipped)
 }
 
 func (s *server) getTraffic(w http.ResponseWriter, r *http.Request) error {
