@@ -326,6 +326,7 @@ func (r *run) order(ctx context.Context) {
 	key := r.cfg.Prefix + "-" + strconv.FormatInt(r.start.UnixNano(), 36) + "-" + strconv.FormatInt(n, 10)
 	var accepted struct {
 		OrderID string `json:"orderId"`
+		TraceID string `json:"traceId"`
 	}
 	t0 := time.Now()
 	err := r.call(ctx, s, http.MethodPost, "/api/v1/orders", body, map[string]string{"Idempotency-Key": key}, &accepted)
@@ -333,7 +334,7 @@ func (r *run) order(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	r.stats.placedOrder(accepted.OrderID, outcome)
+	r.stats.placedOrder(accepted.OrderID, accepted.TraceID, outcome)
 	r.follow(ctx, s, accepted.OrderID, outcome, t0)
 }
 

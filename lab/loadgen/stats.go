@@ -41,6 +41,7 @@ func (s *stats) init() {
 // Placed is one order the gateway accepted (202), with how it was meant to end.
 type Placed struct {
 	ID      string  `json:"id"`
+	TraceID string  `json:"traceId,omitempty"` // the checkout's trace (202's traceId)
 	Outcome Outcome `json:"outcome"`
 	Status  string  `json:"status"` // its final status as followed ("" while pending or unfinished)
 	Reason  string  `json:"reason"`
@@ -64,14 +65,14 @@ func (s *stats) placement(d time.Duration, err error) {
 	s.placeLat = append(s.placeLat, d)
 }
 
-func (s *stats) placedOrder(id string, o Outcome) {
+func (s *stats) placedOrder(id, traceID string, o Outcome) {
 	s.placedN.Add(1)
 	s.inFlight.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ends[o].Placed++
 	s.index[id] = len(s.orders)
-	s.orders = append(s.orders, Placed{ID: id, Outcome: o})
+	s.orders = append(s.orders, Placed{ID: id, TraceID: traceID, Outcome: o})
 }
 
 func (s *stats) final(id string, want Outcome, o order) {
