@@ -1,7 +1,7 @@
 // Command lab runs the microlab shop natively — every service a process on this machine,
 // against the PostgreSQL and RabbitMQ it finds — and drives the lab's control plane.
 //
-//	lab up [--scale service=N]... [--no-build]
+//	lab up [--scale service=N]... [--no-build] [--pprof]
 //	lab doctor
 //	lab settings
 //	lab settings set key=value...
@@ -48,7 +48,7 @@ const usage = `lab runs the microlab shop natively: every service as a process o
 against the PostgreSQL and RabbitMQ it finds.
 
 usage:
-  lab up [--scale service=N]... [--no-build]
+  lab up [--scale service=N]... [--no-build] [--pprof]
         check dependencies, create databases, build (Jaeger too), start Jaeger,
         Prometheus (if installed) and every service, wait until all are healthy, print
         their URLs; Ctrl-C stops everything

@@ -39,8 +39,9 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 		return parseScale(v, scale)
 	})
 	noBuild := fs.Bool("no-build", false, "start the binaries already built (skip go build)")
+	withPprof := fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ on every service (go tool pprof http://127.0.0.1:8103/debug/pprof/profile)")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
-		return usageErrorf("lab up [--scale service=N]... [--no-build]")
+		return usageErrorf("lab up [--scale service=N]... [--no-build] [--pprof]")
 	} else if err != nil {
 		return usageErrorf("%v", err)
 	}
@@ -48,6 +49,9 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 		return usageErrorf("unexpected arguments %q", fs.Args())
 	}
 	sc := cfg.Stack()
+	if *withPprof {
+		sc.Extra = append(sc.Extra, "PPROF=true")
+	}
 	insts, err := sc.Instances(scale)
 	if err != nil {
 		return usageErrorf("%v", err)
