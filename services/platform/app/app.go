@@ -51,11 +51,8 @@ type Base struct {
 	LogLevel        string        `env:"LOG_LEVEL" default:"info"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"10s"`
 	StartTimeout    time.Duration `env:"START_TIMEOUT" default:"60s"`
-	// Handlers wait on the database and on commits far more than they compute: 16
-	// workers with 64 messages prefetched held 30 checkouts/s where 4 and 20 backed
-	// orders.events up (lab load, docs/benchmarks.md).
-	Prefetch int `env:"AMQP_PREFETCH" default:"64"`
-	Workers  int `env:"AMQP_WORKERS" default:"16"`
+	Prefetch        int           `env:"AMQP_PREFETCH" default:"20"`
+	Workers         int           `env:"AMQP_WORKERS" default:"4"`
 	// Pprof serves Go's profiler at /debug/pprof/ on the service's own address (off by
 	// default: the gateway's address is the shop's public door). `lab up --pprof` sets it.
 	Pprof bool `env:"PPROF"`
