@@ -353,7 +353,7 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 	// whose services are stopped for a moment (a topology switch) must not find them
 	// taken by this one when it starts them again.
 	started := testenv.StartLock(t)
-	offset, err := stack.FreeOffset(map[string]int{"payments": 2})
+	offset, err := stack.ClaimOffset(map[string]int{"payments": 2}, testenv.ClaimPorts(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +494,7 @@ func TestFaults(t *testing.T) {
 	t.Parallel()
 	vhost := requireDeps(t)
 	started := testenv.StartLock(t) // ports chosen and bound under the machine's start lock
-	offset, err := stack.FreeOffset(nil)
+	offset, err := stack.ClaimOffset(nil, testenv.ClaimPorts(t))
 	if err != nil {
 		t.Fatal(err)
 	}

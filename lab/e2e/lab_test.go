@@ -113,7 +113,7 @@ func startLab(t testing.TB, opts labOptions) *lab {
 	// bound before the next lab looks for free ones.
 	testenv.HoldLab(t, map[bool]int{false: testenv.Light, true: testenv.Heavy}[opts.heavy])
 	started := testenv.StartLock(t)
-	offset, err := stack.FreeOffset(opts.scale)
+	offset, err := stack.ClaimOffset(opts.scale, testenv.ClaimPorts(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,6 +135,13 @@ func setEnv(env []string, key, value string) []string {
 // ephemeral range, where outgoing connections would otherwise take them (the services'
 // in 10000–32000).
 func FreeOffset(scale map[string]int) (int, error) {
+	return ClaimOffset(scale, nil)
+}
+
+// ClaimOffset is FreeOffset for labs that must also keep their ports from each other
+// while they run: claim (nil: none) is asked for an offset's ports once they are free,
+// and an offset it refuses is passed over. Tests claim through testenv.ClaimPorts.
+func ClaimOffset(scale map[string]int, claim func(ports []int) bool) (int, error) {
 	inst, err := Config{Host: "127.0.0.1"}.Instances(scale)
 	if err != nil {
 		return 0, err
@@ -157,6 +164,13 @@ func FreeOffset(scale map[string]int) (int, error) {
 				break
 			}
 			_ = ln.Close()
+		}
+		if free && claim != nil {
+			shifted := make([]int, len(ports))
+			for i, p := range ports {
+				shifted[i] = p + off
+			}
+			free = claim(shifted)
 		}
 		if free {
 			return off, nil

@@ -160,7 +160,7 @@ func TestJaegerStale(t *testing.T) {
 // observabilityLab is a supervisor and a Config at a free offset, for one test.
 func observabilityLab(t *testing.T) (Config, *supervisor.Supervisor) {
 	t.Helper()
-	offset, err := FreeOffset(nil)
+	offset, err := ClaimOffset(nil, testenv.ClaimPorts(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func TestBuildAndLaunch(t *testing.T) {
 	}
 	// Ports are chosen and bound under the machine's start lock, like every lab's.
 	started := testenv.StartLock(t)
-	offset, err := FreeOffset(map[string]int{"payments": 2})
+	offset, err := ClaimOffset(map[string]int{"payments": 2}, testenv.ClaimPorts(t))
 	if err != nil {
 		t.Fatal(err)
 	}
