@@ -148,6 +148,9 @@ func Decode(body []byte) (Envelope, error) {
 		return Envelope{}, fmt.Errorf("%w: missing eventType", ErrMalformed)
 	case len(e.Data) == 0:
 		return Envelope{}, fmt.Errorf("%w: missing data", ErrMalformed)
+	case e.Data[0] != '{':
+		// Every payload is an object; "data": null would decode into a zero payload.
+		return Envelope{}, fmt.Errorf("%w: data must be a JSON object", ErrMalformed)
 	}
 	return e, nil
 }

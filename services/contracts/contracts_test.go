@@ -11,6 +11,9 @@ func TestDecodeRefusesMalformedEnvelopes(t *testing.T) {
 		`{"eventType":"order.placed","data":{}}`,
 		`{"eventId":"1","data":{}}`,
 		`{"eventId":"1","eventType":"order.placed"}`,
+		`{"eventId":"1","eventType":"order.placed","data":null}`,
+		`{"eventId":"1","eventType":"order.placed","data":[]}`,
+		`{"eventId":"1","eventType":"order.placed","data":"x"}`,
 	} {
 		if _, err := Decode([]byte(body)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: want ErrMalformed, got %v", body, err)

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
-	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"microlab/services/platform/httpx"
@@ -109,7 +109,9 @@ func (o OrderRequest) validate() error {
 	} {
 		field := "shippingAddress." + f.name
 		switch {
-		case strings.TrimSpace(f.value) == "":
+		case !visible(f.value):
+			// Blank, or only invisible characters (a zero-width space passes TrimSpace):
+			// no label printer could print it.
 			return missing(field)
 		case utf8.RuneCountInString(f.value) > maxAddressLen:
 			return invalid(field, "must be at most %d characters", maxAddressLen)
@@ -119,6 +121,16 @@ func (o OrderRequest) validate() error {
 		return invalid("shippingAddress.country", "must be a two-letter country code in capitals (ISO 3166-1 alpha-2)")
 	}
 	return nil
+}
+
+// visible reports whether s has at least one letter, digit, mark, punctuation or symbol.
+func visible(s string) bool {
+	for _, r := range s {
+		if unicode.IsGraphic(r) && !unicode.IsSpace(r) && !unicode.Is(unicode.Cf, r) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkCard accepts digits and spaces only, 13 to 19 digits, passing the Luhn check

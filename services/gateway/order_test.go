@@ -38,6 +38,20 @@ func TestCheckCard(t *testing.T) {
 	}
 }
 
+// An address field needs something a label printer can print: not only spaces, and
+// not only invisible characters (zero-width space, joiner, BOM), which TrimSpace keeps.
+func TestVisible(t *testing.T) {
+	t.Parallel()
+	for s, want := range map[string]bool{
+		"Ada Lovelace": true, "Zoë": true, "東京": true, "-": true, "1": true,
+		"": false, "   ": false, "\u200b": false, "\u200b\u200d\ufeff": false, "\t\n": false, "\u00a0": false,
+	} {
+		if got := visible(s); got != want {
+			t.Errorf("visible(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
 func TestCheckIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
