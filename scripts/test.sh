@@ -32,6 +32,22 @@ rc=0
 go tool gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg --jsonfile "$json" -- \
   -race -count=1 -p "$parallel" -timeout "${TEST_TIMEOUT:-30m}" "$@" ./... || rc=$?
 
+# Fuzzing: each fuzz target (a `func FuzzX` in a _test.go file) explores beyond its
+# seed corpus for FUZZ_TIME (default 10s; 0 skips the stage). The seeds in
+# testdata/fuzz/ already ran above as ordinary tests; an input that fails here is
+# written there by go test, to be committed with its fix.
+fuzz_time=${FUZZ_TIME:-10s}
+if [ "$fuzz_time" != 0 ] && [ "$fuzz_time" != 0s ]; then
+  echo "== fuzzing ($fuzz_time per target)"
+  while IFS=: read -r file target; do
+    pkg=./$(dirname "$file")
+    printf '%-48s ' "$pkg $target"
+    out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzz_time" -fuzzminimizetime 5s "$pkg" 2>&1) && echo ok || {
+      echo FAILED; echo "$out" | tail -30; rc=1
+    }
+  done < <(git grep -o -E '^func Fuzz[A-Za-z0-9_]+' -- '*_test.go' | sed 's/:func /:/')
+fi
+
 # The record of every run: each package's wall time and the slowest tests, so that
 # growth shows in every run's output.
 echo "== package wall times (s)"
