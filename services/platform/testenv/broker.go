@@ -22,24 +22,13 @@ type Broker struct {
 	b *private.Broker
 }
 
-// BrokerOption shapes a PrivateBroker.
-type BrokerOption func(*private.BrokerOptions)
-
-// WithManagement gives the node the management plugin (ManagementURL), for a test that
-// reads queues through its API. The node starts a few seconds slower.
-func WithManagement(o *private.BrokerOptions) { o.Management = true }
-
 // PrivateBroker starts a new RabbitMQ node and stops it when the test ends.
-func PrivateBroker(t testing.TB, opts ...BrokerOption) *Broker {
+func PrivateBroker(t testing.TB) *Broker {
 	t.Helper()
 	if _, err := exec.LookPath("rabbitmq-server"); err != nil {
 		Missing(t, "rabbitmq-server", "apt-get install rabbitmq-server", err)
 	}
-	var o private.BrokerOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
-	pb, err := private.NewBroker(o)
+	pb, err := private.NewBroker()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,8 +42,11 @@ func PrivateBroker(t testing.TB, opts ...BrokerOption) *Broker {
 // URL is the AMQP URL of the node.
 func (b *Broker) URL() string { return b.b.URL() }
 
-// ManagementURL is the node's management API, "" unless it was made WithManagement.
-func (b *Broker) ManagementURL() string { return b.b.ManagementURL() }
+// Queues returns the exact depth of every queue in vhost (the node has no management
+// API); see private.Broker.Queues.
+func (b *Broker) Queues(ctx context.Context, vhost string) (map[string]int, error) {
+	return b.b.Queues(ctx, vhost)
+}
 
 // Start starts the node and waits until it accepts connections.
 func (b *Broker) Start() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -17,27 +18,21 @@ import (
 
 // Broker is a RabbitMQ node of one's own. Its data directory survives Stop and Start,
 // as a real broker restart's does (durable queues and persistent messages included).
+//
+// It has no plugins: the management plugin would make every start (and so every
+// restart a chaos test waits for) seconds slower. Queues lists its queues instead.
 type Broker struct {
-	node     string
-	port     int // AMQP
-	mgmtPort int // 0: no management plugin
-	dir      string
-	env      []string
-}
-
-// BrokerOptions shape a new node.
-type BrokerOptions struct {
-	// Management enables the management plugin (its HTTP API on a port of its own), for
-	// what reads queues through it: the lab's reconciliation lists DLQs with it. It
-	// makes the node's start a few seconds slower.
-	Management bool
+	node string
+	port int // AMQP
+	dir  string
+	env  []string
 }
 
 // NewBroker prepares a node — a data directory under os.TempDir (the node runs as the
 // rabbitmq user when started by root, and root's own directories are closed to it),
 // free ports, its configuration — without starting it. Remove deletes the directory.
 // It needs rabbitmq-server and rabbitmqctl on PATH.
-func NewBroker(opts BrokerOptions) (*Broker, error) {
+func NewBroker() (*Broker, error) {
 	if _, err := exec.LookPath("rabbitmq-server"); err != nil {
 		return nil, fmt.Errorf("private rabbitmq: %w (install: apt-get install rabbitmq-server)", err)
 	}
@@ -45,7 +40,7 @@ func NewBroker(opts BrokerOptions) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("private rabbitmq: %w", err)
 	}
-	b, err := newBroker(dir, opts)
+	b, err := newBroker(dir)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -53,8 +48,8 @@ func NewBroker(opts BrokerOptions) (*Broker, error) {
 	return b, nil
 }
 
-func newBroker(dir string, opts BrokerOptions) (*Broker, error) {
-	ports := make([]int, 3)
+func newBroker(dir string) (*Broker, error) {
+	ports := make([]int, 2)
 	for i := range ports {
 		p, err := freePort()
 		if err != nil {
@@ -66,13 +61,7 @@ func newBroker(dir string, opts BrokerOptions) (*Broker, error) {
 	_, _ = rand.Read(suffix)
 	b := &Broker{node: "mlab" + hex.EncodeToString(suffix) + "@localhost", port: ports[0], dir: dir}
 	conf := fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\nloopback_users = none\n", b.port)
-	plugins := "[].\n"
-	if opts.Management {
-		b.mgmtPort = ports[2]
-		conf += fmt.Sprintf("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n", b.mgmtPort)
-		plugins = "[rabbitmq_management].\n"
-	}
-	for name, content := range map[string]string{"rabbitmq.conf": conf, "plugins": plugins} {
+	for name, content := range map[string]string{"rabbitmq.conf": conf, "plugins": "[].\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return nil, fmt.Errorf("private rabbitmq: %w", err)
 		}
@@ -103,20 +92,11 @@ func newBroker(dir string, opts BrokerOptions) (*Broker, error) {
 // URL is the node's AMQP URL (user guest, vhost /).
 func (b *Broker) URL() string { return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", b.port) }
 
-// ManagementURL is the node's management API (with guest's credentials), "" without
-// the plugin.
-func (b *Broker) ManagementURL() string {
-	if b.mgmtPort == 0 {
-		return ""
-	}
-	return fmt.Sprintf("http://guest:guest@127.0.0.1:%d", b.mgmtPort)
-}
-
 // Dir is the node's directory: configuration, data, logs.
 func (b *Broker) Dir() string { return b.dir }
 
 // Start starts the node and waits (at most a minute, and while ctx lasts) until it
-// accepts AMQP connections, and its management API answers if it has one.
+// accepts AMQP connections.
 func (b *Broker) Start(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, "rabbitmq-server", "-detached")
 	cmd.Env = b.env
@@ -125,7 +105,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		if answers(b.port, time.Second) && (b.mgmtPort == 0 || answers(b.mgmtPort, time.Second)) {
+		if answers(b.port, time.Second) {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -163,6 +143,32 @@ func (b *Broker) Ctl(ctx context.Context, args ...string) (string, error) {
 		return string(out), fmt.Errorf("rabbitmqctl %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// Queues returns the depth (messages ready and unacknowledged) of every queue in vhost,
+// as rabbitmqctl list_queues reads them from the queues themselves: exact, where the
+// management API's figures are sampled statistics.
+func (b *Broker) Queues(ctx context.Context, vhost string) (map[string]int, error) {
+	out, err := b.Ctl(ctx, "list_queues", "--vhost", vhost, "--formatter", "json", "name", "messages")
+	if err != nil {
+		return nil, err
+	}
+	i := strings.Index(out, "[")
+	if i < 0 {
+		return nil, fmt.Errorf("rabbitmqctl list_queues: no JSON in %q", out)
+	}
+	var rows []struct {
+		Name     string `json:"name"`
+		Messages int    `json:"messages"`
+	}
+	if err := json.Unmarshal([]byte(out[i:]), &rows); err != nil {
+		return nil, fmt.Errorf("rabbitmqctl list_queues: %w\n%s", err, out)
+	}
+	qs := make(map[string]int, len(rows))
+	for _, r := range rows {
+		qs[r.Name] = r.Messages
+	}
+	return qs, nil
 }
 
 // Remove deletes the node's directory. Stop it first.
