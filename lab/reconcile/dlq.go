@@ -34,12 +34,11 @@ func DLQs(ctx context.Context, amqpURL, mgmtURL string) (map[string]int, error) 
 	if err := mgmtGet(ctx, mgmtURL, "/api/queues/"+url.PathEscape(vhost)+"?columns=name,messages", &queues); err != nil {
 		return nil, fmt.Errorf("reconcile: list the DLQs of vhost %s: %w", vhost, err)
 	}
-	out := map[string]int{}
+	all := make(map[string]int, len(queues))
 	for _, q := range queues {
-		if strings.HasSuffix(q.Name, DLQSuffix) {
-			out[q.Name] = q.Messages
-		}
+		all[q.Name] = q.Messages
 	}
+	out := onlyDLQs(all)
 	if len(out) == 0 {
 		return out, nil
 	}
@@ -60,6 +59,17 @@ func DLQs(ctx context.Context, amqpURL, mgmtURL string) (map[string]int, error) 
 		_ = ch.Close()
 	}
 	return out, nil
+}
+
+// onlyDLQs keeps the dead-letter queues of qs (never nil).
+func onlyDLQs(qs map[string]int) map[string]int {
+	out := map[string]int{}
+	for name, n := range qs {
+		if strings.HasSuffix(name, DLQSuffix) {
+			out[name] = n
+		}
+	}
+	return out
 }
 
 // vhostOf returns the virtual host an AMQP URL names ("/" when it names none).

@@ -24,8 +24,12 @@ type Options struct {
 	Since time.Time
 	// ManagementURL is RabbitMQ's management API (http://guest:guest@127.0.0.1:15672),
 	// which lists the dead-letter queues of the lab's virtual host. "": DLQs are not
-	// inspected.
+	// inspected (unless ListQueues is set).
 	ManagementURL string
+	// ListQueues, if set, lists the vhost's queues with their depths instead of the
+	// management API: for a broker without it (a private node, whose rabbitmqctl
+	// list_queues does; see testenv/private.Broker.Queues).
+	ListQueues func(context.Context) (map[string]int, error)
 	// DLQBefore are the DLQs' depths before the run (a lab with a history): only
 	// messages beyond them count against Clean.
 	DLQBefore map[string]int
@@ -134,10 +138,19 @@ func Run(ctx context.Context, cfg stack.Config, opts Options) (*Report, error) {
 	if r.VHost, err = vhostOf(cfg.AMQPURL); err != nil {
 		return nil, err
 	}
-	if opts.ManagementURL != "" {
+	switch {
+	case opts.ListQueues != nil:
+		qs, err := opts.ListQueues(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("reconcile: list the queues of vhost %s: %w", r.VHost, err)
+		}
+		r.DLQ = onlyDLQs(qs)
+	case opts.ManagementURL != "":
 		if r.DLQ, err = DLQs(ctx, cfg.AMQPURL, opts.ManagementURL); err != nil {
 			return nil, err
 		}
+	}
+	if r.DLQ != nil {
 		r.DLQBefore = opts.DLQBefore
 	}
 	return r, nil

@@ -151,6 +151,13 @@ func TestCleanLedgersReportClean(t *testing.T) {
 	if r := run(t, s, reconcile.Options{}); !r.Clean() || r.Placed() != 6 || r.Accepted != -1 {
 		t.Errorf("without accepted ids: clean %v, placed %d, accepted %d", r.Clean(), r.Placed(), r.Accepted)
 	}
+	// A broker without the management API lists its queues otherwise: only *.dlq count.
+	list := func(context.Context) (map[string]int, error) {
+		return map[string]int{"payments.dlq": 1, "shipping.dlq": 0, "payments.events": 7}, nil
+	}
+	if r := run(t, s, reconcile.Options{ListQueues: list}); r.Clean() || r.DLQMessages() != 1 || len(r.DLQ) != 2 {
+		t.Errorf("listed queues: clean %v, %d DLQ messages in %v; want 1 in payments.dlq, shipping.dlq empty", r.Clean(), r.DLQMessages(), r.DLQ)
+	}
 }
 
 // Each anomaly, written into otherwise clean ledgers, is found, counted under its kind
