@@ -87,7 +87,7 @@ func parseChaos(args []string) (chaosOptions, error) {
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	rate := fs.String("rate", "10/s", "orders per second while the faults run (50/s, 600/m)")
-	window := fs.Duration("duration", 15*time.Second, "load around each fault: the run lasts this long per fault")
+	window := fs.Duration("duration", 15*time.Second, "load around each fault: one every D (a slow recovery delays the next), and D of load after the last")
 	faults := fs.String("faults", strings.Join(chaosFaults, ","), "the faults, in turn: kill (each --kill service), broker, postgres")
 	kill := fs.String("kill", strings.Join(shopServices(), ","), "the services kill -9 hits, one after the other")
 	outage := fs.Duration("outage", 5*time.Second, "how long RabbitMQ or PostgreSQL stays stopped")
@@ -173,10 +173,14 @@ func parseChaos(args []string) (chaosOptions, error) {
 	if o.keep && o.attach {
 		return o, usageErrorf("--keep is for the lab lab chaos starts; --attach leaves the running lab as it is anyway")
 	}
-	o.load.Duration = time.Duration(len(o.steps)) * o.window
-	if o.load.Duration > loadgen.MaxDuration {
+	planned := time.Duration(len(o.steps)) * o.window
+	if planned > loadgen.MaxDuration {
 		return o, usageErrorf("%d faults × --duration %s is more than %s of load", len(o.steps), o.window, loadgen.MaxDuration)
 	}
+	// The load lasts until the last fault has played out (runChaos closes Stop); a fault
+	// whose recovery takes longer than a window only delays the next. Duration merely
+	// bounds a run whose every recovery took as long as it may.
+	o.load.Duration = min(loadgen.MaxDuration, planned+time.Duration(len(o.steps))*(recoverTimeout+o.outage))
 	// An order may take until the end of the settling to end: only then is it lost.
 	o.load.Follow = o.settle
 	o.load.Prefix = "chaos"
@@ -187,7 +191,9 @@ func parseChaos(args []string) (chaosOptions, error) {
 // instance restarts) or one it attached to (the control plane's crash fault).
 type chaosLab interface {
 	stack() stack.Config
-	managementURL() string
+	// dlqs says where the reconciliation reads the DLQs: the management API, or a
+	// private node's own listing (ManagementURL, ListQueues).
+	dlqs() reconcile.Options
 	// inject carries out s and waits, within ctx, until the lab has recovered from it;
 	// it returns what it did ("pid 1234 → 1240").
 	inject(ctx context.Context, s step, outage time.Duration) (string, error)
@@ -234,7 +240,7 @@ func chaos(ctx context.Context, cfg Config, args []string, stdout, stderr io.Wri
 		// The running lab has a history: hold only this run's orders to account, and only
 		// the messages dead-lettered from now on.
 		since = time.Now().Add(-time.Second)
-		if dlqBefore, err = reconcile.DLQs(ctx, sc.AMQPURL, lab.managementURL()); err != nil {
+		if dlqBefore, err = reconcile.DLQs(ctx, sc.AMQPURL, lab.dlqs().ManagementURL); err != nil {
 			return err
 		}
 	}
@@ -259,7 +265,8 @@ func chaos(ctx context.Context, cfg Config, args []string, stdout, stderr io.Wri
 	for _, p := range res.Load.Orders {
 		accepted = append(accepted, p.ID)
 	}
-	opts := reconcile.Options{Accepted: accepted, Since: since, ManagementURL: lab.managementURL(), DLQBefore: dlqBefore}
+	opts := lab.dlqs()
+	opts.Accepted, opts.Since, opts.DLQBefore = accepted, since, dlqBefore
 	res.Report, err = settleReconcile(ctx, sc, opts, o.settle, out)
 	if err != nil {
 		return err
@@ -303,7 +310,7 @@ type chaosLabInfo struct {
 	VHost         string `json:"vhost"`
 	AdminDatabase string `json:"adminDatabase"` // the URL, credentials included (this machine's, trust or dev ones)
 	AMQP          string `json:"amqp"`
-	Management    string `json:"management"`
+	Management    string `json:"management"` // "" with a private RabbitMQ (rabbitmqctl lists its DLQs)
 	Attached      bool   `json:"attached"`
 }
 
@@ -317,11 +324,13 @@ type faultResult struct {
 }
 
 // runChaos runs the load, and each step of o in its window while it lasts: a quarter
-// into the window, so that every fault hits a shop that is busy.
+// into the window, so that every fault hits a shop that is busy, and not before the
+// previous fault has been recovered from. Once the last has, the load goes on for the
+// rest of a window (at least three quarters of one), then stops.
 func runChaos(ctx context.Context, lab chaosLab, o chaosOptions, out *lines) (*chaosResult, error) {
 	sc := lab.stack()
 	res := &chaosResult{Lab: chaosLabInfo{DBPrefix: sc.DBPrefix, AdminDatabase: sc.AdminDatabaseURL, AMQP: sc.AMQPURL,
-		Management: lab.managementURL(), Attached: o.attach}}
+		Management: lab.dlqs().ManagementURL, Attached: o.attach}}
 	res.Lab.VHost, _ = vhostName(sc.AMQPURL)
 	var (
 		mu      sync.Mutex
@@ -346,6 +355,9 @@ func runChaos(ctx context.Context, lab chaosLab, o chaosOptions, out *lines) (*c
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	stopLoad := make(chan struct{})
+	o.load.Stop = stopLoad
+	loadDone := make(chan struct{})
 	type loadResult struct {
 		s   loadgen.Summary
 		err error
@@ -353,6 +365,7 @@ func runChaos(ctx context.Context, lab chaosLab, o chaosOptions, out *lines) (*c
 	loaded := make(chan loadResult, 1)
 	go func() {
 		s, err := loadgen.Run(ctx, o.load)
+		close(loadDone)
 		loaded <- loadResult{s, err}
 	}()
 
@@ -365,7 +378,8 @@ func runChaos(ctx context.Context, lab chaosLab, o chaosOptions, out *lines) (*c
 		}
 		return nil, errors.New("load: ended before it started")
 	}
-	out.printf("chaos: %g orders/s for %s, %d faults, one every %s", o.load.Rate, o.load.Duration.Round(time.Second), len(o.steps), o.window)
+	out.printf("chaos: %g orders/s, %d faults, one every %s (about %s of load)", o.load.Rate, len(o.steps), o.window,
+		time.Duration(len(o.steps))*o.window)
 
 	ticker := time.NewTicker(chaosProgress)
 	defer ticker.Stop()
@@ -379,10 +393,14 @@ func runChaos(ctx context.Context, lab chaosLab, o chaosOptions, out *lines) (*c
 	injected := make(chan struct{})
 	go func() {
 		defer close(injected)
+		defer close(stopLoad)
+		calm := start.Add(time.Duration(len(o.steps)) * o.window) // the planned end of the load
 		for i, s := range o.steps {
 			at := start.Add(time.Duration(i)*o.window + o.window/4)
 			select {
 			case <-ctx.Done():
+				return
+			case <-loadDone: // the load ran out (its bound): the rest would hit an idle shop
 				return
 			case <-time.After(time.Until(at)):
 			}
@@ -407,6 +425,15 @@ func runChaos(ctx context.Context, lab chaosLab, o chaosOptions, out *lines) (*c
 			res.Faults = append(res.Faults, fr)
 			current = "recovered: " + s.String()
 			mu.Unlock()
+			if after := time.Now().Add(o.window * 3 / 4); after.After(calm) {
+				calm = after
+			}
+		}
+		// The aftermath of the last fault under load too.
+		select {
+		case <-ctx.Done():
+		case <-loadDone:
+		case <-time.After(time.Until(calm)):
 		}
 	}()
 	for {
@@ -414,8 +441,7 @@ func runChaos(ctx context.Context, lab chaosLab, o chaosOptions, out *lines) (*c
 		case <-ticker.C:
 			progress()
 		case r := <-loaded:
-			cancel() // a fault still under way stops waiting
-			<-injected
+			<-injected // a fault under way when the load ran out ends first: it recovers, or times out
 			if r.err != nil {
 				return nil, fmt.Errorf("load: %w", r.err)
 			}
@@ -426,7 +452,7 @@ func runChaos(ctx context.Context, lab chaosLab, o chaosOptions, out *lines) (*c
 			progress()
 			if n := len(res.Faults); n < len(o.steps) {
 				for _, s := range o.steps[n:] {
-					res.Faults = append(res.Faults, faultResult{Fault: s.String(), Error: "not injected: the run ended first"})
+					res.Faults = append(res.Faults, faultResult{Fault: s.String(), Error: "not injected: the load ran out first (recoveries took too long)"})
 				}
 			}
 			return res, nil

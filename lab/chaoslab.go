@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"microlab/lab/reconcile"
 	"microlab/lab/stack"
 	"microlab/lab/supervisor"
 	"microlab/lab/topology"
@@ -39,8 +40,14 @@ type ownLab struct {
 	undo     []func(context.Context) error
 }
 
-func (l *ownLab) stack() stack.Config   { return l.sc }
-func (l *ownLab) managementURL() string { return l.mgmt }
+func (l *ownLab) stack() stack.Config { return l.sc }
+
+func (l *ownLab) dlqs() reconcile.Options {
+	if l.broker != nil {
+		return reconcile.Options{ListQueues: func(ctx context.Context) (map[string]int, error) { return l.broker.Queues(ctx, "/") }}
+	}
+	return reconcile.Options{ManagementURL: l.mgmt}
+}
 
 func (l *ownLab) healthy(ctx context.Context) error { return l.sup.WaitHealthy(ctx) }
 
@@ -92,7 +99,7 @@ func startChaosLab(ctx context.Context, cfg Config, o chaosOptions, out *lines) 
 
 	if has(o.steps, faultBroker) {
 		out.printf("chaos: starting a RabbitMQ node of its own (its restarts disturb nobody else)")
-		if l.broker, err = private.NewBroker(private.BrokerOptions{Management: true}); err != nil {
+		if l.broker, err = private.NewBroker(); err != nil {
 			return nil, err
 		}
 		l.undo = append(l.undo, func(context.Context) error { return l.broker.Remove() })
@@ -100,7 +107,7 @@ func startChaosLab(ctx context.Context, cfg Config, o chaosOptions, out *lines) 
 			return nil, err
 		}
 		l.undo = append(l.undo, l.broker.Stop)
-		l.sc.AMQPURL, l.mgmt = l.broker.URL(), l.broker.ManagementURL()
+		l.sc.AMQPURL, l.mgmt = l.broker.URL(), ""
 	} else {
 		vhost := "chaos-" + id
 		if err := createVHost(ctx, cfg.ManagementURL, cfg.AMQPURL, vhost); err != nil {
@@ -275,9 +282,11 @@ type attachedLab struct {
 	notes io.Writer
 }
 
-func (l *attachedLab) stack() stack.Config   { return l.sc }
-func (l *attachedLab) managementURL() string { return l.cfg.ManagementURL }
-func (l *attachedLab) close() error          { return nil }
+func (l *attachedLab) stack() stack.Config { return l.sc }
+func (l *attachedLab) dlqs() reconcile.Options {
+	return reconcile.Options{ManagementURL: l.cfg.ManagementURL}
+}
+func (l *attachedLab) close() error { return nil }
 
 func attachLab(ctx context.Context, cfg Config, out *lines) (*attachedLab, error) {
 	l := &attachedLab{cfg: cfg, sc: cfg.Stack(), notes: out}
@@ -289,7 +298,11 @@ func attachLab(ctx context.Context, cfg Config, out *lines) (*attachedLab, error
 	}
 	client := &http.Client{Timeout: 2 * time.Second}
 	for _, s := range stack.Services {
-		all, err := l.sc.Instances(map[string]int{s.Name: stack.MaxScale})
+		n := stack.MaxScale // any scale lab up allows: probe every instance port
+		if s.Name == stack.Dashboard {
+			n = 1 // runs once
+		}
+		all, err := l.sc.Instances(map[string]int{s.Name: n})
 		if err != nil {
 			return nil, err
 		}
