@@ -58,13 +58,16 @@ type chaosOptions struct {
 type step struct {
 	kind    string // faultKill, faultBroker, faultPostgres
 	service string // faultKill's victim
+	crash   bool   // faultKill through the control plane's crash fault (--attach)
 }
 
 func (s step) String() string {
-	switch s.kind {
-	case faultKill:
+	switch {
+	case s.kind == faultKill && s.crash:
+		return "crash " + s.service
+	case s.kind == faultKill:
 		return "kill -9 " + s.service
-	case faultBroker:
+	case s.kind == faultBroker:
 		return "RabbitMQ restart"
 	default:
 		return "PostgreSQL restart"
@@ -158,7 +161,7 @@ func parseChaos(args []string) (chaosOptions, error) {
 		switch f {
 		case faultKill:
 			for _, v := range victims {
-				o.steps = append(o.steps, step{kind: faultKill, service: v})
+				o.steps = append(o.steps, step{kind: faultKill, service: v, crash: o.attach})
 			}
 		default:
 			if o.attach {
@@ -378,7 +381,7 @@ func runChaos(ctx context.Context, lab chaosLab, o chaosOptions, out *lines) (*c
 		}
 		return nil, errors.New("load: ended before it started")
 	}
-	out.printf("chaos: %g orders/s, %d faults, one every %s (about %s of load)", o.load.Rate, len(o.steps), o.window,
+	out.printf("chaos: %g orders/s, %d fault(s), one every %s (about %s of load)", o.load.Rate, len(o.steps), o.window,
 		time.Duration(len(o.steps))*o.window)
 
 	ticker := time.NewTicker(chaosProgress)

@@ -218,7 +218,7 @@ func TestChaosCLIAttached(t *testing.T) {
 	if run == nil || run.Report == nil {
 		t.Fatal("lab chaos wrote no --json report")
 	}
-	if len(run.Faults) != 1 || run.Faults[0].Error != "" || !strings.Contains(run.Faults[0].Detail, "crash fault") {
+	if len(run.Faults) != 1 || run.Faults[0].Fault != "crash payments" || run.Faults[0].Error != "" || !strings.Contains(run.Faults[0].Detail, "crash fault") {
 		t.Errorf("faults: %+v, want one crash fault on payments", run.Faults)
 	}
 	if after := l.sup.PID("payments"); after == before || after == 0 {

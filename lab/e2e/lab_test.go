@@ -37,6 +37,9 @@ func repoRoot() string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if labCLI != "" {
+		_ = os.RemoveAll(filepath.Dir(labCLI)) // the lab CLI's own directory (labBinary)
+	}
 	for _, dir := range []string{binDir, plainDir} {
 		if dir != "" {
 			_ = os.RemoveAll(dir)

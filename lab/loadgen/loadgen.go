@@ -277,8 +277,8 @@ func (r *run) schedule(ctx context.Context) {
 	end := r.start.Add(r.cfg.Duration)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	stop := func() {
-		r.stoppedAt.Store(max(int64(time.Since(r.start)), 1))
+	stop := func() { // to the 100 ms, as the summary shows it
+		r.stoppedAt.Store(max(int64(time.Since(r.start).Round(100*time.Millisecond)), 1))
 	}
 	for i := int64(0); ; i++ {
 		at := r.start.Add(time.Duration(i) * interval)
