@@ -10,6 +10,8 @@
 //	lab fault clear [service|instance]
 //	lab reset
 //	lab load [--rate 50/s] [--duration 2m] [--mix ok=80,declined=10,oos=5,xx=5]
+//	lab chaos [--rate 10/s] [--duration 15s] [--faults kill,broker,postgres] [--kill service,...]
+//	          [--outage 5s] [--settle 1m] [--attach] [--no-build] [--keep] [--json FILE]
 //
 // Exit status: 0 success, 1 failure, 2 usage error.
 package main
@@ -73,6 +75,23 @@ usage:
         shop traffic through the gateway's public API, open-loop at the rate, each
         order followed to its end; a progress line, then a summary (exit 1 when the
         lab did not keep up); it targets only this machine and stops by itself
+  lab chaos [--rate 10/s] [--duration 15s] [--faults kill,broker,postgres]
+            [--kill SERVICE,...] [--outage 5s] [--settle 1m] [--mix ...] [--shoppers 10]
+            [--mode choreography|orchestration] [--attach] [--no-build] [--keep] [--json FILE]
+        load (as lab load) while each fault hits in turn, --duration of load around each:
+        kill -9 of every --kill service (default: all but the dashboard), a RabbitMQ
+        restart, a PostgreSQL restart (each down for --outage); then, once the lab has
+        recovered and orders have had --settle to end, a reconciliation read from the
+        databases and DLQs: orders placed, final and lost, double charges and
+        reservations, reservations or money held for cancelled orders, DLQ messages;
+        exit 1 unless it is clean. It starts a lab of its own (own ports, databases,
+        vhost; logs in LAB_RUN_DIR/chaos.log) and kills its processes itself; for the
+        broker and postgres faults it starts a RabbitMQ node and a PostgreSQL cluster of
+        its own on 127.0.0.1 and restarts those: the machine's are never restarted.
+        --attach uses the lab lab up runs instead: kill faults only, as the control
+        plane's crash fault (lab up's supervisor restarts the process), and only this
+        run's orders and new DLQ messages count. --keep leaves the lab's databases and
+        vhost for inspection (kill faults only)
   lab help
         this text
 
@@ -183,6 +202,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = reset(ctx, cfg, rest, stdout, stderr)
 	case "load":
 		err = load(ctx, cfg, rest, stdout, stderr)
+	case "chaos":
+		err = chaos(ctx, cfg, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitUsage

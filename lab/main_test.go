@@ -147,6 +147,16 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"fault", "clear", "paymints"}, `unknown target "paymints"`},
 		{[]string{"fault", "clear", "payments", "orders"}, "lab fault clear [SERVICE|INSTANCE]"},
 		{[]string{"reset", "now"}, "takes no arguments"},
+		{[]string{"chaos", "--rate", "fast"}, "--rate"},
+		{[]string{"chaos", "--faults", "kill,flood"}, `--faults "flood": want a list of kill, broker, postgres`},
+		{[]string{"chaos", "--faults", "kill,kill"}, "names kill twice"},
+		{[]string{"chaos", "--kill", "paymints"}, `--kill "paymints": no such service`},
+		{[]string{"chaos", "--duration", "10ms"}, "want at least 1s"},
+		{[]string{"chaos", "--outage", "0s"}, "--outage 0s"},
+		{[]string{"chaos", "--mode", "sideways"}, `--mode "sideways"`},
+		{[]string{"chaos", "--attach", "--faults", "kill,broker"}, "--attach runs kill faults only"},
+		{[]string{"chaos", "--keep", "--faults", "postgres"}, "--keep: the postgres fault runs on a private instance"},
+		{[]string{"chaos", "now"}, "unexpected arguments"},
 	} {
 		code, _, stderr := runLab(t, env, tc.args...)
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {
@@ -604,5 +614,19 @@ func TestFaults(t *testing.T) {
 	}
 	if sources[faultSource] != 3 || sources[settingsSource] != 1 || sources[resetSource] != 2 || len(chs) != 6 {
 		t.Errorf("timeline sources %v (%d changes), want 3 by %s, 1 by %s, 2 by %s", sources, len(chs), faultSource, settingsSource, resetSource)
+	}
+}
+
+// lab chaos refuses, before it contacts anything, infrastructure that is not on this
+// machine: it creates vhosts and databases there, and crashes processes it finds.
+func TestChaosTargetsOnlyThisMachine(t *testing.T) {
+	t.Parallel()
+	for _, key := range []string{"AMQP_URL", "ADMIN_DATABASE_URL", "RABBITMQ_MANAGEMENT_URL"} {
+		env := nowhere(t)
+		env[key] = strings.Replace(env[key], "127.0.0.1", "192.0.2.1", 1)
+		code, stdout, stderr := runLab(t, env, "chaos", "--faults", "kill", "--attach")
+		if code != exitUsage || !strings.Contains(stderr, key+": host 192.0.2.1 is not this machine") || stdout != "" {
+			t.Errorf("%s elsewhere: exit %d, stdout %q, stderr %q", key, code, stdout, stderr)
+		}
 	}
 }

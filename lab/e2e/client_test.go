@@ -49,6 +49,7 @@ type order struct {
 	Status       string `json:"status"`
 	CancelReason string `json:"cancelReason"`
 	TotalCents   int64  `json:"totalCents"`
+	Items        []item `json:"items"`
 	SagaMode     string `json:"sagaMode"`
 	Steps        []step `json:"steps"`
 	TraceID      string `json:"traceId"`
@@ -223,6 +224,10 @@ type payments struct {
 type reservations struct {
 	Reserved int `json:"reserved"`
 	Released int `json:"released"`
+	Lines    []struct {
+		SKU    string `json:"sku"`
+		Status string `json:"status"`
+	} `json:"lines"`
 }
 
 func getJSON(ctx context.Context, url string, out any) error {

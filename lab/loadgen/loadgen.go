@@ -46,6 +46,10 @@ type Config struct {
 	// Follow is how long an order may take to reach its final status before it counts
 	// as unfinished (0: 30 s).
 	Follow time.Duration
+	// Stop, if set, stops placing early when it is closed (lab chaos: once its last fault
+	// has played out); orders in flight are still followed to their end, and the summary's
+	// Duration is how long placing lasted. Duration still bounds the run.
+	Stop <-chan struct{}
 	// Prefix names the shoppers and the idempotency keys ("" : "load").
 	Prefix string
 	// Progress, if set, is called about every second while the run lasts, and once at
@@ -148,6 +152,8 @@ type run struct {
 	sem   chan struct{} // one per order in flight
 	wg    sync.WaitGroup
 	start time.Time
+
+	stoppedAt atomic.Int64 // placing stopped early (Config.Stop) this long after start (ns); 0: not
 
 	outcomes *picker
 	skus     []string  // in stock: what ok, declined and xx orders buy
@@ -256,12 +262,24 @@ func (s *shopper) tok() string {
 	return s.token
 }
 
-// schedule sends the i-th order at start + i/rate until Duration is over (or ctx ends).
+// placingFor is how long placing lasts: Duration, unless Stop ended it earlier.
+func (r *run) placingFor() time.Duration {
+	if d := r.stoppedAt.Load(); d > 0 {
+		return time.Duration(d)
+	}
+	return r.cfg.Duration
+}
+
+// schedule sends the i-th order at start + i/rate until Duration is over (or ctx ends,
+// or Stop is closed).
 func (r *run) schedule(ctx context.Context) {
 	interval := time.Duration(float64(time.Second) / r.cfg.Rate)
 	end := r.start.Add(r.cfg.Duration)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	stop := func() { // to the 100 ms, as the summary shows it
+		r.stoppedAt.Store(max(int64(time.Since(r.start).Round(100*time.Millisecond)), 1))
+	}
 	for i := int64(0); ; i++ {
 		at := r.start.Add(time.Duration(i) * interval)
 		if !at.Before(end) {
@@ -272,10 +290,20 @@ func (r *run) schedule(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
+			case <-r.cfg.Stop:
+				stop()
+				return
 			case <-timer.C:
 			}
 		} else if ctx.Err() != nil {
 			return
+		} else {
+			select {
+			case <-r.cfg.Stop:
+				stop()
+				return
+			default:
+			}
 		}
 		r.stats.scheduled.Add(1)
 		select {

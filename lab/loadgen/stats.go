@@ -201,7 +201,7 @@ func (r *run) progress(done bool) Progress {
 	s := &r.stats
 	elapsed := time.Since(r.start)
 	phase := "running"
-	if elapsed >= r.cfg.Duration {
+	if elapsed >= r.placingFor() {
 		phase = "draining"
 	}
 	if done {
@@ -227,7 +227,7 @@ func (r *run) progress(done bool) Progress {
 	}
 	s.lastPlaced, s.lastWindowT = placed, now
 	if done && elapsed > 0 {
-		achieved = float64(placed) / min(elapsed, r.cfg.Duration).Seconds()
+		achieved = float64(placed) / min(elapsed, r.placingFor()).Seconds()
 	}
 	return Progress{Phase: phase, Elapsed: elapsed, Target: r.cfg.Rate, Achieved: achieved,
 		Scheduled: s.scheduled.Load(), Placed: placed, Rejected: rejected, Skipped: s.skipped.Load(),
@@ -255,7 +255,7 @@ func (r *run) summary() Summary {
 	s := &r.stats
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sum := Summary{Progress: p, Gateway: r.cfg.Gateway, Mix: r.cfg.Mix, Duration: r.cfg.Duration, MaxInFlight: r.cfg.MaxInFlight,
+	sum := Summary{Progress: p, Gateway: r.cfg.Gateway, Mix: r.cfg.Mix, Duration: r.placingFor(), MaxInFlight: r.cfg.MaxInFlight,
 		Refused: map[int]int64{}, Browses: s.browses.Load(), BrowseErrs: s.browseErrors.Load(),
 		PollErrs: s.followErrors.Load(), Orders: slices.Clone(s.orders)}
 	for k, v := range s.rejected {

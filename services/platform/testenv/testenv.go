@@ -47,6 +47,10 @@ func AMQPURL() string { return env("AMQP_URL", defaultAMQP) }
 
 func mgmtURL() string { return env("RABBITMQ_MANAGEMENT_URL", defaultMgmt) }
 
+// ManagementURL is the RabbitMQ management API tests use (VHost creates vhosts through
+// it), with its credentials.
+func ManagementURL() string { return mgmtURL() }
+
 func env(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v
