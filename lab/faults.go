@@ -169,7 +169,11 @@ func withPlane(ctx context.Context, cfg Config, stderr io.Writer, fn func(*contr
 // answers; a service if any of its instances' does (instance n listens on the
 // service's port + 1000·(n-1), for every scale `lab up --scale` allows).
 func (c Config) running(service, instance string) bool {
-	all, err := c.Stack().Instances(map[string]int{service: stack.MaxScale})
+	n := stack.MaxScale // any scale lab up allows: probe every instance port
+	if service == stack.Dashboard {
+		n = 1 // runs once; stack refuses to scale it
+	}
+	all, err := c.Stack().Instances(map[string]int{service: n})
 	if err != nil {
 		return false
 	}

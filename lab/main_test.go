@@ -521,7 +521,18 @@ func TestFaults(t *testing.T) {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
+	dashboard, _ := stack.Find(stack.Dashboard)
+	dln, err := net.Listen("tcp", sc.Addr(dashboard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(dln) }()
 	started()
+	// The dashboard runs once and stack refuses to scale it: running must still find it
+	// (it asked for nine dashboards, was refused, and said "not running").
+	if cfg := (Config{PortOffset: offset}); !cfg.running(stack.Dashboard, "") || cfg.running("shipping", "") {
+		t.Errorf("running: dashboard %v, shipping %v; want true, false", cfg.running(stack.Dashboard, ""), cfg.running("shipping", ""))
+	}
 
 	prefix := testenv.Name("f") + "_"
 	env := map[string]string{"LAB_DB_PREFIX": prefix, "AMQP_URL": vhost, "LAB_PORT_OFFSET": strconv.Itoa(offset)}
