@@ -330,11 +330,12 @@ func (r *run) order(ctx context.Context) {
 	}
 	t0 := time.Now()
 	err := r.call(ctx, s, http.MethodPost, "/api/v1/orders", body, map[string]string{"Idempotency-Key": key}, &accepted)
-	r.stats.placement(time.Since(t0), err)
+	took := time.Since(t0)
+	r.stats.placement(took, err)
 	if err != nil {
 		return
 	}
-	r.stats.placedOrder(accepted.OrderID, accepted.TraceID, outcome)
+	r.stats.placedOrder(accepted.OrderID, accepted.TraceID, outcome, t0.Add(took), took)
 	r.follow(ctx, s, accepted.OrderID, outcome, t0)
 }
 
@@ -381,6 +382,7 @@ func (r *run) follow(ctx context.Context, s *shopper, id string, want Outcome, p
 		case <-timer.C:
 		}
 		var o order
+		r.stats.polls.Add(1)
 		err := r.call(ctx, s, http.MethodGet, "/api/v1/orders/"+id, nil, nil, &o)
 		if err == nil && o.Status != "pending" {
 			r.stats.final(id, want, o)
