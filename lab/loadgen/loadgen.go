@@ -51,6 +51,10 @@ type Config struct {
 	// Progress, if set, is called about every second while the run lasts, and once at
 	// its end with Done set.
 	Progress func(Progress)
+	// Started, if set, is called once the shoppers are logged in, just before the first
+	// order is placed: what a caller measures about the run itself (lab bench: CPU and
+	// database counters) starts there, not with the logins.
+	Started func()
 	// Client is the HTTP client (nil: one sized for the rate).
 	Client *http.Client
 }
@@ -120,6 +124,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	r.report(Progress{Phase: "preparing", Target: cfg.Rate, Shoppers: cfg.Shoppers})
 	if err := r.prepare(ctx); err != nil {
 		return Summary{}, err
+	}
+	if cfg.Started != nil {
+		cfg.Started()
 	}
 	r.start = time.Now()
 	tick := time.NewTicker(time.Second)
