@@ -10,6 +10,7 @@
 //	lab fault clear [service|instance]
 //	lab reset
 //	lab load [--rate 50/s] [--duration 2m] [--mix ok=80,declined=10,oos=5,xx=5]
+//	lab bench [--quick] [--soak 10m] [--phases ceiling,up,…] [--out DIR] [--use-running]
 //
 // Exit status: 0 success, 1 failure, 2 usage error.
 package main
@@ -73,6 +74,16 @@ usage:
         shop traffic through the gateway's public API, open-loop at the rate, each
         order followed to its end; a progress line, then a summary (exit 1 when the
         lab did not keep up); it targets only this machine and stops by itself
+  lab bench [--quick] [--soak 10m] [--phases ceiling,up,idle,latency,cost,maxrate,
+            dashboard,tracing,soak] [--out DIR] [--use-running] [--mix …] [--browse N]
+        the performance report: starts a lab of its own (own databases, vhost and
+        ports, built without -race; a running lab is not touched) or measures the
+        running one, and measures in one run the RabbitMQ and PostgreSQL ceiling, the
+        highest checkout rate held in each saga mode, saga latency at 10, 50 and
+        100/s, the cost of one checkout, tracing overhead, the dashboard's delay, CPU
+        and memory at rest and after a soak, and start-up time; writes
+        docs/benchmarks.md and docs/benchmarks.json (--out DIR: there instead).
+        A full run takes about 35 minutes; --quick a few seconds per phase
   lab help
         this text
 
@@ -183,6 +194,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = reset(ctx, cfg, rest, stdout, stderr)
 	case "load":
 		err = load(ctx, cfg, rest, stdout, stderr)
+	case "bench":
+		err = runBench(ctx, cfg, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitUsage
