@@ -55,9 +55,8 @@ type Options struct {
 	Root          string       // the module's root: the services are built from it; its commit is reported
 	Stack         stack.Config // the infrastructure (AdminDatabaseURL, AMQPURL); with UseRunning, the running lab
 	ManagementURL string       // RabbitMQ's management API
-	// BinDir is where `lab up` keeps Jaeger's binary: bench builds it there if it is
-	// missing or stale, as lab up does. The services are built into a directory of
-	// bench's own, without -race.
+	// BinDir is where `lab up` builds the services and Jaeger (plain builds, no -race):
+	// bench builds into it too, relinking only what changed ("": a temporary directory).
 	BinDir     string
 	UseRunning bool // measure the lab already running instead of starting one
 	Quick      bool // a few seconds per phase: for tests, not for reading
@@ -108,12 +107,13 @@ func newPlan(o *Options) plan {
 		deadline: 5 * time.Second, hold: 0.99, tracingSearch: true, searchLimit: 1000,
 	}
 	if o.Quick {
+		// Every measurement once, as briefly as it still yields numbers: for tests.
 		p.ceiling, p.ceilingWarm = 2*time.Second, 500*time.Millisecond
-		p.settleLaunch, p.idle = time.Second, 3*time.Second
-		p.fixed, p.fixedFollow = 2*time.Second, 10*time.Second
-		p.step, p.stepFollow, p.from, p.factor, p.maxSteps, p.bisect = 2*time.Second, 8*time.Second, 20, 2, 2, false
-		p.dashboard, p.dashRate = 2*time.Second, 20
-		p.soak, p.soakRate = 5*time.Second, 20
+		p.settleLaunch, p.idle = time.Second, 2*time.Second
+		p.fixed, p.fixedFollow, p.costRate = time.Second, 6*time.Second, 10
+		p.step, p.stepFollow, p.from, p.factor, p.maxSteps, p.bisect = 2*time.Second, 6*time.Second, 10, 2, 2, false
+		p.dashboard, p.dashRate = 2*time.Second, 10
+		p.soak, p.soakRate = 3*time.Second, 10
 		p.quietWithin, p.quietExtra = time.Minute, 200*time.Millisecond
 		p.progressEvery, p.shoppers, p.traces = 2*time.Second, 4, 5
 		p.tracingSearch = false
@@ -203,7 +203,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if b.l.own {
 			b.say("stopping the lab, dropping its databases and vhost")
 		}
-		if cerr := b.l.close(ctx, b.m); cerr != nil {
+		if cerr := b.l.close(ctx, b.m, func(s string) { b.say("%s", s) }); cerr != nil {
 			b.note("cleaning up: %v", cerr)
 		}
 	}
@@ -346,27 +346,29 @@ func (b *bench) phases(ctx context.Context) error {
 	return nil
 }
 
-// build compiles the services without -race into a directory of bench's own, and
-// Jaeger into BinDir when it is missing or stale (lab up's binary, reused).
+// build compiles the services without -race, and Jaeger when it is missing or stale,
+// into BinDir: lab up's binaries, the same plain builds, so that a build either of them
+// made is reused by the other (go build relinks only what changed).
 func (b *bench) build(ctx context.Context) (string, error) {
 	if b.o.Root == "" {
 		return "", errors.New("not inside the microlab repository: the services cannot be built (use --use-running)")
 	}
-	dir, err := mkdirTemp("microlab-bench-bin-")
-	if err != nil {
-		return "", err
+	dir := b.o.BinDir
+	if dir == "" {
+		var err error
+		if dir, err = mkdirTemp("microlab-bench-bin-"); err != nil {
+			return "", err
+		}
+		b.cleanup = append(b.cleanup, dir)
 	}
-	b.cleanup = append(b.cleanup, dir)
 	bctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	w := prefixWriter{b: b}
 	if err := stack.Build(bctx, b.o.Root, dir, w); err != nil {
 		return "", err
 	}
-	if b.o.BinDir != "" {
-		if err := stack.BuildJaeger(bctx, b.o.Root, b.o.BinDir, w); err != nil {
-			b.note("Jaeger could not be built (%v): spans per checkout and the dashboard delay are not measured", err)
-		}
+	if err := stack.BuildJaeger(bctx, b.o.Root, dir, w); err != nil {
+		b.note("Jaeger could not be built (%v): spans per checkout and the dashboard delay are not measured", err)
 	}
 	return dir, nil
 }
@@ -436,13 +438,10 @@ func (b *bench) up(ctx context.Context, bins string) error {
 		b.note("--use-running: the lab was not started by bench, so start-up time and the tracing comparison (which restart the services) are not measured, and the gateway's rate limit is as the lab has it")
 		return nil
 	}
-	jaegerBin := ""
-	if b.o.BinDir != "" {
-		if p, err := lookJaeger(b.o.BinDir); err == nil {
-			jaegerBin = p
-		} else {
-			b.note("no Jaeger binary in %s: spans per checkout and the dashboard delay are not measured", b.o.BinDir)
-		}
+	jaegerBin, err := lookJaeger(bins)
+	if err != nil {
+		jaegerBin = ""
+		b.note("no Jaeger binary in %s: spans per checkout and the dashboard delay are not measured", bins)
 	}
 	b.l, err = ownLab(ctx, b.o, b.m, bins, jaegerBin, func(s string) { b.say("%s", s) })
 	if err != nil {

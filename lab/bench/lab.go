@@ -347,7 +347,7 @@ func ownLab(ctx context.Context, o *Options, m *mgmt, bins, jaegerBin string, pr
 }
 
 // close stops everything bench started and removes its databases, vhost and files.
-func (l *labRun) close(ctx context.Context, m *mgmt) error {
+func (l *labRun) close(ctx context.Context, m *mgmt, progress func(string)) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	if !l.own {
@@ -360,18 +360,29 @@ func (l *labRun) close(ctx context.Context, m *mgmt) error {
 	}
 	l.closeControl()
 	var errs []error
+	t0 := time.Now()
 	if l.sup != nil {
-		_ = l.sup.StopAll(ctx)
+		errs = append(errs, l.sup.StopAll(ctx))
 	}
 	if l.obs != nil {
-		_ = l.obs.StopAll(ctx)
+		errs = append(errs, l.obs.StopAll(ctx))
 	}
+	progress(fmt.Sprintf("stopped in %.1fs", time.Since(t0).Seconds()))
+	t0 = time.Now()
 	if l.cfg.DBPrefix != "" { // never the learner's databases: only bench's own prefix
+		// Together: each DROP DATABASE waits for a checkpoint, and concurrent ones share it.
+		var mu sync.Mutex
+		var wg sync.WaitGroup
 		for _, db := range l.cfg.Databases() {
-			if err := pg.Drop(ctx, l.cfg.AdminDatabaseURL, db); err != nil {
-				errs = append(errs, err)
-			}
+			wg.Go(func() {
+				if err := pg.Drop(ctx, l.cfg.AdminDatabaseURL, db); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			})
 		}
+		wg.Wait()
 	}
 	if err := m.deleteVHost(ctx, l.vhost); err != nil {
 		errs = append(errs, err)
@@ -379,6 +390,7 @@ func (l *labRun) close(ctx context.Context, m *mgmt) error {
 	for _, d := range l.cleanupDirs {
 		_ = os.RemoveAll(d)
 	}
+	progress(fmt.Sprintf("databases, vhost and files removed in %.1fs", time.Since(t0).Seconds()))
 	return errors.Join(errs...)
 }
 

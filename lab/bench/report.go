@@ -171,6 +171,10 @@ type Cost struct {
 	TxByDatabase  map[string]float64 `json:"transactionsByDatabase"`
 	IdleTxPerS    float64            `json:"idleTransactionsPerS"` // the lab's own background rate at rest, included above
 	PollsPerOrder float64            `json:"pollsPerCheckout"`
+	TxPerPoll     float64            `json:"transactionsPerPoll"` // measured apart: one shopper polling one final order
+	// TxOwn is Transactions less the background (IdleTxPerS over the window) and the
+	// polls (PollsPerOrder × TxPerPoll): the checkout's own, estimated from the counters.
+	TxOwn float64 `json:"checkoutTransactions"`
 	// Spans of confirmed checkouts' traces, read back from the lab's Jaeger.
 	Spans *Spans `json:"spans,omitempty"`
 	// CPU milliseconds per checkout of every measured process (utime+stime deltas).

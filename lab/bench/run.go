@@ -1,9 +1,13 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -50,7 +54,7 @@ func (b *bench) run(ctx context.Context, sp spec) (LoadRun, *Cost, error) {
 	var cpu0 cpuSample
 	var x0 map[string]int64
 	var xerr error
-	var t0 time.Time
+	var t0, tx0 time.Time
 	gw, _ := stack.Find("gateway")
 	last := time.Time{}
 	b.say("%s: logging %d shoppers in", label, p.shoppers)
@@ -60,6 +64,7 @@ func (b *bench) run(ctx context.Context, sp spec) (LoadRun, *Cost, error) {
 		Started: func() {
 			if sp.cost {
 				x0, xerr = b.l.xacts(ctx)
+				tx0 = time.Now()
 			}
 			cpu0 = sampleCPU(b.l.members())
 			t0 = time.Now()
@@ -123,6 +128,7 @@ func (b *bench) run(ctx context.Context, sp spec) (LoadRun, *Cost, error) {
 	case xerr != nil || err != nil:
 		b.note("%s: transactions not counted: %v", label, firstErr(xerr, err))
 	default:
+		xwin := time.Since(tx0).Seconds()
 		var total int64
 		for db, v := range x1 {
 			d := v - x0[db]
@@ -130,6 +136,11 @@ func (b *bench) run(ctx context.Context, sp spec) (LoadRun, *Cost, error) {
 			c.TxByDatabase[db] = float64(d) / n
 		}
 		c.Transactions = float64(total) / n
+		if c.TxPerPoll, err = b.pollCost(ctx); err != nil {
+			b.note("%s: the transactions of a poll were not measured: %v", label, err)
+		} else {
+			c.TxOwn = max(0, (float64(total)-b.idleTx*xwin)/n-c.PollsPerOrder*c.TxPerPoll)
+		}
 	}
 	quietAt, _ = b.l.settle(ctx, p.quietWithin, 0, func(m string) { b.say("%s", m) })
 	after, err := b.m.settledStats(ctx, b.l.vhost, quietAt)
@@ -152,9 +163,105 @@ func (b *bench) run(ctx context.Context, sp spec) (LoadRun, *Cost, error) {
 			b.note("%s: spans not counted: %v", label, err)
 		}
 	}
-	b.say("one checkout (%s): %.1f publishes, %.1f transactions, %.1f ms CPU (lab %.1f ms)%s",
-		sp.mode, c.Published, c.Transactions, c.CPUAll, c.CPULab, spansLine(c.Spans))
+	b.say("one checkout (%s): %.1f publishes, %.1f transactions (%.1f its own), %.1f ms CPU (lab %.1f ms)%s",
+		sp.mode, c.Published, c.Transactions, c.TxOwn, c.CPUAll, c.CPULab, spansLine(c.Spans))
 	return run, c, nil
+}
+
+// pollCost measures what one of the generator's polls costs the databases: a shopper
+// of the run reads one of its final orders through the gateway 100 times, one after
+// the other; xact_commit before and after, less the lab's background rate meanwhile.
+func (b *bench) pollCost(ctx context.Context) (float64, error) {
+	gw, _ := stack.Find("gateway")
+	base := b.l.cfg.URL(gw)
+	var login struct {
+		Token string `json:"token"`
+	}
+	// The generator's first shopper (loadgen names them <prefix>-NNN@example.com).
+	if err := callJSON(ctx, http.MethodPost, base+"/api/v1/auth/login", "",
+		map[string]string{"email": "bench-001@example.com", "password": "bench-shopper-001"}, &login); err != nil {
+		return 0, fmt.Errorf("log in: %w", err)
+	}
+	var list struct {
+		Items []struct {
+			OrderID string `json:"orderId"`
+			Status  string `json:"status"`
+		} `json:"items"`
+	}
+	if err := callJSON(ctx, http.MethodGet, base+"/api/v1/orders", login.Token, nil, &list); err != nil {
+		return 0, fmt.Errorf("list orders: %w", err)
+	}
+	id := ""
+	for _, o := range list.Items {
+		if o.Status != "pending" {
+			id = o.OrderID
+			break
+		}
+	}
+	if id == "" {
+		return 0, fmt.Errorf("the shopper has no final order to poll")
+	}
+	const polls = 100
+	x0, err := b.l.xacts(ctx)
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	for range polls {
+		if err := callJSON(ctx, http.MethodGet, base+"/api/v1/orders/"+id, login.Token, nil, nil); err != nil {
+			return 0, fmt.Errorf("poll: %w", err)
+		}
+	}
+	_ = sleep(ctx, 1500*time.Millisecond)
+	x1, err := b.l.xacts(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var d int64
+	for db, v := range x1 {
+		d += v - x0[db]
+	}
+	return max(0, float64(d)-b.idleTx*time.Since(t0).Seconds()) / polls, nil
+}
+
+// callJSON is one call of the gateway's public API.
+func callJSON(ctx context.Context, method, url, token string, body, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s %s", method, url, resp.Status, bytes.TrimSpace(raw[:min(len(raw), 200)]))
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
 }
 
 func spansLine(s *Spans) string {
