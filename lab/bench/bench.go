@@ -111,7 +111,7 @@ func newPlan(o *Options) plan {
 		p.ceiling, p.ceilingWarm = 2*time.Second, 500*time.Millisecond
 		p.settleLaunch, p.idle = time.Second, 2*time.Second
 		p.fixed, p.fixedFollow, p.costRate = time.Second, 6*time.Second, 10
-		p.step, p.stepFollow, p.from, p.factor, p.maxSteps, p.bisect = 2*time.Second, 6*time.Second, 10, 2, 2, false
+		p.step, p.stepFollow, p.from, p.factor, p.maxSteps, p.bisect = 2*time.Second, 6*time.Second, 5, 2, 2, false
 		p.dashboard, p.dashRate = 2*time.Second, 10
 		p.soak, p.soakRate = 3*time.Second, 10
 		p.quietWithin, p.quietExtra = time.Minute, 200*time.Millisecond

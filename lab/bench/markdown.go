@@ -221,7 +221,7 @@ func Markdown(r *Report) string {
 			row("spans", spans(func(s *Spans) float64 { return s.Spans })),
 			row("  SQL spans", spans(func(s *Spans) float64 { return s.SQL })),
 			row("  SQL statements (SQL spans less prepares)", spans(func(s *Spans) float64 { return s.Statements })),
-			row("  COMMITs traced (transactions of the checkout itself)", spans(func(s *Spans) float64 { return s.Commits })),
+			row("  COMMITs traced (explicit transactions; a statement outside one commits on its own)", spans(func(s *Spans) float64 { return s.Commits })),
 			row("  publish spans", spans(func(s *Spans) float64 { return s.Publishes })),
 			row("  delivery spans", spans(func(s *Spans) float64 { return s.Deliveries })),
 			row("  HTTP spans", spans(func(s *Spans) float64 { return s.HTTP })),
@@ -267,7 +267,7 @@ func Markdown(r *Report) string {
 		} else {
 			rows = append(rows, []string{fmt.Sprintf("completed/s at %g/s (no search in this run)", t.Rate), f1(t.MaxOn), f1(t.MaxOff), pct(t.Overhead) + " less throughput"})
 		}
-		rows = append(rows, []string{fmt.Sprintf("CPU ms per checkout at %g/s", t.Rate), f1(t.CPUOnMs), f1(t.CPUOffMs), pct(t.CPUGrowth) + " more CPU"})
+		rows = append(rows, []string{fmt.Sprintf("CPU ms per checkout at %g/s", t.Rate), f1(t.CPUOnMs), f1(t.CPUOffMs), fmt.Sprintf("%+.1f %% CPU", 100*t.CPUGrowth)})
 		m.table([]string{"", "100 % sampled", "0 % sampled", "overhead"}, rows)
 		if t.Off != nil {
 			m.p("Steps without tracing:")

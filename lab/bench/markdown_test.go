@@ -92,7 +92,7 @@ func TestMarkdownHasEverySection(t *testing.T) {
 		"## The cost of one checkout",
 		"| messages published | 9.1 | 9.1 |", "orders 9.3, payments 2.1 |", "| spans | 179.0 | 179.0 |",
 		"| rabbitmq (shared: beam.smp) | 6.1 | 6.1 |",
-		"## Tracing overhead", "14.3 % less throughput", "28.6 % more CPU",
+		"## Tracing overhead", "14.3 % less throughput", "+28.6 % CPU",
 		"## Dashboard: span to browser", "| 210 ms | 480 ms | 700 ms | 900 ms |",
 		"## CPU and memory at rest, and after the soak", "| **the lab** | **3.2** | 980 | **700** | **3.2** | 1540 | **1100** |",
 		"## Start-up", "**3.21 s** the first time",
