@@ -142,7 +142,6 @@ type bench struct {
 	// lab took them over.
 	cleanup []string
 	costOf  map[string]*Cost
-	onRun   map[string]LoadRun // choreography at the cost rate, by sampling
 }
 
 func (b *bench) say(format string, args ...any) {
@@ -185,7 +184,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Mix == nil {
 		o.Mix = loadgen.DefaultMix
 	}
-	b := &bench{o: &o, p: newPlan(&o), start: time.Now(), phase: "start", costOf: map[string]*Cost{}, onRun: map[string]LoadRun{}}
+	b := &bench{o: &o, p: newPlan(&o), start: time.Now(), phase: "start", costOf: map[string]*Cost{}}
 	b.r = &Report{Quick: o.Quick, Date: b.start.UTC().Truncate(time.Second), Machine: machine(), Commit: commit(o.Root)}
 	var err error
 	if b.m, err = newMgmt(o.ManagementURL); err != nil {
@@ -479,16 +478,16 @@ func (b *bench) mode(ctx context.Context, mode string) error {
 	return b.l.setting(ctx, "saga.mode", mode)
 }
 
-// modal runs the per-mode phases: fixed rates (one of them measuring the cost of a
-// checkout), then the search for the highest rate held.
+// modal runs the per-mode phases: fixed rates (those up to the cost rate measuring
+// the cost of a checkout too), then the search for the highest rate held.
 func (b *bench) modal(ctx context.Context, mode string) error {
 	p := b.p
-	costDone := false
+	var costs []*Cost
 	if b.wants(PhaseLatency) {
-		b.phase = PhaseLatency + " " + mode
 		addPhase(b.r, PhaseLatency)
 		for _, rate := range p.rates {
-			measure := b.wants(PhaseCost) && float64(rate) == p.costRate
+			measure := b.wants(PhaseCost) && float64(rate) <= p.costRate
+			b.phase = PhaseLatency + " " + mode
 			if measure {
 				b.phase = PhaseLatency + "+" + PhaseCost + " " + mode
 				addPhase(b.r, PhaseCost)
@@ -499,17 +498,14 @@ func (b *bench) modal(ctx context.Context, mode string) error {
 			}
 			b.r.Latency = append(b.r.Latency, run)
 			if cost != nil {
-				b.r.Cost = append(b.r.Cost, *cost)
-				b.costOf[mode] = cost
-				costDone = true
+				costs = append(costs, cost)
 			}
 			if !run.Held {
 				b.say("%g/s not held: %.1f %% completed within %s", float64(rate), 100*run.Fraction, p.deadline)
 			}
-			b.phase = PhaseLatency + " " + mode
 		}
 	}
-	if b.wants(PhaseCost) && !costDone {
+	if b.wants(PhaseCost) && len(costs) == 0 {
 		b.phase = PhaseCost + " " + mode
 		addPhase(b.r, PhaseCost)
 		_, cost, err := b.run(ctx, spec{mode: mode, rate: p.costRate, dur: p.fixed, follow: p.fixedFollow, cost: true})
@@ -517,9 +513,25 @@ func (b *bench) modal(ctx context.Context, mode string) error {
 			return err
 		}
 		if cost != nil {
-			b.r.Cost = append(b.r.Cost, *cost)
-			b.costOf[mode] = cost
+			costs = append(costs, cost)
 		}
+	}
+	// The cost of a checkout in this mode: at the highest rate measured that was held
+	// (a rate not held divides a backlog's work by the few that finished), else at the
+	// lowest.
+	var chosen *Cost
+	for _, c := range costs {
+		b.r.Cost = append(b.r.Cost, *c)
+		if c.Held {
+			chosen = c
+		}
+	}
+	if chosen == nil && len(costs) > 0 {
+		chosen = costs[0]
+		b.note("%s: no rate up to %g/s was held, so the cost of a checkout is from a run that fell behind", mode, p.costRate)
+	}
+	if chosen != nil {
+		b.costOf[mode] = chosen
 	}
 	if b.wants(PhaseMaxRate) {
 		b.phase = PhaseMaxRate + " " + mode
@@ -546,6 +558,7 @@ func (b *bench) ratios(mr *MaxRate, c *Cost) {
 	if c == nil || mr.Rate == 0 {
 		return
 	}
+	mr.CostRate = c.Rate
 	mr.MsgsPerS = c.Published * mr.Rate
 	mr.TxPerS = c.Transactions * mr.Rate
 	if b.r.Ceiling != nil && b.r.Ceiling.RabbitMQ != nil && b.r.Ceiling.RabbitMQ.Acked > 0 {

@@ -156,7 +156,7 @@ func Markdown(r *Report) string {
 
 	if len(r.MaxRate) > 0 {
 		m.h("Maximum sustained checkout rate")
-		m.p("A step search: the rate grows until one is not held, then is bisected between the last held and the first not held. Messages and transactions per second are the highest rate held × what one checkout costs in that mode (below), and their share of the ceiling above.")
+		m.p("A step search: the rate grows until one is not held, then is bisected between the last held and the first not held. Messages and transactions per second are the highest rate held × what one checkout costs in that mode (below: at the highest fixed rate held up to the cost rate), and their share of the ceiling above.")
 		var rows [][]string
 		for _, x := range r.MaxRate {
 			nh := "–"
@@ -184,7 +184,11 @@ func Markdown(r *Report) string {
 		m.p("Over one fixed-rate run per mode, divided by the orders that finished (every outcome of the mix). Messages: the lab vhost's message_stats (management API) before and after. Transactions: pg_stat_database.xact_commit over the lab's databases, which counts the generator's polls and the lab's background work too; both are measured apart (the background at rest, a poll by one shopper reading a final order 100 times) and taken out for the checkout's own. Spans: confirmed checkouts' traces read back from the lab's Jaeger. CPU: utime+stime from /proc/<pid>/stat of every process, from the first order to the last end.")
 		head := []string{""}
 		for _, c := range r.Cost {
-			head = append(head, fmt.Sprintf("%s at %g/s", c.Mode, c.Rate))
+			h := fmt.Sprintf("%s at %g/s", c.Mode, c.Rate)
+			if !c.Held {
+				h += " (not held)"
+			}
+			head = append(head, h)
 		}
 		row := func(name string, f func(Cost) string) []string {
 			out := []string{name}
@@ -408,6 +412,22 @@ func byDB(m map[string]float64) string {
 	return strings.Join(parts, ", ")
 }
 
+func refusedBy(m map[string]int64) string {
+	if len(m) == 0 {
+		return ""
+	}
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s ×%d", k, m[k]))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
 func runHead() []string {
 	return []string{"mode", "tracing", "rate", "held", "completed", "placed / refused / skipped", "unfinished", "placement ms", "saga ms", "CPU ms/checkout", "other cores"}
 }
@@ -417,7 +437,7 @@ func runRows(runs []LoadRun) [][]string {
 	for _, x := range runs {
 		rows = append(rows, []string{x.Mode, samplingDesc(x.Sampling), fmt.Sprintf("%g/s", x.Rate), yes(x.Held),
 			fmt.Sprintf("%d of %d (%s)", x.Completed, x.Scheduled, pct(x.Fraction)),
-			fmt.Sprintf("%d / %d / %d", x.Placed, x.Refused, x.Skipped), fmt.Sprint(x.Unfinished),
+			fmt.Sprintf("%d / %d / %d%s", x.Placed, x.Refused, x.Skipped, refusedBy(x.RefusedBy)), fmt.Sprint(x.Unfinished),
 			lat(x.Placement), lat(x.Saga), f1(x.CPUPerCheckoutMs), fmt.Sprintf("%.2f", x.OtherCores)})
 	}
 	return rows

@@ -35,7 +35,7 @@ func sample() *Report {
 			}}
 	}
 	cost := func(mode string) Cost {
-		return Cost{Mode: mode, Sampling: "1", Rate: 50, Checkouts: 1500, Published: 9.1, Delivered: 20.2, Acked: 20.2,
+		return Cost{Mode: mode, Sampling: "1", Rate: 50, Checkouts: 1500, Held: mode == "choreography", Published: 9.1, Delivered: 20.2, Acked: 20.2,
 			Transactions: 17.4, TxByDatabase: map[string]float64{"orders": 9.3, "payments": 2.1, "users": 0.01}, IdleTxPerS: 0.5,
 			PollsPerOrder: 2.4, CPUAll: 36.7, CPULab: 24.1, Seconds: 31,
 			Spans: &Spans{Traces: 20, Spans: 179, SQL: 140, Statements: 110, Commits: 12, Publishes: 9, Deliveries: 11, HTTP: 4, Min: 170, Max: 190, Source: "the SQL spans"},
@@ -67,6 +67,7 @@ func sample() *Report {
 		Dashboard: &Dashboard{Rate: 50, Seconds: 20, Clients: 1, Traces: 1000, Seen: 998, Delay: Latency{N: 998, P50: 210, P95: 480, P99: 700, Max: 900}},
 		Notes:     []string{"a note | with a pipe"},
 	}
+	r.Latency[2].Refused, r.Latency[2].RefusedBy = 5, map[string]int64{"no answer": 2, "503": 3}
 	rest := snap(700)
 	r.Rest = &rest
 	r.Soak = &Soak{Run: run("choreography", 50, true, 45, 120), After: snap(1100), Fresh: true}
@@ -89,7 +90,7 @@ func TestMarkdownHasEverySection(t *testing.T) {
 		"**60/s**", "546 msgs/s = 4.6 % of the ceiling", "1044 tx/s = 25.0 % of the ceiling",
 		"## Saga latency at fixed rates",
 		"| choreography | 100 % sampled | 100/s | **no** |",
-		"## The cost of one checkout",
+		"## The cost of one checkout", "| choreography at 50/s | orchestration at 50/s (not held) |", "/ 5 / 0 (503 ×3, no answer ×2) |",
 		"| messages published | 9.1 | 9.1 |", "orders 9.3, payments 2.1 |", "| spans | 179.0 | 179.0 |",
 		"| rabbitmq (shared: beam.smp) | 6.1 | 6.1 |",
 		"## Tracing overhead", "14.3 % less throughput", "+28.6 % CPU",

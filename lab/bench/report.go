@@ -130,23 +130,24 @@ func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecon
 
 // LoadRun is one open-loop run of lab/loadgen at a fixed rate.
 type LoadRun struct {
-	Mode       string  `json:"mode"`     // saga.mode
-	Sampling   string  `json:"sampling"` // TRACES_SAMPLER_RATIO
-	Rate       float64 `json:"rate"`     // orders/s asked for
-	Seconds    float64 `json:"seconds"`  // of placing
-	Scheduled  int64   `json:"scheduled"`
-	Placed     int64   `json:"placed"`
-	Refused    int64   `json:"refused"`
-	Skipped    int64   `json:"skipped"`
-	Finished   int64   `json:"finished"`
-	Unexpected int64   `json:"unexpected"` // final, but not as the mix meant
-	Unfinished int64   `json:"unfinished"`
-	Completed  int64   `json:"completed"`     // final as meant within the deadline of its POST
-	Fraction   float64 `json:"fraction"`      // Completed / Scheduled
-	Throughput float64 `json:"completedPerS"` // Completed / Seconds
-	Held       bool    `json:"held"`          // Fraction ≥ the hold fraction
-	Placement  Latency `json:"placement"`
-	Saga       Latency `json:"saga"`
+	Mode       string           `json:"mode"`     // saga.mode
+	Sampling   string           `json:"sampling"` // TRACES_SAMPLER_RATIO
+	Rate       float64          `json:"rate"`     // orders/s asked for
+	Seconds    float64          `json:"seconds"`  // of placing
+	Scheduled  int64            `json:"scheduled"`
+	Placed     int64            `json:"placed"`
+	Refused    int64            `json:"refused"`
+	RefusedBy  map[string]int64 `json:"refusedBy,omitempty"` // answer status ("no answer": a timeout or a refused connection)
+	Skipped    int64            `json:"skipped"`
+	Finished   int64            `json:"finished"`
+	Unexpected int64            `json:"unexpected"` // final, but not as the mix meant
+	Unfinished int64            `json:"unfinished"`
+	Completed  int64            `json:"completed"`     // final as meant within the deadline of its POST
+	Fraction   float64          `json:"fraction"`      // Completed / Scheduled
+	Throughput float64          `json:"completedPerS"` // Completed / Seconds
+	Held       bool             `json:"held"`          // Fraction ≥ the hold fraction
+	Placement  Latency          `json:"placement"`
+	Saga       Latency          `json:"saga"`
 	// CPU used meanwhile (placing and draining) by every measured process, per finished
 	// order, and how busy the machine was besides (cores used by processes not measured:
 	// another user's work makes every number here noisier).
@@ -160,6 +161,7 @@ type Cost struct {
 	Sampling  string  `json:"sampling"`
 	Rate      float64 `json:"rate"`
 	Checkouts int64   `json:"checkouts"` // finished orders of the run (every outcome)
+	Held      bool    `json:"held"`      // the run held its rate (if not, a backlog is in the figures)
 	// The lab's vhost's message_stats (management API) delta ÷ checkouts.
 	Published float64 `json:"publishedPerCheckout"`
 	Delivered float64 `json:"deliveredPerCheckout"` // deliver_get: every consumer, the dashboard's wiretap too
@@ -216,6 +218,7 @@ type MaxRate struct {
 	Steps    []LoadRun `json:"steps"`
 	// At Rate, with the cost of a checkout in this mode: messages and transactions per
 	// second, and their share of the ceilings measured in the same run.
+	CostRate  float64 `json:"costRate"` // the fixed-rate run the cost of a checkout is from
 	MsgsPerS  float64 `json:"msgsPerS"`
 	MsgsShare float64 `json:"msgsShareOfCeiling"`
 	TxPerS    float64 `json:"txPerS"`

@@ -103,7 +103,7 @@ func (b *bench) run(ctx context.Context, sp spec) (LoadRun, *Cost, error) {
 		return run, nil, nil
 	}
 
-	c := &Cost{Mode: sp.mode, Sampling: sp.sampling, Rate: sp.rate, Checkouts: s.Finished, Seconds: window.Seconds(),
+	c := &Cost{Mode: sp.mode, Sampling: sp.sampling, Rate: sp.rate, Checkouts: s.Finished, Held: run.Held, Seconds: window.Seconds(),
 		TxByDatabase: map[string]float64{}, IdleTxPerS: b.idleTx}
 	if s.Finished == 0 {
 		b.note("%s: no checkout finished, so nothing to divide its cost by", label)
@@ -287,6 +287,16 @@ func (b *bench) summarise(sp spec, s loadgen.Summary) LoadRun {
 		Scheduled: s.Scheduled, Placed: s.Placed, Refused: s.Rejected, Skipped: s.Skipped, Finished: s.Finished,
 		Unexpected: s.Unexpected, Unfinished: s.Unfinished,
 		Placement: latencyOf(s.Placement), Saga: latencyOf(s.Saga)}
+	for code, n := range s.Refused {
+		if r.RefusedBy == nil {
+			r.RefusedBy = map[string]int64{}
+		}
+		what := fmt.Sprint(code)
+		if code == 0 {
+			what = "no answer"
+		}
+		r.RefusedBy[what] = n
+	}
 	for _, o := range s.Orders {
 		if o.Status == "" {
 			continue
