@@ -121,6 +121,7 @@ func (b *bench) run(ctx context.Context, sp spec) (LoadRun, *Cost, error) {
 		}
 	}
 	c.CPUAll, c.CPULab = run.CPUPerCheckoutMs, 1000*labAll/n
+	var txBackground float64 // the lab's background transactions during the window
 	// Backends report their counters within a second of a transaction's end.
 	_ = sleep(ctx, 1500*time.Millisecond)
 	x1, err := b.l.xacts(ctx)
@@ -136,13 +137,19 @@ func (b *bench) run(ctx context.Context, sp spec) (LoadRun, *Cost, error) {
 			c.TxByDatabase[db] = float64(d) / n
 		}
 		c.Transactions = float64(total) / n
+		txBackground = b.idleTx * xwin
+	}
+	quietAt, _ = b.l.settle(ctx, p.quietWithin, 0, func(m string) { b.say("%s", m) })
+	if c.Transactions > 0 {
+		// Measured once the run's sagas are over: every order of the shopper is final,
+		// and nothing else runs but the lab's background.
 		if c.TxPerPoll, err = b.pollCost(ctx); err != nil {
 			b.note("%s: the transactions of a poll were not measured: %v", label, err)
 		} else {
-			c.TxOwn = max(0, (float64(total)-b.idleTx*xwin)/n-c.PollsPerOrder*c.TxPerPoll)
+			c.TxOwn = max(0, c.Transactions-txBackground/n-c.PollsPerOrder*c.TxPerPoll)
 		}
+		quietAt = time.Now()
 	}
-	quietAt, _ = b.l.settle(ctx, p.quietWithin, 0, func(m string) { b.say("%s", m) })
 	after, err := b.m.settledStats(ctx, b.l.vhost, quietAt)
 	if err != nil {
 		b.note("%s: messages not counted: %v", label, err)
