@@ -7,6 +7,10 @@ test:
 up:
 	go run ./lab up
 
+# The performance report: docs/benchmarks.md and .json (about 35 minutes; lab bench --quick for a try).
+bench:
+	go run ./lab bench
+
 deps:
 	scripts/deps.sh
 

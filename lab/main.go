@@ -12,6 +12,7 @@
 //	lab load [--rate 50/s] [--duration 2m] [--mix ok=80,declined=10,oos=5,xx=5]
 //	lab chaos [--rate 10/s] [--duration 15s] [--faults kill,broker,postgres] [--kill service,...]
 //	          [--outage 5s] [--settle 1m] [--attach] [--no-build] [--keep] [--json FILE]
+//	lab bench [--quick] [--soak 10m] [--phases ceiling,up,…] [--out DIR] [--use-running]
 //
 // Exit status: 0 success, 1 failure, 2 usage error.
 package main
@@ -92,6 +93,16 @@ usage:
         plane's crash fault (lab up's supervisor restarts the process), and only this
         run's orders and new DLQ messages count. --keep leaves the lab's databases and
         vhost for inspection (kill faults only)
+  lab bench [--quick] [--soak 10m] [--phases ceiling,up,idle,latency,cost,maxrate,
+            dashboard,tracing,soak] [--out DIR] [--use-running] [--mix …] [--browse N]
+        the performance report: starts a lab of its own (own databases, vhost and
+        ports, built without -race; a running lab is not touched) or measures the
+        running one, and measures in one run the RabbitMQ and PostgreSQL ceiling, the
+        highest checkout rate held in each saga mode, saga latency at 10, 50 and
+        100/s, the cost of one checkout, tracing overhead, the dashboard's delay, CPU
+        and memory at rest and after a soak, and start-up time; writes
+        docs/benchmarks.md and docs/benchmarks.json (--out DIR: there instead).
+        A full run takes about 35 minutes; --quick a few seconds per phase
   lab help
         this text
 
@@ -204,6 +215,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = load(ctx, cfg, rest, stdout, stderr)
 	case "chaos":
 		err = chaos(ctx, cfg, rest, stdout, stderr)
+	case "bench":
+		err = runBench(ctx, cfg, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitUsage

@@ -157,6 +157,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"chaos", "--attach", "--faults", "kill,broker"}, "--attach runs kill faults only"},
 		{[]string{"chaos", "--keep", "--faults", "postgres"}, "--keep: the postgres fault runs on a private instance"},
 		{[]string{"chaos", "now"}, "unexpected arguments"},
+		{[]string{"bench", "now"}, "unexpected arguments"},
+		{[]string{"bench", "--bogus"}, "flag provided but not defined"},
+		{[]string{"bench", "--phases", "ceiling,nosuch"}, `unknown phase "nosuch"`},
+		{[]string{"bench", "--phases", ","}, "name at least one phase"},
+		{[]string{"bench", "--mix", "ok=0"}, "every weight is 0"},
+		{[]string{"bench", "--soak", "-1s"}, "--soak -1s"},
+		{[]string{"bench", "--browse", "11"}, "--browse wants 0 to 10"},
 	} {
 		code, _, stderr := runLab(t, env, tc.args...)
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {

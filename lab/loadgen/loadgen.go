@@ -55,6 +55,10 @@ type Config struct {
 	// Progress, if set, is called about every second while the run lasts, and once at
 	// its end with Done set.
 	Progress func(Progress)
+	// Started, if set, is called once the shoppers are logged in, just before the first
+	// order is placed: what a caller measures about the run itself (lab bench: CPU and
+	// database counters) starts there, not with the logins.
+	Started func()
 	// Client is the HTTP client (nil: one sized for the rate).
 	Client *http.Client
 }
@@ -124,6 +128,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	r.report(Progress{Phase: "preparing", Target: cfg.Rate, Shoppers: cfg.Shoppers})
 	if err := r.prepare(ctx); err != nil {
 		return Summary{}, err
+	}
+	if cfg.Started != nil {
+		cfg.Started()
 	}
 	r.start = time.Now()
 	tick := time.NewTicker(time.Second)
@@ -358,11 +365,12 @@ func (r *run) order(ctx context.Context) {
 	}
 	t0 := time.Now()
 	err := r.call(ctx, s, http.MethodPost, "/api/v1/orders", body, map[string]string{"Idempotency-Key": key}, &accepted)
-	r.stats.placement(time.Since(t0), err)
+	took := time.Since(t0)
+	r.stats.placement(took, err)
 	if err != nil {
 		return
 	}
-	r.stats.placedOrder(accepted.OrderID, accepted.TraceID, outcome)
+	r.stats.placedOrder(accepted.OrderID, accepted.TraceID, outcome, t0.Add(took), took)
 	r.follow(ctx, s, accepted.OrderID, outcome, t0)
 }
 
@@ -409,6 +417,7 @@ func (r *run) follow(ctx context.Context, s *shopper, id string, want Outcome, p
 		case <-timer.C:
 		}
 		var o order
+		r.stats.polls.Add(1)
 		err := r.call(ctx, s, http.MethodGet, "/api/v1/orders/"+id, nil, nil, &o)
 		if err == nil && o.Status != "pending" {
 			r.stats.final(id, want, o)

@@ -17,7 +17,7 @@ import (
 type stats struct {
 	scheduled, skipped      atomic.Int64
 	browses, browseErrors   atomic.Int64
-	followErrors            atomic.Int64
+	polls, followErrors     atomic.Int64
 	placedN, inFlight       atomic.Int64
 	mu                      sync.Mutex
 	placeLat, sagaLat       []time.Duration // every placement and every finished saga
@@ -45,6 +45,12 @@ type Placed struct {
 	Outcome Outcome `json:"outcome"`
 	Status  string  `json:"status"` // its final status as followed ("" while pending or unfinished)
 	Reason  string  `json:"reason"`
+	// When the gateway's 202 arrived, how long the placement took (POST → 202) and how
+	// long the saga took by the shop's clock (0 until final): lab bench holds each order
+	// to a deadline and times the trace's way to the dashboard from the 202.
+	PlacedAt  time.Time     `json:"placedAt"`
+	Placement time.Duration `json:"placementNs"`
+	Saga      time.Duration `json:"sagaNs,omitempty"`
 }
 
 // End is how the orders placed for one outcome ended.
@@ -65,14 +71,14 @@ func (s *stats) placement(d time.Duration, err error) {
 	s.placeLat = append(s.placeLat, d)
 }
 
-func (s *stats) placedOrder(id, traceID string, o Outcome) {
+func (s *stats) placedOrder(id, traceID string, o Outcome, at time.Time, took time.Duration) {
 	s.placedN.Add(1)
 	s.inFlight.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ends[o].Placed++
 	s.index[id] = len(s.orders)
-	s.orders = append(s.orders, Placed{ID: id, TraceID: traceID, Outcome: o})
+	s.orders = append(s.orders, Placed{ID: id, TraceID: traceID, Outcome: o, PlacedAt: at, Placement: took})
 }
 
 func (s *stats) final(id string, want Outcome, o order) {
@@ -80,7 +86,8 @@ func (s *stats) final(id string, want Outcome, o order) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.finishedN++
-	s.sagaLat = append(s.sagaLat, o.sagaTime())
+	saga := o.sagaTime()
+	s.sagaLat = append(s.sagaLat, saga)
 	status, reason := want.Expected()
 	e := s.ends[want]
 	if o.Status == status && o.CancelReason == reason {
@@ -89,6 +96,9 @@ func (s *stats) final(id string, want Outcome, o order) {
 		e.Got[o.Status+"/"+o.CancelReason]++
 	}
 	s.setEnd(id, o.Status, o.CancelReason)
+	if i, ok := s.index[id]; ok {
+		s.orders[i].Saga = saga
+	}
 }
 
 func (s *stats) unfinished(id string) {
@@ -246,6 +256,7 @@ type Summary struct {
 	Ends        []End         `json:"ends"`    // per outcome, in Outcomes order
 	Browses     int64         `json:"browses"`
 	BrowseErrs  int64         `json:"browseErrors"`
+	Polls       int64         `json:"polls"` // GET /api/v1/orders/{id} while following orders
 	PollErrs    int64         `json:"pollErrors"`
 	Orders      []Placed      `json:"orders"` // every accepted order, in placement order
 }
@@ -257,7 +268,7 @@ func (r *run) summary() Summary {
 	defer s.mu.Unlock()
 	sum := Summary{Progress: p, Gateway: r.cfg.Gateway, Mix: r.cfg.Mix, Duration: r.placingFor(), MaxInFlight: r.cfg.MaxInFlight,
 		Refused: map[int]int64{}, Browses: s.browses.Load(), BrowseErrs: s.browseErrors.Load(),
-		PollErrs: s.followErrors.Load(), Orders: slices.Clone(s.orders)}
+		Polls: s.polls.Load(), PollErrs: s.followErrors.Load(), Orders: slices.Clone(s.orders)}
 	for k, v := range s.rejected {
 		sum.Refused[k] = v
 	}
