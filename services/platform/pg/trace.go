@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"cmp"
 	"context"
 	"strings"
 
@@ -114,9 +115,11 @@ func SpanName(sql string) string {
 }
 
 // summarize reads a statement's operation (its first word, upper-cased) and target:
-// the table after INSERT INTO, UPDATE or DELETE FROM, the first FROM of anything else,
-// or, lacking a FROM, the first function called. It looks at words only (string
-// literals skipped), not at SQL's grammar: good enough to name a span, never relied on.
+// the table after INSERT INTO, UPDATE or DELETE FROM, the first FROM outside
+// parentheses of anything else (the first one inside them when there is none outside:
+// SELECT EXISTS (SELECT 1 FROM releases ...)), or, lacking a FROM, the first function
+// called. It looks at words only (string literals skipped), not at SQL's grammar: good
+// enough to name a span, never relied on.
 func summarize(sql string) (op, target string) {
 	s := scanner{src: sql}
 	w, _ := s.word()
@@ -124,29 +127,33 @@ func summarize(sql string) (op, target string) {
 		return "UNKNOWN", ""
 	}
 	op = strings.ToUpper(w)
-	var fn string
-	for range 64 { // a name is found early or not at all
+	var fn, nested string
+	for range 256 { // a name is found early or not at all
 		w, call := s.word()
 		switch {
 		case w == "":
-			return op, fn
+			return op, cmp.Or(nested, fn)
 		case op == "UPDATE":
 			return op, w
-		case strings.EqualFold(w, "INTO") && op == "INSERT", strings.EqualFold(w, "FROM"):
+		case strings.EqualFold(w, "INTO") && op == "INSERT", strings.EqualFold(w, "FROM") && s.at == 0:
 			t, _ := s.word()
 			return op, t
+		case strings.EqualFold(w, "FROM") && nested == "":
+			nested, _ = s.word()
 		case call && fn == "" && op != "INSERT":
 			fn = w
 		}
 	}
-	return op, fn
+	return op, cmp.Or(nested, fn)
 }
 
 // scanner yields the words of SQL text: identifiers (dots allowed, quotes dropped),
 // skipping punctuation, numbers, comments and string literals.
 type scanner struct {
-	src string
-	i   int
+	src   string
+	i     int
+	depth int // parentheses open at the scanning position
+	at    int // parentheses open at the start of the word last returned
 }
 
 // word returns the next word, "" at the end, and whether a "(" follows it (a call).
@@ -174,6 +181,7 @@ func (s *scanner) word() (string, bool) {
 			}
 		case isWordStart(c):
 			start := s.i
+			s.at = s.depth
 			for s.i < len(s.src) && (isWordStart(s.src[s.i]) || isDigit(s.src[s.i]) || s.src[s.i] == '.') {
 				s.i++
 			}
@@ -186,6 +194,12 @@ func (s *scanner) word() (string, bool) {
 		case isDigit(c) || c == '$':
 			for s.i++; s.i < len(s.src) && isDigit(s.src[s.i]); s.i++ {
 			}
+		case c == '(':
+			s.depth++
+			s.i++
+		case c == ')':
+			s.depth--
+			s.i++
 		default:
 			s.i++
 		}

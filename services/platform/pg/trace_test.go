@@ -28,6 +28,9 @@ func TestSpanName(t *testing.T) {
 		  DELETE FROM outbox WHERE sent_at < now()`, "DELETE outbox"},
 		{`SELECT 'FROM nowhere', 1`, "SELECT"},
 		{`INSERT INTO order_steps (order_id, name) SELECT o.order_id, 'saga' FROM orders o`, "INSERT order_steps"},
+		{`SELECT order_id, (SELECT coalesce(json_agg(i.sku), '[]') FROM order_items i WHERE i.order_id = o.order_id)
+		  FROM orders o WHERE o.order_id = $1`, "SELECT orders"},
+		{`INSERT INTO outbox (event_id) VALUES ($1) RETURNING pg_notify($2, '')`, "INSERT outbox"},
 		{`LISTEN outbox`, "LISTEN"},
 		{``, "UNKNOWN"},
 	} {
