@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -184,5 +187,163 @@ func TestFlushExportsWhileRunning(t *testing.T) {
 	}
 	if err := Nop(nil).Flush(context.Background()); err != nil {
 		t.Errorf("Flush without a provider: %v", err)
+	}
+}
+
+// rawReceiver keeps the bodies it is sent; while hang is open it holds every request.
+type rawReceiver struct {
+	mu     sync.Mutex
+	bodies [][]byte
+	hang   chan struct{}
+	status int // 0: 200
+}
+
+func (rc *rawReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rc.hang != nil {
+		select {
+		case <-rc.hang:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	raw, _ := io.ReadAll(r.Body)
+	rc.mu.Lock()
+	rc.bodies = append(rc.bodies, raw)
+	rc.mu.Unlock()
+	if rc.status != 0 {
+		http.Error(w, "no", rc.status)
+	}
+}
+
+// spans counts the spans of every body received.
+func (rc *rawReceiver) spans() int {
+	n := 0
+	for _, raw := range rc.received() {
+		var req coltrace.ExportTraceServiceRequest
+		if proto.Unmarshal(raw, &req) == nil {
+			for _, rs := range req.ResourceSpans {
+				for _, ss := range rs.ScopeSpans {
+					n += len(ss.Spans)
+				}
+			}
+		}
+	}
+	return n
+}
+
+func (rc *rawReceiver) received() [][]byte {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([][]byte(nil), rc.bodies...)
+}
+
+// Both destinations get the very same bytes: a batch is marshalled once, not once per
+// destination.
+func TestOneMarshalForBothDestinations(t *testing.T) {
+	jaeger, dashboard := &rawReceiver{}, &rawReceiver{}
+	js, ds := httptest.NewServer(jaeger), httptest.NewServer(dashboard)
+	defer js.Close()
+	defer ds.Close()
+	tel, err := Setup(context.Background(), Process{Service: "orders", Instance: "orders-1"},
+		Config{OTLPEndpoint: js.URL, DashboardEndpoint: ds.URL, SampleRatio: 1, Environment: "test"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		_, span := tel.Tracer().Start(context.Background(), fmt.Sprintf("process %d", i), trace.WithSpanKind(trace.SpanKindConsumer))
+		span.End()
+	}
+	if err := tel.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	j, d := jaeger.received(), dashboard.received()
+	if len(j) == 0 || len(j) != len(d) {
+		t.Fatalf("jaeger got %d requests, dashboard %d; want the same, at least one", len(j), len(d))
+	}
+	for i := range j {
+		if !bytes.Equal(j[i], d[i]) {
+			t.Errorf("request %d differs between the destinations (%d and %d bytes)", i, len(j[i]), len(d[i]))
+		}
+	}
+}
+
+// A destination that hangs holds up neither the process nor the other destination:
+// its spans keep arriving at Jaeger, batch after batch, while the dashboard answers
+// nothing; and what the hung destination cannot take is dropped and counted, not held
+// without bound.
+func TestHungDestinationBlocksNeitherTheOtherNorTheProcess(t *testing.T) {
+	jaeger, dashboard := &rawReceiver{}, &rawReceiver{hang: make(chan struct{})}
+	js, ds := httptest.NewServer(jaeger), httptest.NewServer(dashboard)
+	defer js.Close()
+	defer ds.Close()
+	defer close(dashboard.hang) // before the servers close, or Close waits for the hung request
+	tel, err := Setup(context.Background(), Process{Service: "orders", Instance: "orders-1"},
+		Config{OTLPEndpoint: js.URL, DashboardEndpoint: ds.URL, SampleRatio: 1, Environment: "test"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := exportQueueBatches + 10
+	start := time.Now()
+	for i := range batches {
+		_, span := tel.Tracer().Start(context.Background(), fmt.Sprintf("process %d", i), trace.WithSpanKind(trace.SpanKindConsumer))
+		span.End()
+		// The SDK hands the batch to the exporter; that must not wait for the dashboard.
+		fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := tel.sdk.ForceFlush(fctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("batch %d: the SDK's flush waited on the hung destination: %v", i, err)
+		}
+		// And Jaeger has it soon after, however many batches the dashboard holds.
+		deadline := time.Now().Add(5 * time.Second)
+		for jaeger.spans() < i+1 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if got := jaeger.spans(); got != i+1 {
+			t.Fatalf("after %d batches jaeger has %d spans (%v dropped) while the dashboard hangs", i+1, got,
+				testutil.ToFloat64(tel.fanout.dests[0].dropped))
+		}
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("%d batches took %s with one destination hung", batches, d)
+	}
+	// The dashboard's queue holds exportQueueBatches, one more is in flight; the rest is
+	// dropped and counted under its name only.
+	if got := testutil.ToFloat64(tel.fanout.dests[1].dropped); got < float64(batches-exportQueueBatches-1) {
+		t.Errorf("dashboard dropped %v spans, want at least %d", got, batches-exportQueueBatches-1)
+	}
+	if got := testutil.ToFloat64(tel.fanout.dests[0].dropped); got != 0 {
+		t.Errorf("jaeger dropped %v spans, want 0", got)
+	}
+	// Shutdown is bounded by its context even with a request hung.
+	sctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := tel.Shutdown(sctx); err == nil {
+		t.Error("Shutdown reported success with the dashboard's spans unsent")
+	}
+}
+
+// A receiver that refuses a batch (4xx) is not retried: the spans are counted dropped.
+func TestRefusedBatchIsCountedDropped(t *testing.T) {
+	rc := &rawReceiver{status: http.StatusBadRequest}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	tel, err := Setup(context.Background(), Process{Service: "orders", Instance: "orders-1"},
+		Config{OTLPEndpoint: srv.URL, SampleRatio: 1, Environment: "test"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		_, span := tel.Tracer().Start(context.Background(), fmt.Sprintf("GET /%d", i), trace.WithSpanKind(trace.SpanKindServer))
+		span.End()
+	}
+	if err := tel.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rc.received()); n != 1 {
+		t.Errorf("refused batch sent %d times, want once", n)
+	}
+	if got := testutil.ToFloat64(tel.fanout.dests[0].dropped); got != 2 {
+		t.Errorf("dropped %v spans, want 2", got)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -28,8 +27,8 @@ type Config struct {
 	// OTLPEndpoint is Jaeger's OTLP/HTTP receiver (the OTEL_EXPORTER_OTLP_ENDPOINT
 	// convention: a base URL, /v1/traces is appended). Empty: no export to Jaeger.
 	OTLPEndpoint string `env:"OTEL_EXPORTER_OTLP_ENDPOINT" default:"http://127.0.0.1:4318"`
-	// DashboardEndpoint is the dashboard's OTLP/HTTP receiver, the second exporter.
-	// Empty: off.
+	// DashboardEndpoint is the dashboard's OTLP/HTTP receiver, the second destination
+	// of the same exporter. Empty: off.
 	DashboardEndpoint string `env:"DASHBOARD_OTLP_ENDPOINT"`
 	// SampleRatio is the share of new traces recorded (parent-based: a checkout is
 	// sampled whole or not at all). 1 records everything; 0 nothing.
@@ -112,6 +111,7 @@ type Telemetry struct {
 	sdk        *sdktrace.TracerProvider // nil when tracing is off
 	propagator propagation.TextMapPropagator
 	tracer     trace.Tracer
+	fanout     *fanout // nil when nothing is exported
 }
 
 // Setup builds a process's telemetry. Call Shutdown before exit so buffered spans are
@@ -149,13 +149,25 @@ func Setup(ctx context.Context, p Process, cfg Config, stdout io.Writer) (*Telem
 		sdktrace.WithSampler(Sampler(cfg.SampleRatio)),
 		sdktrace.WithRawSpanLimits(cfg.SpanLimits.sdk()),
 	}
-	for _, ep := range []string{cfg.OTLPEndpoint, cfg.DashboardEndpoint} {
-		if ep == "" {
-			continue
-		}
-		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(strings.TrimRight(ep, "/")+"/v1/traces"))
+	// One exporter, one batch processor, whatever the number of destinations: each
+	// batch is converted and marshalled once and the same bytes go to Jaeger and to the
+	// dashboard, each through a queue of its own (export.go).
+	var endpoints [][2]string
+	if cfg.OTLPEndpoint != "" {
+		endpoints = append(endpoints, [2]string{"jaeger", cfg.OTLPEndpoint})
+	}
+	if cfg.DashboardEndpoint != "" {
+		endpoints = append(endpoints, [2]string{"dashboard", cfg.DashboardEndpoint})
+	}
+	if len(endpoints) > 0 {
+		dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telemetry_export_dropped_spans_total",
+			Help: "Spans not delivered to a trace destination (jaeger, dashboard): its queue full, its retries spent, or refused."},
+			[]string{"destination"})
+		t.Registry.MustRegister(dropped)
+		t.fanout = newFanout(endpoints, dropped)
+		exp, err := otlptrace.New(ctx, t.fanout)
 		if err != nil {
-			return nil, fmt.Errorf("OTLP exporter for %s: %w", ep, err)
+			return nil, fmt.Errorf("OTLP exporter: %w", err)
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second)))
 	}
@@ -195,7 +207,14 @@ func (t *Telemetry) Flush(ctx context.Context) error {
 	if t == nil || t.sdk == nil {
 		return nil
 	}
-	return t.sdk.ForceFlush(ctx)
+	if err := t.sdk.ForceFlush(ctx); err != nil {
+		return err
+	}
+	if t.fanout == nil {
+		return nil
+	}
+	// The exporter only queued the spans; wait until each destination has them.
+	return t.fanout.Flush(ctx)
 }
 
 // TracerProvider is the process's provider (for libraries such as otelpgx).

@@ -70,10 +70,7 @@ func (s *Service) reserve(ctx context.Context, causation string, c contracts.Che
 	if err != nil {
 		return err
 	}
-	if err := s.store.LockOrder(ctx, c.OrderID); err != nil {
-		return err
-	}
-	released, err := s.store.Released(ctx, c.OrderID)
+	released, err := s.store.LockReleased(ctx, c.OrderID)
 	if err != nil {
 		return err
 	}

@@ -57,6 +57,34 @@ func (s *Store) LockOrder(ctx context.Context, orderID string) error {
 	return pg.LockKey(ctx, s.pool, "order:"+orderID)
 }
 
+// releasedQuery: whether the order has a release tombstone.
+const releasedQuery = `SELECT EXISTS (SELECT 1 FROM releases WHERE order_id = $1)`
+
+// LockReleased is LockOrder, then whether the order has a release tombstone, in one
+// round trip (a batch: PostgreSQL runs them in order, so the read sees every release
+// committed before the lock was granted).
+func (s *Store) LockReleased(ctx context.Context, orderID string) (released bool, err error) {
+	if !pg.InTxNow(ctx) {
+		return false, fmt.Errorf("lock order %s: not in a transaction", orderID)
+	}
+	b := &pgx.Batch{}
+	b.Queue(pg.LockKeySQL, "order:"+orderID)
+	b.Queue(releasedQuery, orderID)
+	br := pg.Q(ctx, s.pool).SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); cerr != nil && err == nil {
+			released, err = false, fmt.Errorf("read releases: %w", cerr)
+		}
+	}()
+	if _, err := br.Exec(); err != nil {
+		return false, fmt.Errorf("lock order %s: %w", orderID, err)
+	}
+	if err := br.QueryRow().Scan(&released); err != nil {
+		return false, fmt.Errorf("read releases: %w", err)
+	}
+	return released, nil
+}
+
 // LockStock locks the stock rows of skus until the transaction ends and returns their
 // levels; an unknown SKU is simply absent from the map. Rows are locked in SKU order
 // (ORDER BY sku) so that every transaction takes them in the same order: two checkouts
@@ -83,17 +111,19 @@ func (s *Store) LockStock(ctx context.Context, skus []string) (map[string]int, e
 	return out, nil
 }
 
-// Take decrements stock by one line and records it as reserved for the order.
+// Take decrements stock by one line and records it as reserved for the order. Both
+// are queued until commit (pg.Later), with the handler's event: the stock rows are
+// locked (LockStock) and already checked, and nothing reads them again in the
+// transaction.
 func (s *Store) Take(ctx context.Context, orderID string, l Line) error {
-	q := pg.Q(ctx, s.pool)
 	col, err := s.column(ctx)
 	if err != nil {
 		return fmt.Errorf("take %s: %w", l.SKU, err)
 	}
-	if _, err := q.Exec(ctx, fmt.Sprintf(`UPDATE stock SET %[1]s = %[1]s - $2 WHERE sku = $1`, col), l.SKU, l.Qty); err != nil {
+	if err := pg.Later(ctx, s.pool, fmt.Sprintf(`UPDATE stock SET %[1]s = %[1]s - $2 WHERE sku = $1`, col), l.SKU, l.Qty); err != nil {
 		return fmt.Errorf("take %s: %w", l.SKU, err)
 	}
-	if _, err := q.Exec(ctx, `INSERT INTO reservations (order_id, sku, qty, status) VALUES ($1, $2, $3, $4)`,
+	if err := pg.Later(ctx, s.pool, `INSERT INTO reservations (order_id, sku, qty, status) VALUES ($1, $2, $3, $4)`,
 		orderID, l.SKU, l.Qty, statusReserved); err != nil {
 		return fmt.Errorf("record reservation of %s: %w", l.SKU, err)
 	}
@@ -119,36 +149,26 @@ func (s *Store) MarkReleased(ctx context.Context, orderID string) ([]Line, error
 	return lines, nil
 }
 
-// Return puts one line back in stock.
+// Return puts one line back in stock. Queued until commit (pg.Later), like Take.
 func (s *Store) Return(ctx context.Context, l Line) error {
 	col, err := s.column(ctx)
 	if err != nil {
 		return fmt.Errorf("return %s: %w", l.SKU, err)
 	}
-	if _, err := pg.Q(ctx, s.pool).Exec(ctx, fmt.Sprintf(`UPDATE stock SET %[1]s = %[1]s + $2 WHERE sku = $1`, col), l.SKU, l.Qty); err != nil {
+	if err := pg.Later(ctx, s.pool, fmt.Sprintf(`UPDATE stock SET %[1]s = %[1]s + $2 WHERE sku = $1`, col), l.SKU, l.Qty); err != nil {
 		return fmt.Errorf("return %s: %w", l.SKU, err)
 	}
 	return nil
 }
 
 // Tombstone records that the order's stock was released (once; later releases keep
-// the first reason).
+// the first reason). Queued until commit (pg.Later): the release reads it no more.
 func (s *Store) Tombstone(ctx context.Context, orderID, reason string) error {
-	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `INSERT INTO releases (order_id, reason) VALUES ($1, $2)
+	if err := pg.Later(ctx, s.pool, `INSERT INTO releases (order_id, reason) VALUES ($1, $2)
 		ON CONFLICT (order_id) DO NOTHING`, orderID, reason); err != nil {
 		return fmt.Errorf("record release: %w", err)
 	}
 	return nil
-}
-
-// Released reports whether the order has a release tombstone.
-func (s *Store) Released(ctx context.Context, orderID string) (bool, error) {
-	var ok bool
-	if err := pg.Q(ctx, s.pool).QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM releases WHERE order_id = $1)`,
-		orderID).Scan(&ok); err != nil {
-		return false, fmt.Errorf("read releases: %w", err)
-	}
-	return ok, nil
 }
 
 // Level returns a product's stock, or errNotFound.

@@ -30,9 +30,10 @@ type Notification struct {
 // listLimit bounds one answer (a load test can mail one user a lot).
 const listLimit = 100
 
-// Insert records a notification sent because of an event.
+// Insert records a notification sent because of an event. Queued until commit
+// (pg.Later), with its notification.sent: nothing reads it back in the transaction.
 func (s *Store) Insert(ctx context.Context, n Notification) error {
-	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `INSERT INTO notifications (id, user_id, order_id, kind, channel, created_at)
+	if err := pg.Later(ctx, s.pool, `INSERT INTO notifications (id, user_id, order_id, kind, channel, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`, n.ID, n.UserID, n.OrderID, n.Kind, n.Channel, n.At); err != nil {
 		return fmt.Errorf("insert notification: %w", err)
 	}

@@ -92,10 +92,7 @@ func (s *Service) authorize(ctx context.Context, causation string, o contracts.O
 	if o.TotalCents < 0 {
 		return fmt.Errorf("%w: %s: negative totalCents", contracts.ErrMalformed, o.OrderID)
 	}
-	if err := s.store.LockOrder(ctx, o.OrderID); err != nil {
-		return err
-	}
-	ledger, err := s.store.Ledger(ctx, o.OrderID)
+	ledger, err := s.store.LockLedger(ctx, o.OrderID)
 	if err != nil {
 		return err
 	}
@@ -133,10 +130,7 @@ func (s *Service) refund(ctx context.Context, causation string, saga contracts.S
 	// A compensation: its own span, so the waterfall says what the saga undid and why.
 	ctx, span := s.app.Tel.Step(ctx, "compensate: refund payment", attribute.String("saga.compensation.reason", reason))
 	defer func() { observability.Fail(span, err); span.End() }()
-	if err := s.store.LockOrder(ctx, saga.OrderID); err != nil {
-		return err
-	}
-	ledger, err := s.store.Ledger(ctx, saga.OrderID)
+	ledger, err := s.store.LockLedger(ctx, saga.OrderID)
 	if err != nil {
 		return err
 	}
@@ -162,10 +156,7 @@ func (s *Service) refund(ctx context.Context, causation string, saga contracts.S
 // authorize it has no duplicate check of its own (the inbox guards it). Nothing is
 // emitted: the saga is over, no one waits for a capture.
 func (s *Service) capture(ctx context.Context, orderID string) error {
-	if err := s.store.LockOrder(ctx, orderID); err != nil {
-		return err
-	}
-	ledger, err := s.store.Ledger(ctx, orderID)
+	ledger, err := s.store.LockLedger(ctx, orderID)
 	if err != nil {
 		return err
 	}

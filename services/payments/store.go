@@ -83,24 +83,54 @@ func lastAuthorization(ledger []Entry) Entry {
 	return Entry{}
 }
 
-// LockOrder serialises every payment decision about one order until the transaction
-// ends. Without it, a refund and a late authorize for the same order, handled at the
-// same moment by two workers (or two instances), would each read a ledger without the
-// other's row: the refund would see nothing to refund, the authorize no tombstone, and
-// the customer's money would stay held for a cancelled order. A transaction-scoped
-// advisory lock on a hash of the order id needs no extra table; a hash collision only
-// makes two unrelated orders wait for each other, it never mixes them up.
-func (s *Store) LockOrder(ctx context.Context, orderID string) error {
-	return pg.LockKey(ctx, s.pool, "order:"+orderID)
+const ledgerQuery = `SELECT order_id, payment_id, kind, amount_cents, reason, created_at
+	FROM payment_ledger WHERE order_id = $1 ORDER BY id`
+
+// LockLedger locks every payment decision about one order until the transaction ends,
+// then returns the order's ledger, oldest first. Without the lock, a refund and a late
+// authorize for the same order, handled at the same moment by two workers (or two
+// instances), would each read a ledger without the other's row: the refund would see
+// nothing to refund, the authorize no tombstone, and the customer's money would stay
+// held for a cancelled order. A transaction-scoped advisory lock on a hash of the order
+// id needs no extra table; a hash collision only makes two unrelated orders wait for
+// each other, it never mixes them up.
+//
+// The lock and the read go in one round trip (a batch): PostgreSQL runs them in order,
+// and the read, a statement of its own, sees every decision committed before the lock
+// was granted.
+func (s *Store) LockLedger(ctx context.Context, orderID string) (entries []Entry, err error) {
+	if !pg.InTxNow(ctx) {
+		return nil, fmt.Errorf("lock order %s: not in a transaction", orderID)
+	}
+	b := &pgx.Batch{}
+	b.Queue(pg.LockKeySQL, "order:"+orderID)
+	b.Queue(ledgerQuery, orderID)
+	br := pg.Q(ctx, s.pool).SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); cerr != nil && err == nil {
+			entries, err = nil, fmt.Errorf("read ledger: %w", cerr)
+		}
+	}()
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("lock order %s: %w", orderID, err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("read ledger: %w", err)
+	}
+	return collectLedger(rows)
 }
 
 // Ledger returns an order's entries, oldest first.
 func (s *Store) Ledger(ctx context.Context, orderID string) ([]Entry, error) {
-	rows, err := pg.Q(ctx, s.pool).Query(ctx, `SELECT order_id, payment_id, kind, amount_cents, reason, created_at
-		FROM payment_ledger WHERE order_id = $1 ORDER BY id`, orderID)
+	rows, err := pg.Q(ctx, s.pool).Query(ctx, ledgerQuery, orderID)
 	if err != nil {
 		return nil, fmt.Errorf("read ledger: %w", err)
 	}
+	return collectLedger(rows)
+}
+
+func collectLedger(rows pgx.Rows) ([]Entry, error) {
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) {
 		var e Entry
 		err := r.Scan(&e.OrderID, &e.PaymentID, &e.Kind, &e.AmountCents, &e.Reason, &e.At)
@@ -112,9 +142,10 @@ func (s *Store) Ledger(ctx context.Context, orderID string) ([]Entry, error) {
 	return out, nil
 }
 
-// Append adds one entry to the ledger.
+// Append adds one entry to the ledger. Queued until commit (pg.Later), with the
+// handler's event: every decision reads the ledger before it appends, never after.
 func (s *Store) Append(ctx context.Context, e Entry) error {
-	if _, err := pg.Q(ctx, s.pool).Exec(ctx, `INSERT INTO payment_ledger (order_id, payment_id, kind, amount_cents, reason)
+	if err := pg.Later(ctx, s.pool, `INSERT INTO payment_ledger (order_id, payment_id, kind, amount_cents, reason)
 		VALUES ($1, $2, $3, $4, $5)`, e.OrderID, e.PaymentID, e.Kind, e.AmountCents, e.Reason); err != nil {
 		return fmt.Errorf("append %s to ledger: %w", e.Kind, err)
 	}

@@ -24,7 +24,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -197,9 +196,9 @@ func (a *App) HTTPClient(timeout time.Duration) *http.Client {
 func (a *App) start(ctx context.Context, opts Options) error {
 	var err error
 	if opts.Migrations != nil {
-		// SQL spans (otelpgx) join the trace of the request or message being handled;
-		// queries outside one (pollers) make no spans.
-		tracer := otelpgx.NewTracer(otelpgx.WithTracerProvider(a.Tel.TracerProvider()), otelpgx.WithTrimSQLInSpanName(), otelpgx.WithDisableAcquireTracer())
+		// SQL spans (otelpgx, one per statement: see pg.Tracer) join the trace of the
+		// request or message being handled; queries outside one (pollers) make no spans.
+		tracer := pg.NewTracer(a.Tel.TracerProvider())
 		if a.DB, err = pg.Open(ctx, a.Base.DatabaseURL, func(c *pgxpool.Config) { c.ConnConfig.Tracer = tracer }); err != nil {
 			return fmt.Errorf("database: %w", err)
 		}

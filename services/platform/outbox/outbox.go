@@ -94,15 +94,18 @@ func (o *Outbox) Emit(ctx context.Context, env contracts.Envelope) error {
 	if err != nil {
 		return fmt.Errorf("outbox: encode headers: %w", err)
 	}
-	q := pg.Q(ctx, o.pool)
-	if _, err := q.Exec(ctx, `INSERT INTO outbox (event_id, event_type, exchange, routing_key, envelope, headers)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		env.EventID, env.EventType, contracts.Exchange(env.EventType), env.EventType, body, hjson); err != nil {
+	// Queued (pg.Later): nothing in the transaction reads the outbox back, so the row
+	// goes to PostgreSQL with the transaction's other queued writes, in one round trip
+	// just before COMMIT, and commits (or not) with them all the same.
+	//
+	// RETURNING pg_notify wakes the relay in the same statement: the notification is
+	// delivered to listeners only when (and if) the transaction commits, and PostgreSQL
+	// delivers identical notifications of one transaction once, however many rows it
+	// wrote.
+	if err := pg.Later(ctx, o.pool, `INSERT INTO outbox (event_id, event_type, exchange, routing_key, envelope, headers)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING pg_notify($7, '')`,
+		env.EventID, env.EventType, contracts.Exchange(env.EventType), env.EventType, body, hjson, Channel); err != nil {
 		return fmt.Errorf("outbox: insert %s: %w", env.EventType, err)
-	}
-	// Delivered to listeners only when (and if) the transaction commits.
-	if _, err := q.Exec(ctx, `SELECT pg_notify($1, '')`, Channel); err != nil {
-		return fmt.Errorf("outbox: notify: %w", err)
 	}
 	return nil
 }

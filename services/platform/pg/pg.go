@@ -27,6 +27,8 @@ type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	// SendBatch sends several statements in one round trip; they run in order.
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // IdleInTxTimeout is the idle_in_transaction_session_timeout of every connection Open
@@ -131,13 +133,34 @@ type txKey struct{}
 type unit struct {
 	tx          pgx.Tx
 	afterCommit []func(context.Context)
+	later       pgx.Batch // Later's statements, sent together just before COMMIT
+}
+
+// sendLater sends the statements queued by Later, in one round trip. The first error
+// among them is returned (PostgreSQL has then aborted the transaction).
+func (u *unit) sendLater(ctx context.Context) error {
+	switch u.later.Len() {
+	case 0:
+		return nil
+	case 1: // a batch of one is the same round trip, without the batch's span
+		q := u.later.QueuedQueries[0]
+		if _, err := u.tx.Exec(ctx, q.SQL, q.Arguments...); err != nil {
+			return fmt.Errorf("queued statement: %w", err)
+		}
+		return nil
+	}
+	if err := u.tx.SendBatch(ctx, &u.later).Close(); err != nil {
+		return fmt.Errorf("queued statements: %w", err)
+	}
+	return nil
 }
 
 // InTx runs fn inside one transaction carried in the context: store code that calls Q
 // with that context joins it. A nested InTx joins the outer transaction. The transaction
 // commits when fn returns nil and rolls back otherwise, a panic too (it rolls back, then
 // goes on unwinding); functions registered with AfterCommit run only after a successful
-// commit.
+// commit. Statements queued with Later are sent, all in one round trip, after fn
+// returns nil and before COMMIT; if one fails, nothing commits.
 func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context) error) error {
 	if _, ok := ctx.Value(txKey{}).(*unit); ok {
 		return fn(ctx)
@@ -153,6 +176,9 @@ func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context) 
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	u := &unit{tx: tx}
 	if err := fn(context.WithValue(ctx, txKey{}, u)); err != nil {
+		return err
+	}
+	if err := u.sendLater(ctx); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -178,6 +204,27 @@ func InTxNow(ctx context.Context) bool {
 	return ok
 }
 
+// Later queues a write whose result the caller does not need (an insert, an update
+// whose row count does not matter) to be sent just before the transaction in ctx
+// commits, together with every other queued statement, in one round trip (a pgx.Batch)
+// instead of one each. A handler that records its effect, its step and its outgoing
+// events this way waits for the database once for all of them.
+//
+// The statement still commits or rolls back with the transaction: if it fails, InTx
+// returns its error and nothing commits, exactly as if it had failed at once; only the
+// error arrives later, from InTx. Queued statements run in the order queued, after every
+// statement sent directly, so a read later in the same transaction does not see their
+// effect: use Later only for writes nothing in the transaction reads back. Without a
+// transaction in ctx the statement runs at once.
+func Later(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) error {
+	if u, ok := ctx.Value(txKey{}).(*unit); ok {
+		u.later.Queue(sql, args...)
+		return nil
+	}
+	_, err := pool.Exec(ctx, sql, args...)
+	return err
+}
+
 // AfterCommit registers f to run after the transaction in ctx commits. Without a
 // transaction f runs at once. This is how "publish after commit" (outbox off) is built:
 // the dual write the outbox exists to remove.
@@ -195,6 +242,10 @@ func IsUniqueViolation(err error) bool {
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
+// LockKeySQL is LockKey's statement ($1: the key), for a store that sends it in a batch
+// with the read the lock guards (one round trip instead of two).
+const LockKeySQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
+
 // LockKey takes a transaction-scoped advisory lock on a hash of key, serialising every
 // transaction that locks the same key until it commits or rolls back. It needs no extra
 // table; a hash collision only makes two unrelated keys wait for each other, it never
@@ -204,7 +255,7 @@ func LockKey(ctx context.Context, pool *pgxpool.Pool, key string) error {
 	if !InTxNow(ctx) {
 		return fmt.Errorf("lock %s: not in a transaction", key)
 	}
-	if _, err := Q(ctx, pool).Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key); err != nil {
+	if _, err := Q(ctx, pool).Exec(ctx, LockKeySQL, key); err != nil {
 		return fmt.Errorf("lock %s: %w", key, err)
 	}
 	return nil

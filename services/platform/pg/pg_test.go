@@ -236,3 +236,99 @@ func TestIsTransient(t *testing.T) {
 		t.Error("nil or a plain error is transient")
 	}
 }
+
+// Later's statements commit with the transaction, in the order queued, after the ones
+// sent directly; one that fails rolls back the whole transaction (the direct ones too)
+// and InTx returns its error, still recognisable. A NOTIFY among them reaches listeners
+// once the transaction commits, and not if it rolls back. Outside a transaction Later
+// acts at once.
+func TestLaterCommitsWithTheTransaction(t *testing.T) {
+	t.Parallel()
+	pool := open(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := pool.Exec(ctx, `CREATE TABLE log (id bigserial PRIMARY KEY, what text UNIQUE NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	listener, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Release()
+	if _, err := listener.Exec(ctx, `LISTEN wake`); err != nil {
+		t.Fatal(err)
+	}
+	notifications := func() int {
+		n := 0
+		for {
+			wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			_, err := listener.Conn().WaitForNotification(wctx)
+			cancel()
+			if err != nil {
+				return n
+			}
+			n++
+		}
+	}
+	rows := func() []string {
+		r, err := pool.Query(ctx, `SELECT what FROM log ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := pgx.CollectRows(r, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	const insert = `INSERT INTO log (what) VALUES ($1) RETURNING pg_notify('wake', '')`
+
+	err = pg.InTx(ctx, pool, func(ctx context.Context) error {
+		for _, w := range []string{"later 1", "later 2"} {
+			if err := pg.Later(ctx, pool, insert, w); err != nil {
+				return err
+			}
+		}
+		_, err := pg.Q(ctx, pool).Exec(ctx, `INSERT INTO log (what) VALUES ('direct')`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(rows()); got != "[direct later 1 later 2]" {
+		t.Errorf("committed %s, want [direct later 1 later 2]", got)
+	}
+	if n := notifications(); n != 1 {
+		t.Errorf("%d notifications for one transaction, want 1 (identical ones are delivered once)", n)
+	}
+
+	// A queued statement that fails (a duplicate key) fails the commit: nothing of the
+	// transaction stays, the direct insert included, and no one is notified.
+	err = pg.InTx(ctx, pool, func(ctx context.Context) error {
+		if _, err := pg.Q(ctx, pool).Exec(ctx, `INSERT INTO log (what) VALUES ('direct 2')`); err != nil {
+			return err
+		}
+		_ = pg.Later(ctx, pool, insert, "later 3")
+		return pg.Later(ctx, pool, insert, "later 1")
+	})
+	if !pg.IsUniqueViolation(err) {
+		t.Fatalf("InTx returned %v, want the queued insert's unique violation", err)
+	}
+	if got := fmt.Sprint(rows()); got != "[direct later 1 later 2]" {
+		t.Errorf("after the failed commit the table holds %s", got)
+	}
+	if n := notifications(); n != 0 {
+		t.Errorf("%d notifications from a rolled-back transaction", n)
+	}
+
+	// Outside a transaction: at once.
+	if err := pg.Later(ctx, pool, insert, "now"); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(rows()); got != "[direct later 1 later 2 now]" {
+		t.Errorf("without a transaction the table holds %s", got)
+	}
+	if n := notifications(); n != 1 {
+		t.Errorf("%d notifications without a transaction, want 1", n)
+	}
+}
