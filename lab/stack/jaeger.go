@@ -39,8 +39,19 @@ type Jaeger struct {
 	QueryPort     int // HTTP API and UI
 	QueryGRPCPort int // query gRPC API
 
-	MaxTraces int // traces kept in memory, the oldest dropped first (0: 100000)
+	MaxTraces int // traces kept in memory, the oldest dropped first (0: DefaultJaegerMaxTraces)
 }
+
+// DefaultJaegerMaxTraces bounds Jaeger's in-memory store. It was 100000: the first lab
+// bench found Jaeger at 1.9 GiB after its run's traffic (tens of thousands of checkout
+// traces of ~85 spans each), most of the lab's memory. 5000 traces is the last 8
+// minutes at 10 checkouts/s: more than a learner pages through, and tests read back
+// traces seconds old.
+const DefaultJaegerMaxTraces = 5000
+
+// jaegerMemLimit is Jaeger's soft memory limit (GOMEMLIMIT): the garbage collector
+// works harder near it rather than letting the heap double past the store's size.
+const jaegerMemLimit = "512MiB"
 
 // Jaeger describes this lab's Jaeger: native ports (16686, 16685, 4318) shifted by the
 // offset, so the services' OTEL_EXPORTER_OTLP_ENDPOINT (Env) reaches it.
@@ -77,7 +88,7 @@ func (j Jaeger) LogFile() string    { return filepath.Join(j.Dir, "jaeger.log") 
 func (j Jaeger) Config() string {
 	maxTraces := j.MaxTraces
 	if maxTraces <= 0 {
-		maxTraces = 100000
+		maxTraces = DefaultJaegerMaxTraces
 	}
 	return fmt.Sprintf(`# Written by lab (microlab/lab/stack): Jaeger v2 all-in-one, in-memory storage.
 service:
@@ -145,6 +156,7 @@ func (j *Jaeger) Proc() (supervisor.Proc, error) {
 		Instance:  "jaeger",
 		Path:      j.Bin,
 		Args:      []string{"--config", j.ConfigFile()},
+		Env:       []string{"GOMEMLIMIT=" + jaegerMemLimit},
 		Dir:       j.Dir,
 		HealthURL: j.QueryURL() + "/api/services",
 		LogFile:   j.LogFile(),

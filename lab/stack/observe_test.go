@@ -264,6 +264,75 @@ func TestJaegerStoresASpan(t *testing.T) {
 	}
 }
 
+// Jaeger's store is bounded (MaxTraces, oldest first) and its process runs under a soft
+// memory limit: with room for two traces, the first two of four are gone once the last
+// is stored, and the last two are there.
+func TestJaegerKeepsOnlyMaxTraces(t *testing.T) {
+	t.Parallel()
+	bin, err := JaegerBinary()
+	if err != nil {
+		testenv.Missing(t, "Jaeger", JaegerFix(), err)
+	}
+	if !strings.Contains(Jaeger{}.Config(), fmt.Sprintf("max_traces: %d\n", DefaultJaegerMaxTraces)) {
+		t.Errorf("default config does not bound the store at %d traces:\n%s", DefaultJaegerMaxTraces, Jaeger{}.Config())
+	}
+	cfg, sup := observabilityLab(t)
+	j := cfg.Jaeger(bin, t.TempDir())
+	j.MaxTraces = 2
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
+	defer cancel()
+	if err := j.Start(ctx, sup); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sup.Stop("jaeger") }()
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", sup.PID("jaeger")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Split(string(env), "\x00"), "GOMEMLIMIT="+jaegerMemLimit) {
+		t.Errorf("jaeger runs without GOMEMLIMIT=%s", jaegerMemLimit)
+	}
+
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(cfg.OTLPEndpoint()+"/v1/traces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp),
+		sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName("stack-test"))))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	status := func(id string) int {
+		resp, err := http.Get(j.QueryURL() + "/api/traces/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	var ids []string
+	for i := range 4 {
+		_, span := tp.Tracer("stack-test").Start(ctx, fmt.Sprintf("trace %d", i))
+		tid := span.SpanContext().TraceID()
+		span.End() // exported synchronously: one OTLP request per trace, in order
+		ids = append(ids, hex.EncodeToString(tid[:]))
+		// Stored before the next is sent, so "oldest" is unambiguous.
+		for status(ids[i]) != http.StatusOK {
+			if ctx.Err() != nil {
+				t.Fatalf("trace %d (%s) never stored; log:\n%s", i, ids[i], readFile(j.LogFile()))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for i, id := range ids {
+		want := http.StatusOK
+		if i < 2 {
+			want = http.StatusNotFound
+		}
+		if got := status(id); got != want {
+			t.Errorf("trace %d of 4 with max_traces 2: GET /api/traces → %d, want %d", i, got, want)
+		}
+	}
+}
+
 // A real Prometheus with the committed config and rules, scraping a tiny server of the
 // test's through the targets file; a second WriteTargets is picked up while it runs.
 func TestPrometheusScrapesTheTargets(t *testing.T) {
