@@ -22,7 +22,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 )
 
-// Querier is what store code needs: satisfied by *pgxpool.Pool and pgx.Tx.
+// Querier is what store code needs: satisfied by *pgxpool.Pool, pgx.Tx and *Unit.
 type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
@@ -130,85 +130,48 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, table string) 
 
 type txKey struct{}
 
-type unit struct {
-	tx          pgx.Tx
-	afterCommit []func(context.Context)
-	later       pgx.Batch // Later's statements, sent together just before COMMIT
-}
-
-// sendLater sends the statements queued by Later, in one round trip. The first error
-// among them is returned (PostgreSQL has then aborted the transaction).
-func (u *unit) sendLater(ctx context.Context) error {
-	switch u.later.Len() {
-	case 0:
-		return nil
-	case 1: // a batch of one is the same round trip, without the batch's span
-		q := u.later.QueuedQueries[0]
-		if _, err := u.tx.Exec(ctx, q.SQL, q.Arguments...); err != nil {
-			return fmt.Errorf("queued statement: %w", err)
-		}
-		return nil
-	}
-	if err := u.tx.SendBatch(ctx, &u.later).Close(); err != nil {
-		return fmt.Errorf("queued statements: %w", err)
-	}
-	return nil
-}
-
 // InTx runs fn inside one transaction carried in the context: store code that calls Q
 // with that context joins it. A nested InTx joins the outer transaction. The transaction
 // commits when fn returns nil and rolls back otherwise, a panic too (it rolls back, then
 // goes on unwinding); functions registered with AfterCommit run only after a successful
-// commit. Statements queued with Later are sent, all in one round trip, after fn
-// returns nil and before COMMIT; if one fails, nothing commits.
+// commit. Statements queued with Later are sent with COMMIT, in one round trip, after
+// fn returns nil; if one fails, nothing commits. The transaction is a Unit: its BEGIN
+// travels with its first statement.
 func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context) error) error {
-	if _, ok := ctx.Value(txKey{}).(*unit); ok {
+	if _, ok := ctx.Value(txKey{}).(*Unit); ok {
 		return fn(ctx)
 	}
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
+	u := Begin(pool)
 	// Every path ends the transaction, a panic in fn included: without this a panic
 	// unwound through here (to bus.Recover, outside) with the transaction open, and its
 	// pooled connection stayed "idle in transaction" holding every lock fn had taken.
 	// After a commit, Rollback does nothing.
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	u := &unit{tx: tx}
-	if err := fn(context.WithValue(ctx, txKey{}, u)); err != nil {
+	defer u.Rollback(context.WithoutCancel(ctx))
+	if err := fn(u.Context(ctx)); err != nil {
 		return err
 	}
-	if err := u.sendLater(ctx); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	for _, f := range u.afterCommit {
-		f(context.WithoutCancel(ctx))
-	}
-	return nil
+	return u.Commit(ctx)
 }
 
 // Q returns the transaction in ctx, or the pool when there is none.
 func Q(ctx context.Context, pool *pgxpool.Pool) Querier {
-	if u, ok := ctx.Value(txKey{}).(*unit); ok {
-		return u.tx
+	if u, ok := ctx.Value(txKey{}).(*Unit); ok {
+		return u
 	}
 	return pool
 }
 
 // InTxNow reports whether ctx carries a transaction.
 func InTxNow(ctx context.Context) bool {
-	_, ok := ctx.Value(txKey{}).(*unit)
+	_, ok := ctx.Value(txKey{}).(*Unit)
 	return ok
 }
 
 // Later queues a write whose result the caller does not need (an insert, an update
-// whose row count does not matter) to be sent just before the transaction in ctx
-// commits, together with every other queued statement, in one round trip (a pgx.Batch)
+// whose row count does not matter) to be sent with the COMMIT of the transaction in
+// ctx, together with every other queued statement, in one round trip (a pgx.Batch)
 // instead of one each. A handler that records its effect, its step and its outgoing
-// events this way waits for the database once for all of them.
+// events this way waits for the database once for all of them and the commit.
 //
 // The statement still commits or rolls back with the transaction: if it fails, InTx
 // returns its error and nothing commits, exactly as if it had failed at once; only the
@@ -217,8 +180,8 @@ func InTxNow(ctx context.Context) bool {
 // effect: use Later only for writes nothing in the transaction reads back. Without a
 // transaction in ctx the statement runs at once.
 func Later(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) error {
-	if u, ok := ctx.Value(txKey{}).(*unit); ok {
-		u.later.Queue(sql, args...)
+	if u, ok := ctx.Value(txKey{}).(*Unit); ok {
+		u.Later(sql, args...)
 		return nil
 	}
 	_, err := pool.Exec(ctx, sql, args...)
@@ -229,8 +192,8 @@ func Later(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) err
 // transaction f runs at once. This is how "publish after commit" (outbox off) is built:
 // the dual write the outbox exists to remove.
 func AfterCommit(ctx context.Context, f func(context.Context)) {
-	if u, ok := ctx.Value(txKey{}).(*unit); ok {
-		u.afterCommit = append(u.afterCommit, f)
+	if u, ok := ctx.Value(txKey{}).(*Unit); ok {
+		u.AfterCommit(f)
 		return
 	}
 	f(ctx)

@@ -47,8 +47,7 @@ type untracedKey struct{}
 // TraceQueryStart starts a statement's span, unless it is transaction control.
 func (t *Tracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
 	op, target := summarize(data.SQL)
-	switch op {
-	case "BEGIN", "COMMIT", "ROLLBACK", "END":
+	if txControl(data.SQL) {
 		// Marked, so TraceQueryEnd does not end the span in ctx: the handler's.
 		return context.WithValue(ctx, untracedKey{}, true)
 	}
@@ -72,8 +71,28 @@ func (t *Tracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.Tra
 }
 
 // TraceBatchStart starts the span of a batch (pgx.Batch: several statements sent in one
-// round trip), named BATCH; each statement is a child span of it.
+// round trip), named BATCH; each statement is a child span of it. Transaction control
+// travels in batches too (a Unit sends BEGIN with its first statement and COMMIT with
+// its queued ones): it makes no span, and a batch that is one statement besides is that
+// statement's span alone, as if it had been sent by itself.
 func (t *Tracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	var only *pgx.QueuedQuery
+	n := 0
+	if data.Batch != nil {
+		for _, q := range data.Batch.QueuedQueries {
+			if !txControl(q.SQL) {
+				only = q
+				n++
+			}
+		}
+	}
+	switch n {
+	case 0:
+		return context.WithValue(ctx, untracedKey{}, true)
+	case 1:
+		return context.WithValue(t.TraceQueryStart(ctx, conn, pgx.TraceQueryStartData{SQL: only.SQL, Args: only.Arguments}),
+			soloKey{}, true)
+	}
 	ctx = t.otel.TraceBatchStart(ctx, conn, data)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetName("BATCH")
@@ -82,14 +101,40 @@ func (t *Tracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.T
 	return ctx
 }
 
+// soloKey marks a batch traced as its one statement's span (see TraceBatchStart).
+type soloKey struct{}
+
 // TraceBatchQuery records one statement of a batch.
 func (t *Tracer) TraceBatchQuery(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchQueryData) {
-	t.otel.TraceBatchQuery(ctx, conn, data)
+	switch {
+	case ctx.Value(untracedKey{}) != nil || txControl(data.SQL):
+	case ctx.Value(soloKey{}) != nil: // the batch's span is this statement's
+		if span := trace.SpanFromContext(ctx); data.Err == nil && span.IsRecording() {
+			span.SetAttributes(otelpgx.RowsAffectedKey.Int64(data.CommandTag.RowsAffected()))
+		}
+	default:
+		t.otel.TraceBatchQuery(ctx, conn, data)
+	}
 }
 
 // TraceBatchEnd ends the batch's span.
 func (t *Tracer) TraceBatchEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchEndData) {
-	t.otel.TraceBatchEnd(ctx, conn, data)
+	switch {
+	case ctx.Value(untracedKey{}) != nil:
+	case ctx.Value(soloKey{}) != nil:
+		t.otel.TraceQueryEnd(ctx, conn, pgx.TraceQueryEndData{Err: data.Err})
+	default:
+		t.otel.TraceBatchEnd(ctx, conn, data)
+	}
+}
+
+// txControl reports whether sql only begins or ends a transaction.
+func txControl(sql string) bool {
+	switch op, _ := summarize(sql); op {
+	case "BEGIN", "COMMIT", "ROLLBACK", "END":
+		return true
+	}
+	return false
 }
 
 // TraceCopyFromStart starts a COPY's span.

@@ -73,7 +73,7 @@ func TestTracerOneSpanPerStatement(t *testing.T) {
 		b := &pgx.Batch{}
 		b.Queue(`UPDATE stock SET on_hand = on_hand - $2 WHERE sku = $1`, "LAB-MUG", 1)
 		b.Queue(`SELECT pg_notify($1, '')`, "outbox")
-		return pg.Q(ctx, pool).(pgx.Tx).SendBatch(ctx, b).Close()
+		return pg.Q(ctx, pool).SendBatch(ctx, b).Close()
 	})
 	parent.End()
 	if err != nil {
