@@ -114,7 +114,8 @@ environment:
   LAB_BIN_DIR              where up builds the services and Jaeger (default <user cache dir>/microlab/bin)
   LAB_RUN_DIR              Jaeger's and Prometheus's config, data and logs (default <user cache
                            dir>/microlab/run, run-<offset> with LAB_PORT_OFFSET)
-  LAB_DB_PREFIX            prefix for every database and role name (default none; tests)
+  LAB_DB_PREFIX            prefix for every database and role name (default none; tests;
+                           a second lab also needs a vhost of its own in AMQP_URL)
   LAB_PORT_OFFSET          added to every port: services, Jaeger, Prometheus (default 0; tests)
 
 exit status: 0 ok, 1 failure, 2 usage error

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -171,6 +172,15 @@ func TestUsageErrors(t *testing.T) {
 		}
 		if tc.args != nil && strings.Count(strings.TrimSpace(stderr), "\n") > 0 && !strings.Contains(stderr, "usage:") {
 			t.Errorf("lab %q: usage error longer than one line: %q", tc.args, stderr)
+		}
+	}
+	// A second lab on the default vhost: refused before anything is contacted.
+	for _, extra := range []map[string]string{{"LAB_DB_PREFIX": "second_"}, {"LAB_PORT_OFFSET": "100"}} {
+		second := maps.Clone(env)
+		maps.Copy(second, extra)
+		code, _, stderr := runLab(t, second, "up", "--no-build")
+		if code != exitUsage || !strings.Contains(stderr, "a RabbitMQ vhost of its own") {
+			t.Errorf("lab up with %v on the default vhost: exit %d, stderr %q; want exit 2 and the vhost message", extra, code, stderr)
 		}
 	}
 	code, stdout, _ := runLab(t, env, "help")
@@ -344,7 +354,7 @@ func TestSettings(t *testing.T) {
 // process stopped and exit status 0.
 func TestUpRunsAndStopsCleanly(t *testing.T) {
 	t.Parallel()
-	requireDeps(t)
+	vhost := requireDeps(t)
 	bin := t.TempDir()
 	_, file, _, _ := runtime.Caller(0)
 	build := exec.CommandContext(t.Context(), "go", "build", "-o", filepath.Join(bin, "fakesvc"), "./stack/testdata/fakesvc")
@@ -378,7 +388,8 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 	sc := stack.Config{Host: "127.0.0.1", PortOffset: offset}
 	prefix := testenv.Name("u") + "_"
 	runDir := t.TempDir()
-	env := map[string]string{"LAB_BIN_DIR": bin, "LAB_DB_PREFIX": prefix, "LAB_PORT_OFFSET": strconv.Itoa(offset), "LAB_RUN_DIR": runDir}
+	env := map[string]string{"LAB_BIN_DIR": bin, "LAB_DB_PREFIX": prefix, "LAB_PORT_OFFSET": strconv.Itoa(offset), "LAB_RUN_DIR": runDir,
+		"AMQP_URL": vhost}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()

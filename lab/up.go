@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"microlab/lab/stack"
 	"microlab/lab/supervisor"
 	"microlab/lab/topology"
@@ -47,6 +49,9 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 	}
 	if fs.NArg() > 0 {
 		return usageErrorf("unexpected arguments %q", fs.Args())
+	}
+	if err := ownVhost(cfg); err != nil {
+		return err
 	}
 	sc := cfg.Stack()
 	if *withPprof {
@@ -311,4 +316,18 @@ func modulePath(gomod []byte) string {
 		}
 	}
 	return ""
+}
+
+// ownVhost refuses a second lab (LAB_DB_PREFIX or LAB_PORT_OFFSET set) on RabbitMQ's
+// default virtual host: its databases and ports would be its own, but not its queues,
+// so its services would consume the first lab's messages and it would lose them.
+func ownVhost(cfg Config) error {
+	if cfg.DBPrefix == "" && cfg.PortOffset == 0 {
+		return nil
+	}
+	uri, err := amqp.ParseURI(cfg.AMQPURL)
+	if err != nil || uri.Vhost != "/" {
+		return nil // a bad URL is reported where it is dialled
+	}
+	return usageErrorf("LAB_DB_PREFIX or LAB_PORT_OFFSET makes a second lab: give it a RabbitMQ vhost of its own in AMQP_URL (amqp://guest:guest@127.0.0.1:5672/NAME); on the default one its services would take the other lab's messages")
 }
