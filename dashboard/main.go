@@ -57,14 +57,17 @@ type Config struct {
 	// Counts alone would not do it (a span or a message is as large as its sender
 	// likes), so the trace and event stores have a byte budget too, and cut any one
 	// value longer than their value limit, saying so ("…[truncated N bytes]").
-	MaxTraces        int   `env:"MAX_TRACES" default:"2000"`
-	MaxSpansPerTrace int   `env:"MAX_SPANS_PER_TRACE" default:"1000"`
-	MaxTraceBytes    int64 `env:"MAX_TRACE_BYTES" default:"67108864"`  // 64 MiB; one trace takes at most a 16th
-	MaxSpanValue     int   `env:"MAX_SPAN_VALUE_BYTES" default:"4096"` // an attribute value, a span name
-	MaxEvents        int   `env:"MAX_EVENTS" default:"5000"`
-	MaxEventBytes    int64 `env:"MAX_EVENT_BYTES" default:"16777216"`    // 16 MiB
-	MaxEventValue    int   `env:"MAX_EVENT_VALUE_BYTES" default:"16384"` // a payload, a header
-	MaxSagas         int   `env:"MAX_SAGAS" default:"1000"`
+	MaxTraces        int `env:"MAX_TRACES" default:"2000"`
+	MaxSpansPerTrace int `env:"MAX_SPANS_PER_TRACE" default:"1000"`
+	// 32 MiB holds the last few hundred checkouts (~110 KiB each); the page shows 50,
+	// Jaeger keeps thousands. At 64 MiB (and 16 MiB of events) lab bench found the
+	// dashboard at 177 MiB after its soak, against a 100 MB target per process.
+	MaxTraceBytes int64 `env:"MAX_TRACE_BYTES" default:"33554432"`  // 32 MiB; one trace takes at most a 16th
+	MaxSpanValue  int   `env:"MAX_SPAN_VALUE_BYTES" default:"4096"` // an attribute value, a span name
+	MaxEvents     int   `env:"MAX_EVENTS" default:"5000"`
+	MaxEventBytes int64 `env:"MAX_EVENT_BYTES" default:"8388608"`     // 8 MiB
+	MaxEventValue int   `env:"MAX_EVENT_VALUE_BYTES" default:"16384"` // a payload, a header
+	MaxSagas      int   `env:"MAX_SAGAS" default:"1000"`
 	// ClientBuffer is each browser's send queue; a slow one drops (and counts) beyond it.
 	ClientBuffer int `env:"WS_CLIENT_BUFFER" default:"256"`
 }

@@ -187,7 +187,7 @@ func TestRunKeepsItsBudgetUnderHugeTelemetry(t *testing.T) {
 			budget, _ = strconv.ParseFloat(v, 64)
 		}
 	}
-	if held <= 0 || budget != 64<<20 || held > budget || held > 2<<20 {
+	if held <= 0 || budget != 32<<20 || held > budget || held > 2<<20 {
 		t.Errorf("trace store: %.0f bytes held of a budget of %.0f; want the flood cut to under 2 MiB", held, budget)
 	}
 }

@@ -46,6 +46,11 @@ func (s Service) Package() string {
 	return "./services/" + s.Name
 }
 
+// DashboardMemLimit is the dashboard's soft memory limit (GOMEMLIMIT): its stores hold
+// up to 40 MiB (MAX_TRACE_BYTES, MAX_EVENT_BYTES), and without a limit the garbage
+// collector lets the heap grow to twice what is live before it collects.
+const DashboardMemLimit = "96MiB"
+
 // LabDB is the control plane's database (settings), owned by the dashboard.
 const LabDB = "lab"
 
@@ -108,7 +113,8 @@ func (c Config) Env(s Service, instance string) ([]string, error) {
 		"DEPLOYMENT_ENVIRONMENT=native",
 	}
 	if s.Name == Dashboard {
-		env = append(env, "JAEGER_URL="+c.JaegerURL(), "PROMETHEUS_URL="+c.PrometheusURL())
+		env = append(env, "JAEGER_URL="+c.JaegerURL(), "PROMETHEUS_URL="+c.PrometheusURL(),
+			"GOMEMLIMIT="+DashboardMemLimit)
 	} else if d, ok := Find(Dashboard); ok {
 		// The second exporter: every span also goes to the dashboard's receiver.
 		env = append(env, "DASHBOARD_OTLP_ENDPOINT="+c.URL(d))

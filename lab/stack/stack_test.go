@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -220,6 +221,22 @@ func TestOrdersUpstreams(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("orders' environment lacks %s: %v", want, env)
+		}
+	}
+}
+
+// The dashboard runs under a soft memory limit, the services do not need one.
+func TestDashboardMemoryLimit(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Host: "127.0.0.1", AdminDatabaseURL: "postgres://u:p@127.0.0.1:5432/postgres"}
+	for _, s := range Services {
+		env, err := cfg.Env(s, s.Name+"-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		has := slices.Contains(env, "GOMEMLIMIT="+DashboardMemLimit)
+		if has != (s.Name == Dashboard) {
+			t.Errorf("%s: GOMEMLIMIT=%s in its environment: %v", s.Name, DashboardMemLimit, has)
 		}
 	}
 }
