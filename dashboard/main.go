@@ -52,6 +52,9 @@ type Config struct {
 	StartTimeout    time.Duration `env:"START_TIMEOUT" default:"60s"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"10s"`
 	Environment     string        `env:"DEPLOYMENT_ENVIRONMENT" default:"native"`
+	// Pprof serves Go's profiler at /debug/pprof/, as every service does with the same
+	// variable (off by default). `lab up --pprof` and `lab bench` set it.
+	Pprof bool `env:"PPROF"`
 
 	// Store bounds: memory stays flat however long the lab runs, and whatever is sent.
 	// Counts alone would not do it (a span or a message is as large as its sender
@@ -118,6 +121,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	go s.watchChanges(ctx, store, conn, changesResync)
 	h := s.routes(func(h http.Handler) http.Handler { return tel.Handler(h, httpx.SaneURL) }, func(mux *http.ServeMux) {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(tel.Registry, promhttp.HandlerOpts{Registry: tel.Registry}))
+		if cfg.Pprof {
+			httpx.Profiler(mux)
+		}
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

@@ -94,14 +94,17 @@ usage:
         run's orders and new DLQ messages count. --keep leaves the lab's databases and
         vhost for inspection (kill faults only)
   lab bench [--quick] [--soak 10m] [--phases ceiling,up,idle,latency,cost,maxrate,
-            dashboard,tracing,soak] [--out DIR] [--use-running] [--mix …] [--browse N]
+            profile,dashboard,tracing,soak] [--out DIR] [--use-running] [--mix …]
+            [--browse N]
         the performance report: starts a lab of its own (own databases, vhost and
         ports, built without -race; a running lab is not touched) or measures the
         running one, and measures in one run the RabbitMQ and PostgreSQL ceiling, the
         highest checkout rate held in each saga mode, saga latency at 10, 50 and
-        100/s, the cost of one checkout, tracing overhead, the dashboard's delay, CPU
-        and memory at rest and after a soak, and start-up time; writes
-        docs/benchmarks.md and docs/benchmarks.json (--out DIR: there instead).
+        100/s, the cost of one checkout, where the Go processes' CPU goes (CPU
+        profiles under load, left in a temporary directory for go tool pprof),
+        tracing overhead, the dashboard's delay, CPU and memory at rest and after a
+        soak, and start-up time; writes docs/benchmarks.md and docs/benchmarks.json
+        (--out DIR: there instead).
         A full run takes about 35 minutes; --quick a few seconds per phase
   lab help
         this text

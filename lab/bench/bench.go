@@ -3,7 +3,8 @@
 // in one run, what issue 11 and DESIGN.md §12 ask of the lab: the infrastructure's
 // ceiling, the highest checkout rate held in each saga mode, saga latency at fixed
 // rates, the cost of one checkout (messages, transactions, statements, spans, CPU per
-// process), the price of tracing, the dashboard's span-to-browser delay, the lab's CPU
+// process), where the Go processes' CPU goes (their CPU profiles under load), the price
+// of tracing, the dashboard's span-to-browser delay, the lab's CPU
 // and memory at rest and after a soak, and the time to all-healthy. Run returns a
 // Report; Write renders it to docs/benchmarks.md and its JSON twin.
 //
@@ -39,13 +40,14 @@ const (
 	PhaseLatency   = "latency"   // saga latency at fixed rates, each mode
 	PhaseCost      = "cost"      // the cost of one checkout, each mode
 	PhaseMaxRate   = "maxrate"   // the highest rate held, each mode
+	PhaseProfile   = "profile"   // CPU profiles of the Go processes under load
 	PhaseDashboard = "dashboard" // span-to-browser delay
 	PhaseTracing   = "tracing"   // 100 % vs 0 % sampling
 	PhaseSoak      = "soak"      // a long steady run, then CPU and memory again
 )
 
 // Phases lists every phase in running order.
-var Phases = []string{PhaseCeiling, PhaseUp, PhaseIdle, PhaseLatency, PhaseCost, PhaseMaxRate, PhaseDashboard, PhaseTracing, PhaseSoak}
+var Phases = []string{PhaseCeiling, PhaseUp, PhaseIdle, PhaseLatency, PhaseCost, PhaseMaxRate, PhaseProfile, PhaseDashboard, PhaseTracing, PhaseSoak}
 
 // Modes are the saga modes measured.
 var Modes = []string{"choreography", "orchestration"}
@@ -76,6 +78,7 @@ type plan struct {
 	settleLaunch, idle      time.Duration
 	fixed, fixedFollow      time.Duration
 	rates                   []int
+	profile, profileLoad    time.Duration // each CPU profile's window, and the run it is taken in
 	costRate                float64
 	step, stepFollow        time.Duration
 	from, factor            float64
@@ -99,6 +102,7 @@ func newPlan(o *Options) plan {
 		ceiling: 15 * time.Second, ceilingWarm: 2 * time.Second, pgClients: 8,
 		settleLaunch: 10 * time.Second, idle: 30 * time.Second,
 		fixed: 30 * time.Second, fixedFollow: 30 * time.Second, rates: []int{10, 50, 100}, costRate: 50,
+		profile: 15 * time.Second, profileLoad: 20 * time.Second,
 		step: 20 * time.Second, stepFollow: 10 * time.Second, from: 25, factor: 1.5, maxSteps: 10, bisect: true,
 		dashboard: 20 * time.Second, dashRate: 50,
 		soak: 10 * time.Minute, soakRate: 50,
@@ -111,6 +115,7 @@ func newPlan(o *Options) plan {
 		p.ceiling, p.ceilingWarm = 2*time.Second, 500*time.Millisecond
 		p.settleLaunch, p.idle = time.Second, 2*time.Second
 		p.fixed, p.fixedFollow, p.costRate = time.Second, 6*time.Second, 10
+		p.profile, p.profileLoad = 3*time.Second, 5*time.Second
 		p.step, p.stepFollow, p.from, p.factor, p.maxSteps, p.bisect = 2*time.Second, 6*time.Second, 5, 2, 2, false
 		p.dashboard, p.dashRate = 2*time.Second, 10
 		p.soak, p.soakRate = 3*time.Second, 10
@@ -239,7 +244,8 @@ func (b *bench) describe(ctx context.Context) error {
 	r.Settings = Settings{UseRunning: b.o.UseRunning, Build: "go build, no -race (stack.Build)", Mix: b.o.Mix.String(),
 		Browse: b.o.Browse, Shoppers: p.shoppers, DeadlineS: p.deadline.Seconds(), HoldFraction: p.hold,
 		FixedRates: p.rates, FixedS: p.fixed.Seconds(), StepS: p.step.Seconds(), SearchFrom: p.from, CostRate: p.costRate,
-		IdleS: p.idle.Seconds(), SoakRate: p.soakRate, SoakS: p.soak.Seconds(), CeilingS: p.ceiling.Seconds()}
+		IdleS: p.idle.Seconds(), SoakRate: p.soakRate, SoakS: p.soak.Seconds(), CeilingS: p.ceiling.Seconds(),
+		ProfileS: p.profile.Seconds()}
 	return nil
 }
 
@@ -304,6 +310,13 @@ func (b *bench) phases(ctx context.Context) error {
 			return err
 		}
 		if err := b.modal(ctx, mode); err != nil {
+			return err
+		}
+	}
+	if b.wants(PhaseProfile) {
+		// After the max-rate search, whose highest rate held it runs near.
+		b.enter(PhaseProfile)
+		if err := b.profile(ctx); err != nil {
 			return err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -287,11 +288,16 @@ func ownLab(ctx context.Context, o *Options, m *mgmt, bins, jaegerBin string, pr
 	tag := strings.ToLower(crand.Text()[:8])
 	l := &labRun{own: true, bins: bins, logs: &tailBuffer{}, vhost: "microlab-bench-" + tag,
 		quiet: slog.New(slog.DiscardHandler)}
-	l.baseEnv = append([]string{
+	l.baseEnv = []string{
 		// Many shoppers in one process, from one address: the gateway's per-client
 		// limit would measure the limiter, not the shop.
 		"RATE_LIMIT_RPS=0",
-	}, o.Env...)
+	}
+	if len(o.Phases) == 0 || slices.Contains(o.Phases, PhaseProfile) {
+		// The profile phase asks every Go process for a CPU profile (app.Base.Pprof).
+		l.baseEnv = append(l.baseEnv, "PPROF=true")
+	}
+	l.baseEnv = append(l.baseEnv, o.Env...)
 	if o.Quick {
 		// Quick runs log shoppers in before every run: bcrypt at its lowest cost.
 		l.baseEnv = append(l.baseEnv, "BCRYPT_COST=4")

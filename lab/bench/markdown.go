@@ -123,6 +123,9 @@ func Markdown(r *Report) string {
 		rows = append(rows, []string{t.Name, t.Target, measured, verdict, t.By})
 	}
 	m.table([]string{"target", "goal", "measured", "verdict", "by how much"}, rows)
+	if r.Profile != nil && slices.ContainsFunc(r.Targets, func(t Target) bool { return t.Measured != "" && !t.Met }) {
+		m.p("Where a target is missed, [Where the CPU goes](#where-the-cpu-goes) below is the profile of the lab under load that explains it.")
+	}
 
 	s := r.Settings
 	m.h("Settings")
@@ -135,8 +138,8 @@ func Markdown(r *Report) string {
 		fmt.Sprintf("Services' extra environment: `%s`", strings.Join(s.Env, " ")),
 		fmt.Sprintf("Traffic: lab/loadgen (the generator behind `lab load`), open loop, mix `%s`, %d browsing reads per order, %d shoppers; each order is polled until final", s.Mix, s.Browse, s.Shoppers),
 		fmt.Sprintf("Completed: final as the mix meant within %.0f s of its POST (placement + saga by the shop's clock); a rate is held when %.0f %% of its scheduled orders completed", s.DeadlineS, 100*s.HoldFraction),
-		fmt.Sprintf("Fixed rates %v/s for %s each; the max-rate search from %g/s, %s a step; the cost of a checkout at %g/s; %s at rest; soak %s at %g/s; ceilings %s each",
-			s.FixedRates, dur(s.FixedS), s.SearchFrom, dur(s.StepS), s.CostRate, dur(s.IdleS), dur(s.SoakS), s.SoakRate, dur(s.CeilingS)),
+		fmt.Sprintf("Fixed rates %v/s for %s each; the max-rate search from %g/s, %s a step; the cost of a checkout at %g/s; CPU profiles over %s; %s at rest; soak %s at %g/s; ceilings %s each",
+			s.FixedRates, dur(s.FixedS), s.SearchFrom, dur(s.StepS), s.CostRate, dur(s.ProfileS), dur(s.IdleS), dur(s.SoakS), s.SoakRate, dur(s.CeilingS)),
 	)
 
 	if c := r.Ceiling; c != nil {
@@ -260,6 +263,10 @@ func Markdown(r *Report) string {
 			}))
 		}
 		m.table(head, rows)
+	}
+
+	if r.Profile != nil || slices.Contains(r.Phases, PhaseProfile) {
+		profileSection(&m, r)
 	}
 
 	if t := r.Tracing; t != nil {
@@ -441,4 +448,46 @@ func runRows(runs []LoadRun) [][]string {
 			lat(x.Placement), lat(x.Saga), f1(x.CPUPerCheckoutMs), fmt.Sprintf("%.2f", x.OtherCores)})
 	}
 	return rows
+}
+
+// profileSection is "Where the CPU goes": each Go process's CPU profile under load,
+// then the whole lab's samples by category.
+func profileSection(m *md, r *Report) {
+	m.h("Where the CPU goes")
+	pr := r.Profile
+	if pr == nil {
+		m.p("The profile phase ran but no process gave a CPU profile: see the notes.")
+		return
+	}
+	run := pr.Run
+	m.p("A CPU profile of every Go process of the lab (`GET /debug/pprof/profile?seconds=%g`, all at once, the services run with PPROF=true) while %s ran at %g/s, %s, for %s: %.1f %% of its orders completed within the deadline, saga p50 / p95 / p99 %s ms. Together the processes sampled **%.0f ms of CPU, %.0f %% of one core**.",
+		pr.Seconds, pr.Mode, pr.Rate, pr.RateFrom, dur(run.Seconds), 100*run.Fraction, lat(run.Saga), pr.TotalMs, pr.CorePct)
+	var rows [][]string
+	for _, p := range pr.Procs {
+		var top []string
+		for _, f := range p.Top {
+			top = append(top, fmt.Sprintf("`%s` %.0f %%", shortFunc(f.Name), 100*f.Share))
+		}
+		if len(top) == 0 {
+			top = []string{"no samples (the profiler takes one per 10 ms of CPU)"}
+		}
+		rows = append(rows, []string{p.Name, f0(p.Ms), f1(p.CorePct), strings.Join(top, ", ")})
+	}
+	m.table([]string{"process", "CPU sampled, ms", "% of one core", "top functions by flat time (share of the process)"}, rows)
+	m.p("The whole lab's samples by category: %s.", pr.CategoryRule)
+	rows = nil
+	for _, c := range pr.Categories {
+		pkgs := "–"
+		if len(c.Packages) > 0 {
+			pkgs = "`" + strings.Join(c.Packages, "`, `") + "`"
+		}
+		most := "–"
+		if c.Most != "" && c.Ms > 0 {
+			most = fmt.Sprintf("%s, %s ms (%.0f %% of the row)", c.Most, f0(c.MostMs), 100*c.MostMs/c.Ms)
+		}
+		rows = append(rows, []string{c.Name, pkgs, f0(c.Ms), pct(c.Share), most})
+	}
+	rows = append(rows, []string{"**all**", "", "**" + f0(pr.TotalMs) + "**", "100 %", ""})
+	m.table([]string{"category", "packages", "CPU ms", "share", "most in"}, rows)
+	m.p("How to read it: the category table puts every sample in exactly one row, so its rows add up to the whole; a target missed for want of CPU is explained by its largest rows, and the process table says where they are (flat time: the samples that ended in a function, as `go tool pprof -top` lists them; bench prints where it left the raw profiles).")
 }

@@ -48,7 +48,7 @@ func sample() *Report {
 		Machine: Machine{Cores: 2, CPUModel: "Test CPU @ 3GHz", MemoryMB: 24105, Kernel: "linux 6.1", Go: "go1.26", PostgreSQL: "15.20", RabbitMQ: "3.12.1", Erlang: "25.2", LoadStart: [3]float64{1, 2, 3}},
 		Settings: Settings{DBPrefix: "mlbench_abc_", VHost: "microlab-bench-abc", PortOffset: 4242, Build: "go build", Env: []string{"RATE_LIMIT_RPS=0"},
 			Mix: "ok=80,declined=10,oos=5,xx=5", Shoppers: 20, DeadlineS: 5, HoldFraction: 0.99, FixedRates: []int{10, 50, 100}, FixedS: 30, StepS: 20,
-			SearchFrom: 25, CostRate: 50, IdleS: 30, SoakRate: 50, SoakS: 600, CeilingS: 15},
+			SearchFrom: 25, CostRate: 50, IdleS: 30, SoakRate: 50, SoakS: 600, CeilingS: 15, ProfileS: 15},
 		Phases: Phases,
 		Ceiling: &Ceiling{
 			RabbitMQ:   &RabbitCeiling{Publishers: 2, Consumers: 2, Bytes: 512, InFlight: 256, Prefetch: 256, Seconds: 15, Published: 12000, Acked: 11800, ConfirmP50: 9.5, ConfirmP99: 40},
@@ -67,6 +67,16 @@ func sample() *Report {
 		Dashboard: &Dashboard{Rate: 50, Seconds: 20, Clients: 1, Traces: 1000, Seen: 998, Delay: Latency{N: 998, P50: 210, P95: 480, P99: 700, Max: 900}},
 		Notes:     []string{"a note | with a pipe"},
 	}
+	orders := ProcProfile{Name: "orders-1", Service: "orders", Samples: 420, Ms: 4200, CorePct: 28,
+		Top:        []FuncCPU{{Name: "runtime.mallocgc", Ms: 420, Share: 0.1}, {Name: "github.com/jackc/pgx/v5/pgconn.(*PgConn).Exec", Ms: 210, Share: 0.05}},
+		Categories: []CategoryCPU{{Name: "PostgreSQL client (pgx)", Ms: 2200, Share: 0.52}, {Name: catRuntime, Ms: 2000, Share: 0.48}}}
+	gateway := ProcProfile{Name: "gateway-1", Service: "gateway", Samples: 180, Ms: 1800, CorePct: 12,
+		Top:        []FuncCPU{{Name: "internal/runtime/syscall.Syscall6", Ms: 540, Share: 0.3}},
+		Categories: []CategoryCPU{{Name: "syscalls (network reads and writes)", Ms: 1800, Share: 1}}}
+	procs := []ProcProfile{orders, gateway, {Name: "users-1", Service: "users"}}
+	r.Profile = &Profile{Mode: "choreography", Rate: 55, RateFrom: "90 % of the highest rate held in choreography (60/s)", Seconds: 15,
+		Run: run("choreography", 55, true, 45, 130), Procs: procs, CategoryRule: categoryRule}
+	r.Profile.TotalMs, r.Profile.CorePct, r.Profile.Categories = whole(procs, 15*time.Second)
 	r.Latency[2].Refused, r.Latency[2].RefusedBy = 5, map[string]int64{"no answer": 2, "503": 3}
 	rest := snap(700)
 	r.Rest = &rest
@@ -83,7 +93,7 @@ func TestMarkdownHasEverySection(t *testing.T) {
 		"Commit `0123456789abcdef` (bench, **with uncommitted changes**)",
 		"2 cores (Test CPU @ 3GHz), 23.5 GiB memory",
 		"## Targets (issue 11)",
-		"## Settings",
+		"## Settings", "the cost of a checkout at 50/s; CPU profiles over 15 s;",
 		"## Infrastructure ceiling (same run)",
 		"11800 msgs/s acked", "4100 transactions/s",
 		"## Maximum sustained checkout rate",
@@ -93,6 +103,17 @@ func TestMarkdownHasEverySection(t *testing.T) {
 		"## The cost of one checkout", "| choreography at 50/s | orchestration at 50/s (not held) |", "/ 5 / 0 (503 ×3, no answer ×2) |",
 		"| messages published | 9.1 | 9.1 |", "orders 9.3, payments 2.1 |", "| spans | 179.0 | 179.0 |",
 		"| rabbitmq (shared: beam.smp) | 6.1 | 6.1 |",
+		"[Where the CPU goes](#where-the-cpu-goes) below is the profile",
+		"## Where the CPU goes", "while choreography ran at 55/s, 90 % of the highest rate held in choreography (60/s), for 30 s",
+		"**6000 ms of CPU, 40 % of one core**",
+		"| orders-1 | 4200 | 28.0 | `runtime.mallocgc` 10 %, `pgconn.(*PgConn).Exec` 5 % |",
+		"| gateway-1 | 1800 | 12.0 | `syscall.Syscall6` 30 % |",
+		"| users-1 | 0 | 0.0 | no samples (the profiler takes one per 10 ms of CPU) |",
+		"| PostgreSQL client (pgx) | `github.com/jackc` | 2200 | 36.7 % | orders-1, 2200 ms (100 % of the row) |",
+		"| " + catRuntime + " | – | 2000 | 33.3 % |",
+		"| JSON (encoding/json) | `encoding/json` | 0 | 0.0 % | – |",
+		"| **all** |  | **6000** | 100 % |  |",
+		"walking its stack from the leaf", "How to read it: the category table puts every sample in exactly one row",
 		"## Tracing overhead", "14.3 % less throughput", "+28.6 % CPU",
 		"## Dashboard: span to browser", "| 210 ms | 480 ms | 700 ms | 900 ms |",
 		"## CPU and memory at rest, and after the soak", "| **the lab** | **3.2** | 980 | **700** | **3.2** | 1540 | **1100** |",
@@ -158,10 +179,21 @@ func TestMissingPhasesAreSaidNotZero(t *testing.T) {
 			t.Errorf("target %q without its phase: %+v", tg.Name, tg)
 		}
 	}
-	for _, absent := range []string{"## Maximum sustained", "## The cost of one checkout", "## Start-up"} {
+	for _, absent := range []string{"## Maximum sustained", "## The cost of one checkout", "## Start-up", "## Where the CPU goes", "#where-the-cpu-goes"} {
 		if strings.Contains(out, absent) {
 			t.Errorf("a section without data: %q", absent)
 		}
+	}
+}
+
+// A profile phase that ran without a profile (every process refused) says so.
+func TestProfilePhaseWithoutProfileIsSaid(t *testing.T) {
+	r := &Report{Quick: true, Date: time.Now(), Phases: []string{PhaseCeiling, PhaseUp, PhaseProfile},
+		Notes: []string{"no CPU profile from 9 of 9 processes: …"}}
+	r.Targets = targets(r)
+	out := Markdown(r)
+	if !strings.Contains(out, "## Where the CPU goes\n\nThe profile phase ran but no process gave a CPU profile: see the notes.") {
+		t.Errorf("a profile phase without profiles is not said:\n%s", out)
 	}
 }
 
@@ -179,7 +211,9 @@ func TestWriteReplacesBothFiles(t *testing.T) {
 	if err := json.Unmarshal(raw, &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.MaxRate[0].Rate != 60 || back.Cost[1].Spans.Spans != 179 || back.Soak.After.LabPSSMB != 1100 {
+	if back.MaxRate[0].Rate != 60 || back.Cost[1].Spans.Spans != 179 || back.Soak.After.LabPSSMB != 1100 ||
+		back.Profile == nil || len(back.Profile.Procs) != 3 || back.Profile.Procs[0].Top[1].Name != "github.com/jackc/pgx/v5/pgconn.(*PgConn).Exec" ||
+		back.Profile.Categories[0].Name != "PostgreSQL client (pgx)" {
 		t.Errorf("the JSON twin does not hold the report: %+v", back)
 	}
 	md, err := os.ReadFile(filepath.Join(dir, MarkdownFile))

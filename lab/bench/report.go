@@ -26,6 +26,7 @@ type Report struct {
 	Latency   []LoadRun  `json:"latency,omitempty"`
 	Cost      []Cost     `json:"cost,omitempty"`
 	MaxRate   []MaxRate  `json:"maxRate,omitempty"`
+	Profile   *Profile   `json:"profile,omitempty"` // where the CPU goes, by Go's profiler
 	Tracing   *Tracing   `json:"tracing,omitempty"`
 	Dashboard *Dashboard `json:"dashboard,omitempty"`
 	Soak      *Soak      `json:"soak,omitempty"`
@@ -78,6 +79,7 @@ type Settings struct {
 	SoakRate     float64  `json:"soakRate"`
 	SoakS        float64  `json:"soakS"`
 	CeilingS     float64  `json:"ceilingS"` // each ceiling measurement
+	ProfileS     float64  `json:"profileS"` // each CPU profile's window
 }
 
 // Ceiling is what the machine's broker and database do on their own, measured in the
@@ -298,4 +300,50 @@ type Target struct {
 	Measured string `json:"measured"` // "" when the phase did not run
 	Met      bool   `json:"met"`
 	By       string `json:"by,omitempty"` // how far it is met or missed
+}
+
+// Profile is where the Go processes' CPU goes under load: a CPU profile of every
+// instance (and the dashboard), all taken at once over the same window while a
+// fixed-rate run of choreography went on.
+type Profile struct {
+	Mode     string        `json:"mode"`
+	Rate     float64       `json:"rate"`     // of the run profiled
+	RateFrom string        `json:"rateFrom"` // how the rate was chosen
+	Seconds  float64       `json:"seconds"`  // each profile's window (GET /debug/pprof/profile?seconds=N)
+	Run      LoadRun       `json:"run"`
+	Procs    []ProcProfile `json:"procs"`
+	// The whole lab's sampled CPU (every process above), and by category: Categories
+	// add up to TotalMs, each sample counted once (see CategoryRule).
+	TotalMs      float64       `json:"totalMs"`
+	CorePct      float64       `json:"cpuPctOfCore"` // TotalMs over the window, % of one core
+	Categories   []CategoryCPU `json:"categories"`
+	CategoryRule string        `json:"categoryRule"`
+}
+
+// ProcProfile is one process's CPU profile, summarised.
+type ProcProfile struct {
+	Name       string        `json:"name"`    // the instance (orders-1)
+	Service    string        `json:"service"` // orders
+	Samples    int64         `json:"samples"` // the profiler's samples (100 a second of CPU)
+	Ms         float64       `json:"ms"`      // CPU sampled
+	CorePct    float64       `json:"cpuPctOfCore"`
+	Top        []FuncCPU     `json:"top"` // by flat time: the functions the samples ended in
+	Categories []CategoryCPU `json:"categories"`
+}
+
+// FuncCPU is a function's flat CPU in one profile.
+type FuncCPU struct {
+	Name  string  `json:"name"`
+	Ms    float64 `json:"ms"`
+	Share float64 `json:"share"` // of the process's sampled CPU
+}
+
+// CategoryCPU is the CPU charged to one category (cpuCategories).
+type CategoryCPU struct {
+	Name     string   `json:"name"`
+	Packages []string `json:"packages,omitempty"` // the import paths it holds ("" for the fallbacks)
+	Ms       float64  `json:"ms"`
+	Share    float64  `json:"share"`            // of the total it is part of
+	Most     string   `json:"most,omitempty"`   // whole lab: the process with most of it
+	MostMs   float64  `json:"mostMs,omitempty"` // and how much
 }

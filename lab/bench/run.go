@@ -24,6 +24,7 @@ type spec struct {
 	dur      time.Duration
 	follow   time.Duration // an order not final by then is unfinished
 	cost     bool          // also measure the cost of a checkout
+	started  func()        // if set, called as the first order is placed (the profiles start there)
 }
 
 // run waits for the lab to be quiet, runs lab/loadgen at the spec's rate and measures
@@ -68,6 +69,9 @@ func (b *bench) run(ctx context.Context, sp spec) (LoadRun, *Cost, error) {
 			}
 			cpu0 = sampleCPU(b.l.members())
 			t0 = time.Now()
+			if sp.started != nil {
+				sp.started()
+			}
 		},
 		Progress: func(pr loadgen.Progress) {
 			if pr.Phase == "preparing" {

@@ -15,7 +15,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -150,11 +149,7 @@ func Start(ctx context.Context, opts Options, base Base, cfg any, stdout io.Writ
 	httpx.Health(a.mux, a.readiness)
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(tel.Registry, promhttp.HandlerOpts{Registry: tel.Registry}))
 	if a.Base.Pprof {
-		a.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		a.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		a.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		a.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		a.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		httpx.Profiler(a.mux)
 	}
 	a.instrument()
 	return a, nil

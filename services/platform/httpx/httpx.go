@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"reflect"
 	"strings"
@@ -244,6 +245,17 @@ func jsonKind(t reflect.Type) string {
 	default:
 		return "an object"
 	}
+}
+
+// Profiler registers Go's profiler under /debug/pprof/ (go tool pprof
+// http://ADDR/debug/pprof/profile). A process serves it only when asked (PPROF=true,
+// `lab up --pprof`): on the gateway's address it would be the shop's public door.
+func Profiler(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // Health registers /healthz (alive) and /readyz (ready to serve: ready() returns nil).
