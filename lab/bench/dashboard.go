@@ -40,36 +40,7 @@ func (b *bench) dashboard(ctx context.Context) error {
 		return nil
 	}
 	defer ws.Close()
-	var mu sync.Mutex
-	seen := map[string]time.Time{} // trace id → when the browser first had it, gateway-rooted
-	go func() {
-		for {
-			_, data, err := ws.ReadMessage()
-			if err != nil {
-				return
-			}
-			now := time.Now()
-			var m struct {
-				Type string          `json:"type"`
-				Data json.RawMessage `json:"data"`
-			}
-			if json.Unmarshal(data, &m) != nil || m.Type != "traces" {
-				continue
-			}
-			var list []struct {
-				TraceID     string `json:"traceId"`
-				RootService string `json:"rootService"`
-			}
-			_ = json.Unmarshal(m.Data, &list)
-			mu.Lock()
-			for _, t := range list {
-				if _, ok := seen[t.TraceID]; !ok && t.RootService == "gateway" {
-					seen[t.TraceID] = now
-				}
-			}
-			mu.Unlock()
-		}
-	}()
+	seen := WatchTraces(ws)
 	gw, _ := stack.Find("gateway")
 	if _, ok := b.l.settle(ctx, p.quietWithin, p.quietExtra, func(m string) { b.say("%s", m) }); !ok {
 		b.note("before the dashboard run the lab still had sagas under way")
@@ -93,7 +64,6 @@ func (b *bench) dashboard(ctx context.Context) error {
 	if err := sleep(ctx, 3*time.Second); err != nil { // the last batches of spans
 		return err
 	}
-	mu.Lock()
 	var delays []time.Duration
 	traces := 0
 	for _, o := range s.Orders {
@@ -101,11 +71,10 @@ func (b *bench) dashboard(ctx context.Context) error {
 			continue
 		}
 		traces++
-		if at, ok := seen[o.TraceID]; ok {
+		if at, ok := seen.At(o.TraceID); ok {
 			delays = append(delays, max(at.Sub(o.PlacedAt), 0))
 		}
 	}
-	mu.Unlock()
 	slices.Sort(delays)
 	out := &Dashboard{Rate: p.dashRate, Seconds: p.dashboard.Seconds(), Clients: 1, Traces: traces, Seen: len(delays)}
 	if len(delays) > 0 {
@@ -116,4 +85,54 @@ func (b *bench) dashboard(ctx context.Context) error {
 	b.say("span to browser: p50 %.0f ms, p95 %.0f ms (%d of %d traces seen)", out.Delay.P50, out.Delay.P95, out.Seen, out.Traces)
 	b.r.Dashboard = out
 	return nil
+}
+
+// TraceWatch is what one browser's websocket on the dashboard has shown: when each
+// trace first appeared in a "traces" message with the gateway's span as its root.
+type TraceWatch struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+// WatchTraces reads ws until it closes, noting traces as they appear (the page's own
+// reading: a "traces" message is a list of trace summaries).
+func WatchTraces(ws *websocket.Conn) *TraceWatch {
+	w := &TraceWatch{seen: map[string]time.Time{}}
+	go func() {
+		for {
+			_, data, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			now := time.Now()
+			var m struct {
+				Type string          `json:"type"`
+				Data json.RawMessage `json:"data"`
+			}
+			if json.Unmarshal(data, &m) != nil || m.Type != "traces" {
+				continue
+			}
+			var list []struct {
+				TraceID     string `json:"traceId"`
+				RootService string `json:"rootService"`
+			}
+			_ = json.Unmarshal(m.Data, &list)
+			w.mu.Lock()
+			for _, t := range list {
+				if _, ok := w.seen[t.TraceID]; !ok && t.RootService == "gateway" {
+					w.seen[t.TraceID] = now
+				}
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// At is when trace id first reached the browser, rooted at the gateway's span.
+func (w *TraceWatch) At(id string) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at, ok := w.seen[id]
+	return at, ok
 }

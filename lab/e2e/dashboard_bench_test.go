@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"microlab/lab/bench"
 	"microlab/lab/stack"
 )
 
@@ -43,8 +43,7 @@ func BenchmarkDashboardStreaming(b *testing.B) {
 			dash := l.cfg.URL(d)
 			token := l.api.login(b, "alice@example.com", "alice-secret")
 
-			var mu sync.Mutex
-			seen := map[string]time.Time{} // trace id → first time a browser got it
+			var seen *bench.TraceWatch
 			var conns []*websocket.Conn
 			for i := range clients {
 				ws, resp, err := websocket.DefaultDialer.Dial(strings.Replace(dash, "http", "ws", 1)+"/ws",
@@ -53,36 +52,15 @@ func BenchmarkDashboardStreaming(b *testing.B) {
 					b.Fatalf("websocket %d: %v (%v)", i, err, resp)
 				}
 				conns = append(conns, ws)
-				probe := i == 0
-				go func() {
+				if i == 0 {
+					seen = bench.WatchTraces(ws) // the probe
+					continue
+				}
+				go func() { // the other 49 read everything, like a live page
 					for {
-						_, data, err := ws.ReadMessage()
-						if err != nil {
+						if _, _, err := ws.ReadMessage(); err != nil {
 							return
 						}
-						if !probe {
-							continue // the other 49 read everything, like a live page
-						}
-						now := time.Now()
-						var m struct {
-							Type string          `json:"type"`
-							Data json.RawMessage `json:"data"`
-						}
-						if json.Unmarshal(data, &m) != nil || m.Type != "traces" {
-							continue
-						}
-						var list []struct {
-							TraceID     string `json:"traceId"`
-							RootService string `json:"rootService"`
-						}
-						_ = json.Unmarshal(m.Data, &list)
-						mu.Lock()
-						for _, t := range list {
-							if _, ok := seen[t.TraceID]; !ok && t.RootService == "gateway" {
-								seen[t.TraceID] = now
-							}
-						}
-						mu.Unlock()
 					}
 				}()
 			}
@@ -120,7 +98,6 @@ func BenchmarkDashboardStreaming(b *testing.B) {
 			time.Sleep(3 * time.Second) // the last batches of spans
 			b.StopTimer()
 
-			mu.Lock()
 			var delays []time.Duration
 			missing := 0
 			for _, a := range answered {
@@ -128,13 +105,12 @@ func BenchmarkDashboardStreaming(b *testing.B) {
 					missing++
 					continue
 				}
-				if at, ok := seen[a.trace]; ok {
+				if at, ok := seen.At(a.trace); ok {
 					delays = append(delays, max(at.Sub(a.at), 0))
 				} else {
 					missing++
 				}
 			}
-			mu.Unlock()
 			if len(delays) == 0 {
 				b.Fatalf("no trace of %d checkouts reached the browser", b.N)
 			}
