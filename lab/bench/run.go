@@ -1,12 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	crand "crypto/rand"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -184,12 +181,17 @@ func (b *bench) run(ctx context.Context, sp spec) (LoadRun, *Cost, error) {
 // the other; xact_commit before and after, less the lab's background rate meanwhile.
 func (b *bench) pollCost(ctx context.Context) (float64, error) {
 	gw, _ := stack.Find("gateway")
-	base := b.l.cfg.URL(gw)
+	api := loadgen.NewClient(b.l.cfg.URL(gw), nil)
+	callJSON := func(ctx context.Context, method, path, token string, body, out any) error {
+		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		return api.Do(ctx, method, path, token, body, nil, out)
+	}
 	var login struct {
 		Token string `json:"token"`
 	}
 	// The generator's first shopper (loadgen names them <prefix>-NNN@example.com).
-	if err := callJSON(ctx, http.MethodPost, base+"/api/v1/auth/login", "",
+	if err := callJSON(ctx, http.MethodPost, "/api/v1/auth/login", "",
 		map[string]string{"email": "bench-001@example.com", "password": "bench-shopper-001"}, &login); err != nil {
 		return 0, fmt.Errorf("log in: %w", err)
 	}
@@ -199,7 +201,7 @@ func (b *bench) pollCost(ctx context.Context) (float64, error) {
 			Status  string `json:"status"`
 		} `json:"items"`
 	}
-	if err := callJSON(ctx, http.MethodGet, base+"/api/v1/orders", login.Token, nil, &list); err != nil {
+	if err := callJSON(ctx, http.MethodGet, "/api/v1/orders", login.Token, nil, &list); err != nil {
 		return 0, fmt.Errorf("list orders: %w", err)
 	}
 	id := ""
@@ -219,7 +221,7 @@ func (b *bench) pollCost(ctx context.Context) (float64, error) {
 	}
 	t0 := time.Now()
 	for range polls {
-		if err := callJSON(ctx, http.MethodGet, base+"/api/v1/orders/"+id, login.Token, nil, nil); err != nil {
+		if err := callJSON(ctx, http.MethodGet, "/api/v1/orders/"+id, login.Token, nil, nil); err != nil {
 			return 0, fmt.Errorf("poll: %w", err)
 		}
 	}
@@ -233,46 +235,6 @@ func (b *bench) pollCost(ctx context.Context) (float64, error) {
 		d += v - x0[db]
 	}
 	return max(0, float64(d)-b.idleTx*time.Since(t0).Seconds()) / polls, nil
-}
-
-// callJSON is one call of the gateway's public API.
-func callJSON(ctx context.Context, method, url, token string, body, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s %s", method, url, resp.Status, bytes.TrimSpace(raw[:min(len(raw), 200)]))
-	}
-	if out != nil {
-		return json.Unmarshal(raw, out)
-	}
-	return nil
 }
 
 func spansLine(s *Spans) string {

@@ -13,11 +13,21 @@ import (
 	"time"
 )
 
-// client is a shopper's view of the gateway's public API (/api/v1), nothing more: the
+// Client is a shopper's view of the gateway's public API (/api/v1), nothing more: the
 // generator is a client like any other, so what it measures is what a customer sees.
-type client struct {
+// lab bench uses it too.
+type Client struct {
 	base string
 	http *http.Client
+}
+
+// NewClient calls the gateway at base (http://127.0.0.1:8000) with hc
+// (nil: http.DefaultClient).
+func NewClient(base string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return &Client{base: base, http: hc}
 }
 
 // apiError is a non-2xx answer: the status and the gateway's error code.
@@ -31,9 +41,9 @@ func (e *apiError) Error() string {
 	return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Msg)
 }
 
-// status returns err's HTTP status, 0 when it is not an answer (a timeout, a refused
+// StatusOf returns err's HTTP status, 0 when it is not an answer (a timeout, a refused
 // connection).
-func status(err error) int {
+func StatusOf(err error) int {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae.Status
@@ -41,7 +51,10 @@ func status(err error) int {
 	return 0
 }
 
-func (c *client) do(ctx context.Context, method, path, token string, body any, headers map[string]string, out any) error {
+// Do sends body (JSON, when not nil) to method path with token as the bearer and the
+// extra headers, and decodes a 2xx answer into out (when not nil). Any other answer is
+// an error carrying its status and the gateway's error code (StatusOf).
+func (c *Client) Do(ctx context.Context, method, path, token string, body any, headers map[string]string, out any) error {
 	var rd io.Reader
 	if body != nil {
 		raw, err := json.Marshal(body)

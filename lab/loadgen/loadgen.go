@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err := CheckLocal(ctx, cfg.Gateway); err != nil {
 		return Summary{}, err
 	}
-	r := &run{cfg: cfg, c: &client{base: cfg.Gateway, http: cfg.Client}, sem: make(chan struct{}, cfg.MaxInFlight),
+	r := &run{cfg: cfg, c: NewClient(cfg.Gateway, cfg.Client), sem: make(chan struct{}, cfg.MaxInFlight),
 		outcomes: newPicker(cfg.Mix)}
 	r.stats.init()
 	r.report(Progress{Phase: "preparing", Target: cfg.Rate, Shoppers: cfg.Shoppers})
@@ -155,7 +155,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 
 type run struct {
 	cfg   Config
-	c     *client
+	c     *Client
 	sem   chan struct{} // one per order in flight
 	wg    sync.WaitGroup
 	start time.Time
@@ -192,7 +192,7 @@ func (r *run) prepare(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if err := r.c.do(cctx, http.MethodGet, "/api/v1/products", "", nil, nil, &list); err != nil {
+	if err := r.c.Do(cctx, http.MethodGet, "/api/v1/products", "", nil, nil, &list); err != nil {
 		return fmt.Errorf("the gateway at %s does not list products (is the lab up?): %w", r.cfg.Gateway, err)
 	}
 	for _, p := range list.Items {
@@ -239,9 +239,9 @@ func (r *run) prepare(ctx context.Context) error {
 func (r *run) enrol(ctx context.Context, s *shopper) error {
 	cctx, cancel := context.WithTimeout(ctx, loginTimeout)
 	defer cancel()
-	err := r.c.do(cctx, http.MethodPost, "/api/v1/users", "",
+	err := r.c.Do(cctx, http.MethodPost, "/api/v1/users", "",
 		map[string]string{"email": s.email, "name": "Load shopper", "password": s.password}, nil, nil)
-	if err != nil && status(err) != http.StatusConflict {
+	if err != nil && StatusOf(err) != http.StatusConflict {
 		return fmt.Errorf("register: %w", err)
 	}
 	return r.login(ctx, s)
@@ -253,7 +253,7 @@ func (r *run) login(ctx context.Context, s *shopper) error {
 	var out struct {
 		Token string `json:"token"`
 	}
-	if err := r.c.do(cctx, http.MethodPost, "/api/v1/auth/login", "",
+	if err := r.c.Do(cctx, http.MethodPost, "/api/v1/auth/login", "",
 		map[string]string{"email": s.email, "password": s.password}, nil, &out); err != nil {
 		return fmt.Errorf("log in: %w", err)
 	}
@@ -378,9 +378,9 @@ func (r *run) order(ctx context.Context) {
 func (r *run) call(ctx context.Context, s *shopper, method, path string, body any, headers map[string]string, out any) error {
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		err := r.c.do(cctx, method, path, s.tok(), body, headers, out)
+		err := r.c.Do(cctx, method, path, s.tok(), body, headers, out)
 		cancel()
-		if status(err) != http.StatusUnauthorized || attempt > 0 {
+		if StatusOf(err) != http.StatusUnauthorized || attempt > 0 {
 			return err
 		}
 		if lerr := r.login(ctx, s); lerr != nil {

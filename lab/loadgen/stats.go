@@ -65,7 +65,7 @@ func (s *stats) placement(d time.Duration, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		s.rejected[status(err)]++
+		s.rejected[StatusOf(err)]++
 		return
 	}
 	s.placeLat = append(s.placeLat, d)
