@@ -44,14 +44,16 @@ type Jaeger struct {
 
 // DefaultJaegerMaxTraces bounds Jaeger's in-memory store. It was 100000: the first lab
 // bench found Jaeger at 1.9 GiB after its run's traffic (tens of thousands of checkout
-// traces of ~85 spans each), most of the lab's memory. 5000 traces is the last 8
+// traces of ~85 spans each), most of the lab's memory; at 5000 it still held 469 MiB
+// of the lab's 1152 after the soak (about 90 KiB a trace). 2000 traces are the last 3
 // minutes at 10 checkouts/s: more than a learner pages through, and tests read back
 // traces seconds old.
-const DefaultJaegerMaxTraces = 5000
+const DefaultJaegerMaxTraces = 2000
 
 // jaegerMemLimit is Jaeger's soft memory limit (GOMEMLIMIT): the garbage collector
-// works harder near it rather than letting the heap double past the store's size.
-const jaegerMemLimit = "512MiB"
+// works harder near it rather than letting the heap double past the store's size
+// (~180 MiB at DefaultJaegerMaxTraces).
+const jaegerMemLimit = "256MiB"
 
 // Jaeger describes this lab's Jaeger: native ports (16686, 16685, 4318) shifted by the
 // offset, so the services' OTEL_EXPORTER_OTLP_ENDPOINT (Env) reaches it.
