@@ -390,3 +390,61 @@ func TestRelayProgressesUnderSlowConfirms(t *testing.T) {
 		t.Fatalf("saw %d distinct events, want %d", len(seen), rows+1)
 	}
 }
+
+// Events committed while the relay's LISTEN connection is gone (a PostgreSQL restart
+// kills it; here its backend is terminated) notify no one. The listener wakes the relay
+// when it is back, so they go out at once, not at the next fallback poll: this test
+// makes that poll an hour away.
+func TestListenerReconnectWakesTheRelay(t *testing.T) {
+	t.Parallel()
+	pool := kitDB(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn, err := bus.Dial(ctx, testenv.VHost(t), "outbox-test", quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sinkQueue(t, conn)
+	ob := outbox.New(pool, bus.NewPublisher(conn, quiet()), func() bool { return true }, quiet())
+	ob.PollInterval = time.Hour
+	go func() { _ = ob.Run(ctx) }()
+
+	listeners := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND query = 'LISTEN '||$1`, outbox.Channel).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	first := emit(t, pool, ob, 3, false)
+	if seen := drain(t, conn, 3, 30*time.Second); len(seen) != 3 {
+		t.Fatalf("notified events: %d of %v published", len(seen), first)
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND query = 'LISTEN '||$1`, outbox.Channel); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); listeners() > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener's session is still there after pg_terminate_backend")
+		}
+	}
+	// Nobody listens now (the listener waits a second before it reconnects).
+	missed := emit(t, pool, ob, 3, false)
+	seen := map[string]int{}
+	drainUntil(t, conn, seen, func() bool {
+		for _, id := range missed {
+			if seen[id] == 0 {
+				return false
+			}
+		}
+		return true
+	}, 15*time.Second)
+	for _, id := range missed {
+		if seen[id] == 0 {
+			t.Fatalf("an event committed while the listener was away was not published within 15 s (poll in an hour); seen %v", seen)
+		}
+	}
+}
