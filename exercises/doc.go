@@ -39,6 +39,16 @@
 //	  settings: {outbox.enabled: true}
 //	  clear_faults: [payments]
 //
+// A diagnosis exercise draws its fault anew at each start, so the answer cannot be
+// memorised: a setup fault with random names what it draws from instead of its service,
+// its value, or both (every draw is checked as a fault of its own), and fault.* answers
+// are compared with the draw:
+//
+//	faults:
+//	  - kind: latency
+//	    on: http
+//	    random: {services: [catalog, payments, inventory], values: [200ms, 400ms]}
+//
 // Settings, faults and services are the control plane's own (services/platform/control:
 // Defs, FaultKinds, FaultServices, FaultSpec.Validate), checked with its own validation,
 // so an exercise is refused with the message `lab settings` and the switchboard give.
