@@ -3,6 +3,7 @@ package exercises
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -705,4 +706,92 @@ func want2wrong(right string) []string {
 		}
 	}
 	return out
+}
+
+// Traffic and scale are the dashboard's hooks: setup's traffic is switched on, and off
+// again by reset; a solution's scale goes to the hook, and without one the action
+// fails with ErrUnavailable.
+func TestTrafficAndScaleHooks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tl := newTestLab(t)
+	var calls []string
+	tl.lab.Traffic = func(_ context.Context, on bool, rate float64, mix string) error {
+		calls = append(calls, fmt.Sprintf("traffic %v %g %q", on, rate, mix))
+		return nil
+	}
+	tl.lab.Scale = func(_ context.Context, service string, n int) error {
+		calls = append(calls, fmt.Sprintf("scale %s %d", service, n))
+		return nil
+	}
+	ex := exercise(t, "97-hooks", `
+setup:
+  traffic: {on: true, rate: 2, mix: "ok=90,declined=10"}
+steps:
+  - id: scale-out
+    instructions: Start a second payments.
+    check: {kind: setting, key: outbox.enabled, value: "false", within: 1s}
+    missing: Not yet.
+    solution:
+      - scale: {service: payments, instances: 2}
+      - set: {outbox.enabled: false}
+`)
+	e := tl.engine(t, ex)
+	if _, err := e.Start(ctx, ex.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.Solve(ctx, ex.ID, "scale-out", nil)
+	if err != nil || !st.Complete {
+		t.Fatalf("solve: %+v, %v", st, err)
+	}
+	if _, err := e.Reset(ctx, ex.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Completion stops the traffic setup started; reset stops it again (it is the run's).
+	want := []string{`traffic true 2 "ok=90,declined=10"`, "scale payments 2", `traffic false 0 ""`, `traffic false 0 ""`}
+	if !slices.Equal(calls, want) {
+		t.Errorf("hooks called %q, want %q", calls, want)
+	}
+
+	tl.lab.Scale = nil
+	e = tl.engine(t, ex)
+	if _, err := e.Start(ctx, ex.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Solve(ctx, ex.ID, "", nil); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("scale without a hook: %v, want ErrUnavailable", err)
+	}
+}
+
+// A setup the control plane refuses half-way leaves the lab as it was and no run open.
+func TestFailedSetupPutsTheLabBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tl := newTestLab(t)
+	tl.plane.Running = func(service, _ string) bool { return service != "shipping" }
+	ex := exercise(t, "98-refused", `
+setup:
+  settings: {outbox.enabled: false, saga.mode: orchestration}
+  faults:
+    - {service: payments, kind: latency, value: 100ms}
+    - {service: shipping, kind: down}
+steps:
+  - id: only
+    instructions: Nothing.
+    check: {kind: setting, key: outbox.enabled, value: "false"}
+    missing: Not yet.
+    solution:
+      - set: {outbox.enabled: false}
+`)
+	e := tl.engine(t, ex)
+	s0, f0 := listing(t, tl)
+	_, err := e.Start(ctx, ex.ID, "test")
+	if !control.IsInvalid(err) || !strings.Contains(err.Error(), "shipping is not running") {
+		t.Fatalf("start: %v, want the control plane's refusal", err)
+	}
+	s1, f1 := listing(t, tl)
+	sameListing(t, "after the failed setup", s0, s1, f0, f1)
+	if st, err := e.Status(ctx, ex.ID); err != nil || st.Run != nil {
+		t.Errorf("a run is open after the failed setup: %+v, %v", st, err)
+	}
 }
