@@ -45,6 +45,8 @@ type evaluation struct {
 	// placed are orders the engine placed for this run (Solve): candidates for order
 	// and ledger checks besides those the saga store has seen.
 	placed []string
+	// traceOrders indexes trace ids to order ids (orderOfTrace), built on first use.
+	traceOrders map[string]string
 	// problems are why a source could not be read (Prometheus down, the gateway
 	// refusing): the check did not hold, and the status says why besides Missing.
 	problems []string
@@ -318,23 +320,27 @@ func (ev *evaluation) traceOfOrder(order string) string {
 	return ""
 }
 
-// orderOfTrace is the order whose checkout a trace is ("" if none known).
+// orderOfTrace is the order whose checkout a trace is ("" if none known). The index
+// is built once per evaluation: a span check may ask for every trace it scans.
 func (ev *evaluation) orderOfTrace(trace string) string {
-	if ev.lab.Sagas != nil {
-		for _, sg := range ev.lab.Sagas.List(scanSagas, "", "") {
-			if sg.TraceID == trace {
-				return sg.OrderID
+	if ev.traceOrders == nil {
+		ev.traceOrders = map[string]string{}
+		if ev.lab.Events != nil {
+			for _, e := range ev.lab.Events.Recent(scanEvents, "") {
+				if e.TraceID != "" {
+					ev.traceOrders[e.TraceID] = orderOfEvent(e) // oldest last: the first message wins
+				}
+			}
+		}
+		if ev.lab.Sagas != nil { // a saga's trace is its order.placed's: it wins over the messages'
+			for _, sg := range ev.lab.Sagas.List(scanSagas, "", "") {
+				if sg.TraceID != "" {
+					ev.traceOrders[sg.TraceID] = sg.OrderID
+				}
 			}
 		}
 	}
-	if ev.lab.Events != nil {
-		for _, e := range ev.lab.Events.Recent(scanEvents, "") {
-			if e.TraceID == trace {
-				return orderOfEvent(e)
-			}
-		}
-	}
-	return ""
+	return ev.traceOrders[trace]
 }
 
 func spanMatches(c *SpanCheck, s ingest.Span) bool {
