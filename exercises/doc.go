@@ -1,6 +1,16 @@
-// Package exercises is microlab's guided exercises: their format, and the strict
-// loader that checks them (the engine that runs them comes later, shared by the
-// dashboard and `lab exercise`).
+// Package exercises is microlab's guided exercises: their format, the strict loader
+// that checks them, and the engine that runs them, shared by the dashboard and `lab
+// exercise` (which asks the dashboard's API).
+//
+// # Where things are
+//
+//	format.go, doc.go      the format (this page)
+//	load.go, validate.go   the strict loader (decode.go, marshal.go: YAML in and out)
+//	lab.go                 the seam: what the engine needs of the running lab (Lab)
+//	sources.go             the real Shop (the gateway, through loadgen.Client) and Prometheus
+//	engine.go              the engine: Start, Status/Evaluate, Hint, Answer, Solve, Reset
+//	checks.go              how each check kind is evaluated against the live stores
+//	progress.go            runs and steps, in database lab (migrations/)
 //
 // # Writing an exercise
 //
@@ -38,6 +48,16 @@
 //	cleanup:                        # what is put back at the end
 //	  settings: {outbox.enabled: true}
 //	  clear_faults: [payments]
+//
+// A diagnosis exercise draws its fault anew at each start, so the answer cannot be
+// memorised: a setup fault with random names what it draws from instead of its service,
+// its value, or both (every draw is checked as a fault of its own), and fault.* answers
+// are compared with the draw:
+//
+//	faults:
+//	  - kind: latency
+//	    on: http
+//	    random: {services: [catalog, payments, inventory], values: [200ms, 400ms]}
 //
 // Settings, faults and services are the control plane's own (services/platform/control:
 // Defs, FaultKinds, FaultServices, FaultSpec.Validate), checked with its own validation,

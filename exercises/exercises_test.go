@@ -130,6 +130,26 @@ func TestParseMalformed(t *testing.T) {
 			file + ":29: steps[1].solution[0]: one action at a time: got wait and answer (write them as separate actions)"}},
 		{"a field given twice", "level: intermediate", "level: intermediate\nlevel: advanced", []string{
 			file + ":5: level: given twice"}},
+		{"random fault", "    - {service: payments, kind: crash_after_commit}",
+			"    - {kind: latency, random: {services: [catalog, payments], values: [200ms, 400ms]}}", nil},
+		{"random fault with its service too", "    - {service: payments, kind: crash_after_commit}",
+			"    - {service: payments, kind: latency, value: 200ms, random: {services: [catalog, payments]}}", []string{
+				file + ":10: setup.faults[0].service: service or random.services, not both"}},
+		{"random fault with one choice", "    - {service: payments, kind: crash_after_commit}",
+			"    - {kind: latency, value: 200ms, random: {services: [payments]}}", []string{
+				file + ":10: setup.faults[0].random.services: a random choice needs at least two choices (or write the one as the fault's own)"}},
+		{"random fault drawing nothing", "    - {service: payments, kind: crash_after_commit}",
+			"    - {service: payments, kind: latency, random: {}}", []string{
+				file + ":10: setup.faults[0].random: missing: what to draw from: services, values, or both"}},
+		{"random fault on a service that cannot carry it", "    - {service: payments, kind: crash_after_commit}",
+			"    - kind: crash_after_commit\n      random:\n        services: [payments, catalog]", []string{
+				file + `:12: setup.faults[0].random.services[1]: crash_after_commit: catalog consumes no messages; pick a service with a queue: orders, payments, inventory, shipping, notifications`}},
+		{"random fault with a bad value", "    - {service: payments, kind: crash_after_commit}",
+			"    - kind: latency\n      random:\n        services: [payments, catalog]\n        values: [200ms, slow]", []string{
+				file + `:13: setup.faults[0].random.values[1]: bad latency "slow": want a delay from 1ms to 1m, optionally ±jitter, like 300ms±50ms`}},
+		{"random fault in a solution", "      - order: {sku: LAB-MUG, card: 4242 4242 4242 4242}",
+			"      - fault: {kind: latency, random: {services: [catalog, payments]}, value: 1s}", []string{
+				file + ":20: steps[0].solution[0].fault.random: only a setup fault draws at random: a solution does exactly what it says"}},
 		{"not YAML", "title: Outbox", "title: [Outbox", []string{
 			file + ":2: not YAML: did not find expected ',' or ']'"}},
 		{"not YAML, on line 1", "id: 07-outbox", "{id: 07-outbox", []string{
@@ -143,7 +163,11 @@ func TestParseMalformed(t *testing.T) {
 				t.Fatalf("%q is not in base", tc.old)
 			}
 			_, err := Parse(file, []byte(src))
-			if got, want := errText(err), strings.Join(tc.want, "\n"); got != want {
+			want := strings.Join(tc.want, "\n")
+			if tc.want == nil {
+				want = "<nil>"
+			}
+			if got := errText(err); got != want {
 				t.Errorf("got\n%s\nwant\n%s", got, want)
 			}
 			var fe *FieldError

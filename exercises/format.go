@@ -72,6 +72,22 @@ type Fault struct {
 	Value    string `yaml:"value"` // latency "300ms±50ms", error_rate "0.5", a count; "" for the others
 	On       string `yaml:"on"`    // latency, error_rate: http, messages or both
 	For      string `yaml:"for"`   // expiry, a duration; "" = the control plane's default
+	// Random makes a setup fault a diagnosis: its service and/or value are drawn anew at
+	// each start, so the answer cannot be memorised. Only setup faults draw.
+	Random *RandomFault `yaml:"random"`
+}
+
+// RandomFault is what a diagnosis fault draws from at each start: a service of
+// Services (instead of Fault.Service), a value of Values (instead of Fault.Value), or
+// both. The engine records the draw in the run; fault.* answers are compared with it.
+//
+//	faults:
+//	  - kind: latency
+//	    on: http
+//	    random: {services: [catalog, payments, inventory], values: [200ms, 400ms]}
+type RandomFault struct {
+	Services []string `yaml:"services"`
+	Values   []string `yaml:"values"`
 }
 
 // Traffic switches the dashboard's steady shop traffic (lab/loadgen) on or off.

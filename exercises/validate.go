@@ -90,7 +90,7 @@ func (v *validator) exercise(e *Exercise, dir string) {
 	v.settings("setup.settings", e.Setup.Settings)
 	v.clearFaults("setup.clear_faults", e.Setup.ClearFaults)
 	for i, f := range e.Setup.Faults {
-		v.fault(fmt.Sprintf("setup.faults[%d]", i), f)
+		v.fault(fmt.Sprintf("setup.faults[%d]", i), f, true)
 	}
 	v.traffic("setup.traffic", e.Setup.Traffic)
 
@@ -158,8 +158,17 @@ func (v *validator) clearFault(path, target string) {
 }
 
 // fault checks a fault with the control plane's own validation (FaultSpec.Validate),
-// pointing at the field its message is about.
-func (v *validator) fault(path string, f Fault) {
+// pointing at the field its message is about. Only a setup fault (setup) may draw at
+// random: a reference solution does exactly what it says.
+func (v *validator) fault(path string, f Fault, setup bool) {
+	if f.Random != nil {
+		if !setup {
+			v.d.errf(field(path, "random"), "only a setup fault draws at random: a solution does exactly what it says")
+			return
+		}
+		v.randomFault(path, f)
+		return
+	}
 	spec := control.FaultSpec{Service: f.Service, Instance: f.Instance, Kind: f.Kind, Value: f.Value, On: f.On, For: f.For}
 	if _, err := spec.Validate(time.Now()); err != nil {
 		switch {
@@ -169,6 +178,71 @@ func (v *validator) fault(path string, f Fault) {
 			path = field(path, "kind")
 		}
 		v.d.errf(path, "%v", err)
+	}
+}
+
+// randomFault checks a diagnosis fault: what it draws from replaces service and/or
+// value, every choice is told once, and every draw is a fault the control plane takes
+// (each is checked as a fault of its own, so a service that cannot carry the kind is
+// named, at its own line).
+func (v *validator) randomFault(path string, f Fault) {
+	r, rp := f.Random, field(path, "random")
+	switch {
+	case len(r.Services) == 0 && len(r.Values) == 0:
+		v.d.errf(rp, "missing: what to draw from: services, values, or both")
+		return
+	case len(r.Services) == 1 || len(r.Values) == 1:
+		which := "services"
+		if len(r.Values) == 1 {
+			which = "values"
+		}
+		v.d.errf(field(rp, which), "a random choice needs at least two choices (or write the one as the fault's own)")
+		return
+	case len(r.Services) > 0 && f.Service != "":
+		v.d.errf(field(path, "service"), "service or random.services, not both")
+		return
+	case len(r.Values) > 0 && f.Value != "":
+		v.d.errf(field(path, "value"), "value or random.values, not both")
+		return
+	case f.Instance != "":
+		v.d.errf(field(path, "instance"), "a random fault targets a whole service: instances come and go between runs")
+		return
+	}
+	v.texts(field(rp, "services"), r.Services)
+	v.texts(field(rp, "values"), r.Values)
+	services, values := r.Services, r.Values
+	if len(services) == 0 {
+		services = []string{f.Service}
+	}
+	if len(values) == 0 {
+		values = []string{f.Value}
+	}
+	check := func(i, j int) error {
+		spec := control.FaultSpec{Service: services[i], Kind: f.Kind, Value: values[j], On: f.On, For: f.For}
+		_, err := spec.Validate(time.Now())
+		return err
+	}
+	for i := range services {
+		for j := range values {
+			err := check(i, j)
+			if err == nil {
+				continue
+			}
+			// Blame the choice that makes the draw fail: the one whose neighbours pass.
+			p := path
+			switch {
+			case !slices.Contains(control.FaultKinds, strings.TrimSpace(f.Kind)):
+				p = field(path, "kind")
+			case len(r.Services) > 0 && !slices.Contains(control.FaultServices, strings.TrimSpace(services[i])):
+				p = fmt.Sprintf("%s.services[%d]", rp, i)
+			case len(r.Values) > 0 && check(i, (j+1)%len(values)) == nil:
+				p = fmt.Sprintf("%s.values[%d]", rp, j)
+			case len(r.Services) > 0 && check((i+1)%len(services), j) == nil:
+				p = fmt.Sprintf("%s.services[%d]", rp, i)
+			}
+			v.d.errf(p, "%v", err)
+			return // one draw's problem is enough: the others most likely share it
+		}
 	}
 }
 
@@ -404,7 +478,7 @@ func (v *validator) action(path string, a Action, step int) {
 	case "set":
 		v.settings(field(path, "set"), a.Set)
 	case "fault":
-		v.fault(field(path, "fault"), *a.Fault)
+		v.fault(field(path, "fault"), *a.Fault, false)
 	case "clear_faults":
 		v.clearFault(field(path, "clear_faults"), a.ClearFaults)
 	case "order":
