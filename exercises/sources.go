@@ -28,7 +28,7 @@ type Gateway struct {
 	// placed as the first; an order is read as whichever of them owns it (a learner may
 	// shop as either in the Shop view, and the gateway shows an order only to its owner).
 	Accounts []loadgen.Account
-	// Payments calls payments' internal API (its base URL, http://127.0.0.1:8105), for
+	// Payments calls payments' internal API (its base URL, http://127.0.0.1:8104), for
 	// ledger checks; nil: they report what is missing.
 	Payments *loadgen.Client
 
