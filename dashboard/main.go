@@ -19,15 +19,18 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"microlab/dashboard/views"
+	"microlab/exercises"
 	"microlab/observability"
 	"microlab/services/platform/app"
 	"microlab/services/platform/bus"
 	"microlab/services/platform/config"
 	"microlab/services/platform/control"
 	"microlab/services/platform/httpx"
+	"microlab/services/platform/pg"
 )
 
 // Config is everything the dashboard reads from its environment.
@@ -41,6 +44,8 @@ type Config struct {
 	GrafanaURL            string `env:"GRAFANA_URL" default:"http://127.0.0.1:3000"`
 	JaegerURL             string `env:"JAEGER_URL" default:"http://127.0.0.1:16686"`
 	GatewayURL            string `env:"GATEWAY_URL" default:"http://127.0.0.1:8000"`
+	// PaymentsURL is payments' internal API, for the exercises' ledger checks.
+	PaymentsURL string `env:"PAYMENTS_URL" default:"http://127.0.0.1:8104"`
 	// HealthInterval is how often the map's health (Prometheus, queue depths) is read.
 	HealthInterval time.Duration `env:"HEALTH_INTERVAL" default:"5s"`
 	// Hosts are host names the dashboard is served under besides localhost, 127.0.0.1,
@@ -113,6 +118,20 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	s, err := newServer(ctx, cfg, log, src, store, pub, conn)
 	if err != nil {
+		return err
+	}
+	// The exercises run here, on the same parts, keeping their progress in database lab
+	// (a pool of their own: the store's is sized for its few reads).
+	exs, err := exercises.Load(exercises.Builtin())
+	if err != nil {
+		return fmt.Errorf("built-in exercises: %w", err)
+	}
+	pool, err := pg.Open(sctx, cfg.LabDatabaseURL, func(c *pgxpool.Config) { c.MaxConns = 4 })
+	if err != nil {
+		return fmt.Errorf("open lab database for exercises: %w", err)
+	}
+	defer pool.Close()
+	if err := s.attachExercises(ctx, pool, exs); err != nil {
 		return err
 	}
 	go s.pollHealth(ctx, cfg.HealthInterval)
