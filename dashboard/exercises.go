@@ -523,6 +523,61 @@ func (s *server) revealExercise(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// --- hidden faults ---
+
+// hiddenFaultText is what the switchboard and the map show of a diagnosis's fault.
+const hiddenFaultText = "an exercise holds a hidden fault"
+
+// hidden returns the ids of faults open diagnoses hold hidden. If the engine cannot
+// tell, every fault a diagnosis made counts as hidden: better a fault masked too long
+// than the answer shown.
+func (s *server) hidden(ctx context.Context, fs []control.Fault) map[int64]bool {
+	x := s.exs.Load()
+	if x == nil || len(x.diagnoses) == 0 {
+		return nil
+	}
+	out := map[int64]bool{}
+	h, err := x.engine.Hidden(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "hidden faults unknown: masking every diagnosis's", "err", err)
+		for _, f := range fs {
+			if x.diagnoses[strings.TrimPrefix(f.Source, exercises.Source(""))] {
+				out[f.ID] = true
+			}
+		}
+		return out
+	}
+	for id := range h {
+		out[id] = true
+	}
+	return out
+}
+
+// publicFaults are the faults in force as the pages and the API show them: a hidden
+// one says an exercise holds it, not where nor how.
+func (s *server) publicFaults(ctx context.Context, fs []control.Fault) []views.FaultRow {
+	rows := faultRows(fs, time.Now())
+	hid := s.hidden(ctx, fs)
+	for i, f := range rows {
+		if hid[f.ID] {
+			rows[i] = views.FaultRow{ID: f.ID, Created: f.Created, Expires: f.Expires, SecondsLeft: f.SecondsLeft,
+				Source: f.Source, Who: f.Who, Target: "hidden", Kind: "hidden", Text: hiddenFaultText, Hidden: true}
+		}
+	}
+	return rows
+}
+
+// publicChange is a change as the timeline shows it: a diagnosis's fault changes are
+// masked (the key names the service).
+func (s *server) publicChange(c control.Change) views.ChangeRow {
+	row := changeRow(c)
+	if x := s.exs.Load(); x != nil && strings.HasPrefix(c.Key, "fault ") &&
+		x.diagnoses[strings.TrimPrefix(c.Source, exercises.Source(""))] {
+		row.Key, row.Old, row.New = "fault (hidden)", "…", hiddenFaultText
+	}
+	return row
+}
+
 // --- the pages ---
 
 func (s *server) exercisesPage(w http.ResponseWriter, r *http.Request) error {

@@ -182,7 +182,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, src Sources, s
 	}
 	if cs, ok := store.(*control.Store); ok {
 		s.plane = &control.Plane{Store: cs, Pub: pub, Running: s.running,
-			OnChange: func(ch control.Change) { broadcast(s.src.Hub, "setting", changeRow(ch)) }}
+			OnChange: func(ch control.Change) { broadcast(s.src.Hub, "setting", s.publicChange(ch)) }}
 	}
 	if s.hosts, err = newHostFilter(cfg.HTTPAddr, cfg.Hosts); err != nil {
 		return nil, err

@@ -167,8 +167,10 @@ func (s *server) overviewModel(ctx context.Context) views.OverviewModel {
 		}
 	}
 	if fs, err := s.settings.Faults(ctx); err == nil {
-		for _, f := range faultRows(fs, time.Now()) {
-			m.Faults[f.Service] = append(m.Faults[f.Service], f)
+		for _, f := range s.publicFaults(ctx, fs) {
+			if !f.Hidden { // a diagnosis's fault: the map does not say where it is
+				m.Faults[f.Service] = append(m.Faults[f.Service], f)
+			}
 		}
 	}
 	return m
@@ -264,12 +266,12 @@ func (s *server) switchboardPage(w http.ResponseWriter, r *http.Request) error {
 		m.Settings = append(m.Settings, views.SettingRow{Key: e.Key, Value: e.Value, Default: e.Default, Help: e.Help, Allowed: e.Allowed})
 	}
 	if fs, err := s.settings.Faults(r.Context()); err == nil {
-		m.Faults = faultRows(fs, time.Now())
+		m.Faults = s.publicFaults(r.Context(), fs)
 	}
 	changes, err := s.settings.Changes(r.Context(), listChanges)
 	if err == nil {
 		for _, c := range changes {
-			m.Changes = append(m.Changes, changeRow(c))
+			m.Changes = append(m.Changes, s.publicChange(c))
 		}
 	}
 	return s.render(w, r, views.Page{Title: "Switchboard", Active: "switchboard"}, views.Switchboard(m))
