@@ -38,6 +38,10 @@ type labExercises struct {
 
 	mu     sync.Mutex
 	solves map[string]*solveRun // exercise id → its latest "show me"
+	// starting counts the starts of each diagnosis under way: its fault is in force
+	// (and announced, and the switchboard re-reads the list) a moment before the engine
+	// has recorded which it drew, and Hidden knows it.
+	starting map[string]int
 }
 
 // solveRun is one "show me": the current step's reference solution, action by action.
@@ -80,7 +84,7 @@ func (s *server) attachExercises(ctx context.Context, pool *pgxpool.Pool, list [
 		return err
 	}
 	x := &labExercises{engine: e, byID: map[string]*exercises.Exercise{}, diagnoses: map[string]bool{},
-		base: ctx, solves: map[string]*solveRun{}}
+		base: ctx, solves: map[string]*solveRun{}, starting: map[string]int{}}
 	for i := range list {
 		ex := &list[i]
 		x.byID[ex.ID] = ex
@@ -406,6 +410,10 @@ func (s *server) startExercise(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := r.PathValue("id")
+	if x.diagnoses[id] {
+		x.mark(id, 1)
+		defer x.mark(id, -1)
+	}
 	if _, err := x.engine.Start(r.Context(), id, exerciseSource); err != nil {
 		return exerciseError(err)
 	}
@@ -426,6 +434,15 @@ func (s *server) resetExercise(w http.ResponseWriter, r *http.Request) error {
 	}
 	x.forget(id)
 	return s.writeExercise(w, r, x, id)
+}
+
+// mark counts a start of diagnosis id beginning (+1) or over (-1).
+func (x *labExercises) mark(id string, n int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.starting[id] += n; x.starting[id] <= 0 {
+		delete(x.starting, id)
+	}
 }
 
 // forget drops id's finished "show me" (a new run starts with none).
@@ -528,9 +545,9 @@ func (s *server) revealExercise(w http.ResponseWriter, r *http.Request) error {
 // hiddenFaultText is what the switchboard and the map show of a diagnosis's fault.
 const hiddenFaultText = "an exercise holds a hidden fault"
 
-// hidden returns the ids of faults open diagnoses hold hidden. If the engine cannot
-// tell, every fault a diagnosis made counts as hidden: better a fault masked too long
-// than the answer shown.
+// hidden returns the ids of faults open diagnoses hold hidden (and, while a diagnosis
+// is starting, every fault it made). If the engine cannot tell, every fault a diagnosis
+// made counts as hidden: better a fault masked too long than the answer shown.
 func (s *server) hidden(ctx context.Context, fs []control.Fault) map[int64]bool {
 	x := s.exs.Load()
 	if x == nil || len(x.diagnoses) == 0 {
@@ -540,13 +557,15 @@ func (s *server) hidden(ctx context.Context, fs []control.Fault) map[int64]bool 
 	h, err := x.engine.Hidden(ctx)
 	if err != nil {
 		s.log.WarnContext(ctx, "hidden faults unknown: masking every diagnosis's", "err", err)
-		for _, f := range fs {
-			if x.diagnoses[strings.TrimPrefix(f.Source, exercises.Source(""))] {
-				out[f.ID] = true
-			}
-		}
-		return out
 	}
+	x.mu.Lock()
+	for _, f := range fs {
+		ex := strings.TrimPrefix(f.Source, exercises.Source(""))
+		if x.diagnoses[ex] && (err != nil || x.starting[ex] > 0) {
+			out[f.ID] = true
+		}
+	}
+	x.mu.Unlock()
 	for id := range h {
 		out[id] = true
 	}

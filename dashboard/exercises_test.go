@@ -420,6 +420,14 @@ steps:
 	if _, body := call(t, l.fixture, "GET", "/api/lab/faults", ""); strings.Contains(body, hiddenFaultText) || !strings.Contains(body, drawn) {
 		t.Errorf("after the reveal the fault is still hidden: %s", body)
 	}
+	// While a start of the diagnosis is under way (its fault in force before the engine
+	// has recorded the draw), its faults are masked too.
+	x := l.srv.exs.Load()
+	x.mark("91-find-it", 1)
+	if _, body := call(t, l.fixture, "GET", "/api/lab/faults", ""); !strings.Contains(body, hiddenFaultText) || strings.Contains(body, drawn) {
+		t.Errorf("during a start the fault shows: %s", body)
+	}
+	x.mark("91-find-it", -1)
 	if code, body := call(t, l.fixture, "POST", "/api/lab/exercises/91-find-it/reset", ""); code != 200 {
 		t.Errorf("reset: %d %s", code, body)
 	}
