@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"microlab/exercises"
@@ -430,5 +431,52 @@ steps:
 	x.mark("91-find-it", -1)
 	if code, body := call(t, l.fixture, "POST", "/api/lab/exercises/91-find-it/reset", ""); code != 200 {
 		t.Errorf("reset: %d %s", code, body)
+	}
+}
+
+// A smoke of the Exercises view in the real headless Chromium against the real
+// dashboard (run): from the home page to 07-outbox, start, a hint, the first step
+// ticking by itself when the learner switches the outbox off, with its evidence link;
+// "show me" on the second; a reload keeps the progress; reset. No script errors.
+func TestExercisesInBrowser(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	labURL, _ := testenv.LabDB(t, testenv.Name("t_dash_"))
+	base, stop := testenv.Start(t, run, testenv.Env{
+		"HTTP_ADDR": testenv.AnyAddr, "LAB_DATABASE_URL": labURL, "AMQP_URL": testenv.VHost(t),
+		"PROMETHEUS_URL": closedURL(t), "RABBITMQ_MANAGEMENT_URL": closedURL(t), "GATEWAY_URL": closedURL(t),
+		"PAYMENTS_URL": closedURL(t),
+	}, nil)
+	defer stop()
+	step := func(id string) string { return `[data-testid=step][data-step="` + id + `"]` }
+
+	b.Do("open the home page and follow start here", chromedp.Navigate(base+"/"),
+		chromedp.Click(`[data-testid=start-here-link]`), chromedp.WaitVisible(`[data-testid=exercise-list]`))
+	b.Do("open 07-outbox", chromedp.Click(`[data-testid=exercise-item][data-id="07-outbox"] [data-testid=exercise-link]`),
+		chromedp.WaitVisible(`[data-testid=readme]`))
+	b.Do("start it", chromedp.Click(`[data-testid=exercise-start]`))
+	b.WaitJS("step 1 current", `document.querySelector('`+step("switch-the-outbox-off")+`').dataset.state === 'current'`)
+	b.Do("ask for a hint", chromedp.Click(step("switch-the-outbox-off")+` [data-testid=step-hint]`))
+	b.WaitJS("the hint shown", `document.querySelectorAll('`+step("switch-the-outbox-off")+` [data-testid=step-hints] li').length === 1`)
+
+	req, _ := http.NewRequest("POST", base+"/api/lab/settings", strings.NewReader(`{"key":"outbox.enabled","value":"false"}`))
+	req.Header.Set("Origin", base)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("switch the outbox off: %v %v", resp, err)
+	}
+	b.WaitJS("step 1 ticks with its evidence", `document.querySelector('`+step("switch-the-outbox-off")+`').dataset.state === 'done' &&
+		document.querySelector('`+step("switch-the-outbox-off")+` [data-testid=evidence-link]').getAttribute('href') === '/switchboard'`)
+	b.Do("show me step 2", chromedp.Click(step("arm-the-crash")+` [data-testid=step-solve]`))
+	b.WaitJS("step 2 solved", `document.querySelector('`+step("arm-the-crash")+`').dataset.state === 'done' &&
+		!!document.querySelector('`+step("arm-the-crash")+` [data-testid=solve-done]')`)
+	b.Do("reload", chromedp.Reload(), chromedp.WaitVisible(`[data-testid=readme]`))
+	b.WaitJS("the progress kept", `document.querySelector('`+step("arm-the-crash")+`').dataset.state === 'done' &&
+		document.querySelector('`+step("lose-an-event")+`').dataset.state === 'current'`)
+	b.Do("reset", chromedp.Click(`[data-testid=exercise-reset]`))
+	b.WaitJS("reset", `document.querySelector('[data-testid=exercise]').dataset.state === '' &&
+		document.querySelector('`+step("switch-the-outbox-off")+`').dataset.state === 'locked'`)
+	if errs := b.ConsoleErrors(); len(errs) > 0 {
+		t.Errorf("console errors: %v", errs)
 	}
 }
