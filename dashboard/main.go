@@ -2,7 +2,9 @@
 // server-rendered pages (templ) made live by one websocket; the lab settings API
 // (/api/lab/*), which stores in database `lab` and announces on lab.control; DLQ
 // inspection and replay; a storefront that goes through the gateway like any client;
-// the OTLP/HTTP receiver the services' second exporter sends spans to.
+// the guided exercises (package exercises' engine, /api/lab/exercises, which `lab
+// exercise` asks too); the OTLP/HTTP receiver the services' second exporter sends
+// spans to.
 //
 // It is not a shop service (no app.Start): it owns no shop data, consumes no shop
 // queue, and it must keep working, and say what is missing, when parts of the lab
