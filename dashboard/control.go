@@ -88,7 +88,7 @@ func (s *server) getFaults(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"faults": faultRows(fs, time.Now())})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"faults": s.publicFaults(r.Context(), fs)})
 	return nil
 }
 
@@ -164,7 +164,7 @@ func (s *server) getChanges(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]views.ChangeRow, 0, len(chs))
 	for _, c := range chs {
-		out = append(out, changeRow(c))
+		out = append(out, s.publicChange(c))
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"items": out})
 	return nil
@@ -237,7 +237,7 @@ func (s *server) watchChanges(ctx context.Context, store *control.Store, conn *b
 		}
 		for i := len(chs) - 1; i >= 0; i-- {
 			if chs[i].Revision > old.Revision {
-				broadcast(s.src.Hub, "setting", changeRow(chs[i]))
+				broadcast(s.src.Hub, "setting", s.publicChange(chs[i]))
 			}
 		}
 	})

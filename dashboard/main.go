@@ -2,7 +2,9 @@
 // server-rendered pages (templ) made live by one websocket; the lab settings API
 // (/api/lab/*), which stores in database `lab` and announces on lab.control; DLQ
 // inspection and replay; a storefront that goes through the gateway like any client;
-// the OTLP/HTTP receiver the services' second exporter sends spans to.
+// the guided exercises (package exercises' engine, /api/lab/exercises, which `lab
+// exercise` asks too); the OTLP/HTTP receiver the services' second exporter sends
+// spans to.
 //
 // It is not a shop service (no app.Start): it owns no shop data, consumes no shop
 // queue, and it must keep working, and say what is missing, when parts of the lab
@@ -19,15 +21,18 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"microlab/dashboard/views"
+	"microlab/exercises"
 	"microlab/observability"
 	"microlab/services/platform/app"
 	"microlab/services/platform/bus"
 	"microlab/services/platform/config"
 	"microlab/services/platform/control"
 	"microlab/services/platform/httpx"
+	"microlab/services/platform/pg"
 )
 
 // Config is everything the dashboard reads from its environment.
@@ -41,6 +46,8 @@ type Config struct {
 	GrafanaURL            string `env:"GRAFANA_URL" default:"http://127.0.0.1:3000"`
 	JaegerURL             string `env:"JAEGER_URL" default:"http://127.0.0.1:16686"`
 	GatewayURL            string `env:"GATEWAY_URL" default:"http://127.0.0.1:8000"`
+	// PaymentsURL is payments' internal API, for the exercises' ledger checks.
+	PaymentsURL string `env:"PAYMENTS_URL" default:"http://127.0.0.1:8104"`
 	// HealthInterval is how often the map's health (Prometheus, queue depths) is read.
 	HealthInterval time.Duration `env:"HEALTH_INTERVAL" default:"5s"`
 	// Hosts are host names the dashboard is served under besides localhost, 127.0.0.1,
@@ -115,6 +122,20 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
+	// The exercises run here, on the same parts, keeping their progress in database lab
+	// (a pool of their own: the store's is sized for its few reads).
+	exs, err := exercises.Load(exercises.Builtin())
+	if err != nil {
+		return fmt.Errorf("built-in exercises: %w", err)
+	}
+	pool, err := pg.Open(sctx, cfg.LabDatabaseURL, func(c *pgxpool.Config) { c.MaxConns = 4 })
+	if err != nil {
+		return fmt.Errorf("open lab database for exercises: %w", err)
+	}
+	defer pool.Close()
+	if err := s.attachExercises(ctx, pool, exs); err != nil {
+		return err
+	}
 	go s.pollHealth(ctx, cfg.HealthInterval)
 	// Changes made elsewhere (lab settings|fault|reset, exercises, a one-shot fault
 	// firing in a service) reach the timeline too.
@@ -163,7 +184,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, src Sources, s
 	}
 	if cs, ok := store.(*control.Store); ok {
 		s.plane = &control.Plane{Store: cs, Pub: pub, Running: s.running,
-			OnChange: func(ch control.Change) { broadcast(s.src.Hub, "setting", changeRow(ch)) }}
+			OnChange: func(ch control.Change) { broadcast(s.src.Hub, "setting", s.publicChange(ch)) }}
 	}
 	if s.hosts, err = newHostFilter(cfg.HTTPAddr, cfg.Hosts); err != nil {
 		return nil, err

@@ -37,6 +37,7 @@ type server struct {
 	arch     views.Arch
 	panels   []panelDef
 	health   atomic.Pointer[views.Health] // the latest health snapshot (see pollHealth)
+	exs      atomic.Pointer[labExercises] // nil until attachExercises: no exercises
 	static   http.Handler
 }
 
@@ -63,6 +64,8 @@ func (s *server) routes(instrument func(http.Handler) http.Handler, extra func(*
 	mux.Handle("GET /charts/panels", page(s.metricsPanels))
 	mux.Handle("GET /switchboard", page(s.switchboardPage))
 	mux.Handle("GET /shop", page(s.shopPage))
+	mux.Handle("GET /exercises", page(s.exercisesPage))
+	mux.Handle("GET /exercises/{id}", page(s.exercisePage))
 	mux.Handle("GET /static/{name}", s.static)
 
 	api := func(f httpx.HandlerFunc) http.Handler { return httpx.Handle(s.log, f) }
@@ -86,6 +89,14 @@ func (s *server) routes(instrument func(http.Handler) http.Handler, extra func(*
 	mux.Handle("GET /api/lab/traffic", api(s.getTraffic))
 	mux.Handle("POST /api/lab/traffic", api(s.startTraffic))
 	mux.Handle("POST /api/lab/traffic/stop", api(s.stopTraffic))
+	mux.Handle("GET /api/lab/exercises", api(s.getExercises))
+	mux.Handle("GET /api/lab/exercises/{id}", api(s.getExercise))
+	mux.Handle("POST /api/lab/exercises/{id}/start", api(s.startExercise))
+	mux.Handle("POST /api/lab/exercises/{id}/steps/{step}/hint", api(s.hintExercise))
+	mux.Handle("POST /api/lab/exercises/{id}/steps/{step}/answer", api(s.answerExercise))
+	mux.Handle("POST /api/lab/exercises/{id}/solve", api(s.solveExercise))
+	mux.Handle("POST /api/lab/exercises/{id}/reset", api(s.resetExercise))
+	mux.Handle("POST /api/lab/exercises/{id}/reveal", api(s.revealExercise))
 	mux.Handle("GET /api/shop/products", api(s.shopProducts))
 	mux.Handle("POST /api/shop/login", api(s.shopLogin))
 	mux.Handle("POST /api/shop/orders", api(s.shopOrder))
@@ -156,8 +167,10 @@ func (s *server) overviewModel(ctx context.Context) views.OverviewModel {
 		}
 	}
 	if fs, err := s.settings.Faults(ctx); err == nil {
-		for _, f := range faultRows(fs, time.Now()) {
-			m.Faults[f.Service] = append(m.Faults[f.Service], f)
+		for _, f := range s.publicFaults(ctx, fs) {
+			if !f.Hidden { // a diagnosis's fault: the map does not say where it is
+				m.Faults[f.Service] = append(m.Faults[f.Service], f)
+			}
 		}
 	}
 	return m
@@ -253,12 +266,12 @@ func (s *server) switchboardPage(w http.ResponseWriter, r *http.Request) error {
 		m.Settings = append(m.Settings, views.SettingRow{Key: e.Key, Value: e.Value, Default: e.Default, Help: e.Help, Allowed: e.Allowed})
 	}
 	if fs, err := s.settings.Faults(r.Context()); err == nil {
-		m.Faults = faultRows(fs, time.Now())
+		m.Faults = s.publicFaults(r.Context(), fs)
 	}
 	changes, err := s.settings.Changes(r.Context(), listChanges)
 	if err == nil {
 		for _, c := range changes {
-			m.Changes = append(m.Changes, changeRow(c))
+			m.Changes = append(m.Changes, s.publicChange(c))
 		}
 	}
 	return s.render(w, r, views.Page{Title: "Switchboard", Active: "switchboard"}, views.Switchboard(m))

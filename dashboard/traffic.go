@@ -48,8 +48,9 @@ func (t *traffic) state() views.TrafficState {
 	return s
 }
 
-// start replaces any running traffic with rate orders/s for d.
-func (t *traffic) start(rate float64, d time.Duration) views.TrafficState {
+// start replaces any running traffic with rate orders/s for d, of mix's outcomes (nil:
+// loadgen's default mix; an exercise asks for its own).
+func (t *traffic) start(rate float64, d time.Duration, mix loadgen.Mix) views.TrafficState {
 	t.mu.Lock()
 	if t.cancel != nil {
 		t.cancel()
@@ -63,7 +64,7 @@ func (t *traffic) start(rate float64, d time.Duration) views.TrafficState {
 	t.failed.Store(0)
 	t.mu.Unlock()
 	go func() {
-		t.run(ctx, rate, d)
+		t.run(ctx, rate, d, mix)
 		t.mu.Lock()
 		if t.gen == gen { // not replaced by a newer start
 			t.cur.Running = false
@@ -100,7 +101,7 @@ func (t *traffic) notify() {
 // at rate for as long as ctx lasts: the demo users place a mix of checkouts — most
 // succeed, some fail in each of the saga's ways (declined card, out of stock,
 // unshippable) — and each is followed to its end, as a customer would.
-func (t *traffic) run(ctx context.Context, rate float64, d time.Duration) {
+func (t *traffic) run(ctx context.Context, rate float64, d time.Duration, mix loadgen.Mix) {
 	accounts := make([]loadgen.Account, len(demoUsers))
 	for i, u := range demoUsers {
 		accounts[i] = loadgen.Account{Email: u.email, Password: u.password}
@@ -110,7 +111,7 @@ func (t *traffic) run(ctx context.Context, rate float64, d time.Duration) {
 		t.failed.Store(failed)
 	}
 	s, err := loadgen.Run(ctx, loadgen.Config{
-		Gateway: t.gw.base, Rate: rate, Duration: d, Accounts: accounts, Prefix: "traffic",
+		Gateway: t.gw.base, Rate: rate, Duration: d, Mix: mix, Accounts: accounts, Prefix: "traffic",
 		MaxInFlight: maxTrafficInFlight, Client: t.gw.http,
 		Progress: func(p loadgen.Progress) { count(p.Placed, p.Rejected+p.Skipped) },
 	})
@@ -146,7 +147,7 @@ func (s *server) startTraffic(w http.ResponseWriter, r *http.Request) error {
 		}
 		d = time.Duration(in.Minutes * float64(time.Minute))
 	}
-	httpx.WriteJSON(w, http.StatusOK, s.traffic.start(in.Rate, d))
+	httpx.WriteJSON(w, http.StatusOK, s.traffic.start(in.Rate, d, nil))
 	return nil
 }
 

@@ -116,6 +116,26 @@ type Step struct {
 	Solution []Action `yaml:"solution"`
 }
 
+// Question is the question the step asks (its check's answer, also inside all and
+// any), nil if it asks none: where the dashboard shows an answer box.
+func (s *Step) Question() *AnswerCheck {
+	if s.Check == nil {
+		return nil
+	}
+	return question(s.Check)
+}
+
+// Diagnosis reports whether the exercise draws a fault at random at each start: its
+// fault is hidden from the switchboard while it is open.
+func (e *Exercise) Diagnosis() bool {
+	for _, f := range e.Setup.Faults {
+		if f.Random != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Action is one action of a reference solution. Exactly one field is set:
 //
 //   - set: {outbox.enabled: false}

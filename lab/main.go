@@ -9,6 +9,7 @@
 //	lab fault list
 //	lab fault clear [service|instance]
 //	lab reset
+//	lab exercise list|show|start|check|hint|answer|solve|reset ID
 //	lab load [--rate 50/s] [--duration 2m] [--mix ok=80,declined=10,oos=5,xx=5]
 //	lab chaos [--rate 10/s] [--duration 15s] [--faults kill,broker,postgres] [--kill service,...]
 //	          [--outage 5s] [--settle 1m] [--attach] [--no-build] [--keep] [--json FILE]
@@ -71,6 +72,18 @@ usage:
         clear every fault, or a service's (its instances' too), or one instance's
   lab reset
         every setting back to its default, every fault cleared
+  lab exercise list
+        the guided exercises, one a line starting with its id, with your progress
+  lab exercise show|start|check|solve|reset ID
+        show: the README and the steps; start: switch the lab to its starting point;
+        check: where it stands (exit 0 when every step is done, 1 when not, saying
+        what is still missing); solve: run the reference solution of every step left,
+        action by action; reset: put the settings and faults back as they were before
+        start. The dashboard runs the exercises: this asks its API (LAB_DASHBOARD_URL)
+  lab exercise hint ID [STEP]
+        reveal the next hint of the current step (counted)
+  lab exercise answer ID TEXT...
+        answer the current step's question (exit 1 when wrong, with a hint)
   lab load [--rate 10/s] [--duration 1m] [--mix ok=80,declined=10,oos=5,xx=5]
            [--shoppers 20] [--browse 1] [--max-in-flight N] [--gateway URL] [--json FILE]
         shop traffic through the gateway's public API, open-loop at the rate, each
@@ -120,6 +133,7 @@ environment:
   LAB_DB_PREFIX            prefix for every database and role name (default none; tests;
                            a second lab also needs a vhost of its own in AMQP_URL)
   LAB_PORT_OFFSET          added to every port: services, Jaeger, Prometheus (default 0; tests)
+  LAB_DASHBOARD_URL        the dashboard lab exercise asks (default the lab's, http://127.0.0.1:8080)
 
 exit status: 0 ok, 1 failure, 2 usage error
 `
@@ -134,6 +148,9 @@ type Config struct {
 	DBPrefix         string `env:"LAB_DB_PREFIX"`
 	PortOffset       int    `env:"LAB_PORT_OFFSET"`
 	CacheHome        string `env:"XDG_CACHE_HOME"`
+	// DashboardURL is the dashboard `lab exercise` asks ("": the lab's own, port offset
+	// included).
+	DashboardURL string `env:"LAB_DASHBOARD_URL"`
 }
 
 // Stack is the lab these settings describe: native ports, 127.0.0.1.
@@ -215,6 +232,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = fault(ctx, cfg, rest, stdout, stderr)
 	case "reset":
 		err = reset(ctx, cfg, rest, stdout, stderr)
+	case "exercise", "exercises":
+		err = exercise(ctx, cfg, rest, stdout, stderr)
 	case "load":
 		err = load(ctx, cfg, rest, stdout, stderr)
 	case "chaos":

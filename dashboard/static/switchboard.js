@@ -47,7 +47,8 @@ function faultRow(f) {
   return h('tr', { 'data-testid': 'fault', 'data-fault-id': String(f.id), 'data-target': f.target, 'data-expires': f.expires },
     h('td', {}, h('code', {}, f.target)), h('td', {}, f.text), h('td', { 'data-testid': 'fault-left' }, left(f.expires)),
     h('td', { class: 'meta' }, f.who || f.source),
-    h('td', {}, h('button', { type: 'button', 'data-testid': 'fault-clear', 'data-target': f.target }, 'clear')));
+    // A diagnosis's hidden fault says so, not where: no clear button to name it by.
+    h('td', {}, f.hidden ? null : h('button', { type: 'button', 'data-testid': 'fault-clear', 'data-target': f.target }, 'clear')));
 }
 
 function showFaults(faults) {

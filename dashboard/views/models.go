@@ -26,6 +26,7 @@ type NavItem struct{ ID, Label, Href string }
 // Nav lists the views, in menu order.
 var Nav = []NavItem{
 	{"overview", "Overview", "/"},
+	{"exercises", "Exercises", "/exercises"},
 	{"traces", "Traces", "/traces"},
 	{"events", "Events", "/events"},
 	{"sagas", "Sagas", "/sagas"},
@@ -78,3 +79,61 @@ func JaegerTraceURL(base, traceID string) string {
 }
 
 func pct(f float64) string { return fmt.Sprintf("%.3f%%", f) }
+
+// ExercisesModel is the list of exercises (/exercises).
+type ExercisesModel struct {
+	Items []ExerciseItem
+	Error string // the engine is not running: why
+}
+
+// ExerciseItem is one exercise in the list, with its progress.
+type ExerciseItem struct {
+	ID, Title, Level string
+	Minutes          int
+	Patterns         []string
+	Prerequisites    []string
+	Steps, Done      int
+	State            string // "" not started, open, completed
+}
+
+// Progress is the item's progress as the list shows it.
+func (e ExerciseItem) Progress() string {
+	switch e.State {
+	case "completed":
+		return "completed"
+	case "open":
+		return fmt.Sprintf("%d of %d steps", e.Done, e.Steps)
+	}
+	return "not started"
+}
+
+// ExerciseModel is one exercise's page (/exercises/{id}). README and each step's
+// Instructions are HTML rendered from the exercise's Markdown, raw HTML in it escaped
+// (the dashboard's markdown renderer): the only HTML the page takes as it is.
+type ExerciseModel struct {
+	ID, Title, Level string
+	Minutes          int
+	Patterns         []string
+	Prerequisites    []string
+	Diagnosis        bool
+	README           string
+	State            string // "" not started, open, completed
+	Steps            []ExerciseStep
+}
+
+// ExerciseStep is one step with its state: done, current or locked.
+type ExerciseStep struct {
+	ID           string
+	Number       int
+	Instructions string // HTML (see ExerciseModel)
+	State        string
+	Missing      string
+	Hints        []string // revealed so far
+	HintsTotal   int
+	Question     string // "": the step asks none
+	Choices      []string
+	Evidence     []EvidenceLink
+}
+
+// EvidenceLink is what ticked a step, and where to see it.
+type EvidenceLink struct{ Href, Label string }

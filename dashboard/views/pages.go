@@ -307,6 +307,8 @@ type FaultRow struct {
 	Target      string    `json:"target"` // the instance, or the service
 	Text        string    `json:"text"`   // "latency=300ms on=http"
 	Who         string    `json:"who"`
+	// Hidden: a diagnosis exercise holds it; the row says so, not where (no clear).
+	Hidden bool `json:"hidden,omitempty"`
 }
 
 // Left is the time left, as the list shows it (the browser counts it down).

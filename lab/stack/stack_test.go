@@ -225,6 +225,22 @@ func TestOrdersUpstreams(t *testing.T) {
 	}
 }
 
+// The dashboard calls the gateway and payments' ledger (exercises): the lab's own.
+func TestDashboardUpstreams(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Host: "127.0.0.1", PortOffset: 7, AdminDatabaseURL: "postgres://u:p@127.0.0.1:5432/postgres"}
+	d, _ := Find(Dashboard)
+	env, err := cfg.Env(d, "dashboard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"GATEWAY_URL=http://127.0.0.1:8007", "PAYMENTS_URL=http://127.0.0.1:8111"} {
+		if !slices.Contains(env, want) {
+			t.Errorf("the dashboard's environment lacks %s: %v", want, env)
+		}
+	}
+}
+
 // The dashboard runs under a soft memory limit, the services do not need one.
 func TestDashboardMemoryLimit(t *testing.T) {
 	t.Parallel()

@@ -1,0 +1,644 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"microlab/dashboard/views"
+	"microlab/exercises"
+	"microlab/lab/loadgen"
+	"microlab/services/platform/control"
+	"microlab/services/platform/httpx"
+)
+
+// The exercises: the dashboard runs the engine (package exercises) on its own parts —
+// the control plane the switchboard uses, the stores the pages read, Prometheus and the
+// gateway as configured, the traffic generator — and serves it at /api/lab/exercises,
+// which the Exercises view and `lab exercise` both use: one engine, one record of
+// progress (in database lab, so a dashboard restart keeps it).
+
+// labExercises is the engine and what the dashboard keeps beside it.
+type labExercises struct {
+	engine *exercises.Engine
+	byID   map[string]*exercises.Exercise
+	// diagnoses are the exercises that draw a fault at random: the timeline masks the
+	// fault changes they make, which would otherwise say where the fault is.
+	diagnoses map[string]bool
+	// base is the server's lifetime: "show me" outlives the request that asked for it.
+	base context.Context
+
+	mu     sync.Mutex
+	solves map[string]*solveRun // exercise id → its latest "show me"
+	// starting counts the starts of each diagnosis under way: its fault is in force
+	// (and announced, and the switchboard re-reads the list) a moment before the engine
+	// has recorded which it drew, and Hidden knows it.
+	starting map[string]int
+}
+
+// solveRun is one "show me": the current step's reference solution, action by action.
+type solveRun struct {
+	Step    string                 `json:"step"`
+	Running bool                   `json:"running"`
+	Actions []exercises.SolveEvent `json:"actions"`
+	Error   string                 `json:"error,omitempty"`
+	Started time.Time              `json:"started"`
+}
+
+// attachExercises builds the engine's Lab from the server's parts and starts the engine
+// on pool (database lab) with list. It needs the control plane: exercises change the
+// lab's switches, through the same Plane as the switchboard.
+func (s *server) attachExercises(ctx context.Context, pool *pgxpool.Pool, list []exercises.Exercise) error {
+	if s.plane == nil {
+		return errors.New("exercises: the lab database is not connected (no control plane)")
+	}
+	client := httpx.NewClient(10 * time.Second)
+	lab := exercises.Lab{Plane: s.plane, State: s.plane.Store,
+		Events: s.src.Events, Traces: s.src.Traces, Sagas: s.src.Sagas,
+		Traffic: s.exerciseTraffic}
+	if s.cfg.PrometheusURL != "" {
+		lab.Prometheus = exercises.PrometheusAPI{URL: s.cfg.PrometheusURL, HTTP: client}
+	}
+	if s.cfg.GatewayURL != "" {
+		gw := &exercises.Gateway{API: loadgen.NewClient(s.cfg.GatewayURL, client)}
+		for _, u := range demoUsers {
+			gw.Accounts = append(gw.Accounts, loadgen.Account{Email: u.email, Password: u.password})
+		}
+		if s.cfg.PaymentsURL != "" {
+			gw.Payments = loadgen.NewClient(s.cfg.PaymentsURL, client)
+		}
+		lab.Shop = gw
+	}
+	// Scale stays nil: the dashboard does not run the services (lab up's supervisor
+	// does), so a scale action reports ErrUnavailable rather than pretending.
+	e, err := exercises.New(ctx, pool, list, lab)
+	if err != nil {
+		return err
+	}
+	x := &labExercises{engine: e, byID: map[string]*exercises.Exercise{}, diagnoses: map[string]bool{},
+		base: ctx, solves: map[string]*solveRun{}, starting: map[string]int{}}
+	for i := range list {
+		ex := &list[i]
+		x.byID[ex.ID] = ex
+		if ex.Diagnosis() {
+			x.diagnoses[ex.ID] = true
+		}
+	}
+	s.exs.Store(x)
+	return nil
+}
+
+// exerciseTraffic is the engine's traffic hook: the switchboard's generator.
+func (s *server) exerciseTraffic(_ context.Context, on bool, rate float64, mix string) error {
+	if !on {
+		s.traffic.stop()
+		return nil
+	}
+	if rate <= 0 {
+		rate = 2
+	}
+	if rate > maxTrafficRate {
+		return fmt.Errorf("traffic: rate %g is more than the dashboard's %g orders/s", rate, maxTrafficRate)
+	}
+	var m loadgen.Mix
+	if mix != "" {
+		var err error
+		if m, err = loadgen.ParseMix(mix); err != nil {
+			return fmt.Errorf("traffic: %w", err)
+		}
+	}
+	s.traffic.start(rate, maxTrafficDuration, m)
+	return nil
+}
+
+func (s *server) exercisesOn() (*labExercises, error) {
+	x := s.exs.Load()
+	if x == nil {
+		return nil, httpx.Errorf(http.StatusServiceUnavailable, "exercises_unavailable",
+			"the exercise engine is not running: the lab database is not connected")
+	}
+	return x, nil
+}
+
+// exerciseError translates the engine's outcomes once, at the edge: the unknown is 404,
+// what the run's state does not allow is 409, a question to a step that asks none 400,
+// what this lab cannot do 503; control's refusal of a setting or fault is 400.
+func exerciseError(err error) error {
+	var he *httpx.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &he):
+		return err
+	case errors.Is(err, exercises.ErrUnknownExercise):
+		return httpx.Errorf(http.StatusNotFound, "unknown_exercise", "%s", err.Error())
+	case errors.Is(err, exercises.ErrUnknownStep):
+		return httpx.Errorf(http.StatusNotFound, "unknown_step", "%s", err.Error())
+	case errors.Is(err, exercises.ErrNotStarted):
+		return httpx.Errorf(http.StatusConflict, "not_started", "%s", err.Error())
+	case errors.Is(err, exercises.ErrNotCurrent):
+		return httpx.Errorf(http.StatusConflict, "not_current", "%s", err.Error())
+	case errors.Is(err, exercises.ErrNoMoreHints):
+		return httpx.Errorf(http.StatusConflict, "no_more_hints", "%s", err.Error())
+	case errors.Is(err, exercises.ErrCompleted):
+		return httpx.Errorf(http.StatusConflict, "completed", "%s", err.Error())
+	case errors.Is(err, exercises.ErrNoDiagnosis):
+		return httpx.Errorf(http.StatusConflict, "no_diagnosis", "%s", err.Error())
+	case errors.Is(err, exercises.ErrNoQuestion):
+		return httpx.Errorf(http.StatusBadRequest, "no_question", "%s", err.Error())
+	case errors.Is(err, exercises.ErrUnavailable):
+		return httpx.Errorf(http.StatusServiceUnavailable, "unavailable", "%s", err.Error())
+	case control.IsInvalid(err):
+		return httpx.Errorf(http.StatusBadRequest, "invalid_change", "%s", err.Error())
+	}
+	return err
+}
+
+// exerciseJSON is one exercise as GET /api/lab/exercises/{id} answers: what it is, its
+// README (Markdown), its steps with their state, and where the run stands.
+type exerciseJSON struct {
+	ID            string     `json:"id"`
+	Title         string     `json:"title"`
+	Level         string     `json:"level"`
+	Minutes       int        `json:"minutes"`
+	Patterns      []string   `json:"patterns"`
+	Prerequisites []string   `json:"prerequisites"`
+	Diagnosis     bool       `json:"diagnosis"`
+	README        string     `json:"readme"`
+	State         string     `json:"state"` // "" not started, open, completed
+	Steps         []stepJSON `json:"steps"`
+	// Status is the engine's, evaluated now (the current step ticks if its check holds).
+	Status  exercises.Status `json:"status"`
+	Solving *solveRun        `json:"solving,omitempty"`
+}
+
+// Step states, as the page shows them.
+const (
+	stepDone    = "done"
+	stepCurrent = "current"
+	stepLocked  = "locked"
+)
+
+type stepJSON struct {
+	ID           string            `json:"id"`
+	Number       int               `json:"number"`
+	Instructions string            `json:"instructions"` // Markdown
+	State        string            `json:"state"`
+	DoneAt       *time.Time        `json:"doneAt,omitempty"`
+	Missing      string            `json:"missing,omitempty"`
+	Waiting      bool              `json:"waiting,omitempty"`
+	Hints        []string          `json:"hints"` // revealed so far
+	HintsTotal   int               `json:"hintsTotal"`
+	Question     *questionJSON     `json:"question,omitempty"`
+	Answers      []exercises.Given `json:"answers,omitempty"`
+	Evidence     []evidenceJSON    `json:"evidence,omitempty"`
+}
+
+// questionJSON is what a step asks: never what it expects.
+type questionJSON struct {
+	Text    string   `json:"text"`
+	Choices []string `json:"choices,omitempty"`
+}
+
+// evidenceJSON is one piece of evidence with where the learner finds it.
+type evidenceJSON struct {
+	exercises.Evidence
+	Href  string `json:"href,omitempty"`
+	Label string `json:"label"`
+}
+
+// evidenceLink is where the dashboard shows a piece of evidence: the trace, the
+// order's events, its saga, the switchboard, the charts.
+func evidenceLink(e exercises.Evidence) evidenceJSON {
+	out := evidenceJSON{Evidence: e}
+	short := func(s string) string {
+		if len(s) > 12 {
+			return s[:8] + "…"
+		}
+		return s
+	}
+	switch e.Kind {
+	case exercises.EvidenceTrace:
+		if validTraceID(e.ID) {
+			out.Href = "/traces/" + e.ID
+		}
+		out.Label = "trace " + short(e.ID)
+	case exercises.EvidenceEvent:
+		out.Href = "/events"
+		if e.Order != "" {
+			out.Href += "?correlation=" + url.QueryEscape(e.Order)
+		}
+		out.Label = "event " + short(e.ID)
+		if e.Order != "" {
+			out.Label += " of order " + short(e.Order)
+		}
+	case exercises.EvidenceSaga, exercises.EvidenceOrder, exercises.EvidenceLedger:
+		out.Href = "/sagas?order=" + url.QueryEscape(e.ID)
+		out.Label = e.Kind + " of order " + short(e.ID)
+	case exercises.EvidenceSetting:
+		out.Href, out.Label = "/switchboard", e.ID+" = "+e.Value
+	case exercises.EvidenceFault:
+		out.Href, out.Label = "/switchboard", "fault "+e.Value
+	case exercises.EvidencePromQL:
+		out.Href, out.Label = "/charts", e.ID+" = "+e.Value
+	case exercises.EvidenceAnswer:
+		out.Label = "answered: " + e.Value
+	default:
+		out.Label = e.Kind + " " + e.ID
+	}
+	return out
+}
+
+// detail evaluates exercise id now and describes it with its steps.
+func (x *labExercises) detail(ctx context.Context, id string) (exerciseJSON, error) {
+	ex, ok := x.byID[id]
+	if !ok {
+		return exerciseJSON{}, fmt.Errorf("%w: %q", exercises.ErrUnknownExercise, id)
+	}
+	st, err := x.engine.Status(ctx, id)
+	if err != nil {
+		return exerciseJSON{}, err
+	}
+	if st.Run != nil {
+		// What the lab was before the exercise is for reset, not for the page: while a
+		// diagnosis is open it could hold another's hidden fault.
+		run := *st.Run
+		run.Snapshot = exercises.Snapshot{}
+		st.Run = &run
+	}
+	d := exerciseJSON{ID: ex.ID, Title: ex.Title, Level: ex.Level, Minutes: ex.Minutes, Patterns: ex.Patterns,
+		Prerequisites: ex.Prerequisites, Diagnosis: ex.Diagnosis(), README: ex.README, Status: st,
+		Steps: make([]stepJSON, 0, len(ex.Steps))}
+	if d.Prerequisites == nil {
+		d.Prerequisites = []string{}
+	}
+	if st.Run != nil {
+		d.State = st.Run.State
+	}
+	for i := range ex.Steps {
+		step := &ex.Steps[i]
+		sj := stepJSON{ID: step.ID, Number: i + 1, Instructions: step.Instructions, State: stepLocked,
+			Hints: []string{}, HintsTotal: len(step.Hints)}
+		if q := step.Question(); q != nil {
+			sj.Question = &questionJSON{Text: q.Question, Choices: q.Choices}
+		}
+		if st.Run != nil && i < len(st.Run.Steps) && st.Run.Steps[i].ID == step.ID {
+			sp := st.Run.Steps[i]
+			sj.Hints = slices.Clone(step.Hints[:min(sp.Hints, len(step.Hints))])
+			sj.Answers = sp.Answers
+			switch {
+			case sp.Done():
+				sj.State, sj.DoneAt = stepDone, sp.DoneAt
+				for _, e := range sp.Evidence {
+					sj.Evidence = append(sj.Evidence, evidenceLink(e))
+				}
+			case st.Current == step.ID:
+				sj.State, sj.Missing, sj.Waiting = stepCurrent, st.Missing, st.Waiting
+			}
+		}
+		d.Steps = append(d.Steps, sj)
+	}
+	d.Solving = x.solving(id)
+	return d, nil
+}
+
+// solving is a copy of exercise id's latest "show me", nil if none.
+func (x *labExercises) solving(id string) *solveRun {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	r := x.solves[id]
+	if r == nil {
+		return nil
+	}
+	c := *r
+	c.Actions = slices.Clone(r.Actions)
+	return &c
+}
+
+// solve starts "show me" on the current step of id's open run, in the background (a
+// solution waits, 20 s and more, longer than a request may take): each action is
+// recorded for GET /api/lab/exercises/{id} and broadcast as "exercise.solve".
+func (x *labExercises) solve(ctx context.Context, id string, b broadcaster) (*solveRun, error) {
+	st, err := x.engine.Status(ctx, id)
+	switch {
+	case err != nil:
+		return nil, err
+	case st.Run == nil:
+		return nil, fmt.Errorf("%s: %w", id, exercises.ErrNotStarted)
+	case st.Complete || st.Current == "":
+		return nil, fmt.Errorf("%s: %w", id, exercises.ErrCompleted)
+	}
+	x.mu.Lock()
+	if r := x.solves[id]; r != nil && r.Running {
+		x.mu.Unlock()
+		return nil, httpx.Errorf(http.StatusConflict, "solve_running", "the solution of step %s is running already", r.Step)
+	}
+	r := &solveRun{Step: st.Current, Running: true, Started: time.Now(), Actions: []exercises.SolveEvent{}}
+	x.solves[id] = r
+	x.mu.Unlock()
+	go func() {
+		final, err := x.engine.Solve(x.base, id, r.Step, func(ev exercises.SolveEvent) {
+			x.mu.Lock()
+			if ev.Index < len(r.Actions) {
+				r.Actions[ev.Index] = ev
+			} else {
+				r.Actions = append(r.Actions, ev)
+			}
+			x.mu.Unlock()
+			broadcast(b, "exercise.solve", map[string]any{"exercise": id, "action": ev})
+		})
+		x.mu.Lock()
+		r.Running = false
+		switch {
+		case err != nil:
+			r.Error = err.Error()
+		case final.Current == r.Step:
+			r.Error = "the solution ran but the check does not hold yet: " + final.Missing
+		}
+		x.mu.Unlock()
+		broadcast(b, "exercise.solve", map[string]any{"exercise": id, "done": true, "error": r.Error})
+	}()
+	return x.solving(id), nil
+}
+
+// --- the API ---
+
+// getExercises: GET /api/lab/exercises → {"items": [summary with progress]}.
+func (s *server) getExercises(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.exercisesOn()
+	if err != nil {
+		return err
+	}
+	list, err := x.engine.List(r.Context())
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"items": list})
+	return nil
+}
+
+// getExercise: GET /api/lab/exercises/{id} → the exercise, evaluated now.
+func (s *server) getExercise(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.exercisesOn()
+	if err != nil {
+		return err
+	}
+	d, err := x.detail(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return exerciseError(err)
+	}
+	httpx.WriteJSON(w, http.StatusOK, d)
+	return nil
+}
+
+// exerciseSource is who starts exercises from the dashboard (the run's who).
+const exerciseSource = "dashboard"
+
+// startExercise: POST /api/lab/exercises/{id}/start → the exercise after setup. A run
+// already going is reset first.
+func (s *server) startExercise(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.exercisesOn()
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if x.diagnoses[id] {
+		x.mark(id, 1)
+		defer x.mark(id, -1)
+	}
+	if _, err := x.engine.Start(r.Context(), id, exerciseSource); err != nil {
+		return exerciseError(err)
+	}
+	x.forget(id)
+	return s.writeExercise(w, r, x, id)
+}
+
+// resetExercise: POST /api/lab/exercises/{id}/reset → the exercise after the lab is put
+// back as it was before start.
+func (s *server) resetExercise(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.exercisesOn()
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if _, err := x.engine.Reset(r.Context(), id); err != nil {
+		return exerciseError(err)
+	}
+	x.forget(id)
+	return s.writeExercise(w, r, x, id)
+}
+
+// mark counts a start of diagnosis id beginning (+1) or over (-1).
+func (x *labExercises) mark(id string, n int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.starting[id] += n; x.starting[id] <= 0 {
+		delete(x.starting, id)
+	}
+}
+
+// forget drops id's finished "show me" (a new run starts with none).
+func (x *labExercises) forget(id string) {
+	x.mu.Lock()
+	if r := x.solves[id]; r != nil && !r.Running {
+		delete(x.solves, id)
+	}
+	x.mu.Unlock()
+}
+
+func (s *server) writeExercise(w http.ResponseWriter, r *http.Request, x *labExercises, id string) error {
+	d, err := x.detail(r.Context(), id)
+	if err != nil {
+		return exerciseError(err)
+	}
+	httpx.WriteJSON(w, http.StatusOK, d)
+	return nil
+}
+
+// hintExercise: POST /api/lab/exercises/{id}/steps/{step}/hint → {hint, revealed, of}.
+func (s *server) hintExercise(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.exercisesOn()
+	if err != nil {
+		return err
+	}
+	h, err := x.engine.Hint(r.Context(), r.PathValue("id"), r.PathValue("step"))
+	if err != nil {
+		return exerciseError(err)
+	}
+	httpx.WriteJSON(w, http.StatusOK, h)
+	return nil
+}
+
+// maxAnswer bounds an answer: a service's name, a span's, a sentence of a choice.
+const maxAnswer = 500
+
+// answerExercise: POST /api/lab/exercises/{id}/steps/{step}/answer {"answer": "..."} →
+// {right, hint (after a wrong answer), status}.
+func (s *server) answerExercise(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.exercisesOn()
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Answer string `json:"answer"`
+	}
+	if err := httpx.Decode(w, r, &in, 4<<10); err != nil {
+		return err
+	}
+	in.Answer = strings.TrimSpace(in.Answer)
+	if in.Answer == "" || len(in.Answer) > maxAnswer {
+		return httpx.Errorf(http.StatusBadRequest, "invalid_answer", "an answer is some text, at most %d bytes", maxAnswer)
+	}
+	res, err := x.engine.Answer(r.Context(), r.PathValue("id"), r.PathValue("step"), in.Answer)
+	if err != nil {
+		return exerciseError(err)
+	}
+	if res.Status.Run != nil {
+		run := *res.Status.Run
+		run.Snapshot = exercises.Snapshot{}
+		res.Status.Run = &run
+	}
+	httpx.WriteJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// solveExercise: POST /api/lab/exercises/{id}/solve → 202 {solving}: the current step's
+// reference solution runs in the background; GET shows its actions as they run.
+func (s *server) solveExercise(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.exercisesOn()
+	if err != nil {
+		return err
+	}
+	sr, err := x.solve(r.Context(), r.PathValue("id"), s.src.Hub)
+	if err != nil {
+		return exerciseError(err)
+	}
+	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"solving": sr})
+	return nil
+}
+
+// revealExercise: POST /api/lab/exercises/{id}/reveal → {faults}: the diagnosis's
+// hidden fault, given up on (counted).
+func (s *server) revealExercise(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.exercisesOn()
+	if err != nil {
+		return err
+	}
+	fs, err := x.engine.Reveal(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return exerciseError(err)
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"faults": faultRows(fs, time.Now())})
+	return nil
+}
+
+// --- hidden faults ---
+
+// hiddenFaultText is what the switchboard and the map show of a diagnosis's fault.
+const hiddenFaultText = "an exercise holds a hidden fault"
+
+// hidden returns the ids of faults open diagnoses hold hidden (and, while a diagnosis
+// is starting, every fault it made). If the engine cannot tell, every fault a diagnosis
+// made counts as hidden: better a fault masked too long than the answer shown.
+func (s *server) hidden(ctx context.Context, fs []control.Fault) map[int64]bool {
+	x := s.exs.Load()
+	if x == nil || len(x.diagnoses) == 0 {
+		return nil
+	}
+	out := map[int64]bool{}
+	h, err := x.engine.Hidden(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "hidden faults unknown: masking every diagnosis's", "err", err)
+	}
+	x.mu.Lock()
+	for _, f := range fs {
+		ex := strings.TrimPrefix(f.Source, exercises.Source(""))
+		if x.diagnoses[ex] && (err != nil || x.starting[ex] > 0) {
+			out[f.ID] = true
+		}
+	}
+	x.mu.Unlock()
+	for id := range h {
+		out[id] = true
+	}
+	return out
+}
+
+// publicFaults are the faults in force as the pages and the API show them: a hidden
+// one says an exercise holds it, not where nor how.
+func (s *server) publicFaults(ctx context.Context, fs []control.Fault) []views.FaultRow {
+	rows := faultRows(fs, time.Now())
+	hid := s.hidden(ctx, fs)
+	for i, f := range rows {
+		if hid[f.ID] {
+			rows[i] = views.FaultRow{ID: f.ID, Created: f.Created, Expires: f.Expires, SecondsLeft: f.SecondsLeft,
+				Source: f.Source, Who: f.Who, Target: "hidden", Kind: "hidden", Text: hiddenFaultText, Hidden: true}
+		}
+	}
+	return rows
+}
+
+// publicChange is a change as the timeline shows it: a diagnosis's fault changes are
+// masked (the key names the service).
+func (s *server) publicChange(c control.Change) views.ChangeRow {
+	row := changeRow(c)
+	if x := s.exs.Load(); x != nil && strings.HasPrefix(c.Key, "fault ") &&
+		x.diagnoses[strings.TrimPrefix(c.Source, exercises.Source(""))] {
+		row.Key, row.Old, row.New = "fault (hidden)", "…", hiddenFaultText
+	}
+	return row
+}
+
+// --- the pages ---
+
+func (s *server) exercisesPage(w http.ResponseWriter, r *http.Request) error {
+	var m views.ExercisesModel
+	x, err := s.exercisesOn()
+	if err == nil {
+		var list []exercises.Summary
+		if list, err = x.engine.List(r.Context()); err == nil {
+			for _, e := range list {
+				m.Items = append(m.Items, views.ExerciseItem{ID: e.ID, Title: e.Title, Level: e.Level, Minutes: e.Minutes,
+					Patterns: e.Patterns, Prerequisites: e.Prerequisites, Steps: e.Steps, Done: e.Done, State: e.State})
+			}
+		}
+	}
+	if err != nil {
+		s.log.WarnContext(r.Context(), "exercises unavailable", "err", err)
+		m.Error = "The exercises cannot be shown: " + err.Error()
+	}
+	return s.render(w, r, views.Page{Title: "Exercises", Active: "exercises"}, views.Exercises(m))
+}
+
+func (s *server) exercisePage(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.exercisesOn()
+	if err != nil {
+		return err
+	}
+	d, err := x.detail(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return exerciseError(err)
+	}
+	m := views.ExerciseModel{ID: d.ID, Title: d.Title, Level: d.Level, Minutes: d.Minutes, Patterns: d.Patterns,
+		Prerequisites: d.Prerequisites, Diagnosis: d.Diagnosis, README: renderMarkdown(d.README), State: d.State}
+	for _, st := range d.Steps {
+		vs := views.ExerciseStep{ID: st.ID, Number: st.Number, Instructions: renderMarkdown(st.Instructions),
+			State: st.State, Missing: st.Missing, Hints: st.Hints, HintsTotal: st.HintsTotal}
+		if st.Question != nil {
+			vs.Question, vs.Choices = st.Question.Text, st.Question.Choices
+		}
+		for _, e := range st.Evidence {
+			vs.Evidence = append(vs.Evidence, views.EvidenceLink{Href: e.Href, Label: e.Label})
+		}
+		m.Steps = append(m.Steps, vs)
+	}
+	return s.render(w, r, views.Page{Title: d.Title, Active: "exercises"}, views.Exercise(m))
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+
+	"github.com/yuin/goldmark"
+	"github.com/yuin/goldmark/ast"
+	"github.com/yuin/goldmark/extension"
+	"github.com/yuin/goldmark/parser"
+	"github.com/yuin/goldmark/text"
+	"github.com/yuin/goldmark/util"
+)
+
+// markdown renders an exercise's Markdown (its README, a step's instructions) to HTML
+// for the page. goldmark's HTML renderer is used as it comes, without WithUnsafe: raw
+// HTML in the Markdown is omitted ("<!-- raw HTML omitted -->") and dangerous link
+// destinations (javascript:) are dropped, so nothing from the file reaches the page as
+// markup of its own. Links to the dashboard as `lab up` serves it
+// (http://localhost:8080/sagas) become relative, so they work under any of its names.
+var markdown = goldmark.New(
+	goldmark.WithExtensions(extension.GFM),
+	goldmark.WithParserOptions(parser.WithASTTransformers(util.Prioritized(localLinks{}, 100))),
+)
+
+// renderMarkdown is src as HTML ("" if it cannot be rendered, which goldmark's
+// renderer does not do for text in memory).
+func renderMarkdown(src string) string {
+	var buf bytes.Buffer
+	if err := markdown.Convert([]byte(src), &buf); err != nil {
+		return ""
+	}
+	return buf.String()
+}
+
+// dashboardOrigins are how READMEs name the dashboard.
+var dashboardOrigins = []string{"http://localhost:8080", "http://127.0.0.1:8080"}
+
+// localLinks rewrites links to the dashboard's own pages into paths.
+type localLinks struct{}
+
+func (localLinks) Transform(doc *ast.Document, _ text.Reader, _ parser.Context) {
+	_ = ast.Walk(doc, func(n ast.Node, entering bool) (ast.WalkStatus, error) {
+		if l, ok := n.(*ast.Link); ok && entering {
+			dest := string(l.Destination)
+			for _, o := range dashboardOrigins {
+				if rest, ok := strings.CutPrefix(dest, o); ok && (rest == "" || strings.HasPrefix(rest, "/")) {
+					if rest == "" {
+						rest = "/"
+					}
+					l.Destination = []byte(rest)
+				}
+			}
+		}
+		return ast.WalkContinue, nil
+	})
+}
