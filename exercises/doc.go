@@ -96,7 +96,9 @@
 // clear_faults (a target), order (sku, qty, card, country), traffic (on, rate, mix),
 // scale (service, instances), wait (a duration), answer (text, or from as in expect).
 // Every step needs one: the lab proves each exercise by running its solutions, and a
-// check that holds before its step's solution is a defect.
+// check that holds before its step's solution is a defect. lab/e2e's
+// TestExerciseProtocol does so for every committed exercise, through the dashboard's
+// API on a whole lab: run it after adding or changing one.
 //
 // # Errors
 //
