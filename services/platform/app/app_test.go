@@ -105,9 +105,16 @@ func TestHandlerPanicLeaksNoTransaction(t *testing.T) {
 	if s.acquired != 1 || s.idleInTx != 0 {
 		t.Errorf("while the retry ran: %d pooled connections acquired (want 1: its own), %d sessions idle in a transaction (want 0)", s.acquired, s.idleInTx)
 	}
-	var onHand int
-	if err := pool.QueryRow(ctx, `SELECT on_hand FROM stock WHERE sku = 'LAB-MUG'`).Scan(&onHand); err != nil {
-		t.Fatal(err)
+	// The retry reported before its transaction committed (the handler's send is its
+	// last statement, InTx commits after it returns): wait for the commit, not a time.
+	onHand := 10
+	for deadline := time.Now().Add(10 * time.Second); onHand == 10 && time.Now().Before(deadline); {
+		if err := pool.QueryRow(ctx, `SELECT on_hand FROM stock WHERE sku = 'LAB-MUG'`).Scan(&onHand); err != nil {
+			t.Fatal(err)
+		}
+		if onHand == 10 {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	if onHand != 9 {
 		t.Errorf("stock is %d, want 9: the panicking attempt's write must roll back, the retry's commit", onHand)
