@@ -138,28 +138,33 @@ func exerciseError(err error) error {
 		return nil
 	case errors.As(err, &he):
 		return err
-	case errors.Is(err, exercises.ErrUnknownExercise):
-		return httpx.Errorf(http.StatusNotFound, "unknown_exercise", "%s", err.Error())
-	case errors.Is(err, exercises.ErrUnknownStep):
-		return httpx.Errorf(http.StatusNotFound, "unknown_step", "%s", err.Error())
-	case errors.Is(err, exercises.ErrNotStarted):
-		return httpx.Errorf(http.StatusConflict, "not_started", "%s", err.Error())
-	case errors.Is(err, exercises.ErrNotCurrent):
-		return httpx.Errorf(http.StatusConflict, "not_current", "%s", err.Error())
-	case errors.Is(err, exercises.ErrNoMoreHints):
-		return httpx.Errorf(http.StatusConflict, "no_more_hints", "%s", err.Error())
-	case errors.Is(err, exercises.ErrCompleted):
-		return httpx.Errorf(http.StatusConflict, "completed", "%s", err.Error())
-	case errors.Is(err, exercises.ErrNoDiagnosis):
-		return httpx.Errorf(http.StatusConflict, "no_diagnosis", "%s", err.Error())
-	case errors.Is(err, exercises.ErrNoQuestion):
-		return httpx.Errorf(http.StatusBadRequest, "no_question", "%s", err.Error())
-	case errors.Is(err, exercises.ErrUnavailable):
-		return httpx.Errorf(http.StatusServiceUnavailable, "unavailable", "%s", err.Error())
-	case control.IsInvalid(err):
+	}
+	for _, o := range exerciseOutcomes {
+		if errors.Is(err, o.err) {
+			return httpx.Errorf(o.status, o.code, "%s", err.Error())
+		}
+	}
+	if control.IsInvalid(err) {
 		return httpx.Errorf(http.StatusBadRequest, "invalid_change", "%s", err.Error())
 	}
 	return err
+}
+
+// exerciseOutcomes are the engine's sentinel errors and what the API answers for each.
+var exerciseOutcomes = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{exercises.ErrUnknownExercise, http.StatusNotFound, "unknown_exercise"},
+	{exercises.ErrUnknownStep, http.StatusNotFound, "unknown_step"},
+	{exercises.ErrNotStarted, http.StatusConflict, "not_started"},
+	{exercises.ErrNotCurrent, http.StatusConflict, "not_current"},
+	{exercises.ErrNoMoreHints, http.StatusConflict, "no_more_hints"},
+	{exercises.ErrCompleted, http.StatusConflict, "completed"},
+	{exercises.ErrNoDiagnosis, http.StatusConflict, "no_diagnosis"},
+	{exercises.ErrNoQuestion, http.StatusBadRequest, "no_question"},
+	{exercises.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 }
 
 // exerciseJSON is one exercise as GET /api/lab/exercises/{id} answers: what it is, its

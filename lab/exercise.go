@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"microlab/lab/loadgen"
 	"microlab/lab/stack"
 )
 
@@ -127,7 +126,7 @@ func exercise(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 // exerciseClient calls the dashboard's exercise API.
 type exerciseClient struct {
 	base string
-	http *http.Client
+	api  *loadgen.Client // the same request code as lab load's: JSON in and out, errors with their code
 }
 
 func newExerciseClient(cfg Config) (*exerciseClient, error) {
@@ -139,7 +138,8 @@ func newExerciseClient(cfg Config) (*exerciseClient, error) {
 		}
 		base = cfg.Stack().URL(d)
 	}
-	return &exerciseClient{base: strings.TrimRight(base, "/"), http: &http.Client{Timeout: 30 * time.Second}}, nil
+	base = strings.TrimRight(base, "/")
+	return &exerciseClient{base: base, api: loadgen.NewClient(base, &http.Client{Timeout: 30 * time.Second})}, nil
 }
 
 // The API's answers, as far as this command reads them.
@@ -192,55 +192,24 @@ type exerciseView struct {
 // is not its own (CSRF), so this command names it, as its own pages do. A 4xx is the
 // caller's mistake (exit 2), anything else a failure.
 func (c *exerciseClient) call(ctx context.Context, method, id, path string, in, out any) error {
-	u := c.base + "/api/lab/exercises"
+	p := "/api/lab/exercises"
 	if id != "" {
-		u += "/" + url.PathEscape(id) + path
+		p += "/" + url.PathEscape(id) + path
 	}
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Origin", c.base)
-	resp, err := c.http.Do(req)
-	if err != nil {
+	err := c.api.Do(ctx, method, p, "", in, map[string]string{"Origin": c.base}, out)
+	var ae *loadgen.APIError
+	var ue *url.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500:
+		return usageErrorf("%s", ae.Msg)
+	case errors.As(err, &ae):
+		return fmt.Errorf("%s %s%s: %d: %s", method, c.base, p, ae.Status, ae.Msg)
+	case errors.As(err, &ue):
 		return fmt.Errorf("the dashboard (%s) does not answer: %w (is `lab up` running?)", c.base, err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return fmt.Errorf("read the dashboard's answer: %w", err)
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		msg := strings.TrimSpace(string(raw))
-		if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
-			msg = e.Error.Message
-		}
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 {
-			return usageErrorf("%s", msg)
-		}
-		return fmt.Errorf("%s %s: %d: %s", method, u, resp.StatusCode, msg)
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("the dashboard's answer: %w", err)
-	}
-	return nil
+	return fmt.Errorf("the dashboard's answer: %w", err)
 }
 
 func (c *exerciseClient) get(ctx context.Context, id string) (exerciseView, error) {

@@ -30,21 +30,22 @@ func NewClient(base string, hc *http.Client) *Client {
 	return &Client{base: base, http: hc}
 }
 
-// apiError is a non-2xx answer: the status and the gateway's error code.
-type apiError struct {
+// APIError is a non-2xx answer: the status, and the error code and message of the
+// answer's {"error": {"code", "message"}} (Msg: the body itself, cut, when it has none).
+type APIError struct {
 	Status int
 	Code   string
 	Msg    string
 }
 
-func (e *apiError) Error() string {
+func (e *APIError) Error() string {
 	return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Msg)
 }
 
 // StatusOf returns err's HTTP status, 0 when it is not an answer (a timeout, a refused
 // connection).
 func StatusOf(err error) int {
-	var ae *apiError
+	var ae *APIError
 	if errors.As(err, &ae) {
 		return ae.Status
 	}
@@ -93,7 +94,11 @@ func (c *Client) Do(ctx context.Context, method, path, token string, body any, h
 			} `json:"error"`
 		}
 		_ = json.Unmarshal(raw, &e)
-		return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Msg: e.Error.Message}
+		msg := e.Error.Message
+		if msg == "" {
+			msg = string(bytes.TrimSpace(raw[:min(len(raw), 200)]))
+		}
+		return &APIError{Status: resp.StatusCode, Code: e.Error.Code, Msg: msg}
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
