@@ -113,7 +113,7 @@ func (s *Service) onSagaEvent(ctx context.Context, d bus.Delivery) (err error) {
 // timeline that other services act on.
 func (s *Service) choreograph(ctx context.Context, env contracts.Envelope, o Order, r reply) error {
 	name, status := step(env.EventType)
-	if err := s.store.AddStep(ctx, o.ID, name, status, r.detail(env.EventType)); err != nil {
+	if err := s.store.AddStepAt(ctx, o.ID, name, status, r.detail(env.EventType), env.OccurredAt); err != nil {
 		return err
 	}
 	switch env.EventType {

@@ -182,6 +182,12 @@ func types(envs []contracts.Envelope) []string {
 // shipping would.
 func (l *lab) reply(typ string, c contracts.Checkout, causation, reason string) contracts.Envelope {
 	l.t.Helper()
+	return l.send(l.envelope(typ, c, causation, reason))
+}
+
+// envelope is the reply reply sends, not yet sent.
+func (l *lab) envelope(typ string, c contracts.Checkout, causation, reason string) contracts.Envelope {
+	l.t.Helper()
 	var data any
 	switch typ {
 	case contracts.PaymentAuthorized:
@@ -201,6 +207,12 @@ func (l *lab) reply(typ string, c contracts.Checkout, causation, reason string) 
 	if err != nil {
 		l.t.Fatal(err)
 	}
+	return env
+}
+
+// send publishes env to orders, as its source would.
+func (l *lab) send(env contracts.Envelope) contracts.Envelope {
+	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := l.pub.PublishEnvelope(ctx, env, amqp.Table{}); err != nil {

@@ -32,7 +32,7 @@ func (s *Service) orchestrate(ctx context.Context, env contracts.Envelope, o Ord
 	row, err := s.store.LockSaga(ctx, o.ID)
 	if errors.Is(err, errNotFound) {
 		s.app.Log.WarnContext(ctx, "reply for an orchestrated order without a saga; recorded only", "order_id", o.ID, "type", env.EventType)
-		return s.store.AddStep(ctx, o.ID, name, status, joinDetail(detail, "ignored: no saga"))
+		return s.store.AddStepAt(ctx, o.ID, name, status, joinDetail(detail, "ignored: no saga"), env.OccurredAt)
 	}
 	if err != nil {
 		return err
@@ -44,10 +44,10 @@ func (s *Service) orchestrate(ctx context.Context, env contracts.Envelope, o Ord
 		// logged, but it moves nothing.
 		s.app.Log.InfoContext(ctx, "reply does not fit the saga's state; ignored", "order_id", o.ID,
 			"type", env.EventType, "state", row.Saga.State)
-		return s.store.AddStep(ctx, o.ID, name, status,
-			joinDetail(detail, fmt.Sprintf("ignored: not expected while %s", row.Saga.State)))
+		return s.store.AddStepAt(ctx, o.ID, name, status,
+			joinDetail(detail, fmt.Sprintf("ignored: not expected while %s", row.Saga.State)), env.OccurredAt)
 	}
-	if err := s.store.AddStep(ctx, o.ID, name, status, detail); err != nil {
+	if err := s.store.AddStepAt(ctx, o.ID, name, status, detail, env.OccurredAt); err != nil {
 		return err
 	}
 	attempts := 0

@@ -797,3 +797,35 @@ func grepLines(s, part string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestStepsInEventOrder: the step log reads in the order things happened (each event's
+// own time), not in the order orders received them. Two events that happened one after
+// the other arrive the other way round, as they do when the later one's queue is faster;
+// the log still lists the earlier first (before, it listed them as received, and a
+// learner saw stock reserved before the payment that caused it).
+func TestStepsInEventOrder(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, map[string]string{control.SagaMode: contracts.ModeChoreography})
+	user := testenv.Name("u")
+	id := l.place(user, order(cardOK, "LAB-HOODIE", 1, "FR"), nil)
+	checkout := placedCheckout(t, l.tap.await(t, id, 1, wait)[0]).Checkout
+
+	authorized := l.envelope(contracts.PaymentAuthorized, checkout, "", "")
+	reserved := l.envelope(contracts.StockReserved, checkout, authorized.EventID, "")
+	reserved.OccurredAt = authorized.OccurredAt.Add(50 * time.Millisecond)
+	l.send(reserved) // the later event first
+	l.waitStep(user, id, 0, contracts.StockReserved)
+	l.send(authorized)
+	l.waitStep(user, id, 0, contracts.PaymentAuthorized)
+
+	o := l.get(user, id)
+	want := []string{"order/placed", "payment/authorized", "stock/reserved"}
+	if !slices.Equal(steps(o), want) {
+		t.Fatalf("steps %v, want %v (in the order the events happened)", steps(o), want)
+	}
+	us := time.Microsecond // PostgreSQL keeps microseconds
+	if !o.Steps[1].At.Equal(authorized.OccurredAt.Truncate(us)) || !o.Steps[2].At.Equal(reserved.OccurredAt.Truncate(us)) {
+		t.Fatalf("steps at %v and %v, want the events' own times %v and %v",
+			o.Steps[1].At, o.Steps[2].At, authorized.OccurredAt, reserved.OccurredAt)
+	}
+}

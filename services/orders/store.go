@@ -122,11 +122,23 @@ func (s *Store) Insert(ctx context.Context, o Order) error {
 	return nil
 }
 
-// AddStep appends to an order's step log. Queued until commit (pg.Later): a handler
-// reads no step it logs, and steps keep the order they were logged in.
+// AddStep appends what orders itself did now to an order's step log. Queued until
+// commit (pg.Later): a handler reads no step it logs.
 func (s *Store) AddStep(ctx context.Context, orderID, name, status, detail string) error {
-	if err := pg.Later(ctx, s.pool, `INSERT INTO order_steps (order_id, name, status, detail)
-		VALUES ($1, $2, $3, $4)`, orderID, name, status, detail); err != nil {
+	return s.AddStepAt(ctx, orderID, name, status, detail, time.Time{})
+}
+
+// AddStepAt appends a step that happened at at: an event's own time (its occurredAt),
+// so the log reads in the order things happened, not in the order orders received them
+// (a shipment.failed handled after the payment.refunded it caused is still listed
+// before it). The zero time is now.
+func (s *Store) AddStepAt(ctx context.Context, orderID, name, status, detail string, at time.Time) error {
+	var when *time.Time
+	if !at.IsZero() {
+		when = &at
+	}
+	if err := pg.Later(ctx, s.pool, `INSERT INTO order_steps (order_id, name, status, detail, at)
+		VALUES ($1, $2, $3, $4, coalesce($5, clock_timestamp()))`, orderID, name, status, detail, when); err != nil {
 		return fmt.Errorf("record step %s/%s: %w", name, status, err)
 	}
 	return nil
@@ -251,7 +263,7 @@ func (s *Store) fill(ctx context.Context, orders []Order, steps bool) error {
 		return nil
 	}
 	rows, err = q.Query(ctx, `SELECT order_id, name, status, at, detail FROM order_steps
-		WHERE order_id = ANY($1) ORDER BY order_id, id`, ids)
+		WHERE order_id = ANY($1) ORDER BY order_id, at, id`, ids)
 	if err != nil {
 		return fmt.Errorf("read order steps: %w", err)
 	}

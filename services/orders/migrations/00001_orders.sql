@@ -31,8 +31,8 @@ CREATE TABLE order_items (
     PRIMARY KEY (order_id, line)
 );
 
--- The saga's step log, shared by both modes: what happened to the order, in order of
--- occurrence (id), for the customer, the dashboard's saga timeline and the learner.
+-- The saga's step log, shared by both modes: what happened to the order, read in order
+-- of occurrence (at: an event's own time; id breaks ties), for the customer, the dashboard's saga timeline and the learner.
 CREATE TABLE order_steps (
     id       bigserial PRIMARY KEY,
     order_id text        NOT NULL REFERENCES orders ON DELETE CASCADE,
