@@ -19,8 +19,8 @@ const (
 	warnP95Ms    = 1000.0
 )
 
-// pollHealth refreshes the map's health every interval: rate, error % and p95 per
-// service from Prometheus' recording rules, queue depths from RabbitMQ's management
+// pollHealth refreshes the map's health every interval: request and message rates,
+// error % and p95 per service from Prometheus' recording rules, queue depths from RabbitMQ's management
 // API (so depths show even without Prometheus), and broadcasts it as "health".
 func (s *server) pollHealth(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
@@ -57,6 +57,7 @@ func (s *server) readHealth(ctx context.Context) views.Health {
 	errs = append(errs,
 		perJob("job:up:ratio", func(sh *views.ServiceHealth, v float64) { sh.Up = v >= 1; sh.State = "scraped" }),
 		perJob("job:http_server_requests:rate1m", func(sh *views.ServiceHealth, v float64) { sh.Rate = v }),
+		perJob("job:messaging_handled:rate1m", func(sh *views.ServiceHealth, v float64) { sh.MsgRate, sh.Consumes = v, true }),
 		perJob("100 * job:http_server_requests_5xx:ratio_rate1m", func(sh *views.ServiceHealth, v float64) { sh.ErrorPct = v }),
 		perJob("1000 * job:http_server_request_duration_seconds:p95_1m", func(sh *views.ServiceHealth, v float64) { sh.P95Ms = v }),
 		perJob("count by (job) (up)", func(sh *views.ServiceHealth, v float64) { sh.Instances = int(v) }),

@@ -61,7 +61,7 @@ function showHealth(h) {
     const label = node.querySelector('[data-testid^="health-"]');
     if (label) {
       label.textContent = s && s.state && s.state !== 'unknown'
-        ? `${s.rate.toFixed(1)}/s · ${s.errorPct.toFixed(1)}% · p95 ${Math.round(s.p95Ms)}ms`
+        ? `${s.rate.toFixed(1)} req/s${s.consumes ? ` · ${s.msgRate.toFixed(1)} msg/s` : ''} · ${s.errorPct.toFixed(1)}% · p95 ${Math.round(s.p95Ms)}ms`
         : 'no data';
     }
   }

@@ -207,7 +207,12 @@ func (a Arch) WithTopology(topology string) Arch {
 // ServiceHealth is one service's state on the map, from a "health" message (rendered
 // server-side at first, then updated live).
 type ServiceHealth struct {
-	Rate     float64 `json:"rate"`     // requests/s over 1m
+	Rate float64 `json:"rate"` // requests/s over 1m
+	// MsgRate is messages handled/s over 1m, all its queues; Consumes says whether the
+	// service consumes any (it has the series), so a message-driven service at work does
+	// not look idle next to its ~0 HTTP rate.
+	MsgRate  float64 `json:"msgRate"`
+	Consumes bool    `json:"consumes"`
 	ErrorPct float64 `json:"errorPct"` // 5xx share, percent
 	P95Ms    float64 `json:"p95Ms"`
 	Up       bool    `json:"up"`
@@ -223,7 +228,11 @@ func (h ServiceHealth) Label() string {
 	if h.State == "" || h.State == "unknown" {
 		return "no data"
 	}
-	return fmt.Sprintf("%.1f/s · %.1f%% · p95 %.0fms", h.Rate, h.ErrorPct, h.P95Ms)
+	msgs := ""
+	if h.Consumes {
+		msgs = fmt.Sprintf(" · %.1f msg/s", h.MsgRate)
+	}
+	return fmt.Sprintf("%.1f req/s%s · %.1f%% · p95 %.0fms", h.Rate, msgs, h.ErrorPct, h.P95Ms)
 }
 
 // Health is the "health" message's data.

@@ -103,7 +103,7 @@ func TestLayoutNavAndConnectionState(t *testing.T) {
 func TestOverviewMapHasEveryNodeAndHealth(t *testing.T) {
 	a := ShopArch()
 	h := Health{Services: map[string]ServiceHealth{
-		"payments": {Rate: 3, ErrorPct: 12, P95Ms: 40, Up: true, State: "bad"},
+		"payments": {Rate: 3, MsgRate: 4.25, Consumes: true, ErrorPct: 12, P95Ms: 40, Up: true, State: "bad"},
 		"orders":   {Rate: 2, P95Ms: 30, Up: true, State: "ok"},
 	}, Queues: map[string]int{"shipping.events": 7}}
 	doc := render(t, "overview", Overview(OverviewModel{Arch: a, Health: h}))
@@ -117,8 +117,11 @@ func TestOverviewMapHasEveryNodeAndHealth(t *testing.T) {
 	if st, _ := attr(one(t, doc, "node-gateway"), "data-state"); st != "unknown" {
 		t.Errorf("gateway (no data) state %q, want unknown", st)
 	}
-	if got := text(one(t, doc, "health-payments")); !strings.Contains(got, "12.0%") {
+	if got := text(one(t, doc, "health-payments")); got != "3.0 req/s · 4.2 msg/s · 12.0% · p95 40ms" {
 		t.Errorf("payments health label %q", got)
+	}
+	if got := text(one(t, doc, "health-orders")); got != "2.0 req/s · 0.0% · p95 30ms" { // consumes nothing here
+		t.Errorf("orders health label %q", got)
 	}
 	if got := text(one(t, doc, "depth-shipping.events")); got != "7" {
 		t.Errorf("shipping.events depth %q", got)

@@ -11,12 +11,14 @@ import (
 	"net/url"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"microlab/dashboard/views"
 	"microlab/lab/stack"
 	"microlab/observability"
 	"microlab/services/contracts"
@@ -232,6 +234,26 @@ func TestMetricsDashboardsAndRules(t *testing.T) {
 			if err := awaitData(qctx, prom, r.Expr); err != nil {
 				t.Errorf("recording rule %s returns no data in a lab under load: %s (%v)", r.Name, r.Expr, err)
 			}
+		}
+	})
+
+	// The map shows a message-driven service at work: payments answers almost no HTTP,
+	// but handles every order's messages, and its label says so.
+	t.Run("the map shows message rates", func(t *testing.T) {
+		d, _ := stack.Find(stack.Dashboard)
+		var h views.Health
+		eventually(qctx, func() bool {
+			h = views.Health{}
+			_ = json.Unmarshal(get(t, l.cfg.URL(d)+"/api/health"), &h)
+			p := h.Services["payments"]
+			return p.Consumes && p.MsgRate > 0
+		})
+		p := h.Services["payments"]
+		if !p.Consumes || p.MsgRate <= 0 || !strings.Contains(p.Label(), " msg/s") {
+			t.Fatalf("payments on the map: %+v, label %q: want its message rate", p, p.Label())
+		}
+		if gw := h.Services["gateway"]; gw.Consumes {
+			t.Errorf("gateway consumes no queue, yet the map gives it a message rate: %+v", gw)
 		}
 	})
 
