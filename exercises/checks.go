@@ -144,7 +144,7 @@ func (ev *evaluation) matches(c *Check, order string) []match {
 }
 
 // all holds when every check holds; the order-scoped ones that name no same_order_as
-// for one and the same order. The candidates for that order come from one of them
+// (when there are two or more) for one and the same order. The candidates for that order come from one of them
 // (the one likeliest to name orders: a saga before a span); each is tried on the rest.
 func (ev *evaluation) all(checks []Check, order string) []match {
 	var free []int // order-scoped (or composed) checks bound by no same_order_as
@@ -172,7 +172,10 @@ func (ev *evaluation) all(checks []Check, order string) []match {
 		}
 		return m, true
 	}
-	if order != "" || len(free) == 0 {
+	// With one order-scoped check there is nothing to tie to one order: it holds as it
+	// holds alone, also for evidence that names no order (the span of a request the
+	// gateway refused, which never became an order).
+	if order != "" || len(free) <= 1 {
 		if m, ok := try(order); ok {
 			return []match{m}
 		}

@@ -414,6 +414,19 @@ func TestCheckKinds(t *testing.T) {
 					data: map[string]any{"sagaMode": "choreography", "note": "mine"}})
 				l.deliver(t, message{typ: contracts.OrderConfirmed, source: "orders", order: o, data: map[string]any{"sagaMode": "choreography"}})
 			}, EvidenceSaga},
+		// One order-scoped check in an all: a span of a request that never became an
+		// order (a 503 of an open breaker) still counts, with the other checks.
+		{"all, a span of no order", "      kind: all\n      checks:\n        - {kind: span, service: gateway, attributes: {http.response.status_code: \"503\"}}\n        - {kind: setting, key: gateway.breaker.enabled, value: \"false\"}",
+			func(t *testing.T, l lab) {
+				set(t, l, control.GatewayBreakerEnabled, "true")
+				l.export(t, newTrace(), span{service: "gateway", name: "POST /api/v1/orders", id: newSpan(), start: time.Now(), d: time.Millisecond,
+					attrs: map[string]string{"http.response.status_code": "502"}}) // another status
+			},
+			func(t *testing.T, l lab) {
+				l.export(t, newTrace(), span{service: "gateway", name: "POST /api/v1/orders", id: newSpan(), start: time.Now(), d: time.Millisecond,
+					attrs: map[string]string{"http.response.status_code": "503"}})
+				set(t, l, control.GatewayBreakerEnabled, "false")
+			}, EvidenceTrace},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := "9" + string(rune('0'+len(tc.name)%10)) + "-" + strings.NewReplacer(" ", "-", ",", "").Replace(tc.name)
