@@ -66,14 +66,14 @@ func TestExerciseTextCheckerCatches(t *testing.T) {
 	t.Parallel()
 	known := labNames(t)
 	for _, bad := range []string{"outbox.enable", "go run ./lab settings saga.mode=choreograph",
-		"crash_after_comit", "process order.plaaced", "saga_startd_total", "lab settings gateway.breaker.failures=0"} {
+		"crash_after_comit", "process order.plaaced", "saga_startd_total", "lab settings gateway.breaker.failures=0", "http.timeoutt", "db.topolgy"} {
 		if err := known.checkName(bad); err == nil {
 			t.Errorf("%q passes the checker", bad)
 		}
 	}
 	for _, good := range []string{"outbox.enabled", "go run ./lab settings saga.mode=orchestration",
 		"crash_after_commit", "process order.placed", "publish payments.dlq", "saga_started_total",
-		"out_of_stock", "payments.events", "payment.authorized", "4242 4242 4242 4242"} {
+		"out_of_stock", "payments.events", "payment.authorized", "4242 4242 4242 4242", "http.response.status_code", "db.system"} {
 		if err := known.checkName(good); err != nil {
 			t.Errorf("%q: %v", good, err)
 		}
@@ -217,6 +217,9 @@ var (
 	snake       = regexp.MustCompile(`^[a-z]+(_[a-z0-9]+)+$`)
 	settingsCmd = regexp.MustCompile(`^(?:go run \./)?lab settings (?:set )?([^ =]+)=(\S+)$`)
 	spanName    = regexp.MustCompile(`^(process|publish|outbox) (\S+)$`)
+	// OpenTelemetry's attribute names the waterfall shows (http.response.status_code),
+	// which share their first word with settings (http.timeout, db.topology).
+	spanAttribute = regexp.MustCompile(`^(http\.(request|response|route)|url|server|client|messaging|network|rpc|db\.(system|statement|operation|query|namespace|collection))(\.|$)`)
 )
 
 // checkName: a name a text gives (a code span or bold) is real, if it is of a kind the
@@ -240,7 +243,7 @@ func (n names) checkName(s string) error {
 		if !slices.Contains(n.settingPrefixes, p) {
 			return nil // payment.authorized, lab.fault: not meant as a setting
 		}
-		if _, ok := control.Lookup(s); ok || contracts.Known(s) || n.queues[s] {
+		if _, ok := control.Lookup(s); ok || contracts.Known(s) || n.queues[s] || spanAttribute.MatchString(s) {
 			return nil
 		}
 		return fmt.Errorf("no such setting (nor message type, nor queue); settings: %s", settingKeys())

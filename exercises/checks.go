@@ -144,8 +144,9 @@ func (ev *evaluation) matches(c *Check, order string) []match {
 }
 
 // all holds when every check holds; the order-scoped ones that name no same_order_as
-// (when there are two or more) for one and the same order. The candidates for that order come from one of them
-// (the one likeliest to name orders: a saga before a span); each is tried on the rest.
+// (when there are two or more) for one and the same order. The candidates for that
+// order come from one of them (the one likeliest to name orders: a saga before a span);
+// each is tried on the rest.
 func (ev *evaluation) all(checks []Check, order string) []match {
 	var free []int // order-scoped (or composed) checks bound by no same_order_as
 	for i := range checks {
