@@ -4,17 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"microlab/exercises"
 	"microlab/lab/stack"
 	"microlab/services/platform/control"
+	"microlab/services/platform/testenv"
 )
 
 // TestExerciseProtocol is DESIGN §10's test protocol, for every built-in exercise (a
@@ -25,8 +28,9 @@ import (
 // settings and faults back as they were before start. A check that holds before its
 // solution is a defect in the exercise, and fails here naming it.
 //
-// The exercises share one lab, one after the other: each starts from what the previous
-// one's reset left, which the protocol itself proves is the lab as it was.
+// The exercises share protocolLabs labs, each running its share one after the other:
+// each exercise starts from what the previous one's reset left, which the protocol
+// itself proves is the lab as it was. (`-run 'TestExerciseProtocol/07-'` starts one.)
 func TestExerciseProtocol(t *testing.T) {
 	t.Parallel()
 	list, err := exercises.Load(exercises.Builtin())
@@ -36,18 +40,49 @@ func TestExerciseProtocol(t *testing.T) {
 	if len(list) == 0 {
 		t.Fatal("no built-in exercises")
 	}
-	// Tracing: span checks and answers from a trace (slowest_span) read what the
-	// dashboard receives. Prometheus, on the port the dashboard's PROMETHEUS_URL names,
-	// for promql checks.
+	queue := make(chan *exercises.Exercise, len(list))
+	for i := range list {
+		queue <- &list[i]
+	}
+	close(queue)
+	n := min(protocolLabs, testenv.LabCapacity()) // each lab takes a slot of the budget
+	if strings.Contains(flag.Lookup("test.run").Value.String(), "TestExerciseProtocol/") {
+		n = 1 // a few exercises picked by name: one lab is quicker to start than two
+	}
+	// Each lab is started here, on the test's goroutine (startLab may fail the test);
+	// then each runs its exercises on a goroutine of its own, as subtests (t.Run may be
+	// called from several goroutines; none calls t.Parallel, see testenv.HoldLab).
+	dashes := make([]*dashAPI, min(n, len(list)))
+	for i := range dashes {
+		dashes[i] = protocolLab(t)
+	}
+	var wg sync.WaitGroup
+	for _, dash := range dashes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ex := range queue {
+				t.Run(ex.ID, func(t *testing.T) { exerciseProtocol(t, dash, ex) })
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// protocolLabs is how many labs TestExerciseProtocol shares its exercises among: each
+// is light (mostly waiting for a check to hold), and two keep the suite inside its time.
+const protocolLabs = 2
+
+// protocolLab starts a whole lab for the protocol and returns its dashboard's API.
+// Tracing: span checks and answers from a trace (slowest_span) read what the dashboard
+// receives. Prometheus, on the port the dashboard's PROMETHEUS_URL names, for promql
+// checks.
+func protocolLab(t *testing.T) *dashAPI {
+	t.Helper()
 	l := startLab(t, labOptions{tracing: true})
 	startPrometheus(t, l)
 	d, _ := stack.Find(stack.Dashboard)
-	dash := &dashAPI{base: l.cfg.URL(d), http: &http.Client{Timeout: 30 * time.Second}}
-
-	for i := range list {
-		ex := &list[i]
-		t.Run(ex.ID, func(t *testing.T) { exerciseProtocol(t, dash, ex) })
-	}
+	return &dashAPI{base: l.cfg.URL(d), http: &http.Client{Timeout: 30 * time.Second}}
 }
 
 func exerciseProtocol(t *testing.T, dash *dashAPI, ex *exercises.Exercise) {
