@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"microlab/exercises"
 	"microlab/lab/loadgen"
 	"microlab/lab/stack"
 )
@@ -28,17 +30,32 @@ func exercise(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	// The exercises this binary embeds: the same files the dashboard embeds, so an id is
+	// checked here, and list and show work while no dashboard runs.
+	builtin, err := exercises.Load(exercises.Builtin())
+	if err != nil {
+		return err
+	}
 	sub, rest := args[0], args[1:]
 	if sub == "list" {
 		if len(rest) != 0 {
 			return usageErrorf("lab exercise list takes no arguments")
 		}
-		return c.list(ctx, stdout)
+		err := c.list(ctx, stdout)
+		if offline(err) {
+			fmt.Fprintf(stderr, "lab exercise: %v: progress unknown\n", err)
+			return listOffline(stdout, builtin)
+		}
+		return err
 	}
 	if len(rest) == 0 {
 		return usageErrorf("want `lab exercise %s ID` (lab exercise list shows the ids)", sub)
 	}
 	id, rest := rest[0], rest[1:]
+	ex := slices.IndexFunc(builtin, func(e exercises.Exercise) bool { return e.ID == id })
+	if ex < 0 && slices.Contains([]string{"show", "start", "check", "hint", "answer", "solve", "reset"}, sub) {
+		return usageErrorf("no exercise %q (lab exercise list shows the ids: %s, …)", id, builtin[0].ID)
+	}
 	switch sub {
 	case "show", "start", "check", "solve", "reset":
 		if len(rest) != 0 {
@@ -48,7 +65,10 @@ func exercise(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	switch sub {
 	case "show":
 		d, err := c.get(ctx, id)
-		if err != nil {
+		if offline(err) {
+			fmt.Fprintf(stderr, "lab exercise: %v: progress unknown\n", err)
+			d = offlineView(builtin[ex])
+		} else if err != nil {
 			return err
 		}
 		c.show(stdout, d, true)
@@ -144,33 +164,16 @@ func newExerciseClient(cfg Config) (*exerciseClient, error) {
 
 // The API's answers, as far as this command reads them.
 type exerciseView struct {
-	ID            string   `json:"id"`
-	Title         string   `json:"title"`
-	Level         string   `json:"level"`
-	Minutes       int      `json:"minutes"`
-	Patterns      []string `json:"patterns"`
-	Prerequisites []string `json:"prerequisites"`
-	README        string   `json:"readme"`
-	State         string   `json:"state"`
-	Steps         []struct {
-		ID           string   `json:"id"`
-		Number       int      `json:"number"`
-		Instructions string   `json:"instructions"`
-		State        string   `json:"state"`
-		Missing      string   `json:"missing"`
-		Waiting      bool     `json:"waiting"`
-		Hints        []string `json:"hints"`
-		HintsTotal   int      `json:"hintsTotal"`
-		Question     *struct {
-			Text    string   `json:"text"`
-			Choices []string `json:"choices"`
-		} `json:"question"`
-		Evidence []struct {
-			Href  string `json:"href"`
-			Label string `json:"label"`
-		} `json:"evidence"`
-	} `json:"steps"`
-	Status struct {
+	ID            string         `json:"id"`
+	Title         string         `json:"title"`
+	Level         string         `json:"level"`
+	Minutes       int            `json:"minutes"`
+	Patterns      []string       `json:"patterns"`
+	Prerequisites []string       `json:"prerequisites"`
+	README        string         `json:"readme"`
+	State         string         `json:"state"`
+	Steps         []exerciseStep `json:"steps"`
+	Status        struct {
 		Current  string   `json:"current"`
 		Complete bool     `json:"complete"`
 		Problems []string `json:"problems"`
@@ -186,6 +189,26 @@ type exerciseView struct {
 			Error  string `json:"error"`
 		} `json:"actions"`
 	} `json:"solving"`
+}
+
+// exerciseStep is one step of exerciseView.
+type exerciseStep struct {
+	ID           string   `json:"id"`
+	Number       int      `json:"number"`
+	Instructions string   `json:"instructions"`
+	State        string   `json:"state"`
+	Missing      string   `json:"missing"`
+	Waiting      bool     `json:"waiting"`
+	Hints        []string `json:"hints"`
+	HintsTotal   int      `json:"hintsTotal"`
+	Question     *struct {
+		Text    string   `json:"text"`
+		Choices []string `json:"choices"`
+	} `json:"question"`
+	Evidence []struct {
+		Href  string `json:"href"`
+		Label string `json:"label"`
+	} `json:"evidence"`
 }
 
 // call makes one request. The dashboard refuses a state-changing request whose Origin
@@ -207,9 +230,33 @@ func (c *exerciseClient) call(ctx context.Context, method, id, path string, in, 
 	case errors.As(err, &ae):
 		return fmt.Errorf("%s %s%s: %d: %s", method, c.base, p, ae.Status, ae.Msg)
 	case errors.As(err, &ue):
-		return fmt.Errorf("the dashboard (%s) does not answer: %w (is `lab up` running?)", c.base, err)
+		return fmt.Errorf("%w at %s (is `lab up` running?): %w", errOffline, c.base, err)
 	}
 	return fmt.Errorf("the dashboard's answer: %w", err)
+}
+
+// errOffline marks an answer that never came: no dashboard listens.
+var errOffline = errors.New("the dashboard does not answer")
+
+func offline(err error) bool { return errors.Is(err, errOffline) }
+
+// listOffline is list from the embedded exercises, without progress.
+func listOffline(stdout io.Writer, list []exercises.Exercise) error {
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for _, e := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%d min\t%s\t%s\n", e.ID, e.Level, e.Minutes, "?", e.Title)
+	}
+	return tw.Flush()
+}
+
+// offlineView is an exercise as show prints it from its embedded files, not started.
+func offlineView(e exercises.Exercise) exerciseView {
+	d := exerciseView{ID: e.ID, Title: e.Title, Level: e.Level, Minutes: e.Minutes, Patterns: e.Patterns,
+		Prerequisites: e.Prerequisites, README: e.README}
+	for i, st := range e.Steps {
+		d.Steps = append(d.Steps, exerciseStep{ID: st.ID, Number: i + 1, Instructions: st.Instructions})
+	}
+	return d
 }
 
 func (c *exerciseClient) get(ctx context.Context, id string) (exerciseView, error) {

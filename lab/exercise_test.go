@@ -100,3 +100,37 @@ func TestExerciseCommand(t *testing.T) {
 		t.Errorf("after reset: %+v %v", s, err)
 	}
 }
+
+// Without a dashboard, list and show read the exercises this binary embeds (saying the
+// progress is unknown), an unknown id is still bad input, and what needs the lab says
+// the dashboard does not answer.
+func TestExerciseCommandOffline(t *testing.T) {
+	t.Parallel()
+	closed := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
+	lab := func(args ...string) (int, string, string) {
+		t.Helper()
+		var stdout, stderr syncBuffer
+		code := run(context.Background(), append([]string{"exercise"}, args...),
+			envWith(map[string]string{"LAB_DASHBOARD_URL": closed}), &stdout, &stderr)
+		return code, stdout.String(), stderr.String()
+	}
+	code, out, errs := lab("list")
+	if code != 0 || !strings.HasPrefix(out, "01-follow-an-order ") || !strings.Contains(out, "\n07-outbox ") ||
+		!strings.Contains(errs, "progress unknown") {
+		t.Errorf("list: %d\n%s\n%s", code, out, errs)
+	}
+	code, out, errs = lab("show", "07-outbox")
+	if code != 0 || !strings.Contains(out, "Transactional outbox") || !strings.Contains(out, "## The pattern") ||
+		!strings.Contains(out, "[ ] 1. switch-the-outbox-off") || !strings.Contains(errs, "does not answer") {
+		t.Errorf("show: %d\n%s\n%s", code, out, errs)
+	}
+	for _, args := range [][]string{{"show", "99-nosuch"}, {"start", "nope"}, {"solve", "07-outbox", "extra"}} {
+		if code, out, errs := lab(args...); code != exitUsage {
+			t.Errorf("lab exercise %q: %d, want 2\n%s%s", args, code, out, errs)
+		}
+	}
+	if code, _, errs := lab("start", "07-outbox"); code != exitFailure || !strings.Contains(errs, "does not answer") ||
+		!strings.Contains(errs, "lab up") {
+		t.Errorf("start without a dashboard: %d, want 1\n%s", code, errs)
+	}
+}
