@@ -39,7 +39,7 @@ func TestExerciseProtocol(t *testing.T) {
 	// Tracing: span checks and answers from a trace (slowest_span) read what the
 	// dashboard receives. Prometheus, on the port the dashboard's PROMETHEUS_URL names,
 	// for promql checks.
-	l := startLab(t, labOptions{tracing: true})
+	l := startLab(t, labOptions{tracing: true, scaleUpTo: 2}) // scale actions, as lab up follows them
 	startPrometheus(t, l)
 	d, _ := stack.Find(stack.Dashboard)
 	dash := &dashAPI{base: l.cfg.URL(d), http: &http.Client{Timeout: 30 * time.Second}}
