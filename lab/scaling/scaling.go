@@ -129,19 +129,30 @@ func (s *Scaler) To(ctx context.Context, service string, n int) error {
 		s.progress("scale %s %d → %d: stopping %s (in-flight messages finish; prefetched ones go back to %s.events)",
 			service, have, n, strings.Join(ids, ", "), service)
 		if err := s.stop(ids); err != nil {
-			return err
+			// Gone all the same: an instance that ignored SIGTERM was killed (what it
+			// held is redelivered, unacked), and the supervisor forgot it.
+			s.scale[service] = n
+			return errors.Join(err, s.writeTargets())
 		}
 		s.progress("scale %s: %s stopped", service, strings.Join(ids, ", "))
 	}
 	s.scale[service] = n
 	if s.Targets != nil {
-		if err := s.Targets(maps.Clone(s.scale)); err != nil {
+		if err := s.writeTargets(); err != nil {
 			return fmt.Errorf("scale %s: %w", service, err)
 		}
 		s.progress("scale %s: Prometheus scrapes %d instance(s)", service, n)
 	}
 	s.progress("scale %s is %d", service, n)
 	return nil
+}
+
+// writeTargets tells Targets the current scale. Called with mu held.
+func (s *Scaler) writeTargets() error {
+	if s.Targets == nil {
+		return nil
+	}
+	return s.Targets(maps.Clone(s.scale))
 }
 
 // stop stops the instances ids, all at once, and returns when they are gone.
@@ -178,10 +189,7 @@ func (s *Scaler) Start(ctx context.Context, cfg stack.Config, names []string) er
 	if err := s.supervised().Start(ctx, cfg, names); err != nil {
 		return err
 	}
-	if s.Targets != nil { // a scale changed meanwhile
-		return s.Targets(maps.Clone(s.scale))
-	}
-	return nil
+	return s.writeTargets() // a scale may have changed meanwhile
 }
 
 // Initial stores the scale asked for at start (lab up --scale) as the settings of the
