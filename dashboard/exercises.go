@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -77,8 +78,9 @@ func (s *server) attachExercises(ctx context.Context, pool *pgxpool.Pool, list [
 		}
 		lab.Shop = gw
 	}
-	// Scale stays nil: the dashboard does not run the services (lab up's supervisor
-	// does), so a scale action reports ErrUnavailable rather than pretending.
+	// Scale sets scale.<service>: the dashboard does not run the services, lab up's
+	// scale follower (lab/scaling) does, and starts or stops instances to match.
+	lab.Scale = s.exerciseScale
 	e, err := exercises.New(ctx, pool, list, lab)
 	if err != nil {
 		return err
@@ -93,6 +95,20 @@ func (s *server) attachExercises(ctx context.Context, pool *pgxpool.Pool, list [
 		}
 	}
 	s.exs.Store(x)
+	return nil
+}
+
+// exerciseScale is the engine's scale hook: the setting scale.<service>, through the
+// control plane the switchboard uses (validated, stored, announced on lab.control).
+func (s *server) exerciseScale(ctx context.Context, service string, instances int) error {
+	key := control.ScaleKey(service)
+	if _, ok := control.Lookup(key); !ok {
+		return fmt.Errorf("scale: %s has no scale setting (the queue consumers have one: %s)",
+			service, strings.Join(control.ScaleServices, ", "))
+	}
+	if _, err := s.plane.Set(ctx, key, strconv.Itoa(instances), "exercise"); err != nil && !errors.Is(err, control.ErrNotAnnounced) {
+		return err
+	}
 	return nil
 }
 

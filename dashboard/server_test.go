@@ -203,6 +203,7 @@ func TestSettingsAPI(t *testing.T) {
 		{`{"key":"saga.mode","value":"chaos"}`, "want one of choreography, orchestration"},
 		{`{"key":"nope","value":"1"}`, "unknown setting"},
 		{`{"key":"saga.step_timeout","value":"0s"}`, "between"},
+		{`{"key":"scale.shipping","value":"10"}`, "want a whole number from 1 to 9"},
 		{`{"key":"saga.mode"`, ""},
 	} {
 		resp, body = f.do(t, "POST", "/api/lab/settings", tc.body, map[string]string{"Origin": f.ts.URL})

@@ -509,6 +509,11 @@ func (v *validator) action(path string, a Action, step int) {
 				fp = field(p, "service")
 			}
 			v.d.errf(fp, "%v", err)
+		} else if _, ok := control.Lookup(control.ScaleKey(s.Service)); !ok {
+			// Scaling at runtime is the setting scale.<service>, which the queue
+			// consumers have: another service's callers know one URL.
+			v.d.errf(field(p, "service"), "%s cannot be scaled while the lab runs (scale.<service> exists for %s)",
+				s.Service, strings.Join(control.ScaleServices, ", "))
 		}
 	case "wait":
 		if a.Wait.D <= 0 || a.Wait.D > maxWait {

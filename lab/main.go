@@ -55,7 +55,8 @@ usage:
   lab up [--scale service=N]... [--no-build] [--pprof]
         check dependencies, create databases, build (Jaeger too), start Jaeger,
         Prometheus (if installed) and every service, wait until all are healthy, print
-        their URLs; Ctrl-C stops everything
+        their URLs; Ctrl-C stops everything. --scale sets scale.<service> for the
+        queue consumers; while it runs lab up follows scale.<service> and db.topology
   lab doctor
         check each dependency; print the command that fixes a missing one
   lab settings

@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"microlab/lab/scaling"
 	"microlab/lab/stack"
 	"microlab/lab/supervisor"
 	"microlab/lab/topology"
@@ -83,9 +85,17 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 	if err == nil && sc.Shared() {
 		err = topology.ProvisionShared(pctx, sc)
 	}
+	if err == nil {
+		// --scale sets the scale.<service> settings; without it the stored scale is
+		// followed (a restarted lab keeps the class's scale).
+		scale, err = initialScale(pctx, sc, scale)
+	}
 	cancel()
 	if err != nil {
 		return fmt.Errorf("databases: %w", err)
+	}
+	if insts, err = sc.Instances(scale); err != nil {
+		return err
 	}
 
 	jaegerBin := filepath.Join(bin, "jaeger")
@@ -142,7 +152,7 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 		return errors.Join(sup.StopAll(sctx), obs.StopAll(sctx))
 	}
 	lctx, cancel := context.WithTimeout(ctx, startTimeout)
-	lines, err := startObservability(lctx, sc, obs, jaegerBin, run, scale, stderr)
+	lines, targets, err := startObservability(lctx, sc, obs, jaegerBin, run, scale, stderr)
 	if err == nil {
 		err = stack.Launch(lctx, sc, sup, bin, scale)
 	}
@@ -158,15 +168,24 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 	fmt.Fprint(stdout, urls(insts, scale))
 	fmt.Fprint(stdout, lines)
 	fmt.Fprintln(stdout, "lab is up; Ctrl-C stops everything")
-	followed := make(chan struct{})
-	go func() {
-		defer close(followed)
-		if err := followTopology(ctx, sc, sup, bin, scale, stdout, log); err != nil {
+	// One Scaler owns the instances: the scale follower changes their number, a topology
+	// switch restarts every one there is.
+	scaler := scaling.New(sc, sup, bin, scale)
+	scaler.Targets = targets
+	scaler.Progress = func(step string) { fmt.Fprintln(stdout, "lab:", step) }
+	var followed sync.WaitGroup
+	followed.Go(func() {
+		if err := followTopology(ctx, sc, scaler, stdout, log); err != nil {
 			fmt.Fprintln(stderr, "lab: db.topology changes are not applied:", err)
 		}
-	}()
+	})
+	followed.Go(func() {
+		if err := followScale(ctx, sc, scaler, log); err != nil {
+			fmt.Fprintln(stderr, "lab: scale.<service> changes are not applied:", err)
+		}
+	})
 	<-ctx.Done()
-	<-followed // a switch under way ends first (interrupted, its data where it was)
+	followed.Wait() // a switch under way ends first (interrupted, its data where it was)
 	fmt.Fprintln(stderr, "lab: stopping every service")
 	if err := stop(); err != nil {
 		return err
@@ -178,7 +197,7 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 // followTopology applies the db.topology setting while the lab runs: a change restarts
 // every service with a database on the other topology, its data carried over
 // (lab/topology), each step printed and recorded for the dashboard.
-func followTopology(ctx context.Context, sc stack.Config, sup *supervisor.Supervisor, bin string, scale map[string]int, stdout io.Writer, log *slog.Logger) error {
+func followTopology(ctx context.Context, sc stack.Config, scaler *scaling.Scaler, stdout io.Writer, log *slog.Logger) error {
 	root, err := moduleRoot() // the services' migrations, the same files their binaries embed
 	if err != nil {
 		return fmt.Errorf("cannot switch: %w", err)
@@ -198,17 +217,53 @@ func followTopology(ctx context.Context, sc stack.Config, sup *supervisor.Superv
 	}
 	defer conn.Close()
 	sw := &topology.Switcher{Cfg: sc, Migrations: topology.DirMigrations(root),
-		Services: topology.Supervised{Sup: sup, Bin: bin, Scale: scale},
+		Services: scaler,
 		Progress: func(step string) { fmt.Fprintln(stdout, "lab:", step) }}
 	return topology.Follow(ctx, sw, store, conn, bus.NewPublisher(conn, log), log)
+}
+
+// followScale applies the scale.<service> settings while the lab runs: a change starts
+// or stops instances (lab/scaling), each step printed.
+func followScale(ctx context.Context, sc stack.Config, scaler *scaling.Scaler, log *slog.Logger) error {
+	labURL, err := sc.DatabaseURL(sc.DBName(stack.LabDB))
+	if err != nil {
+		return err
+	}
+	store, err := control.OpenStore(ctx, labURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	conn, err := bus.Dial(ctx, sc.AMQPURL, "lab-up/scale", log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return scaling.Follow(ctx, scaler, store, conn, bus.NewPublisher(conn, log), log)
+}
+
+// initialScale stores --scale as the scale settings and returns the scale to launch
+// (scaling.Initial).
+func initialScale(ctx context.Context, sc stack.Config, asked map[string]int) (map[string]int, error) {
+	labURL, err := sc.DatabaseURL(sc.DBName(stack.LabDB))
+	if err != nil {
+		return nil, err
+	}
+	store, err := control.OpenStore(ctx, labURL)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	return scaling.Initial(ctx, store, asked, "lab up --scale")
 }
 
 // startObservability starts the lab's Jaeger (unless jaegerBin is "") and Prometheus
 // (if installed) under obs, their files in run/jaeger and run/prometheus, before the
 // services, so that their first spans and scrapes are not lost. What is missing, or
 // already running on the ports, is one line on notes; lab goes on without it. It returns
-// the URL lines to print once the lab is up.
-func startObservability(ctx context.Context, sc stack.Config, obs *supervisor.Supervisor, jaegerBin, run string, scale map[string]int, notes io.Writer) (string, error) {
+// the URL lines to print once the lab is up, and how to rewrite Prometheus' targets for
+// another scale (nil without a Prometheus).
+func startObservability(ctx context.Context, sc stack.Config, obs *supervisor.Supervisor, jaegerBin, run string, scale map[string]int, notes io.Writer) (string, func(map[string]int) error, error) {
 	var b strings.Builder
 	if jaegerBin != "" {
 		j := sc.Jaeger(jaegerBin, filepath.Join(run, "jaeger"))
@@ -223,7 +278,7 @@ func startObservability(ctx context.Context, sc stack.Config, obs *supervisor.Su
 				break
 			}
 			if err != nil {
-				return "", err
+				return "", nil, err
 			}
 			fmt.Fprintf(&b, "%-15s %s  (API: /api/traces/<traceId>; log: %s)\n", "jaeger", j.QueryURL(), j.LogFile())
 		}
@@ -231,25 +286,32 @@ func startObservability(ctx context.Context, sc stack.Config, obs *supervisor.Su
 	promBin, err := stack.FindPrometheus()
 	if err != nil {
 		fmt.Fprintf(notes, "prometheus: not installed, metrics are not collected (install: %s)\n", stack.FixPrometheus)
-		return b.String(), nil
+		return b.String(), nil, nil
 	}
 	p := sc.Prometheus(promBin, filepath.Join(run, "prometheus"))
 	targets, err := sc.Targets(scale)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := p.WriteTargets(targets); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := p.Start(ctx, obs); err != nil {
 		if errors.Is(err, stack.ErrPortTaken) {
 			fmt.Fprintf(notes, "prometheus: %v: not started, metrics are not collected (Debian's prometheus service? systemctl disable --now prometheus)\n", err)
-			return b.String(), nil
+			return b.String(), nil, nil
 		}
-		return "", err
+		return "", nil, err
 	}
 	fmt.Fprintf(&b, "%-15s %s  (log: %s)\n", "prometheus", p.URL(), p.LogFile())
-	return b.String(), nil
+	rewrite := func(scale map[string]int) error {
+		targets, err := sc.Targets(scale)
+		if err != nil {
+			return err
+		}
+		return p.WriteTargets(targets)
+	}
+	return b.String(), rewrite, nil
 }
 
 // parseScale adds "name=N[,name=N]" to scale.

@@ -79,7 +79,7 @@ const protocolLabs = 2
 // checks.
 func protocolLab(t *testing.T) *dashAPI {
 	t.Helper()
-	l := startLab(t, labOptions{tracing: true})
+	l := startLab(t, labOptions{tracing: true, scaleUpTo: 2}) // scale actions, as lab up follows them
 	startPrometheus(t, l)
 	d, _ := stack.Find(stack.Dashboard)
 	return &dashAPI{base: l.cfg.URL(d), http: &http.Client{Timeout: 30 * time.Second}}

@@ -11,10 +11,12 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"microlab/lab/reconcile"
+	"microlab/lab/scaling"
 	"microlab/lab/stack"
 	"microlab/lab/supervisor"
 	"microlab/services/platform/bus"
@@ -75,6 +77,10 @@ type lab struct {
 	store  *control.Store
 	logs   *syncBuffer
 	scale  map[string]int
+	// scaler runs lab up's scale follower (labOptions.scaleUpTo), prom the Prometheus
+	// whose targets it rewrites (startPrometheus).
+	scaler *scaling.Scaler
+	prom   atomic.Pointer[stack.Prometheus]
 	mgmt   string // the RabbitMQ management API of the lab's vhost ("" on a private broker)
 	// queues lists the queues of a private broker (which has no management API).
 	queues func(context.Context) (map[string]int, error)
@@ -94,6 +100,9 @@ type labOptions struct {
 	sampling string         // TRACES_SAMPLER_RATIO; "" = "1" with tracing, else "0"
 	heavy    bool           // the test loads the lab to its limit: it runs alone (testenv.HoldLab)
 	bins     string         // directory of service binaries ("" = the -race builds)
+	// scaleUpTo > 0 runs lab up's scale follower (lab/scaling: scale.<service> settings
+	// start and stop instances) and claims ports for that many instances of each.
+	scaleUpTo int
 }
 
 // testDefaults lowers what costs CPU in every lab but is the subject of no test here:
@@ -124,7 +133,7 @@ func startLab(t testing.TB, opts labOptions) *lab {
 	// bound before the next lab looks for free ones.
 	testenv.HoldLab(t, map[bool]int{false: testenv.Light, true: testenv.Heavy}[opts.heavy])
 	started := testenv.StartLock(t)
-	offset, err := stack.ClaimOffset(opts.scale, testenv.ClaimPorts(t))
+	offset, err := stack.ClaimOffset(claimScale(opts), testenv.ClaimPorts(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,8 +206,16 @@ func startLab(t testing.TB, opts labOptions) *lab {
 			t.Logf("service logs (tail):\n%s", logs.Tail(20000))
 		}
 	})
-	if err := stack.Launch(ctx, cfg, sup, bins, opts.scale); err != nil {
+	if opts.scaleUpTo > 0 { // as lab up: the stored scale is launched, then followed
+		if l.scale, err = scaling.Initial(ctx, store, opts.scale, "e2e"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stack.Launch(ctx, cfg, sup, bins, l.scale); err != nil {
 		t.Fatalf("launch: %v\nlogs:\n%s", err, logs.Tail(20000))
+	}
+	if opts.scaleUpTo > 0 {
+		l.followScale(t, bins)
 	}
 	started()
 	gw, _ := stack.Find("gateway")
@@ -230,7 +247,7 @@ func startPrometheus(t testing.TB, l *lab) string {
 		testenv.Missing(t, "Prometheus", stack.FixPrometheus, err)
 	}
 	p := l.cfg.Prometheus(bin, t.TempDir())
-	groups, err := l.cfg.Targets(nil)
+	groups, err := l.cfg.Targets(l.scale)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,6 +257,7 @@ func startPrometheus(t testing.TB, l *lab) string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	startTool(t, ctx, "prometheus", p.Start)
+	l.prom.Store(&p)
 	return p.URL()
 }
 

@@ -100,19 +100,11 @@ func Launch(ctx context.Context, cfg Config, sup *supervisor.Supervisor, binDir 
 	}
 	ids := make([]string, 0, len(insts))
 	for _, in := range insts {
-		env, err := cfg.Env(in.Service, in.ID)
+		p, err := cfg.Proc(in, binDir)
 		if err != nil {
 			return fmt.Errorf("launch %s: %w", in.ID, err)
 		}
-		env = setEnv(env, "HTTP_ADDR", in.Addr)
-		err = sup.Start(ctx, supervisor.Proc{
-			Name:      in.Service.Name,
-			Instance:  in.ID,
-			Path:      filepath.Join(binDir, in.Service.Name),
-			Env:       env,
-			HealthURL: in.URL() + "/readyz",
-		})
-		if err != nil {
+		if err := sup.Start(ctx, p); err != nil {
 			return fmt.Errorf("launch: %w", err)
 		}
 		ids = append(ids, in.ID)
@@ -121,6 +113,23 @@ func Launch(ctx context.Context, cfg Config, sup *supervisor.Supervisor, binDir 
 		return fmt.Errorf("launch: %w", err)
 	}
 	return nil
+}
+
+// Proc is the process of one instance, from the binaries in binDir: the service's
+// environment (Env) listening on the instance's address, healthy when /readyz answers.
+// Launch starts every instance so; lab up's scale follower (lab/scaling) one more.
+func (c Config) Proc(in Instance, binDir string) (supervisor.Proc, error) {
+	env, err := c.Env(in.Service, in.ID)
+	if err != nil {
+		return supervisor.Proc{}, err
+	}
+	return supervisor.Proc{
+		Name:      in.Service.Name,
+		Instance:  in.ID,
+		Path:      filepath.Join(binDir, in.Service.Name),
+		Env:       setEnv(env, "HTTP_ADDR", in.Addr),
+		HealthURL: in.URL() + "/readyz",
+	}, nil
 }
 
 // setEnv sets key=value in env, replacing an existing entry.

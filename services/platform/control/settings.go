@@ -60,7 +60,7 @@ type Def struct {
 
 // Defs lists every setting. Adding a setting is adding a line here.
 func Defs() []Def {
-	return []Def{
+	return append([]Def{
 		{Key: SagaMode, Default: contracts.ModeChoreography, Allowed: []string{contracts.ModeChoreography, contracts.ModeOrchestration},
 			Help: "how the checkout saga is coordinated: services reacting to events, or an orchestrator in orders sending commands"},
 		{Key: SagaStepTimeout, Default: "15s", parse: durationBetween(time.Second, 10*time.Minute),
@@ -93,7 +93,47 @@ func Defs() []Def {
 			Help: "async: notifications reacts to order.confirmed; sync: orders calls notifications over HTTP before it confirms an order (and retries the confirmation while notifications fails)"},
 		{Key: ReadModel, Default: ReadModelComposition, Allowed: []string{ReadModelComposition, ReadModelCQRS},
 			Help: "the order history (GET /api/v1/orders, /home): composition asks orders' write side; cqrs asks the read model orders keeps from events (lags behind: read_model_apply_lag_seconds)"},
+	}, scaleDefs()...)
+}
+
+// MaxScale bounds the scale.<service> settings: instance n listens on the service's
+// port + 1000·(n-1), and a tenth would reach into other services' ranges. It is lab
+// up's own bound (lab/stack.MaxScale; a test in lab/scaling keeps the two equal: the
+// services never import lab).
+const MaxScale = 9
+
+// ScalePrefix begins the scale settings: scale.<service> is how many instances of a
+// service lab up runs (ScaleKey).
+const ScalePrefix = "scale."
+
+// ScaleKey is the setting that scales service: "scale.shipping".
+func ScaleKey(service string) string { return ScalePrefix + service }
+
+// ScaleServices are the services a scale setting exists for: the queue consumers, the
+// ones whose extra instances share the work (competing consumers on their queue). An
+// HTTP-only service would gain nothing: its callers know one URL, instance 1's.
+var ScaleServices = QueueServices
+
+func scaleDefs() []Def {
+	out := make([]Def, 0, len(ScaleServices))
+	for _, svc := range ScaleServices {
+		out = append(out, Def{Key: ScaleKey(svc), Default: "1", parse: intBetween(1, MaxScale),
+			Help: fmt.Sprintf("instances of %s that lab up runs, competing consumers on %s.events (1 to %d); applied live: lab up starts or stops instances (gracefully: what one held is redelivered)", svc, svc, MaxScale)})
 	}
+	return out
+}
+
+// Scale is how many instances of service the lab should run (1 for a service with no
+// scale setting, or an unreadable value).
+func (s Settings) Scale(service string) int {
+	if _, ok := Lookup(ScaleKey(service)); !ok {
+		return 1
+	}
+	n, err := strconv.Atoi(s.Get(ScaleKey(service)))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return min(n, MaxScale)
 }
 
 // Lookup returns the definition of key.
