@@ -248,9 +248,11 @@ func (e *Engine) setup(ctx context.Context, ex *Exercise, run *Run) error {
 	return nil
 }
 
-// draw is the fault to inject: f, its random choices drawn.
+// draw is the fault to inject: f, its random choices drawn; a drawn one is stored
+// hidden (control.Fault.Hidden) until the diagnosis is answered or revealed.
 func (e *Engine) draw(f Fault) control.FaultSpec {
-	spec := control.FaultSpec{Service: f.Service, Instance: f.Instance, Kind: f.Kind, Value: f.Value, On: f.On, For: f.For}
+	spec := control.FaultSpec{Service: f.Service, Instance: f.Instance, Kind: f.Kind, Value: f.Value, On: f.On, For: f.For,
+		Hidden: f.Random != nil}
 	if r := f.Random; r != nil {
 		if len(r.Services) > 0 {
 			spec.Service = r.Services[e.pick(len(r.Services))]
@@ -619,6 +621,9 @@ func (e *Engine) Answer(ctx context.Context, id, step, answer string) (AnswerRes
 		return AnswerResult{}, err
 	}
 	run.Steps[i].Answers = append(run.Steps[i].Answers, g)
+	if g.Right && diagnosed(ex, run) && !run.Revealed {
+		e.reveal(ctx, ex, run)
+	}
 	res := AnswerResult{Right: g.Right}
 	if !g.Right {
 		res.Hint = q.Wrong
@@ -900,5 +905,33 @@ func (e *Engine) Reveal(ctx context.Context, id string) ([]control.Fault, error)
 	if err := e.store.reveal(ctx, run.ID); err != nil {
 		return nil, err
 	}
+	e.reveal(ctx, ex, run)
+	for i := range faults {
+		faults[i].Hidden = false
+	}
 	return faults, nil
+}
+
+// revealer is the part of the control plane that shows hidden faults again
+// (*control.Plane); a Lab whose Plane lacks it hides nothing in the store.
+type revealer interface {
+	RevealFaults(ctx context.Context, ids []int64, source string) ([]control.Change, error)
+}
+
+// reveal shows the faults run drew, in the control plane, once the diagnosis is
+// answered or given up on. A failure is not the learner's: the faults stay hidden in
+// the services' eyes until they expire or are cleared, while Hidden no longer counts
+// them (the dashboard shows them).
+func (e *Engine) reveal(ctx context.Context, ex *Exercise, run *Run) {
+	r, ok := e.lab.Plane.(revealer)
+	if !ok {
+		return
+	}
+	var ids []int64
+	for _, f := range drawn(ex, run) {
+		if f.ID != 0 {
+			ids = append(ids, f.ID)
+		}
+	}
+	_, _ = r.RevealFaults(ctx, ids, Source(ex.ID)) // changed(err): stored but not announced is revealed
 }
