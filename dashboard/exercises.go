@@ -163,6 +163,7 @@ var exerciseOutcomes = []struct {
 	{exercises.ErrNoMoreHints, http.StatusConflict, "no_more_hints"},
 	{exercises.ErrCompleted, http.StatusConflict, "completed"},
 	{exercises.ErrNoDiagnosis, http.StatusConflict, "no_diagnosis"},
+	{exercises.ErrTraceArriving, http.StatusConflict, "trace_arriving"},
 	{exercises.ErrNoQuestion, http.StatusBadRequest, "no_question"},
 	{exercises.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 }

@@ -27,6 +27,9 @@ var (
 	ErrNoMoreHints     = errors.New("no more hints for this step")
 	ErrCompleted       = errors.New("exercise completed: reset or start it again")
 	ErrNoDiagnosis     = errors.New("this exercise hides no fault to reveal")
+	// ErrTraceArriving: the question is about an order's trace (slowest_span) and its
+	// spans are still arriving; the answer is not judged (nor counted) until it is all in.
+	ErrTraceArriving = errors.New("the trace is still arriving: answer again in a moment")
 )
 
 // Engine runs exercises against a Lab and records progress in database lab. One
@@ -616,6 +619,9 @@ func (e *Engine) Answer(ctx context.Context, id, step, answer string) (AnswerRes
 	}
 	ev := &evaluation{ctx: ctx, lab: &e.lab, ex: ex, run: run, step: i, now: e.now()}
 	want, known := ev.expected(q.Expect)
+	if !known && q.Expect.From == "slowest_span" {
+		return AnswerResult{}, fmt.Errorf("%s: %w", s.ID, ErrTraceArriving)
+	}
 	g := Given{Answer: strings.TrimSpace(answer), Right: known && rightAnswer(q.Expect.From, answer, want), At: ev.now}
 	if err := e.store.answer(ctx, run.ID, s.ID, g); err != nil {
 		return AnswerResult{}, err
@@ -738,22 +744,35 @@ func (e *Engine) act(ctx context.Context, ex *Exercise, run *Run, step *Step, a 
 	case a.Answer != nil:
 		// The reference solution answers as a learner would: by looking. What the lab
 		// knows is what it looks up (the slowest span of the order's trace, the fault).
+		// It waits, up to the step's within, for what it looks at to be there (a trace
+		// complete), as a learner would.
 		text := a.Answer.Text
 		if a.Answer.From != "" {
-			unlock := e.turn(ex.ID)
-			cur, err := e.current(ctx, ex)
-			if err != nil {
+			deadline := e.now().Add(step.Check.Timeout())
+			for {
+				unlock := e.turn(ex.ID)
+				cur, err := e.current(ctx, ex)
+				if err != nil {
+					unlock()
+					return err
+				}
+				i := slices.IndexFunc(ex.Steps, func(s Step) bool { return s.ID == step.ID })
+				ev := &evaluation{ctx: ctx, lab: &e.lab, ex: ex, run: cur, step: i, now: e.now()}
+				want, ok := ev.expected(*a.Answer)
 				unlock()
-				return err
+				if ok {
+					text = want
+					break
+				}
+				if !e.now().Before(deadline) {
+					return fmt.Errorf("the lab does not know %s yet (is the order's trace all in?)", a.Answer.From)
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(e.Poll):
+				}
 			}
-			i := slices.IndexFunc(ex.Steps, func(s Step) bool { return s.ID == step.ID })
-			ev := &evaluation{ctx: ctx, lab: &e.lab, ex: ex, run: cur, step: i, now: e.now()}
-			want, ok := ev.expected(*a.Answer)
-			unlock()
-			if !ok {
-				return fmt.Errorf("the lab does not know %s yet (is the order's trace in?)", a.Answer.From)
-			}
-			text = want
 		}
 		res, err := e.Answer(ctx, ex.ID, step.ID, text)
 		if err != nil {
