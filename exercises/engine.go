@@ -468,6 +468,11 @@ func (e *Engine) advance(ctx context.Context, ex *Exercise, run *Run) (Status, e
 			return Status{}, err
 		}
 		run.Steps[i].DoneAt, run.Steps[i].Order, run.Steps[i].Evidence = &at, m.order, m.evidence
+		// The last question about the fault answered: it shows as it is from now on
+		// (before a cleanup that may clear it, so that the timeline says what it was).
+		if q := question(step.Check); q != nil && strings.HasPrefix(q.Expect.From, "fault.") && diagnosed(ex, run) && !run.Revealed {
+			e.reveal(ctx, ex, run)
+		}
 	}
 	// Every step done: the exercise is complete.
 	now := e.now()
@@ -627,9 +632,6 @@ func (e *Engine) Answer(ctx context.Context, id, step, answer string) (AnswerRes
 		return AnswerResult{}, err
 	}
 	run.Steps[i].Answers = append(run.Steps[i].Answers, g)
-	if g.Right && diagnosed(ex, run) && !run.Revealed {
-		e.reveal(ctx, ex, run)
-	}
 	res := AnswerResult{Right: g.Right}
 	if !g.Right {
 		res.Hint = q.Wrong

@@ -127,8 +127,15 @@ func diagnosisRuns(t *testing.T, l *lab, dash *dashAPI, ex *exercises.Exercise) 
 				t.Fatalf("run %d: %s: the right answer %q was judged wrong: %+v", run, step.ID, right, res)
 			}
 		}
-		// Every question about the fault answered: it shows as it is.
-		shownNormally(t, ctx, l, dash, ex, f)
+		// Every question about the fault answered: it shows as it is — or, where that
+		// completed the exercise, the timeline says what it was before cleanup cleared it.
+		var st exerciseView
+		dash.call(t, ctx, "GET", path, http.StatusOK, &st)
+		if st.Status.Complete {
+			revealedOnTimeline(t, ctx, dash, ex, f)
+		} else {
+			shownNormally(t, ctx, l, dash, ex, f)
+		}
 		dash.call(t, ctx, "POST", path+"/reset", http.StatusOK, nil)
 	}
 }
@@ -176,7 +183,7 @@ func hiddenEverywhere(t *testing.T, ctx context.Context, l *lab, dash *dashAPI, 
 	dash.call(t, ctx, "GET", "/api/lab/faults", http.StatusOK, &list)
 	raw, _ := json.Marshal(list)
 	if len(list.Faults) != 1 || list.Faults[0]["hidden"] != true || list.Faults[0]["text"] != control.HiddenFaultText ||
-		strings.Contains(string(raw), f.Service) || strings.Contains(string(raw), f.Value) {
+		strings.Contains(string(raw), `"`+f.Service+`"`) || strings.Contains(string(raw), f.String()) {
 		t.Errorf("%s: GET /api/lab/faults while the diagnosis is open: %s (drawn %s on %s)", ex.ID, raw, f, f.Service)
 	}
 	for _, c := range changesSince(t, ctx, dash, f.Created) {
@@ -212,6 +219,12 @@ func shownNormally(t *testing.T, ctx context.Context, l *lab, dash *dashAPI, ex 
 	if out := labFaultList(t, ctx, l); strings.Contains(out, control.HiddenFaultText) || !strings.Contains(out, f.Service) {
 		t.Errorf("%s: after the answer lab fault list still hides %s on %s:\n%s", ex.ID, f, f.Service, out)
 	}
+	revealedOnTimeline(t, ctx, dash, ex, f)
+}
+
+// revealedOnTimeline: the timeline shows the fault revealed, as it is.
+func revealedOnTimeline(t *testing.T, ctx context.Context, dash *dashAPI, ex *exercises.Exercise, f control.Fault) {
+	t.Helper()
 	changes := changesSince(t, ctx, dash, f.Created)
 	if !slices.ContainsFunc(changes, func(c change) bool {
 		return c.Key == "fault "+f.Service && c.Old == control.HiddenFaultText && strings.Contains(c.New, f.String())
