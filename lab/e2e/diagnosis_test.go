@@ -192,8 +192,8 @@ func hiddenEverywhere(t *testing.T, ctx context.Context, l *lab, dash *dashAPI, 
 		}
 	}
 	page := dash.page(t, ctx, "/switchboard")
-	if !strings.Contains(page, control.HiddenFaultText) || strings.Contains(page, `data-target="`+f.Service+`"`) ||
-		strings.Contains(page, f.String()) {
+	// (Its timeline may show earlier runs' faults, revealed: a fault row names its target.)
+	if !strings.Contains(page, control.HiddenFaultText) || strings.Contains(page, `data-target="`+f.Service+`"`) {
 		t.Errorf("%s: the switchboard shows the hidden fault (%s on %s)", ex.ID, f, f.Service)
 	}
 	out := labFaultList(t, ctx, l)
@@ -238,7 +238,8 @@ type change struct {
 	At                    time.Time
 }
 
-// changesSince is the timeline (GET /api/lab/settings/changes) from since on.
+// changesSince is the timeline (GET /api/lab/settings/changes) from since on (a
+// fault's Created is its add's change's time: one transaction).
 func changesSince(t *testing.T, ctx context.Context, dash *dashAPI, since time.Time) []change {
 	t.Helper()
 	var list struct {
@@ -247,7 +248,7 @@ func changesSince(t *testing.T, ctx context.Context, dash *dashAPI, since time.T
 	dash.call(t, ctx, "GET", "/api/lab/settings/changes?n=1000", http.StatusOK, &list)
 	var out []change
 	for _, c := range list.Items {
-		if !c.At.Before(since.Add(-time.Second)) {
+		if !c.At.Before(since) {
 			out = append(out, c)
 		}
 	}
