@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"microlab/services/contracts"
 	"microlab/services/platform/control"
+	"microlab/services/platform/testenv"
 )
 
 // A hidden fault (a diagnosis's) acts as any other — the services find it in the
@@ -19,7 +21,19 @@ func TestHiddenFault(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	store := openStore(t, ctx)
-	plane := &control.Plane{Store: store}
+	b := testenv.Dial(t, testenv.VHost(t))
+	anns := b.Tap(t, contracts.ExchangeControl, "")
+	plane := &control.Plane{Store: store, Pub: b.Pub}
+	announced := func() string {
+		t.Helper()
+		select {
+		case m := <-anns:
+			return string(m.Body)
+		case <-time.After(30 * time.Second):
+			t.Fatal("no announcement on lab.control")
+		}
+		return ""
+	}
 
 	f, ch, err := plane.AddFault(ctx, control.FaultSpec{Service: "catalog", Kind: "latency", Value: "800ms", On: "http", Hidden: true}, "exercise 13-x")
 	if err != nil {
@@ -27,6 +41,9 @@ func TestHiddenFault(t *testing.T) {
 	}
 	if !f.Hidden || ch.Key != "fault (hidden)" || ch.New != control.HiddenFaultText || strings.Contains(ch.Key+ch.New, "catalog") {
 		t.Errorf("a hidden fault's change says where it is: %+v (fault %+v)", ch, f)
+	}
+	if a := announced(); strings.Contains(a, "catalog") || strings.Contains(a, "800ms") || !strings.Contains(a, control.HiddenFaultText) {
+		t.Errorf("lab.control announced where the hidden fault is: %s", a)
 	}
 	s, err := store.Load(ctx)
 	if err != nil {
@@ -40,6 +57,9 @@ func TestHiddenFault(t *testing.T) {
 	if err != nil || len(chs) != 1 || chs[0].Key != "fault catalog" || chs[0].Old != control.HiddenFaultText ||
 		!strings.Contains(chs[0].New, "latency=800ms on=http") {
 		t.Fatalf("reveal: %+v, %v", chs, err)
+	}
+	if a := announced(); !strings.Contains(a, "fault catalog") || !strings.Contains(a, "latency=800ms") {
+		t.Errorf("the reveal's announcement does not name the fault: %s", a)
 	}
 	if chs, err := plane.RevealFaults(ctx, []int64{f.ID}, "exercise 13-x"); err != nil || len(chs) != 0 {
 		t.Errorf("a second reveal changed something: %+v, %v", chs, err)
