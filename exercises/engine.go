@@ -940,9 +940,9 @@ type revealer interface {
 }
 
 // reveal shows the faults run drew, in the control plane, once the diagnosis is
-// answered or given up on. A failure is not the learner's: the faults stay hidden in
-// the services' eyes until they expire or are cleared, while Hidden no longer counts
-// them (the dashboard shows them).
+// answered or given up on. A failure (the lab database gone) is not the learner's and
+// does not fail the answer: the faults then stay masked, everywhere, until the run's
+// cleanup or reset clears them — masked too long, never shown too early.
 func (e *Engine) reveal(ctx context.Context, ex *Exercise, run *Run) {
 	r, ok := e.lab.Plane.(revealer)
 	if !ok {
