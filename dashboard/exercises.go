@@ -179,6 +179,7 @@ var exerciseOutcomes = []struct {
 	{exercises.ErrNoMoreHints, http.StatusConflict, "no_more_hints"},
 	{exercises.ErrCompleted, http.StatusConflict, "completed"},
 	{exercises.ErrNoDiagnosis, http.StatusConflict, "no_diagnosis"},
+	{exercises.ErrTraceArriving, http.StatusConflict, "trace_arriving"},
 	{exercises.ErrNoQuestion, http.StatusBadRequest, "no_question"},
 	{exercises.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 }
@@ -564,17 +565,22 @@ func (s *server) revealExercise(w http.ResponseWriter, r *http.Request) error {
 // --- hidden faults ---
 
 // hiddenFaultText is what the switchboard and the map show of a diagnosis's fault.
-const hiddenFaultText = "an exercise holds a hidden fault"
+const hiddenFaultText = control.HiddenFaultText
 
 // hidden returns the ids of faults open diagnoses hold hidden (and, while a diagnosis
 // is starting, every fault it made). If the engine cannot tell, every fault a diagnosis
 // made counts as hidden: better a fault masked too long than the answer shown.
 func (s *server) hidden(ctx context.Context, fs []control.Fault) map[int64]bool {
+	out := map[int64]bool{}
+	for _, f := range fs {
+		if f.Hidden { // the control plane's own flag: what the services honour too
+			out[f.ID] = true
+		}
+	}
 	x := s.exs.Load()
 	if x == nil || len(x.diagnoses) == 0 {
-		return nil
+		return out
 	}
-	out := map[int64]bool{}
 	h, err := x.engine.Hidden(ctx)
 	if err != nil {
 		s.log.WarnContext(ctx, "hidden faults unknown: masking every diagnosis's", "err", err)
@@ -611,8 +617,8 @@ func (s *server) publicFaults(ctx context.Context, fs []control.Fault) []views.F
 // masked (the key names the service).
 func (s *server) publicChange(c control.Change) views.ChangeRow {
 	row := changeRow(c)
-	if x := s.exs.Load(); x != nil && strings.HasPrefix(c.Key, "fault ") &&
-		x.diagnoses[strings.TrimPrefix(c.Source, exercises.Source(""))] {
+	if x := s.exs.Load(); x != nil && strings.HasPrefix(c.Key, "fault ") && c.Old != control.HiddenFaultText &&
+		x.diagnoses[strings.TrimPrefix(c.Source, exercises.Source(""))] { // (a reveal names it)
 		row.Key, row.Old, row.New = "fault (hidden)", "…", hiddenFaultText
 	}
 	return row

@@ -389,6 +389,9 @@ steps:
 		t.Fatalf("faults in force: %v %v", fs, err)
 	}
 	drawn := fs[0].Service
+	if !fs[0].Hidden {
+		t.Errorf("the control plane does not know the diagnosis's fault is hidden: %+v", fs[0])
+	}
 	code, body := call(t, l.fixture, "GET", "/api/lab/faults", "")
 	faults := decode[struct{ Faults []map[string]any }](t, body).Faults
 	if code != 200 || len(faults) != 1 || faults[0]["text"] != hiddenFaultText || faults[0]["hidden"] != true ||
@@ -420,6 +423,13 @@ steps:
 	}
 	if _, body := call(t, l.fixture, "GET", "/api/lab/faults", ""); strings.Contains(body, hiddenFaultText) || !strings.Contains(body, drawn) {
 		t.Errorf("after the reveal the fault is still hidden: %s", body)
+	}
+	if fs, err := l.store.Faults(context.Background()); err != nil || len(fs) != 1 || fs[0].Hidden {
+		t.Errorf("after the reveal the control plane still hides it: %+v %v", fs, err)
+	}
+	if _, body := call(t, l.fixture, "GET", "/api/lab/settings/changes", ""); !strings.Contains(body, "fault "+drawn) ||
+		!strings.Contains(body, "revealed") {
+		t.Errorf("the timeline does not show the reveal: %s", body)
 	}
 	// While a start of the diagnosis is under way (its fault in force before the engine
 	// has recorded the draw), its faults are masked too.

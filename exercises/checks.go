@@ -12,6 +12,7 @@ import (
 
 	"microlab/dashboard/ingest"
 	"microlab/lab/loadgen"
+	"microlab/services/contracts"
 	"microlab/services/platform/control"
 )
 
@@ -585,7 +586,9 @@ func (ev *evaluation) expected(a Answer) (string, bool) {
 }
 
 // slowestSpan is the longest span on the critical path of the order's trace (as the
-// waterfall outlines it: ingest.CriticalPath).
+// waterfall outlines it: ingest.CriticalPath), once the trace is complete
+// (traceComplete): judged on the spans that arrived so far, the answer could be a span
+// that a later one outlasts. false while it is still arriving.
 func (ev *evaluation) slowestSpan(order string) (ingest.Span, bool) {
 	if order == "" || ev.lab.Traces == nil {
 		return ingest.Span{}, false
@@ -596,6 +599,15 @@ func (ev *evaluation) slowestSpan(order string) (ingest.Span, bool) {
 	}
 	spans, ok := ev.lab.Traces.Trace(t)
 	if !ok {
+		return ingest.Span{}, false
+	}
+	var sg *ingest.Saga
+	if ev.lab.Sagas != nil {
+		if s, ok := ev.lab.Sagas.Get(order); ok {
+			sg = &s
+		}
+	}
+	if !traceComplete(spans, sg) {
 		return ingest.Span{}, false
 	}
 	byID := make(map[string]ingest.Span, len(spans))
@@ -610,6 +622,36 @@ func (ev *evaluation) slowestSpan(order string) (ingest.Span, bool) {
 		}
 	}
 	return best, found
+}
+
+// traceComplete reports whether a checkout's trace has all its spans: the saga has
+// ended (sg, when the lab knows the saga: its outcome is no longer pending), the
+// saga's last span is in (a consumer's `process order.confirmed` or
+// `process order.cancelled`, the outcome's, after which nothing in the checkout
+// happens), and no span's parent is missing (a parent ends, and is exported, after
+// its children: one whose parent is absent means more is on the way).
+func traceComplete(spans []ingest.Span, sg *ingest.Saga) bool {
+	last := []string{"process " + contracts.OrderConfirmed, "process " + contracts.OrderCancelled}
+	if sg != nil {
+		if sg.Outcome != "confirmed" && sg.Outcome != "cancelled" {
+			return false
+		}
+		last = []string{map[string]string{"confirmed": last[0], "cancelled": last[1]}[sg.Outcome]}
+	}
+	ids := make(map[string]bool, len(spans))
+	for _, s := range spans {
+		ids[s.SpanID] = true
+	}
+	ended := false
+	for _, s := range spans {
+		if s.ParentID != "" && !ids[s.ParentID] {
+			return false
+		}
+		if slices.Contains(last, s.Name) {
+			ended = true
+		}
+	}
+	return ended
 }
 
 // diagnosis is the fault a diagnosis asks about: the first setup fault drawn at random,

@@ -59,6 +59,12 @@
 //	    on: http
 //	    random: {services: [catalog, payments, inventory], values: [200ms, 400ms]}
 //
+// The drawn fault is stored hidden (control.Fault.Hidden) until every fault.* question
+// is answered or the learner asks for the reveal: it acts, but the services put nothing
+// on their spans, metrics and logs that would say where it is, and the switchboard, the
+// fault lists (API, `lab fault list`) and the timeline say only that an exercise holds
+// a hidden fault.
+//
 // Settings, faults and services are the control plane's own (services/platform/control:
 // Defs, FaultKinds, FaultServices, FaultSpec.Validate), checked with its own validation,
 // so an exercise is refused with the message `lab settings` and the switchboard give.

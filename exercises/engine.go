@@ -27,6 +27,9 @@ var (
 	ErrNoMoreHints     = errors.New("no more hints for this step")
 	ErrCompleted       = errors.New("exercise completed: reset or start it again")
 	ErrNoDiagnosis     = errors.New("this exercise hides no fault to reveal")
+	// ErrTraceArriving: the question is about an order's trace (slowest_span) and its
+	// spans are still arriving; the answer is not judged (nor counted) until it is all in.
+	ErrTraceArriving = errors.New("the trace is still arriving: answer again in a moment")
 )
 
 // Engine runs exercises against a Lab and records progress in database lab. One
@@ -248,9 +251,11 @@ func (e *Engine) setup(ctx context.Context, ex *Exercise, run *Run) error {
 	return nil
 }
 
-// draw is the fault to inject: f, its random choices drawn.
+// draw is the fault to inject: f, its random choices drawn; a drawn one is stored
+// hidden (control.Fault.Hidden) until the diagnosis is answered or revealed.
 func (e *Engine) draw(f Fault) control.FaultSpec {
-	spec := control.FaultSpec{Service: f.Service, Instance: f.Instance, Kind: f.Kind, Value: f.Value, On: f.On, For: f.For}
+	spec := control.FaultSpec{Service: f.Service, Instance: f.Instance, Kind: f.Kind, Value: f.Value, On: f.On, For: f.For,
+		Hidden: f.Random != nil}
 	if r := f.Random; r != nil {
 		if len(r.Services) > 0 {
 			spec.Service = r.Services[e.pick(len(r.Services))]
@@ -463,6 +468,11 @@ func (e *Engine) advance(ctx context.Context, ex *Exercise, run *Run) (Status, e
 			return Status{}, err
 		}
 		run.Steps[i].DoneAt, run.Steps[i].Order, run.Steps[i].Evidence = &at, m.order, m.evidence
+		// The last question about the fault answered: it shows as it is from now on
+		// (before a cleanup that may clear it, so that the timeline says what it was).
+		if q := question(step.Check); q != nil && strings.HasPrefix(q.Expect.From, "fault.") && diagnosed(ex, run) && !run.Revealed {
+			e.reveal(ctx, ex, run)
+		}
 	}
 	// Every step done: the exercise is complete.
 	now := e.now()
@@ -614,6 +624,9 @@ func (e *Engine) Answer(ctx context.Context, id, step, answer string) (AnswerRes
 	}
 	ev := &evaluation{ctx: ctx, lab: &e.lab, ex: ex, run: run, step: i, now: e.now()}
 	want, known := ev.expected(q.Expect)
+	if !known && q.Expect.From == "slowest_span" {
+		return AnswerResult{}, fmt.Errorf("%s: %w", s.ID, ErrTraceArriving)
+	}
 	g := Given{Answer: strings.TrimSpace(answer), Right: known && rightAnswer(q.Expect.From, answer, want), At: ev.now}
 	if err := e.store.answer(ctx, run.ID, s.ID, g); err != nil {
 		return AnswerResult{}, err
@@ -733,22 +746,35 @@ func (e *Engine) act(ctx context.Context, ex *Exercise, run *Run, step *Step, a 
 	case a.Answer != nil:
 		// The reference solution answers as a learner would: by looking. What the lab
 		// knows is what it looks up (the slowest span of the order's trace, the fault).
+		// It waits, up to the step's within, for what it looks at to be there (a trace
+		// complete), as a learner would.
 		text := a.Answer.Text
 		if a.Answer.From != "" {
-			unlock := e.turn(ex.ID)
-			cur, err := e.current(ctx, ex)
-			if err != nil {
+			deadline := e.now().Add(step.Check.Timeout())
+			for {
+				unlock := e.turn(ex.ID)
+				cur, err := e.current(ctx, ex)
+				if err != nil {
+					unlock()
+					return err
+				}
+				i := slices.IndexFunc(ex.Steps, func(s Step) bool { return s.ID == step.ID })
+				ev := &evaluation{ctx: ctx, lab: &e.lab, ex: ex, run: cur, step: i, now: e.now()}
+				want, ok := ev.expected(*a.Answer)
 				unlock()
-				return err
+				if ok {
+					text = want
+					break
+				}
+				if !e.now().Before(deadline) {
+					return fmt.Errorf("the lab does not know %s yet (is the order's trace all in?)", a.Answer.From)
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(e.Poll):
+				}
 			}
-			i := slices.IndexFunc(ex.Steps, func(s Step) bool { return s.ID == step.ID })
-			ev := &evaluation{ctx: ctx, lab: &e.lab, ex: ex, run: cur, step: i, now: e.now()}
-			want, ok := ev.expected(*a.Answer)
-			unlock()
-			if !ok {
-				return fmt.Errorf("the lab does not know %s yet (is the order's trace in?)", a.Answer.From)
-			}
-			text = want
 		}
 		res, err := e.Answer(ctx, ex.ID, step.ID, text)
 		if err != nil {
@@ -900,5 +926,33 @@ func (e *Engine) Reveal(ctx context.Context, id string) ([]control.Fault, error)
 	if err := e.store.reveal(ctx, run.ID); err != nil {
 		return nil, err
 	}
+	e.reveal(ctx, ex, run)
+	for i := range faults {
+		faults[i].Hidden = false
+	}
 	return faults, nil
+}
+
+// revealer is the part of the control plane that shows hidden faults again
+// (*control.Plane); a Lab whose Plane lacks it hides nothing in the store.
+type revealer interface {
+	RevealFaults(ctx context.Context, ids []int64, source string) ([]control.Change, error)
+}
+
+// reveal shows the faults run drew, in the control plane, once the diagnosis is
+// answered or given up on. A failure (the lab database gone) is not the learner's and
+// does not fail the answer: the faults then stay masked, everywhere, until the run's
+// cleanup or reset clears them — masked too long, never shown too early.
+func (e *Engine) reveal(ctx context.Context, ex *Exercise, run *Run) {
+	r, ok := e.lab.Plane.(revealer)
+	if !ok {
+		return
+	}
+	var ids []int64
+	for _, f := range drawn(ex, run) {
+		if f.ID != 0 {
+			ids = append(ids, f.ID)
+		}
+	}
+	_, _ = r.RevealFaults(ctx, ids, Source(ex.ID)) // changed(err): stored but not announced is revealed
 }

@@ -596,6 +596,13 @@ steps:
 	if ev := st.Run.Steps[1].Evidence[0]; ev.Kind != EvidenceTrace || ev.Trace != trace || ev.Order != mine {
 		t.Errorf("evidence of its-span: %+v", ev)
 	}
+	// The saga has ended, but its last span (a consumer of order.confirmed) is not in:
+	// the trace is still arriving, and an answer is not judged against part of it.
+	if res, err := e.Answer(ctx, ex.ID, "", "outbox order.placed"); !errors.Is(err, ErrTraceArriving) {
+		t.Fatalf("an answer while the trace is arriving: %+v, %v", res, err)
+	}
+	tl.export(t, trace, span{service: "notifications", name: "process order.confirmed", id: newSpan(), parent: c,
+		start: t0.Add(206 * ms), d: 2 * ms})
 	for _, wrong := range []string{"slow cache warm-up", "POST /api/v1/orders"} {
 		res, err := e.Answer(ctx, ex.ID, "", wrong)
 		if err != nil || res.Right || res.Hint != "Compare the outlined bars only." {

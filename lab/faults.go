@@ -125,7 +125,11 @@ func listFaults(ctx context.Context, cfg Config, stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTARGET\tFAULT\tTIME LEFT\tSOURCE")
 	for _, f := range fs {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", f.ID, f.Target(), f, f.Expires.Sub(now).Round(time.Second), f.Source)
+		target, what := f.Target(), f.String()
+		if f.Hidden { // a diagnosis's: where and how much are what the learner is finding out
+			target, what = "hidden", control.HiddenFaultText
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", f.ID, target, what, f.Expires.Sub(now).Round(time.Second), f.Source)
 	}
 	return tw.Flush()
 }

@@ -136,8 +136,22 @@ func find(fs []control.Fault, kind, where string) (control.Fault, bool) {
 	return control.Fault{}, false
 }
 
+// event records f's lab.fault event on ctx's span — unless a diagnosis holds f hidden:
+// an event on this service's span, whatever it said, would say where the fault is.
 func event(ctx context.Context, f control.Fault) {
+	if f.Hidden {
+		return
+	}
 	observability.FaultEvent(ctx, f.Kind, f.Value, f.ID)
+}
+
+// what is how an error caused by f names it: "lab fault latency=300ms", or, while a
+// diagnosis holds it hidden, "a hidden lab fault" (nor its kind nor how much).
+func what(f control.Fault) string {
+	if f.Hidden {
+		return "a hidden lab fault"
+	}
+	return "lab fault " + f.Kind + "=" + f.Value
 }
 
 // sleep waits d, or until ctx ends (a client that went away, a handler's deadline).
@@ -173,12 +187,12 @@ func FaultMiddleware(f Faults) bus.Middleware {
 			if lat, ok := find(fs, control.FaultLatency, control.OnMessages); ok {
 				event(ctx, lat)
 				if err := sleep(ctx, lat.Delay()); err != nil {
-					return fmt.Errorf("lab fault latency=%s: %w", lat.Value, err)
+					return fmt.Errorf("%s: %w", what(lat), err)
 				}
 			}
 			if er, ok := find(fs, control.FaultErrorRate, control.OnMessages); ok && rand.Float64() < er.Rate() {
 				event(ctx, er)
-				return fmt.Errorf("lab fault error_rate=%s failed this delivery", er.Value)
+				return fmt.Errorf("%s failed this delivery", what(er))
 			}
 			return next(ctx, d)
 		}
@@ -321,8 +335,11 @@ func (a *App) faultHTTP(next *http.ServeMux) http.Handler {
 		if f, ok := find(fs, control.FaultErrorRate, control.OnHTTP); ok && rand.Float64() < f.Rate() {
 			event(r.Context(), f)
 			answered(r)
-			httpx.WriteError(w, r, a.Log, httpx.Errorf(http.StatusInternalServerError, "lab_fault",
-				"error_rate=%s: failed by a lab fault", f.Value))
+			msg := fmt.Sprintf("error_rate=%s: failed by a lab fault", f.Value)
+			if f.Hidden {
+				msg = "failed by a hidden lab fault"
+			}
+			httpx.WriteError(w, r, a.Log, httpx.Errorf(http.StatusInternalServerError, "lab_fault", "%s", msg))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -360,6 +377,9 @@ func (a *App) watchFaults(ctx context.Context) error {
 		now := a.faults()
 		cur := map[int64]control.Fault{}
 		for _, f := range now {
+			if f.Hidden {
+				continue // a diagnosis's: this service's log would say where it is (logged once revealed)
+			}
 			cur[f.ID] = f
 			if _, ok := seen[f.ID]; !ok {
 				a.Log.WarnContext(ctx, "lab fault active", "kind", f.Kind, "value", f.Value, "on", f.On,
@@ -419,6 +439,9 @@ func (a *App) faultKinds() [][]string {
 	var out [][]string
 	seen := map[string]bool{}
 	for _, f := range a.faults() {
+		if f.Hidden {
+			continue // a diagnosis's: the series is labelled with this service
+		}
 		if !seen[f.Kind] {
 			seen[f.Kind] = true
 			out = append(out, []string{a.Name, f.Kind})

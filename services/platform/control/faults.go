@@ -74,7 +74,18 @@ type Fault struct {
 	Created  time.Time `json:"created"`
 	Expires  time.Time `json:"expires"`
 	Source   string    `json:"source"`
+	// Hidden: a diagnosis exercise holds it hidden (HiddenFaultText). It acts as any
+	// other, but the services record nothing on their spans, metrics and logs that
+	// would say where it is or how much, and every list and the timeline show only
+	// HiddenFaultText, until RevealFaults.
+	Hidden bool `json:"hidden,omitempty"`
 }
+
+// HiddenFaultText is all that is shown of a hidden fault, wherever it would show.
+const HiddenFaultText = "an exercise holds a hidden fault"
+
+// hiddenKey is the timeline key of a hidden fault's changes (faultKey names the target).
+const hiddenKey = "fault (hidden)"
 
 // FaultSpec is a fault as asked for (by the API, the CLI or an exercise), before
 // validation.
@@ -85,6 +96,9 @@ type FaultSpec struct {
 	Value    string `json:"value,omitempty"`
 	On       string `json:"on,omitempty"`
 	For      string `json:"for,omitempty"` // a duration; "" = DefaultFaultFor
+	// Hidden stores the fault hidden (Fault.Hidden): only a diagnosis exercise asks
+	// for it, never the API or the CLI (it is not read from JSON).
+	Hidden bool `json:"-"`
 }
 
 // ParseFaultArgs reads the CLI form: a service, then one kind[=value] and optional
@@ -117,7 +131,7 @@ func ParseFaultArgs(service string, args []string) (FaultSpec, error) {
 // Every face refuses a bad spec with this one message, and nothing is stored.
 func (s FaultSpec) Validate(now time.Time) (Fault, error) {
 	f := Fault{Service: strings.TrimSpace(s.Service), Instance: strings.TrimSpace(s.Instance),
-		Kind: strings.TrimSpace(s.Kind), On: strings.TrimSpace(s.On), Created: now}
+		Kind: strings.TrimSpace(s.Kind), On: strings.TrimSpace(s.On), Created: now, Hidden: s.Hidden}
 	if !slices.Contains(FaultServices, f.Service) {
 		return Fault{}, fmt.Errorf("unknown service %q (known: %s)", s.Service, strings.Join(FaultServices, ", "))
 	}

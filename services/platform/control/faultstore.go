@@ -9,12 +9,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-const faultColumns = `id, service, instance, kind, value, "on", created_at, expires_at, source`
+const faultColumns = `id, service, instance, kind, value, "on", created_at, expires_at, source, hidden`
 
 func scanFaults(rows pgx.Rows) ([]Fault, error) {
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Fault, error) {
 		var f Fault
-		err := r.Scan(&f.ID, &f.Service, &f.Instance, &f.Kind, &f.Value, &f.On, &f.Created, &f.Expires, &f.Source)
+		err := r.Scan(&f.ID, &f.Service, &f.Instance, &f.Kind, &f.Value, &f.On, &f.Created, &f.Expires, &f.Source, &f.Hidden)
 		return f, err
 	})
 }
@@ -41,8 +41,22 @@ func (s *Store) Faults(ctx context.Context) ([]Fault, error) {
 	return out, nil
 }
 
-// faultKey is how a fault shows on the timeline: "fault payments" or "fault payments-2".
-func faultKey(f Fault) string { return "fault " + f.Target() }
+// faultKey is how a fault shows on the timeline: "fault payments" or "fault payments-2";
+// a hidden one's, "fault (hidden)".
+func faultKey(f Fault) string {
+	if f.Hidden {
+		return hiddenKey
+	}
+	return "fault " + f.Target()
+}
+
+// faultText is the fault as the timeline shows it: its String, or HiddenFaultText.
+func faultText(f Fault) string {
+	if f.Hidden {
+		return HiddenFaultText
+	}
+	return f.String()
+}
 
 // record stores a change for the timeline and returns it; tx holds the settings lock.
 func record(ctx context.Context, tx pgx.Tx, key, old, new, source string) (Change, error) {
@@ -84,12 +98,11 @@ func (s *Store) AddFault(ctx context.Context, spec FaultSpec, source string) (Fa
 		new := fmt.Sprintf("%s for %s", f, until)
 		if f.Kind == FaultPoison {
 			new = fmt.Sprintf("%s: %d malformed messages into %s.events", f, f.Count(), f.Service)
-		} else {
-			if err := tx.QueryRow(ctx, `INSERT INTO faults (service, instance, kind, value, "on", expires_at, source)
-				VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7) RETURNING id, created_at, expires_at`,
-				f.Service, f.Instance, f.Kind, f.Value, f.On, until.Seconds(), source).Scan(&f.ID, &f.Created, &f.Expires); err != nil {
-				return err
-			}
+		} else if err := f.insert(ctx, tx, until); err != nil {
+			return err
+		}
+		if f.Hidden {
+			new = HiddenFaultText
 		}
 		var err error
 		ch, err = record(ctx, tx, faultKey(f), "", new, source)
@@ -99,6 +112,46 @@ func (s *Store) AddFault(ctx context.Context, spec FaultSpec, source string) (Fa
 		return Fault{}, Change{}, fmt.Errorf("add fault: %w", err)
 	}
 	return f, ch, nil
+}
+
+// insert stores f, in force for until from now, and fills in its id and times.
+func (f *Fault) insert(ctx context.Context, tx pgx.Tx, until time.Duration) error {
+	return tx.QueryRow(ctx, `INSERT INTO faults (service, instance, kind, value, "on", expires_at, source, hidden)
+		VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7, $8) RETURNING id, created_at, expires_at`,
+		f.Service, f.Instance, f.Kind, f.Value, f.On, until.Seconds(), f.Source, f.Hidden).Scan(&f.ID, &f.Created, &f.Expires)
+}
+
+// RevealFaults shows the hidden faults among ids as they are (a diagnosis answered, or
+// given up on), recording one change each, from HiddenFaultText to the fault, on its
+// own key ("fault catalog"). Faults not hidden, or gone, are left alone.
+func (s *Store) RevealFaults(ctx context.Context, ids []int64, source string) ([]Change, error) {
+	var out []Change
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	err := s.writeTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE faults SET hidden = false WHERE id = ANY($1) AND hidden
+			RETURNING `+faultColumns, ids)
+		if err != nil {
+			return err
+		}
+		shown, err := scanFaults(rows)
+		if err != nil {
+			return err
+		}
+		for _, f := range shown {
+			ch, err := record(ctx, tx, faultKey(f), HiddenFaultText, fmt.Sprintf("%s (revealed)", f), source)
+			if err != nil {
+				return err
+			}
+			out = append(out, ch)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reveal faults: %w", err)
+	}
+	return out, nil
 }
 
 // ClearFaults removes the faults in force on target ("" every fault; a service: its
@@ -128,7 +181,7 @@ func recordCleared(ctx context.Context, tx pgx.Tx, rows pgx.Rows, source string,
 		return out, err
 	}
 	for _, f := range gone {
-		ch, err := record(ctx, tx, faultKey(f), f.String(), "cleared", source)
+		ch, err := record(ctx, tx, faultKey(f), faultText(f), "cleared", source)
 		if err != nil {
 			return out, err
 		}
@@ -158,7 +211,7 @@ func (s *Store) ClaimFault(ctx context.Context, id int64, instance string) (Chan
 		if len(gone) == 0 {
 			return ErrFaultGone
 		}
-		ch, err = record(ctx, tx, faultKey(gone[0]), gone[0].String(), "fired in "+instance, instance)
+		ch, err = record(ctx, tx, faultKey(gone[0]), faultText(gone[0]), "fired in "+instance, instance)
 		return err
 	})
 	if errors.Is(err, ErrFaultGone) {

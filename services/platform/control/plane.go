@@ -75,6 +75,15 @@ func (p *Plane) ClearFaults(ctx context.Context, target, source string) ([]Chang
 	return chs, p.done(ctx, chs)
 }
 
+// RevealFaults shows hidden faults as they are (Store.RevealFaults), announced.
+func (p *Plane) RevealFaults(ctx context.Context, ids []int64, source string) ([]Change, error) {
+	chs, err := p.Store.RevealFaults(ctx, ids, source)
+	if err != nil {
+		return nil, err
+	}
+	return chs, p.done(ctx, chs)
+}
+
 // Reset restores every default and clears every fault.
 func (p *Plane) Reset(ctx context.Context, source string) ([]Change, error) {
 	chs, err := p.Store.Reset(ctx, source)
