@@ -14,6 +14,7 @@ import (
 
 	"microlab/exercises"
 	"microlab/lab/stack"
+	"microlab/lab/topology"
 	"microlab/services/platform/control"
 )
 
@@ -41,16 +42,17 @@ func TestExerciseProtocol(t *testing.T) {
 	// for promql checks.
 	l := startLab(t, labOptions{tracing: true})
 	startPrometheus(t, l)
+	sw := l.followForExercises(t) // db.topology switches, as `lab up` runs them
 	d, _ := stack.Find(stack.Dashboard)
 	dash := &dashAPI{base: l.cfg.URL(d), http: &http.Client{Timeout: 30 * time.Second}}
 
 	for i := range list {
 		ex := &list[i]
-		t.Run(ex.ID, func(t *testing.T) { exerciseProtocol(t, dash, ex) })
+		t.Run(ex.ID, func(t *testing.T) { exerciseProtocol(t, dash, sw, ex) })
 	}
 }
 
-func exerciseProtocol(t *testing.T, dash *dashAPI, ex *exercises.Exercise) {
+func exerciseProtocol(t *testing.T, dash *dashAPI, sw *topology.Switcher, ex *exercises.Exercise) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	path := "/api/lab/exercises/" + ex.ID
@@ -134,6 +136,7 @@ func exerciseProtocol(t *testing.T, dash *dashAPI, ex *exercises.Exercise) {
 		t.Errorf("%s: after every step the run is %q (complete %v), want %q", ex.ID, got.State, got.Status.Complete, exercises.RunCompleted)
 	}
 	dash.call(t, ctx, "POST", path+"/reset", http.StatusOK, &got)
+	settle(t, ctx, dash, sw) // a db.topology the reset put back is switched to before the next
 	settings1, faults1 := dash.labState(t, ctx)
 	for k, v := range settings0 {
 		if settings1[k] != v {
