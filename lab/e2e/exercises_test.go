@@ -61,6 +61,7 @@ func exerciseProtocol(t *testing.T, dash *dashAPI, sw *topology.Switcher, ex *ex
 	// changes, changed otherwise (so that reset has something to put back), and
 	// nothing the exercise before it left.
 	dash.call(t, ctx, "POST", "/api/lab/reset", http.StatusOK, nil)
+	settle(t, ctx, dash, sw)
 	dash.unlike(t, ctx, ex.Setup)
 	settings0, faults0 := dash.labState(t, ctx)
 
