@@ -16,6 +16,7 @@ import (
 
 	"microlab/exercises"
 	"microlab/lab/stack"
+	"microlab/lab/topology"
 	"microlab/services/platform/control"
 	"microlab/services/platform/testenv"
 )
@@ -52,17 +53,17 @@ func TestExerciseProtocol(t *testing.T) {
 	// Each lab is started here, on the test's goroutine (startLab may fail the test);
 	// then each runs its exercises on a goroutine of its own, as subtests (t.Run may be
 	// called from several goroutines; none calls t.Parallel, see testenv.HoldLab).
-	dashes := make([]*dashAPI, min(n, len(list)))
-	for i := range dashes {
-		dashes[i] = protocolLab(t)
+	rigs := make([]protocolRig, min(n, len(list)))
+	for i := range rigs {
+		rigs[i] = protocolLab(t)
 	}
 	var wg sync.WaitGroup
-	for _, dash := range dashes {
+	for _, r := range rigs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for ex := range queue {
-				t.Run(ex.ID, func(t *testing.T) { exerciseProtocol(t, dash, ex) })
+				t.Run(ex.ID, func(t *testing.T) { exerciseProtocol(t, r.dash, r.sw, ex) })
 			}
 		}()
 	}
@@ -73,19 +74,27 @@ func TestExerciseProtocol(t *testing.T) {
 // is light (mostly waiting for a check to hold), and two keep the suite inside its time.
 const protocolLabs = 2
 
-// protocolLab starts a whole lab for the protocol and returns its dashboard's API.
+// protocolRig is one lab of the protocol: its dashboard's API, and its topology
+// switcher (exercises switch db.topology, which the switcher applies as lab up does).
+type protocolRig struct {
+	dash *dashAPI
+	sw   *topology.Switcher
+}
+
+// protocolLab starts a whole lab for the protocol.
 // Tracing: span checks and answers from a trace (slowest_span) read what the dashboard
 // receives. Prometheus, on the port the dashboard's PROMETHEUS_URL names, for promql
 // checks.
-func protocolLab(t *testing.T) *dashAPI {
+func protocolLab(t *testing.T) protocolRig {
 	t.Helper()
 	l := startLab(t, labOptions{tracing: true, scaleUpTo: 2}) // scale actions, as lab up follows them
 	startPrometheus(t, l)
+	sw := l.followForExercises(t) // db.topology switches, as `lab up` runs them
 	d, _ := stack.Find(stack.Dashboard)
-	return &dashAPI{base: l.cfg.URL(d), http: &http.Client{Timeout: 30 * time.Second}}
+	return protocolRig{dash: &dashAPI{base: l.cfg.URL(d), http: &http.Client{Timeout: 30 * time.Second}}, sw: sw}
 }
 
-func exerciseProtocol(t *testing.T, dash *dashAPI, ex *exercises.Exercise) {
+func exerciseProtocol(t *testing.T, dash *dashAPI, sw *topology.Switcher, ex *exercises.Exercise) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	path := "/api/lab/exercises/" + ex.ID
@@ -94,6 +103,7 @@ func exerciseProtocol(t *testing.T, dash *dashAPI, ex *exercises.Exercise) {
 	// changes, changed otherwise (so that reset has something to put back), and
 	// nothing the exercise before it left.
 	dash.call(t, ctx, "POST", "/api/lab/reset", http.StatusOK, nil)
+	settle(t, ctx, dash, sw)
 	dash.unlike(t, ctx, ex.Setup)
 	settings0, faults0 := dash.labState(t, ctx)
 
@@ -169,6 +179,7 @@ func exerciseProtocol(t *testing.T, dash *dashAPI, ex *exercises.Exercise) {
 		t.Errorf("%s: after every step the run is %q (complete %v), want %q", ex.ID, got.State, got.Status.Complete, exercises.RunCompleted)
 	}
 	dash.call(t, ctx, "POST", path+"/reset", http.StatusOK, &got)
+	settle(t, ctx, dash, sw) // a db.topology the reset put back is switched to before the next
 	settings1, faults1 := dash.labState(t, ctx)
 	for k, v := range settings0 {
 		if settings1[k] != v {
