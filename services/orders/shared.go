@@ -59,7 +59,9 @@ func (s *Store) SharedProducts(ctx context.Context, skus []string) (map[string]s
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		if pe.Code == "3F000" && !s.onSharedDatabase(ctx) {
+		// A schema-qualified table whose schema is missing is 42P01 (relation does not
+		// exist), not 3F000: both, on orders' own database, mean the switch is under way.
+		if (pe.Code == "3F000" || pe.Code == "42P01") && !s.onSharedDatabase(ctx) {
 			return nil, errNotSharedYet
 		}
 		switch pe.Code {

@@ -56,3 +56,21 @@ func TestSharedProducts(t *testing.T) {
 		t.Fatalf("after inventory's rename: %v, want the schema coupling naming on_hand", err)
 	}
 }
+
+// Between db.topology=shared and orders' restart onto the shared database, orders still
+// runs on a database of its own, where catalog.products does not exist (42P01): that is
+// "not shared yet" (price over HTTP), not a schema coupling (a 500 to every checkout).
+func TestSharedProductsBeforeTheSwitch(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, err := pg.Open(ctx, testenv.DB(t, testenv.Name("t_osh_")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s := &Store{pool: pool}
+	if _, err := s.SharedProducts(ctx, []string{"LAB-MUG"}); !errors.Is(err, errNotSharedYet) {
+		t.Fatalf("on orders' own database: %v, want errNotSharedYet", err)
+	}
+}
