@@ -248,6 +248,9 @@ func evidenceLink(e exercises.Evidence) evidenceJSON {
 	case exercises.EvidenceSaga, exercises.EvidenceOrder, exercises.EvidenceLedger:
 		out.Href = "/sagas?order=" + url.QueryEscape(e.ID)
 		out.Label = e.Kind + " of order " + short(e.ID)
+		if e.Kind == exercises.EvidenceOrder { // not "order of order"
+			out.Label = "order " + short(e.ID)
+		}
 	case exercises.EvidenceSetting:
 		out.Href, out.Label = "/switchboard", e.ID+" = "+e.Value
 	case exercises.EvidenceFault:
