@@ -87,7 +87,22 @@ function drawSolving(sv) {
   }
 }
 
+// What was picked, typed, answered or refused belongs to one run: when the run changes
+// (reset, start again — here, in another tab or from `lab exercise`), it goes, so that
+// a new run's question does not open already answered ("Right.", the choice ticked).
+let runID;
+function forgetRun() {
+  for (const form of page.querySelectorAll('[data-testid="step-answer"]')) {
+    form.reset();
+    showText(form.querySelector('[data-testid="answer-feedback"]'), '');
+  }
+  for (const el of page.querySelectorAll('[data-testid="step-error"]')) showText(el, '');
+}
+
 function draw(d) {
+  const run = d.status && d.status.run ? d.status.run.id : null;
+  if (runID !== undefined && run !== runID) forgetRun();
+  runID = run;
   const state = d.state || '';
   page.dataset.state = state;
   page.querySelector('[data-testid="exercise-status"]').textContent = STATUS[state] ?? state;
