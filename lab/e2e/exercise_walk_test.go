@@ -105,9 +105,30 @@ func TestExerciseWalkInBrowser(t *testing.T) {
 	page.WaitJS("started", `document.querySelector('[data-testid=exercise]').dataset.state === 'open' &&
 		document.querySelector('[data-testid=exercise-status]').textContent === 'in progress' && `+stateIs("switch-the-outbox-off", "current"))
 	markLive()
+	// The steps read one below the other, in order, whole (they once shared the
+	// saga timeline's class and ran in two columns, a step broken across both).
+	if !testbrowser.Get(page.Browser, "lay out the steps", chromedp.Evaluate[bool](`(() => {
+		const ol = document.querySelector('[data-testid=steps]');
+		const lefts = [...ol.querySelectorAll('[data-testid=step]')].map(li => li.getBoundingClientRect().left);
+		return getComputedStyle(ol).columnCount === 'auto' && lefts.every(x => x === lefts[0]) })()`)) {
+		t.Error("the exercise's steps are not laid out one below the other")
+	}
+	// linkIn is where a link in a step's instructions leads: the learner opens it in
+	// the other tab.
+	linkIn := func(s, text string) string {
+		t.Helper()
+		href := testbrowser.Get(page.Browser, "read the "+text+" link of "+s, chromedp.Evaluate[string](js(
+			`(() => { const a = [...document.querySelectorAll('%s [data-testid=step-instructions] a')].find(a => a.textContent === %q);
+			  return a ? a.getAttribute('href') : '' })()`, step(s), text)))
+		if !strings.HasPrefix(href, "/") {
+			t.Fatalf("step %s's %s link is %q: not the dashboard serving this page", s, text, href)
+		}
+		return dash + href
+	}
 
 	// 3. Step 1 on the Switchboard: outbox.enabled off.
-	work.Do("open the switchboard", chromedp.Navigate(dash+"/switchboard"), chromedp.WaitVisible(`[data-testid=settings]`))
+	work.Do("open the switchboard from step 1", chromedp.Navigate(linkIn("switch-the-outbox-off", "Switchboard")),
+		chromedp.WaitVisible(`[data-testid=settings]`))
 	if s := work.switchboardState(dash); !strings.Contains(s, "saga.mode=choreography") || strings.Contains(s, "catalog latency") {
 		t.Errorf("after start the switchboard shows %s: not the exercise's setup", s)
 	}
@@ -124,6 +145,9 @@ func TestExerciseWalkInBrowser(t *testing.T) {
 	live("step 2")
 
 	// 5. Step 3 in the Shop: an order lost to the dual write; a hint while it waits.
+	if shop := linkIn("lose-an-event", "Shop"); shop != dash+"/shop" {
+		t.Errorf("step 3's Shop link leads to %s", shop)
+	}
 	lost, _ := work.shopOrder(dash, skuOK, "ok", "DE", "pending")
 	page.Do("ask for a hint", chromedp.Click(step("lose-an-event")+` [data-testid=step-hint]`))
 	page.WaitJS("the hint revealed and counted", js(`(() => { const li = document.querySelector(%q);
@@ -135,6 +159,10 @@ func TestExerciseWalkInBrowser(t *testing.T) {
 	live("step 3")
 	if ev := evidence("lose-an-event"); len(ev) == 0 || !slices.Contains(ev, "/sagas?order="+lost) {
 		t.Errorf("step 3's evidence links %v name no saga of order %s", ev, lost)
+	}
+	labels := testbrowser.Get(page.Browser, "read step 3's evidence", chromedp.Text(step("lose-an-event")+` [data-testid=step-evidence]`))
+	if !strings.Contains(labels, "order "+lost[:8]+"…") || strings.Contains(labels, "order of order") {
+		t.Errorf("step 3's evidence reads %q", labels)
 	}
 	page.Screenshot("exercise-walk-in-progress")
 
@@ -201,6 +229,8 @@ func TestExerciseWalkInBrowser(t *testing.T) {
 	page.WaitJS("the progress cleared", `document.querySelector('[data-testid=exercise]').dataset.state === '' &&
 		[...document.querySelectorAll('[data-testid=step]')].every(s => s.dataset.state === 'locked') &&
 		document.querySelectorAll('[data-testid=evidence-link], [data-testid=step-hints] li, [data-testid=solve-action]').length === 0`)
+	// Nor is the last run's answer left in the form for the next: no "Right.", no choice ticked.
+	page.WaitJS("the answer forgotten", `document.querySelectorAll('[data-testid=answer-feedback]:not([hidden]), input[name=answer]:checked').length === 0`)
 	page.Do("back to the list", chromedp.Click(`a[href="/exercises"]`), chromedp.WaitVisible(`[data-testid=exercise-list]`))
 	if p := testbrowser.Get(page.Browser, "read its progress", chromedp.Text(`[data-testid=exercise-item][data-id="`+id+`"] [data-testid=exercise-progress]`)); strings.TrimSpace(p) != "not started" {
 		t.Errorf("after reset the list shows %s as %q", id, p)
