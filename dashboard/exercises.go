@@ -199,8 +199,10 @@ type stepJSON struct {
 	State        string            `json:"state"`
 	DoneAt       *time.Time        `json:"doneAt,omitempty"`
 	Missing      string            `json:"missing,omitempty"`
+	MissingHTML  string            `json:"missingHTML,omitempty"` // Missing rendered (Markdown)
 	Waiting      bool              `json:"waiting,omitempty"`
-	Hints        []string          `json:"hints"` // revealed so far
+	Hints        []string          `json:"hints"`     // revealed so far
+	HintsHTML    []string          `json:"hintsHTML"` // Hints rendered (Markdown), for the page
 	HintsTotal   int               `json:"hintsTotal"`
 	Question     *questionJSON     `json:"question,omitempty"`
 	Answers      []exercises.Given `json:"answers,omitempty"`
@@ -312,6 +314,7 @@ func (x *labExercises) detail(ctx context.Context, id string) (exerciseJSON, err
 				sj.State, sj.Missing, sj.Waiting = stepCurrent, st.Missing, st.Waiting
 			}
 		}
+		sj.HintsHTML, sj.MissingHTML = renderInlines(sj.Hints), renderInline(sj.Missing)
 		d.Steps = append(d.Steps, sj)
 	}
 	d.Solving = x.solving(id)
@@ -514,7 +517,11 @@ func (s *server) answerExercise(w http.ResponseWriter, r *http.Request) error {
 		run.Snapshot = exercises.Snapshot{}
 		res.Status.Run = &run
 	}
-	httpx.WriteJSON(w, http.StatusOK, res)
+	// The hint after a wrong answer is Markdown like the others: hintHTML for the page.
+	httpx.WriteJSON(w, http.StatusOK, struct {
+		exercises.AnswerResult
+		HintHTML string `json:"hintHTML,omitempty"`
+	}{res, renderInline(res.Hint)})
 	return nil
 }
 
@@ -639,7 +646,7 @@ func (s *server) exercisePage(w http.ResponseWriter, r *http.Request) error {
 		Prerequisites: d.Prerequisites, Diagnosis: d.Diagnosis, README: renderMarkdown(d.README), State: d.State}
 	for _, st := range d.Steps {
 		vs := views.ExerciseStep{ID: st.ID, Number: st.Number, Instructions: renderMarkdown(st.Instructions),
-			State: st.State, Missing: st.Missing, Hints: st.Hints, HintsTotal: st.HintsTotal}
+			State: st.State, Missing: st.MissingHTML, Hints: st.HintsHTML, HintsTotal: st.HintsTotal}
 		if st.Question != nil {
 			vs.Question, vs.Choices = st.Question.Text, st.Question.Choices
 		}

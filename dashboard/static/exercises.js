@@ -16,6 +16,20 @@ function showText(el, text, cls) {
   if (cls !== undefined) el.className = cls;
 }
 
+// Hints, what is missing and the hint after a wrong answer are Markdown, rendered by the
+// server as the instructions are (its renderer drops raw HTML): set as HTML, not text.
+function html(el, markup) {
+  el.innerHTML = markup || '';
+  return el;
+}
+
+function showHTML(el, markup, cls) {
+  if (!el) return;
+  html(el, markup);
+  el.hidden = !markup;
+  if (cls !== undefined) el.className = cls;
+}
+
 // --- the list ---
 
 const PROGRESS = { completed: 'completed', open: null, '': 'not started' };
@@ -58,9 +72,10 @@ function drawStep(s) {
   const ev = li.querySelector('[data-testid="step-evidence"]');
   ev.replaceChildren(...(s.evidence || []).map((e) => h('li', {},
     e.href ? h('a', { href: e.href, 'data-testid': 'evidence-link' }, e.label) : e.label)));
-  showText(li.querySelector('[data-testid="step-missing"]'), s.state === 'current' ? s.missing : '');
+  showHTML(li.querySelector('[data-testid="step-missing"]'), s.state === 'current' ? s.missingHTML : '');
   const hints = li.querySelector('[data-testid="step-hints"]');
-  if (hints.children.length !== (s.hints || []).length) hints.replaceChildren(...(s.hints || []).map((t) => h('li', {}, t)));
+  const shown = s.hintsHTML || [];
+  if (hints.children.length !== shown.length) hints.replaceChildren(...shown.map((t) => html(h('li', {}), t)));
   const actions = li.querySelector('[data-testid="step-actions"]');
   actions.hidden = s.state !== 'current';
   const hint = li.querySelector('[data-testid="step-hint"]');
@@ -180,7 +195,7 @@ function bindExercise() {
     const r = await postJSON(`${api}/steps/${encodeURIComponent(form.dataset.step)}/answer`, { answer });
     if (!r.ok) { showText(fb, errorText(r), 'notice bad'); return; }
     if (r.data.right) showText(fb, 'Right.', 'notice ok');
-    else showText(fb, `Not quite. ${r.data.hint || ''}`.trim(), 'notice bad');
+    else showHTML(fb, `Not quite. ${r.data.hintHTML || ''}`.trim(), 'notice bad');
     refresh();
   });
   // "show me" reports each action as it runs: redraw at once rather than at the next poll.
