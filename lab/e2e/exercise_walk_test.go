@@ -155,6 +155,12 @@ func TestExerciseWalkInBrowser(t *testing.T) {
 		  li.querySelector('[data-testid=step-hints] li').textContent === %q &&
 		  li.querySelector('[data-testid=step-hint]').textContent === 'hint (1 of 2)' })()`,
 		step("lose-an-event"), ex.Steps[2].Hints[0]))
+	// The second, the last: Markdown like the instructions (a `code` span, not backticks).
+	page.Do("ask for another", chromedp.Click(step("lose-an-event")+` [data-testid=step-hint]`))
+	page.WaitJS("the last hint revealed, rendered, and no more offered", js(`(() => { const li = document.querySelector(%q);
+		const hints = li.querySelectorAll('[data-testid=step-hints] li'), btn = li.querySelector('[data-testid=step-hint]');
+		return hints.length === 2 && hints[1].querySelector('code') && hints[1].querySelector('code').textContent === 'process order.placed' &&
+		  !hints[1].textContent.includes('`+"`"+`') && btn.textContent === 'hint (2 of 2)' && btn.disabled })()`, step("lose-an-event")))
 	page.WaitJS("step 3 ticks (the order held pending for 20 s)", stateIs("lose-an-event", "done"))
 	live("step 3")
 	if ev := evidence("lose-an-event"); len(ev) == 0 || !slices.Contains(ev, "/sagas?order="+lost) {
@@ -201,7 +207,8 @@ func TestExerciseWalkInBrowser(t *testing.T) {
 		page.WaitJS(s.ID+" still done with its evidence", stateIs(s.ID, "done")+
 			js(` && document.querySelectorAll('%s [data-testid=evidence-link]').length > 0`, step(s.ID)))
 	}
-	page.WaitJS("the hint still shown", js(`document.querySelectorAll('%s [data-testid=step-hints] li').length === 1`, step("lose-an-event")))
+	page.WaitJS("the hints still shown, rendered", js(`document.querySelectorAll('%s [data-testid=step-hints] li').length === 2 &&
+		!!document.querySelector('%s [data-testid=step-hints] li code')`, step("lose-an-event"), step("lose-an-event")))
 	page.WaitJS("step 6 current", stateIs("explain-it", "current"))
 	markLive()
 
@@ -212,8 +219,9 @@ func TestExerciseWalkInBrowser(t *testing.T) {
 			step("explain-it"), answer)), chromedp.Click(step("explain-it")+` [data-testid=answer-submit]`))
 	}
 	choose(q.Choices[0])
-	page.WaitJS("the wrong answer's hint inline", js(`(() => { const fb = document.querySelector('%s [data-testid=answer-feedback]');
-		return !fb.hidden && fb.textContent.includes(%q) })()`, step("explain-it"), strings.TrimSpace(q.Wrong)))
+	page.WaitJS("the wrong answer's hint inline, rendered", js(`(() => { const fb = document.querySelector('%s [data-testid=answer-feedback]');
+		return !fb.hidden && fb.textContent.includes(%q) && !!fb.querySelector('code') })()`,
+		step("explain-it"), strings.ReplaceAll(strings.TrimSpace(q.Wrong), "`", "")))
 	if !testbrowser.Get(page.Browser, "step 6 still current", chromedp.Evaluate[bool](stateIs("explain-it", "current"))) {
 		t.Fatal("a wrong answer ticked step 6")
 	}
