@@ -129,13 +129,21 @@ function draw(d) {
   drawSolving(d.solving);
 }
 
+// One GET at a time; a refresh asked for while one is under way (after a click, while
+// a poll is out) asks again once it is back: that answer predates the click, and
+// drawing it alone left the page behind — a hint not shown, its button enabled
+// again — until the next poll.
 let busy = false;
+let again = false;
 async function refresh() {
-  if (busy) return;
+  if (busy) { again = true; return; }
   busy = true;
   try {
-    const res = await fetch(api);
-    if (res.ok) draw(await res.json());
+    do {
+      again = false;
+      const res = await fetch(api);
+      if (res.ok) draw(await res.json());
+    } while (again);
   } catch { /* the next poll tries again */ } finally { busy = false; }
 }
 
