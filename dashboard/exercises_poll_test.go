@@ -19,10 +19,11 @@ import (
 // on every GET, so it is out a good part of the time) is drawn as soon as that GET is
 // back, not at the next poll: the answer in flight predates the click. In the real
 // Chromium, against the real dashboard (run): the page's poll is slowed down (what is
-// drawn soon after the click can only be the click's own refresh), a poll's GET is held
-// in the browser until the hint has been revealed, then let go; the hint must show at once,
-// and its button (the last hint given) stay disabled. Before, the page drew the old
-// answer alone, without the hint and with the button enabled, until the next poll.
+// drawn soon after the click can only be the click's own refresh), a poll's GET is
+// held in the browser until the hint has been revealed, then let go; the hint must
+// show at once, and its button (the last hint given) stay disabled. Before, the page
+// drew the old answer alone, without the hint and with the button enabled, until the
+// next poll.
 func TestExercisePageDrawsAClickDuringAGet(t *testing.T) {
 	t.Parallel()
 	b := newBrowser(t)
