@@ -216,8 +216,10 @@ type stepJSON struct {
 	State        string            `json:"state"`
 	DoneAt       *time.Time        `json:"doneAt,omitempty"`
 	Missing      string            `json:"missing,omitempty"`
+	MissingHTML  string            `json:"missingHTML,omitempty"` // Missing rendered (Markdown)
 	Waiting      bool              `json:"waiting,omitempty"`
-	Hints        []string          `json:"hints"` // revealed so far
+	Hints        []string          `json:"hints"`     // revealed so far
+	HintsHTML    []string          `json:"hintsHTML"` // Hints rendered (Markdown), for the page
 	HintsTotal   int               `json:"hintsTotal"`
 	Question     *questionJSON     `json:"question,omitempty"`
 	Answers      []exercises.Given `json:"answers,omitempty"`
@@ -265,6 +267,9 @@ func evidenceLink(e exercises.Evidence) evidenceJSON {
 	case exercises.EvidenceSaga, exercises.EvidenceOrder, exercises.EvidenceLedger:
 		out.Href = "/sagas?order=" + url.QueryEscape(e.ID)
 		out.Label = e.Kind + " of order " + short(e.ID)
+		if e.Kind == exercises.EvidenceOrder { // not "order of order"
+			out.Label = "order " + short(e.ID)
+		}
 	case exercises.EvidenceSetting:
 		out.Href, out.Label = "/switchboard", e.ID+" = "+e.Value
 	case exercises.EvidenceFault:
@@ -326,6 +331,7 @@ func (x *labExercises) detail(ctx context.Context, id string) (exerciseJSON, err
 				sj.State, sj.Missing, sj.Waiting = stepCurrent, st.Missing, st.Waiting
 			}
 		}
+		sj.HintsHTML, sj.MissingHTML = renderInlines(sj.Hints), renderInline(sj.Missing)
 		d.Steps = append(d.Steps, sj)
 	}
 	d.Solving = x.solving(id)
@@ -528,7 +534,11 @@ func (s *server) answerExercise(w http.ResponseWriter, r *http.Request) error {
 		run.Snapshot = exercises.Snapshot{}
 		res.Status.Run = &run
 	}
-	httpx.WriteJSON(w, http.StatusOK, res)
+	// The hint after a wrong answer is Markdown like the others: hintHTML for the page.
+	httpx.WriteJSON(w, http.StatusOK, struct {
+		exercises.AnswerResult
+		HintHTML string `json:"hintHTML,omitempty"`
+	}{res, renderInline(res.Hint)})
 	return nil
 }
 
@@ -658,7 +668,7 @@ func (s *server) exercisePage(w http.ResponseWriter, r *http.Request) error {
 		Prerequisites: d.Prerequisites, Diagnosis: d.Diagnosis, README: renderMarkdown(d.README), State: d.State}
 	for _, st := range d.Steps {
 		vs := views.ExerciseStep{ID: st.ID, Number: st.Number, Instructions: renderMarkdown(st.Instructions),
-			State: st.State, Missing: st.Missing, Hints: st.Hints, HintsTotal: st.HintsTotal}
+			State: st.State, Missing: st.MissingHTML, Hints: st.HintsHTML, HintsTotal: st.HintsTotal}
 		if st.Question != nil {
 			vs.Question, vs.Choices = st.Question.Text, st.Question.Choices
 		}

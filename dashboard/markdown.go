@@ -33,6 +33,28 @@ func renderMarkdown(src string) string {
 	return buf.String()
 }
 
+// renderInline is a line of an exercise's Markdown — a hint, what is missing, the
+// hint after a wrong answer — as HTML without its paragraph: `code` spans and links
+// as in the instructions, not as backticks and brackets.
+func renderInline(src string) string {
+	out := strings.TrimSpace(renderMarkdown(src))
+	if inner, ok := strings.CutPrefix(out, "<p>"); ok {
+		if inner, ok := strings.CutSuffix(inner, "</p>"); ok && !strings.Contains(inner, "<p>") {
+			return inner
+		}
+	}
+	return out
+}
+
+// renderInlines is renderInline of each.
+func renderInlines(src []string) []string {
+	out := make([]string, len(src))
+	for i, s := range src {
+		out[i] = renderInline(s)
+	}
+	return out
+}
+
 // dashboardOrigins are how READMEs name the dashboard.
 var dashboardOrigins = []string{"http://localhost:8080", "http://127.0.0.1:8080"}
 

@@ -16,6 +16,20 @@ function showText(el, text, cls) {
   if (cls !== undefined) el.className = cls;
 }
 
+// Hints, what is missing and the hint after a wrong answer are Markdown, rendered by the
+// server as the instructions are (its renderer drops raw HTML): set as HTML, not text.
+function html(el, markup) {
+  el.innerHTML = markup || '';
+  return el;
+}
+
+function showHTML(el, markup, cls) {
+  if (!el) return;
+  html(el, markup);
+  el.hidden = !markup;
+  if (cls !== undefined) el.className = cls;
+}
+
 // --- the list ---
 
 const PROGRESS = { completed: 'completed', open: null, '': 'not started' };
@@ -58,9 +72,10 @@ function drawStep(s) {
   const ev = li.querySelector('[data-testid="step-evidence"]');
   ev.replaceChildren(...(s.evidence || []).map((e) => h('li', {},
     e.href ? h('a', { href: e.href, 'data-testid': 'evidence-link' }, e.label) : e.label)));
-  showText(li.querySelector('[data-testid="step-missing"]'), s.state === 'current' ? s.missing : '');
+  showHTML(li.querySelector('[data-testid="step-missing"]'), s.state === 'current' ? s.missingHTML : '');
   const hints = li.querySelector('[data-testid="step-hints"]');
-  if (hints.children.length !== (s.hints || []).length) hints.replaceChildren(...(s.hints || []).map((t) => h('li', {}, t)));
+  const shown = s.hintsHTML || [];
+  if (hints.children.length !== shown.length) hints.replaceChildren(...shown.map((t) => html(h('li', {}), t)));
   const actions = li.querySelector('[data-testid="step-actions"]');
   actions.hidden = s.state !== 'current';
   const hint = li.querySelector('[data-testid="step-hint"]');
@@ -87,7 +102,22 @@ function drawSolving(sv) {
   }
 }
 
+// What was picked, typed, answered or refused belongs to one run: when the run changes
+// (reset, start again — here, in another tab or from `lab exercise`), it goes, so that
+// a new run's question does not open already answered ("Right.", the choice ticked).
+let runID;
+function forgetRun() {
+  for (const form of page.querySelectorAll('[data-testid="step-answer"]')) {
+    form.reset();
+    showText(form.querySelector('[data-testid="answer-feedback"]'), '');
+  }
+  for (const el of page.querySelectorAll('[data-testid="step-error"]')) showText(el, '');
+}
+
 function draw(d) {
+  const run = d.status && d.status.run ? d.status.run.id : null;
+  if (runID !== undefined && run !== runID) forgetRun();
+  runID = run;
   const state = d.state || '';
   page.dataset.state = state;
   page.querySelector('[data-testid="exercise-status"]').textContent = STATUS[state] ?? state;
@@ -99,13 +129,21 @@ function draw(d) {
   drawSolving(d.solving);
 }
 
+// One GET at a time; a refresh asked for while one is under way (after a click, while
+// a poll is out) asks again once it is back: that answer predates the click, and
+// drawing it alone left the page behind — a hint not shown, its button enabled
+// again — until the next poll.
 let busy = false;
+let again = false;
 async function refresh() {
-  if (busy) return;
+  if (busy) { again = true; return; }
   busy = true;
   try {
-    const res = await fetch(api);
-    if (res.ok) draw(await res.json());
+    do {
+      again = false;
+      const res = await fetch(api);
+      if (res.ok) draw(await res.json());
+    } while (again);
   } catch { /* the next poll tries again */ } finally { busy = false; }
 }
 
@@ -165,7 +203,7 @@ function bindExercise() {
     const r = await postJSON(`${api}/steps/${encodeURIComponent(form.dataset.step)}/answer`, { answer });
     if (!r.ok) { showText(fb, errorText(r), 'notice bad'); return; }
     if (r.data.right) showText(fb, 'Right.', 'notice ok');
-    else showText(fb, `Not quite. ${r.data.hint || ''}`.trim(), 'notice bad');
+    else showHTML(fb, `Not quite. ${r.data.hintHTML || ''}`.trim(), 'notice bad');
     refresh();
   });
   // "show me" reports each action as it runs: redraw at once rather than at the next poll.

@@ -127,8 +127,8 @@ type ExerciseStep struct {
 	Number       int
 	Instructions string // HTML (see ExerciseModel)
 	State        string
-	Missing      string
-	Hints        []string // revealed so far
+	Missing      string   // HTML, like Instructions
+	Hints        []string // revealed so far, each HTML
 	HintsTotal   int
 	Question     string // "": the step asks none
 	Choices      []string

@@ -35,6 +35,11 @@ type Browser struct {
 	ScreenshotDir string
 
 	ignore func(string) bool
+	sink   *sink // shared by the tabs of one Chromium
+}
+
+// sink is where the tabs of one Chromium collect their errors.
+type sink struct {
 	mu     sync.Mutex
 	errors []string
 }
@@ -58,9 +63,30 @@ func New(t *testing.T, ignore func(msg string) bool) *Browser {
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
-	b := &Browser{T: t, Ctx: ctx, ignore: ignore}
+	b := &Browser{T: t, Ctx: ctx, ignore: ignore, sink: &sink{}}
+	b.listen(path)
+	return b
+}
+
+// Tab opens another tab in the same Chromium, closed when the test ends: a learner
+// keeps the exercise open in one tab and works in the other. Its errors are collected
+// with this one's (ConsoleErrors of either returns both).
+func (b *Browser) Tab() *Browser {
+	b.T.Helper()
+	ctx, cancel := chromedp.NewContext(b.Ctx)
+	b.T.Cleanup(cancel)
+	tab := &Browser{T: b.T, Ctx: ctx, ScreenshotDir: b.ScreenshotDir, ignore: b.ignore, sink: b.sink}
+	tab.listen("a new tab")
+	return tab
+}
+
+// listen collects the tab's console errors, failed loads and uncaught exceptions.
+func (b *Browser) listen(what string) {
+	t := b.T
+	t.Helper()
+	ctx := b.Ctx
 	// Listen's callback runs in the tab's read loop: it only records, under a lock.
-	err = chromedp.Listen(ctx, func(ev any) {
+	err := chromedp.Listen(ctx, func(ev any) {
 		var msg string
 		switch e := ev.(type) {
 		case *cdpruntime.EventExceptionThrown:
@@ -82,18 +108,17 @@ func New(t *testing.T, ignore func(msg string) bool) *Browser {
 			}
 		}
 		if msg != "" && (b.ignore == nil || !b.ignore(msg)) {
-			b.mu.Lock()
-			b.errors = append(b.errors, msg)
-			b.mu.Unlock()
+			b.sink.mu.Lock()
+			b.sink.errors = append(b.sink.errors, msg)
+			b.sink.mu.Unlock()
 		}
 	})
 	if err != nil {
-		t.Fatalf("start Chromium (%s): %v", path, err)
+		t.Fatalf("start Chromium (%s): %v", what, err)
 	}
 	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
 		t.Fatalf("enable the log domain: %v", err)
 	}
-	return b
 }
 
 // Do runs actions within Deadline, failing the test with what was being done.
@@ -126,10 +151,10 @@ func (b *Browser) WaitJS(what, cond string) {
 
 // ConsoleErrors returns and forgets the errors collected so far.
 func (b *Browser) ConsoleErrors() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := b.errors
-	b.errors = nil
+	b.sink.mu.Lock()
+	defer b.sink.mu.Unlock()
+	out := b.sink.errors
+	b.sink.errors = nil
 	return out
 }
 
