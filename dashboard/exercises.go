@@ -180,6 +180,7 @@ var exerciseOutcomes = []struct {
 	{exercises.ErrCompleted, http.StatusConflict, "completed"},
 	{exercises.ErrNoDiagnosis, http.StatusConflict, "no_diagnosis"},
 	{exercises.ErrTraceArriving, http.StatusConflict, "trace_arriving"},
+	{exercises.ErrAnotherOpen, http.StatusConflict, "another_open"},
 	{exercises.ErrNoQuestion, http.StatusBadRequest, "no_question"},
 	{exercises.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 }

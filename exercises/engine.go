@@ -29,6 +29,9 @@ var (
 	ErrNoDiagnosis     = errors.New("this exercise hides no fault to reveal")
 	// ErrTraceArriving: the question is about an order's trace (slowest_span) and its
 	// spans are still arriving; the answer is not judged (nor counted) until it is all in.
+	// ErrAnotherOpen: one exercise at a time. Two open at once would fight over the same
+	// switches, and resetting one would undo the other's setup.
+	ErrAnotherOpen   = errors.New("another exercise is open: finish it or reset it first")
 	ErrTraceArriving = errors.New("the trace is still arriving: answer again in a moment")
 )
 
@@ -47,9 +50,10 @@ type Engine struct {
 	pick func(n int) int
 	now  func() time.Time
 
-	mu     sync.Mutex
-	turns  map[string]*sync.Mutex // exercise id → its turn
-	placed map[int64][]string     // run id → orders Solve placed (candidates for order checks)
+	starting sync.Mutex // one Start at a time: the check for another open run holds
+	mu       sync.Mutex
+	turns    map[string]*sync.Mutex // exercise id → its turn
+	placed   map[int64][]string     // run id → orders Solve placed (candidates for order checks)
 }
 
 // New returns an engine of exercises (Load's) for lab, keeping progress in pool's
@@ -152,8 +156,8 @@ type Status struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
-// Start starts exercise id for who ("dashboard", "lab exercise"): a run already going
-// is reset first; the settings and faults in force are captured (what Reset restores);
+// Start starts exercise id for who ("dashboard", "lab exercise"), unless another
+// exercise is open (ErrAnotherOpen): a run of this one already going is reset first; the settings and faults in force are captured (what Reset restores);
 // then setup runs (settings, clear_faults, faults — a diagnosis fault drawn now, traffic),
 // every change through the control plane as "exercise <id>". If setup fails half-way,
 // the lab is put back and the run recorded reset.
@@ -162,7 +166,16 @@ func (e *Engine) Start(ctx context.Context, id, who string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	e.starting.Lock()
+	defer e.starting.Unlock()
 	defer e.turn(id)()
+	other, err := e.store.openOther(ctx, id)
+	if err != nil {
+		return Status{}, err
+	}
+	if other != "" {
+		return Status{}, fmt.Errorf("%w: %s is open (reset it on its page, or `lab exercise reset %s`)", ErrAnotherOpen, other, other)
+	}
 	prev, err := e.store.current(ctx, ex)
 	if err != nil {
 		return Status{}, err

@@ -815,3 +815,38 @@ steps:
 		t.Errorf("a run is open after the failed setup: %+v, %v", st, err)
 	}
 }
+
+// One exercise at a time: starting a second while one is open is refused, naming the
+// open one; starting the open one again restarts it; once it is reset, the second starts.
+func TestOneExerciseAtATime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tl := newTestLab(t)
+	steps := `
+steps:
+  - id: only
+    instructions: Switch the outbox off.
+    check: {kind: setting, key: outbox.enabled, value: "false"}
+    missing: The outbox is on.
+    solution:
+      - set: {outbox.enabled: false}
+`
+	a, b := exercise(t, "94-first", steps), exercise(t, "95-second", steps)
+	e := tl.engine(t, a, b)
+	if _, err := e.Start(ctx, a.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.Start(ctx, b.ID, "test")
+	if !errors.Is(err, ErrAnotherOpen) || !strings.Contains(err.Error(), a.ID+" is open") {
+		t.Fatalf("second exercise while the first is open: %v, want ErrAnotherOpen naming %s", err, a.ID)
+	}
+	if _, err := e.Start(ctx, a.ID, "test"); err != nil {
+		t.Fatalf("starting the open one again: %v", err)
+	}
+	if _, err := e.Reset(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Start(ctx, b.ID, "test"); err != nil {
+		t.Fatalf("after the first is reset: %v", err)
+	}
+}

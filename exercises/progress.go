@@ -151,6 +151,20 @@ func (p *progress) current(ctx context.Context, e *Exercise) (*Run, error) {
 	return r, nil
 }
 
+// openOther is the id of an open run of an exercise other than id ("" if none).
+func (p *progress) openOther(ctx context.Context, id string) (string, error) {
+	var other string
+	err := p.pool.QueryRow(ctx, `SELECT exercise FROM exercise_runs
+		WHERE state = 'open' AND exercise <> $1 ORDER BY started_at LIMIT 1`, id).Scan(&other)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read open runs: %w", err)
+	}
+	return other, nil
+}
+
 // steps fills in r's steps: one per step of e, in e's order, with what is recorded.
 func (p *progress) steps(ctx context.Context, r *Run, e *Exercise) error {
 	byID := map[string]*StepProgress{}
