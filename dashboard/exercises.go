@@ -333,6 +333,11 @@ func (x *labExercises) detail(ctx context.Context, id string) (exerciseJSON, err
 			}
 		}
 		sj.HintsHTML, sj.MissingHTML = renderInlines(sj.Hints), renderInline(sj.Missing)
+		if sj.Waiting && sj.Missing == "" {
+			// Inside the check's window (the learner has not acted yet, or a hold of 20 s
+			// runs, or a trace is still arriving): say the lab is watching, not nothing.
+			sj.MissingHTML = renderInline(stillLooking)
+		}
 		d.Steps = append(d.Steps, sj)
 	}
 	d.Solving = x.solving(id)
@@ -572,6 +577,9 @@ func (s *server) revealExercise(w http.ResponseWriter, r *http.Request) error {
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"faults": faultRows(fs, time.Now())})
 	return nil
 }
+
+// stillLooking is what the page says of a current step whose check may yet hold.
+const stillLooking = "Not done yet: the lab is watching, and ticks this step as soon as the telemetry shows it done (some checks take a few seconds)."
 
 // --- hidden faults ---
 

@@ -192,6 +192,15 @@ func TestExercisesAPI(t *testing.T) {
 		started.Status.Current != "switch-the-outbox-off" || started.Status.Run.Snapshot.Settings != nil {
 		t.Fatalf("after start: %+v", started)
 	}
+	// Within its check's window the current step says the lab is watching, not nothing.
+	if s := started.Steps[0]; !s.Waiting || s.Missing != "" || !strings.Contains(s.MissingHTML, "the lab is watching") {
+		t.Errorf("step 1 just started: waiting %v, missing %q, missingHTML %q", s.Waiting, s.Missing, s.MissingHTML)
+	}
+	// One exercise at a time: another is refused while this one is open, naming it.
+	if code, body := call(t, l.fixture, "POST", "/api/lab/exercises/09-poison-message/start", ""); code != 409 ||
+		decode[errorJSON](t, body).Error.Code != "another_open" || !strings.Contains(body, "07-outbox is open") {
+		t.Errorf("a second exercise while 07-outbox is open: %d %s", code, body)
+	}
 
 	// Hints: revealed one at a time and counted; no more than there are.
 	code, body = call(t, l.fixture, "POST", "/api/lab/exercises/07-outbox/steps/switch-the-outbox-off/hint", "")
