@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"microlab/observability"
 	"microlab/services/platform/httpx"
@@ -207,7 +209,22 @@ func (u *upstream) attempt(ctx context.Context, rq request) (*reply, error) {
 	if cb == nil {
 		return u.send(ctx, rq)
 	}
-	return cb.Execute(func() (*reply, error) { return u.send(ctx, rq) })
+	return cb.Execute(func() (*reply, error) {
+		if cb.State() == gobreaker.StateHalfOpen { // admitted while half-open: the one trial
+			markTrial(ctx, u.name)
+		}
+		return u.send(ctx, rq)
+	})
+}
+
+// markTrial marks the span in ctx (the gateway's server span) as carrying a half-open
+// breaker's trial call: the half-open state lasts one call, far too short for a scrape
+// of circuit_breaker_state to catch, so the trace is where a learner sees it.
+func markTrial(ctx context.Context, upstream string) {
+	trace.SpanFromContext(ctx).SetAttributes(
+		attribute.String("circuit_breaker.state", "half_open"),
+		attribute.String("circuit_breaker.upstream", upstream),
+	)
 }
 
 // send is one attempt, bounded by the timeout in force: connecting, sending and reading
