@@ -202,29 +202,25 @@ func followTopology(ctx context.Context, sc stack.Config, scaler *scaling.Scaler
 	if err != nil {
 		return fmt.Errorf("cannot switch: %w", err)
 	}
-	labURL, err := sc.DatabaseURL(sc.DBName(stack.LabDB))
-	if err != nil {
-		return err
-	}
-	store, err := control.OpenStore(ctx, labURL)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	conn, err := bus.Dial(ctx, sc.AMQPURL, "lab-up/topology", log)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	sw := &topology.Switcher{Cfg: sc, Migrations: topology.DirMigrations(root),
-		Services: scaler,
-		Progress: func(step string) { fmt.Fprintln(stdout, "lab:", step) }}
-	return topology.Follow(ctx, sw, store, conn, bus.NewPublisher(conn, log), log)
+	return withControl(ctx, sc, "lab-up/topology", log, func(store *control.Store, conn *bus.Conn) error {
+		sw := &topology.Switcher{Cfg: sc, Migrations: topology.DirMigrations(root),
+			Services: scaler,
+			Progress: func(step string) { fmt.Fprintln(stdout, "lab:", step) }}
+		return topology.Follow(ctx, sw, store, conn, bus.NewPublisher(conn, log), log)
+	})
 }
 
 // followScale applies the scale.<service> settings while the lab runs: a change starts
 // or stops instances (lab/scaling), each step printed.
 func followScale(ctx context.Context, sc stack.Config, scaler *scaling.Scaler, log *slog.Logger) error {
+	return withControl(ctx, sc, "lab-up/scale", log, func(store *control.Store, conn *bus.Conn) error {
+		return scaling.Follow(ctx, scaler, store, conn, bus.NewPublisher(conn, log), log)
+	})
+}
+
+// withControl runs follow with the lab's control store and a broker connection named
+// name (lab.control's announcements), closing both after it.
+func withControl(ctx context.Context, sc stack.Config, name string, log *slog.Logger, follow func(*control.Store, *bus.Conn) error) error {
 	labURL, err := sc.DatabaseURL(sc.DBName(stack.LabDB))
 	if err != nil {
 		return err
@@ -234,12 +230,12 @@ func followScale(ctx context.Context, sc stack.Config, scaler *scaling.Scaler, l
 		return err
 	}
 	defer store.Close()
-	conn, err := bus.Dial(ctx, sc.AMQPURL, "lab-up/scale", log)
+	conn, err := bus.Dial(ctx, sc.AMQPURL, name, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	return scaling.Follow(ctx, scaler, store, conn, bus.NewPublisher(conn, log), log)
+	return follow(store, conn)
 }
 
 // initialScale stores --scale as the scale settings and returns the scale to launch

@@ -8,7 +8,6 @@ import (
 
 	"microlab/lab/stack"
 	"microlab/lab/topology"
-	"microlab/services/platform/bus"
 	"microlab/services/platform/control"
 	"microlab/services/platform/pg"
 	"microlab/services/platform/testenv"
@@ -25,26 +24,13 @@ func (l *lab) followForExercises(t *testing.T) *topology.Switcher {
 		defer cancel()
 		_ = pg.DropShared(ctx, l.cfg.AdminDatabaseURL, l.cfg.DBName(stack.SharedDB))
 	})
-	sw := &topology.Switcher{Cfg: l.cfg, Migrations: topology.DirMigrations(repoRoot()),
-		Services: &startLocked{t: t, Services: topology.Supervised{Sup: l.sup, Bin: binaries(t), Scale: l.scale}},
-		Progress: func(step string) { t.Log("db.topology switch:", step) }}
-	ctx, cancel := context.WithCancel(context.Background())
-	oc, cctx := context.WithTimeout(ctx, time.Minute)
-	defer cctx()
-	conn, err := bus.Dial(oc, l.cfg.AMQPURL, "e2e-topology", discard())
-	if err != nil {
-		t.Fatal(err)
+	// The processes are lab up's: its scaler when the lab follows scale.<service> too
+	// (a switch restarts every instance there is), else the launched scale.
+	var services topology.Services = topology.Supervised{Sup: l.sup, Bin: binaries(t), Scale: l.scale}
+	if l.scaler != nil {
+		services = l.scaler
 	}
-	done := make(chan error, 1)
-	go func() { done <- topology.Follow(ctx, sw, l.store, conn, bus.NewPublisher(conn, discard()), discard()) }()
-	t.Cleanup(func() { // before the services stop (registered after startLab)
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("follow: %v", err)
-		}
-		conn.Close()
-	})
-	return sw
+	return l.runFollow(t, &startLocked{t: t, Services: services}, func(step string) { t.Log("db.topology switch:", step) })
 }
 
 // startLocked holds the machine's start lock from a switch's stop to its start: while

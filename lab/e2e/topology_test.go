@@ -84,14 +84,20 @@ func bothModes(t *testing.T, l *lab) {
 func (l *lab) follow(t *testing.T) <-chan string {
 	t.Helper()
 	progress := make(chan string, 1000)
-	sw := &topology.Switcher{Cfg: l.cfg, Migrations: topology.DirMigrations(repoRoot()),
-		Services: topology.Supervised{Sup: l.sup, Bin: binaries(t), Scale: l.scale},
-		Progress: func(step string) {
-			select {
-			case progress <- step:
-			default:
-			}
-		}}
+	l.runFollow(t, topology.Supervised{Sup: l.sup, Bin: binaries(t), Scale: l.scale}, func(step string) {
+		select {
+		case progress <- step:
+		default:
+		}
+	})
+	return progress
+}
+
+// runFollow runs topology.Follow with services (what stops and starts the processes),
+// as `lab up` does, until the test ends, and returns its switcher.
+func (l *lab) runFollow(t *testing.T, services topology.Services, progress func(string)) *topology.Switcher {
+	t.Helper()
+	sw := &topology.Switcher{Cfg: l.cfg, Migrations: topology.DirMigrations(repoRoot()), Services: services, Progress: progress}
 	ctx, cancel := context.WithCancel(context.Background())
 	oc, cctx := context.WithTimeout(ctx, time.Minute)
 	defer cctx()
@@ -108,7 +114,7 @@ func (l *lab) follow(t *testing.T) <-chan string {
 		}
 		conn.Close()
 	})
-	return progress
+	return sw
 }
 
 // switchUnderTrickle sets db.topology to `to` while four shoppers place orders, waits
