@@ -61,7 +61,7 @@ usage:
         check each dependency; print the command that fixes a missing one
   lab settings
         list the lab settings (pattern switches) with their values
-  lab settings set key=value...
+  lab settings [set] key=value...
         change settings: stored in database lab, announced on lab.control
   lab fault add SERVICE KIND[=VALUE] [for=10m] [on=http|messages|both] [instance=ID]
         inject a fault (latency=300ms±50ms, error_rate=0.5, down, crash,

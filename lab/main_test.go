@@ -134,6 +134,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"settings", "set", "saga.mode=sideways"}, `bad value "sideways"`},
 		{[]string{"settings", "set", "scale.shipping=10"}, `bad value "10" for scale.shipping: want a whole number from 1 to 9`},
 		{[]string{"settings", "set", "scale.gateway=2"}, `unknown setting "scale.gateway"`},
+		{[]string{"settings", "saga.mode=sideways"}, `bad value "sideways"`}, // set without "set"
+		{[]string{"settings", "nosuch.key=1"}, `unknown setting "nosuch.key"`},
 		{[]string{"fault"}, "want `lab fault add|list|clear`"},
 		{[]string{"fault", "frob"}, `got "frob"`},
 		{[]string{"fault", "add", "payments"}, "want `lab fault add SERVICE KIND"},

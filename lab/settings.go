@@ -20,7 +20,8 @@ const (
 	settingsSource = "lab settings"
 )
 
-// settings lists the lab settings, or with "set key=value..." changes them.
+// settings lists the lab settings, or with "set key=value..." (or key=value... alone)
+// changes them.
 func settings(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, settingsTimeout)
 	defer cancel()
@@ -29,6 +30,8 @@ func settings(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 		return listSettings(ctx, cfg, stdout)
 	case args[0] == "set":
 		return setSettings(ctx, cfg, args[1:], stdout, stderr)
+	case strings.Contains(args[0], "="): // `lab settings saga.mode=orchestration`: what people type
+		return setSettings(ctx, cfg, args, stdout, stderr)
 	default:
 		return usageErrorf("want `lab settings` or `lab settings set key=value...`, got %q", args)
 	}
