@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -66,14 +67,14 @@ func TestExerciseTextCheckerCatches(t *testing.T) {
 	t.Parallel()
 	known := labNames(t)
 	for _, bad := range []string{"outbox.enable", "go run ./lab settings saga.mode=choreograph",
-		"crash_after_comit", "process order.plaaced", "saga_startd_total", "messaging_in_flite", "lab settings gateway.breaker.failures=0", "http.timeoutt", "db.topolgy", "inventory.stocks"} {
+		"crash_after_comit", "process order.plaaced", "saga_startd_total", "messaging_in_flite", "lab settings gateway.breaker.failures=0", "http.timeoutt", "db.topolgy", "inventory.stocks", "payment-2", "payments-0", "payments-12"} {
 		if err := known.checkName(bad); err == nil {
 			t.Errorf("%q passes the checker", bad)
 		}
 	}
 	for _, good := range []string{"outbox.enabled", "go run ./lab settings saga.mode=orchestration",
 		"crash_after_commit", "process order.placed", "publish payments.dlq", "saga_started_total",
-		"out_of_stock", "payments.events", "payment.authorized", "4242 4242 4242 4242", "http.response.status_code", "db.system", "inventory.stock", "order_items", "read_model_apply_lag_seconds"} {
+		"out_of_stock", "payments.events", "payment.authorized", "4242 4242 4242 4242", "http.response.status_code", "db.system", "inventory.stock", "order_items", "read_model_apply_lag_seconds", "payments-2", "shipping-1"} {
 		if err := known.checkName(good); err != nil {
 			t.Errorf("%q: %v", good, err)
 		}
@@ -226,13 +227,14 @@ func labNames(t *testing.T) names {
 }
 
 var (
-	bareURL     = regexp.MustCompile(`https?://[^\s)>\]*` + "`" + `]+`)
-	createTable = regexp.MustCompile(`(?i)CREATE TABLE (?:IF NOT EXISTS )?([a-z_]+)`)
-	grafanaUID  = regexp.MustCompile(`"uid":\s*"(microlab-[a-z0-9-]+)"`)
-	dotted      = regexp.MustCompile(`^[a-z]+(\.[a-z_]+)+$`)
-	snake       = regexp.MustCompile(`^[a-z]+(_[a-z0-9]+)+$`)
-	settingsCmd = regexp.MustCompile(`^(?:go run \./)?lab settings (?:set )?([^ =]+)=(\S+)$`)
-	spanName    = regexp.MustCompile(`^(process|publish|outbox) (\S+)$`)
+	bareURL      = regexp.MustCompile(`https?://[^\s)>\]*` + "`" + `]+`)
+	createTable  = regexp.MustCompile(`(?i)CREATE TABLE (?:IF NOT EXISTS )?([a-z_]+)`)
+	grafanaUID   = regexp.MustCompile(`"uid":\s*"(microlab-[a-z0-9-]+)"`)
+	dotted       = regexp.MustCompile(`^[a-z]+(\.[a-z_]+)+$`)
+	snake        = regexp.MustCompile(`^[a-z]+(_[a-z0-9]+)+$`)
+	settingsCmd  = regexp.MustCompile(`^(?:go run \./)?lab settings (?:set )?([^ =]+)=(\S+)$`)
+	instanceName = regexp.MustCompile(`^([a-z]+)-(\d+)$`)
+	spanName     = regexp.MustCompile(`^(process|publish|outbox) (\S+)$`)
 	// OpenTelemetry's attribute names the waterfall shows (http.response.status_code),
 	// which share their first word with settings (http.timeout, db.topology).
 	spanAttribute = regexp.MustCompile(`^(http\.(request|response|route)|url|server|client|messaging|network|rpc|db\.(system|statement|operation|query|namespace|collection))(\.|$)`)
@@ -251,6 +253,13 @@ func (n names) checkName(s string) error {
 	if m := spanName.FindStringSubmatch(s); m != nil {
 		if !contracts.Known(m[2]) && !n.queues[m[2]] && m[2] != "lab.poison" && m[2] != "…" {
 			return fmt.Errorf("no message type or queue %q: no such span", m[2])
+		}
+		return nil
+	}
+	if m := instanceName.FindStringSubmatch(s); m != nil { // payments-2
+		if i, _ := strconv.Atoi(m[2]); !slices.Contains(control.FaultServices, m[1]) || i < 1 || i > control.MaxScale {
+			return fmt.Errorf("no instance %s: instances are <service>-1 … <service>-%d of %s", s, control.MaxScale,
+				strings.Join(control.FaultServices, ", "))
 		}
 		return nil
 	}
