@@ -38,20 +38,11 @@ type labExercises struct {
 	base context.Context
 
 	mu     sync.Mutex
-	solves map[string]*solveRun // exercise id → its latest "show me"
+	solves map[string]*exercises.SolveView // exercise id → its latest "show me"
 	// starting counts the starts of each diagnosis under way: its fault is in force
 	// (and announced, and the switchboard re-reads the list) a moment before the engine
 	// has recorded which it drew, and Hidden knows it.
 	starting map[string]int
-}
-
-// solveRun is one "show me": the current step's reference solution, action by action.
-type solveRun struct {
-	Step    string                 `json:"step"`
-	Running bool                   `json:"running"`
-	Actions []exercises.SolveEvent `json:"actions"`
-	Error   string                 `json:"error,omitempty"`
-	Started time.Time              `json:"started"`
 }
 
 // attachExercises builds the engine's Lab from the server's parts and starts the engine
@@ -86,7 +77,7 @@ func (s *server) attachExercises(ctx context.Context, pool *pgxpool.Pool, list [
 		return err
 	}
 	x := &labExercises{engine: e, byID: map[string]*exercises.Exercise{}, diagnoses: map[string]bool{},
-		base: ctx, solves: map[string]*solveRun{}, starting: map[string]int{}}
+		base: ctx, solves: map[string]*exercises.SolveView{}, starting: map[string]int{}}
 	for i := range list {
 		ex := &list[i]
 		x.byID[ex.ID] = ex
@@ -185,65 +176,10 @@ var exerciseOutcomes = []struct {
 	{exercises.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 }
 
-// exerciseJSON is one exercise as GET /api/lab/exercises/{id} answers: what it is, its
-// README (Markdown), its steps with their state, and where the run stands.
-type exerciseJSON struct {
-	ID            string     `json:"id"`
-	Title         string     `json:"title"`
-	Level         string     `json:"level"`
-	Minutes       int        `json:"minutes"`
-	Patterns      []string   `json:"patterns"`
-	Prerequisites []string   `json:"prerequisites"`
-	Diagnosis     bool       `json:"diagnosis"`
-	README        string     `json:"readme"`
-	State         string     `json:"state"` // "" not started, open, completed
-	Steps         []stepJSON `json:"steps"`
-	// Status is the engine's, evaluated now (the current step ticks if its check holds).
-	Status  exercises.Status `json:"status"`
-	Solving *solveRun        `json:"solving,omitempty"`
-}
-
-// Step states, as the page shows them.
-const (
-	stepDone    = "done"
-	stepCurrent = "current"
-	stepLocked  = "locked"
-)
-
-type stepJSON struct {
-	ID           string            `json:"id"`
-	Number       int               `json:"number"`
-	Instructions string            `json:"instructions"` // Markdown
-	State        string            `json:"state"`
-	DoneAt       *time.Time        `json:"doneAt,omitempty"`
-	Missing      string            `json:"missing,omitempty"`
-	MissingHTML  string            `json:"missingHTML,omitempty"` // Missing rendered (Markdown)
-	Waiting      bool              `json:"waiting,omitempty"`
-	Hints        []string          `json:"hints"`     // revealed so far
-	HintsHTML    []string          `json:"hintsHTML"` // Hints rendered (Markdown), for the page
-	HintsTotal   int               `json:"hintsTotal"`
-	Question     *questionJSON     `json:"question,omitempty"`
-	Answers      []exercises.Given `json:"answers,omitempty"`
-	Evidence     []evidenceJSON    `json:"evidence,omitempty"`
-}
-
-// questionJSON is what a step asks: never what it expects.
-type questionJSON struct {
-	Text    string   `json:"text"`
-	Choices []string `json:"choices,omitempty"`
-}
-
-// evidenceJSON is one piece of evidence with where the learner finds it.
-type evidenceJSON struct {
-	exercises.Evidence
-	Href  string `json:"href,omitempty"`
-	Label string `json:"label"`
-}
-
 // evidenceLink is where the dashboard shows a piece of evidence: the trace, the
 // order's events, its saga, the switchboard, the charts.
-func evidenceLink(e exercises.Evidence) evidenceJSON {
-	out := evidenceJSON{Evidence: e}
+func evidenceLink(e exercises.Evidence) exercises.EvidenceView {
+	out := exercises.EvidenceView{Evidence: e}
 	short := func(s string) string {
 		if len(s) > 12 {
 			return s[:8] + "…"
@@ -286,14 +222,14 @@ func evidenceLink(e exercises.Evidence) evidenceJSON {
 }
 
 // detail evaluates exercise id now and describes it with its steps.
-func (x *labExercises) detail(ctx context.Context, id string) (exerciseJSON, error) {
+func (x *labExercises) detail(ctx context.Context, id string) (exercises.View, error) {
 	ex, ok := x.byID[id]
 	if !ok {
-		return exerciseJSON{}, fmt.Errorf("%w: %q", exercises.ErrUnknownExercise, id)
+		return exercises.View{}, fmt.Errorf("%w: %q", exercises.ErrUnknownExercise, id)
 	}
 	st, err := x.engine.Status(ctx, id)
 	if err != nil {
-		return exerciseJSON{}, err
+		return exercises.View{}, err
 	}
 	if st.Run != nil {
 		// What the lab was before the exercise is for reset, not for the page: while a
@@ -302,9 +238,9 @@ func (x *labExercises) detail(ctx context.Context, id string) (exerciseJSON, err
 		run.Snapshot = exercises.Snapshot{}
 		st.Run = &run
 	}
-	d := exerciseJSON{ID: ex.ID, Title: ex.Title, Level: ex.Level, Minutes: ex.Minutes, Patterns: ex.Patterns,
+	d := exercises.View{ID: ex.ID, Title: ex.Title, Level: ex.Level, Minutes: ex.Minutes, Patterns: ex.Patterns,
 		Prerequisites: ex.Prerequisites, Diagnosis: ex.Diagnosis(), README: ex.README, Status: st,
-		Steps: make([]stepJSON, 0, len(ex.Steps))}
+		Steps: make([]exercises.StepView, 0, len(ex.Steps))}
 	if d.Prerequisites == nil {
 		d.Prerequisites = []string{}
 	}
@@ -313,10 +249,10 @@ func (x *labExercises) detail(ctx context.Context, id string) (exerciseJSON, err
 	}
 	for i := range ex.Steps {
 		step := &ex.Steps[i]
-		sj := stepJSON{ID: step.ID, Number: i + 1, Instructions: step.Instructions, State: stepLocked,
+		sj := exercises.StepView{ID: step.ID, Number: i + 1, Instructions: step.Instructions, State: exercises.StepLocked,
 			Hints: []string{}, HintsTotal: len(step.Hints)}
 		if q := step.Question(); q != nil {
-			sj.Question = &questionJSON{Text: q.Question, Choices: q.Choices}
+			sj.Question = &exercises.QuestionView{Text: q.Question, Choices: q.Choices}
 		}
 		if st.Run != nil && i < len(st.Run.Steps) && st.Run.Steps[i].ID == step.ID {
 			sp := st.Run.Steps[i]
@@ -324,12 +260,12 @@ func (x *labExercises) detail(ctx context.Context, id string) (exerciseJSON, err
 			sj.Answers = sp.Answers
 			switch {
 			case sp.Done():
-				sj.State, sj.DoneAt = stepDone, sp.DoneAt
+				sj.State, sj.DoneAt = exercises.StepDone, sp.DoneAt
 				for _, e := range sp.Evidence {
 					sj.Evidence = append(sj.Evidence, evidenceLink(e))
 				}
 			case st.Current == step.ID:
-				sj.State, sj.Missing, sj.Waiting = stepCurrent, st.Missing, st.Waiting
+				sj.State, sj.Missing, sj.Waiting = exercises.StepCurrent, st.Missing, st.Waiting
 			}
 		}
 		sj.HintsHTML, sj.MissingHTML = renderInlines(sj.Hints), renderInline(sj.Missing)
@@ -345,7 +281,7 @@ func (x *labExercises) detail(ctx context.Context, id string) (exerciseJSON, err
 }
 
 // solving is a copy of exercise id's latest "show me", nil if none.
-func (x *labExercises) solving(id string) *solveRun {
+func (x *labExercises) solving(id string) *exercises.SolveView {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	r := x.solves[id]
@@ -360,7 +296,7 @@ func (x *labExercises) solving(id string) *solveRun {
 // solve starts "show me" on the current step of id's open run, in the background (a
 // solution waits, 20 s and more, longer than a request may take): each action is
 // recorded for GET /api/lab/exercises/{id} and broadcast as "exercise.solve".
-func (x *labExercises) solve(ctx context.Context, id string, b broadcaster) (*solveRun, error) {
+func (x *labExercises) solve(ctx context.Context, id string, b broadcaster) (*exercises.SolveView, error) {
 	st, err := x.engine.Status(ctx, id)
 	switch {
 	case err != nil:
@@ -375,7 +311,7 @@ func (x *labExercises) solve(ctx context.Context, id string, b broadcaster) (*so
 		x.mu.Unlock()
 		return nil, httpx.Errorf(http.StatusConflict, "solve_running", "the solution of step %s is running already", r.Step)
 	}
-	r := &solveRun{Step: st.Current, Running: true, Started: time.Now(), Actions: []exercises.SolveEvent{}}
+	r := &exercises.SolveView{Step: st.Current, Running: true, Started: time.Now(), Actions: []exercises.SolveEvent{}}
 	x.solves[id] = r
 	x.mu.Unlock()
 	go func() {

@@ -11,6 +11,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"microlab/exercises"
 	"microlab/internal/testbrowser"
 	"microlab/services/platform/testenv"
 )
@@ -118,9 +119,9 @@ func TestExercisePageDrawsAClickDuringAGet(t *testing.T) {
 }
 
 // getJSON is GET url decoded as the exercise API answers, as far as this test reads it.
-func getJSON(t *testing.T, ctx context.Context, url string) (int, exerciseJSON) {
+func getJSON(t *testing.T, ctx context.Context, url string) (int, exercises.View) {
 	t.Helper()
-	var out exerciseJSON
+	var out exercises.View
 	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -104,13 +104,13 @@ func settingsOf(t *testing.T, f *fixture) map[string]string {
 	return out
 }
 
-func exerciseOf(t *testing.T, f *fixture, id string) exerciseJSON {
+func exerciseOf(t *testing.T, f *fixture, id string) exercises.View {
 	t.Helper()
 	code, body := call(t, f, "GET", "/api/lab/exercises/"+id, "")
 	if code != 200 {
 		t.Fatalf("GET %s: %d %s", id, code, body)
 	}
-	return decode[exerciseJSON](t, body)
+	return decode[exercises.View](t, body)
 }
 
 // The exercise API and pages, end to end on 07-outbox: the list; the exercise before
@@ -133,7 +133,7 @@ func TestExercisesAPI(t *testing.T) {
 		t.Fatalf("GET exercises: %d %s", code, body)
 	}
 	before := exerciseOf(t, l.fixture, "07-outbox")
-	if before.State != "" || len(before.Steps) != 6 || before.Steps[0].State != stepLocked || !strings.Contains(before.README, "#") ||
+	if before.State != "" || len(before.Steps) != 6 || before.Steps[0].State != exercises.StepLocked || !strings.Contains(before.README, "#") ||
 		before.Steps[5].Question == nil || len(before.Steps[5].Question.Choices) != 3 {
 		t.Fatalf("07-outbox before start: %+v", before)
 	}
@@ -184,11 +184,11 @@ func TestExercisesAPI(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("start: %d %s", code, body)
 	}
-	started := decode[exerciseJSON](t, body)
+	started := decode[exercises.View](t, body)
 	if got := settingsOf(t, l.fixture); got["outbox.enabled"] != "true" || got["saga.mode"] != "choreography" {
 		t.Fatalf("setup did not switch the lab: %v", got)
 	}
-	if started.State != exercises.RunOpen || started.Steps[0].State != stepCurrent || started.Steps[1].State != stepLocked ||
+	if started.State != exercises.RunOpen || started.Steps[0].State != exercises.StepCurrent || started.Steps[1].State != exercises.StepLocked ||
 		started.Status.Current != "switch-the-outbox-off" || started.Status.Run.Snapshot.Settings != nil {
 		t.Fatalf("after start: %+v", started)
 	}
@@ -230,7 +230,7 @@ func TestExercisesAPI(t *testing.T) {
 	}
 
 	// Not done until the learner does it, through the switchboard's own API.
-	if ex := exerciseOf(t, l.fixture, "07-outbox"); ex.Steps[0].State != stepCurrent || len(ex.Steps[0].Hints) != 1 {
+	if ex := exerciseOf(t, l.fixture, "07-outbox"); ex.Steps[0].State != exercises.StepCurrent || len(ex.Steps[0].Hints) != 1 {
 		t.Fatalf("step 1 before the learner acted: %+v", ex.Steps[0])
 	}
 	if code, body := call(t, l.fixture, "POST", "/api/lab/settings", `{"key":"outbox.enabled","value":"false"}`); code != 200 {
@@ -238,9 +238,9 @@ func TestExercisesAPI(t *testing.T) {
 	}
 	ex := exerciseOf(t, l.fixture, "07-outbox")
 	s0 := ex.Steps[0]
-	if s0.State != stepDone || s0.DoneAt == nil || len(s0.Evidence) == 0 || s0.Evidence[0].Href != "/switchboard" ||
+	if s0.State != exercises.StepDone || s0.DoneAt == nil || len(s0.Evidence) == 0 || s0.Evidence[0].Href != "/switchboard" ||
 		s0.Evidence[0].Kind != exercises.EvidenceSetting || !strings.Contains(s0.Evidence[0].Label, "outbox.enabled") ||
-		ex.Steps[1].State != stepCurrent || ex.Status.Current != "arm-the-crash" {
+		ex.Steps[1].State != exercises.StepCurrent || ex.Status.Current != "arm-the-crash" {
 		t.Fatalf("after outbox.enabled=false: %+v", ex)
 	}
 
@@ -265,20 +265,20 @@ func TestExercisesAPI(t *testing.T) {
 
 	// A new dashboard on the same database: the progress is still there.
 	again := l.server(t, builtin(t))
-	if ex := exerciseOf(t, again, "07-outbox"); ex.Steps[0].State != stepDone || len(ex.Steps[0].Hints) != 1 || ex.Status.Current != "arm-the-crash" {
+	if ex := exerciseOf(t, again, "07-outbox"); ex.Steps[0].State != exercises.StepDone || len(ex.Steps[0].Hints) != 1 || ex.Status.Current != "arm-the-crash" {
 		t.Fatalf("after a restart: %+v", ex)
 	}
 
 	// "show me": the current step's solution runs in the background, its actions shown.
 	code, body = call(t, again, "POST", "/api/lab/exercises/07-outbox/solve", "")
-	if code != http.StatusAccepted || decode[struct{ Solving solveRun }](t, body).Solving.Step != "arm-the-crash" {
+	if code != http.StatusAccepted || decode[struct{ Solving exercises.SolveView }](t, body).Solving.Step != "arm-the-crash" {
 		t.Fatalf("solve: %d %s", code, body)
 	}
 	for end := time.Now().Add(patience); ; time.Sleep(50 * time.Millisecond) {
 		ex := exerciseOf(t, again, "07-outbox")
 		if sv := ex.Solving; sv != nil && !sv.Running {
 			if sv.Error != "" || len(sv.Actions) != 1 || sv.Actions[0].State != exercises.ActionDone ||
-				!strings.Contains(sv.Actions[0].Action, "crash_after_commit") || ex.Steps[1].State != stepDone {
+				!strings.Contains(sv.Actions[0].Action, "crash_after_commit") || ex.Steps[1].State != exercises.StepDone {
 				t.Fatalf("after solve: %+v %+v", sv, ex.Steps[1])
 			}
 			break
@@ -293,7 +293,7 @@ func TestExercisesAPI(t *testing.T) {
 
 	// Reset: the settings and faults exactly as they were before start.
 	code, body = call(t, again, "POST", "/api/lab/exercises/07-outbox/reset", "")
-	if ex := decode[exerciseJSON](t, body); code != 200 || ex.State != "" || ex.Steps[0].State != stepLocked {
+	if ex := decode[exercises.View](t, body); code != 200 || ex.State != "" || ex.Steps[0].State != exercises.StepLocked {
 		t.Fatalf("reset: %d %s", code, body)
 	}
 	if got := settingsOf(t, again); !equalMaps(got, prior) {

@@ -74,7 +74,7 @@ func exercise(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 		c.show(stdout, d, true)
 		return nil
 	case "start":
-		var d exerciseView
+		var d exercises.View
 		if err := c.call(ctx, http.MethodPost, id, "/start", nil, &d); err != nil {
 			return err
 		}
@@ -162,55 +162,6 @@ func newExerciseClient(cfg Config) (*exerciseClient, error) {
 	return &exerciseClient{base: base, api: loadgen.NewClient(base, &http.Client{Timeout: 30 * time.Second})}, nil
 }
 
-// The API's answers, as far as this command reads them.
-type exerciseView struct {
-	ID            string         `json:"id"`
-	Title         string         `json:"title"`
-	Level         string         `json:"level"`
-	Minutes       int            `json:"minutes"`
-	Patterns      []string       `json:"patterns"`
-	Prerequisites []string       `json:"prerequisites"`
-	README        string         `json:"readme"`
-	State         string         `json:"state"`
-	Steps         []exerciseStep `json:"steps"`
-	Status        struct {
-		Current  string   `json:"current"`
-		Complete bool     `json:"complete"`
-		Problems []string `json:"problems"`
-	} `json:"status"`
-	Solving *struct {
-		Step    string `json:"step"`
-		Running bool   `json:"running"`
-		Error   string `json:"error"`
-		Actions []struct {
-			Index  int    `json:"index"`
-			Action string `json:"action"`
-			State  string `json:"state"`
-			Error  string `json:"error"`
-		} `json:"actions"`
-	} `json:"solving"`
-}
-
-// exerciseStep is one step of exerciseView.
-type exerciseStep struct {
-	ID           string   `json:"id"`
-	Number       int      `json:"number"`
-	Instructions string   `json:"instructions"`
-	State        string   `json:"state"`
-	Missing      string   `json:"missing"`
-	Waiting      bool     `json:"waiting"`
-	Hints        []string `json:"hints"`
-	HintsTotal   int      `json:"hintsTotal"`
-	Question     *struct {
-		Text    string   `json:"text"`
-		Choices []string `json:"choices"`
-	} `json:"question"`
-	Evidence []struct {
-		Href  string `json:"href"`
-		Label string `json:"label"`
-	} `json:"evidence"`
-}
-
 // call makes one request. The dashboard refuses a state-changing request whose Origin
 // is not its own (CSRF), so this command names it, as its own pages do. A 4xx is the
 // caller's mistake (exit 2), anything else a failure.
@@ -250,17 +201,17 @@ func listOffline(stdout io.Writer, list []exercises.Exercise) error {
 }
 
 // offlineView is an exercise as show prints it from its embedded files, not started.
-func offlineView(e exercises.Exercise) exerciseView {
-	d := exerciseView{ID: e.ID, Title: e.Title, Level: e.Level, Minutes: e.Minutes, Patterns: e.Patterns,
+func offlineView(e exercises.Exercise) exercises.View {
+	d := exercises.View{ID: e.ID, Title: e.Title, Level: e.Level, Minutes: e.Minutes, Patterns: e.Patterns,
 		Prerequisites: e.Prerequisites, README: e.README}
 	for i, st := range e.Steps {
-		d.Steps = append(d.Steps, exerciseStep{ID: st.ID, Number: i + 1, Instructions: st.Instructions})
+		d.Steps = append(d.Steps, exercises.StepView{ID: st.ID, Number: i + 1, Instructions: st.Instructions})
 	}
 	return d
 }
 
-func (c *exerciseClient) get(ctx context.Context, id string) (exerciseView, error) {
-	var d exerciseView
+func (c *exerciseClient) get(ctx context.Context, id string) (exercises.View, error) {
+	var d exercises.View
 	err := c.call(ctx, http.MethodGet, id, "", nil, &d)
 	return d, err
 }
@@ -285,12 +236,7 @@ func (c *exerciseClient) step(ctx context.Context, id string, args []string) (st
 
 func (c *exerciseClient) list(ctx context.Context, stdout io.Writer) error {
 	var l struct {
-		Items []struct {
-			ID, Title, Level string
-			Minutes          int
-			Steps, Done      int
-			State            string
-		} `json:"items"`
+		Items []exercises.Summary `json:"items"`
 	}
 	if err := c.call(ctx, http.MethodGet, "", "", nil, &l); err != nil {
 		return err
@@ -312,7 +258,7 @@ func (c *exerciseClient) list(ctx context.Context, stdout io.Writer) error {
 // show prints where the exercise stands: every step with its state, what is missing of
 // the current one, the evidence of those done (as dashboard links); full adds the
 // README and every step's instructions.
-func (c *exerciseClient) show(w io.Writer, d exerciseView, full bool) {
+func (c *exerciseClient) show(w io.Writer, d exercises.View, full bool) {
 	fmt.Fprintf(w, "%s: %s (%s, about %d minutes)\n", d.ID, d.Title, d.Level, d.Minutes)
 	if full {
 		fmt.Fprintf(w, "patterns: %s\n", strings.Join(d.Patterns, ", "))

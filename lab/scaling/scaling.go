@@ -227,27 +227,8 @@ func Initial(ctx context.Context, store *control.Store, asked map[string]int, so
 // it was and sets the setting back to that, through the control plane, with source "lab
 // up", so the switchboard and the timeline say what runs.
 func Follow(ctx context.Context, s *Scaler, store *control.Store, conn *bus.Conn, pub *bus.Publisher, log *slog.Logger) error {
-	nudge := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case nudge <- struct{}{}:
-		default:
-		}
-	}
-	w, err := control.NewWatcher(ctx, store, log, func(_, _ control.Settings) { poke() })
-	if err != nil {
-		return err
-	}
-	go func() { _ = w.Run(ctx, conn) }()
 	plane := &control.Plane{Store: store, Pub: pub}
-	poke()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-nudge:
-		}
-		cur := w.Current()
+	return control.Follow(ctx, store, conn, log, func(cur control.Settings) {
 		for _, svc := range control.ScaleServices {
 			want := cur.Scale(svc)
 			if want == s.Instances(svc) {
@@ -255,7 +236,7 @@ func Follow(ctx context.Context, s *Scaler, store *control.Store, conn *bus.Conn
 			}
 			if err := s.To(ctx, svc, want); err != nil {
 				if ctx.Err() != nil {
-					return nil
+					return
 				}
 				log.Error("scale change failed", "service", svc, "to", want, "err", err)
 				s.progress("scale %s → %d failed, %d instance(s) run: %v", svc, want, s.Instances(svc), err)
@@ -264,7 +245,7 @@ func Follow(ctx context.Context, s *Scaler, store *control.Store, conn *bus.Conn
 				}
 			}
 		}
-	}
+	})
 }
 
 // supervised is the topology package's way of stopping and starting whole services,

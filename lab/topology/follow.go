@@ -79,18 +79,6 @@ func Record(ctx context.Context, cfg stack.Config, current, step string) error {
 // source "lab up", so the timeline says what happened and nobody believes a switch that
 // did not happen.
 func Follow(ctx context.Context, sw *Switcher, store *control.Store, conn *bus.Conn, pub *bus.Publisher, log *slog.Logger) error {
-	nudge := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case nudge <- struct{}{}:
-		default:
-		}
-	}
-	w, err := control.NewWatcher(ctx, store, log, func(_, _ control.Settings) { poke() })
-	if err != nil {
-		return err
-	}
-	go func() { _ = w.Run(ctx, conn) }()
 	plane := &control.Plane{Store: store, Pub: pub}
 	if sw.Timeline == nil {
 		sw.Timeline = func(ctx context.Context, step string) {
@@ -99,25 +87,19 @@ func Follow(ctx context.Context, sw *Switcher, store *control.Store, conn *bus.C
 			}
 		}
 	}
-	poke()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-nudge:
-		}
-		want := w.Current().Get(control.DBTopology)
+	return control.Follow(ctx, store, conn, log, func(cur control.Settings) {
+		want := cur.Get(control.DBTopology)
 		if want == sw.Current() {
-			continue
+			return
 		}
 		if err := sw.To(ctx, want); err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return
 			}
 			log.Error("db.topology switch failed", "to", want, "err", err)
 			if _, err := plane.Set(context.WithoutCancel(ctx), control.DBTopology, sw.Current(), "lab up"); err != nil {
 				log.Error("db.topology: set back", "err", err)
 			}
 		}
-	}
+	})
 }

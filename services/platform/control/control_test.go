@@ -165,3 +165,54 @@ func openStore(t *testing.T, ctx context.Context) *control.Store {
 	t.Cleanup(store.Close)
 	return store
 }
+
+// Follow applies the settings in force at once, then again after a change made through
+// the plane (stored and announced), one call at a time, and stops with its context.
+func TestFollow(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store := openStore(t, ctx)
+	amqpURL := testenv.VHost(t)
+	conn, err := bus.Dial(ctx, amqpURL, "control-follow-test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	seen := make(chan string, 10)
+	done := make(chan error, 1)
+	fctx, stop := context.WithCancel(ctx)
+	go func() {
+		done <- control.Follow(fctx, store, conn, log, func(s control.Settings) { seen <- s.Get(control.ScaleKey("shipping")) })
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case v := <-seen:
+			return v
+		case <-time.After(time.Minute):
+			t.Fatal("apply not called")
+			return ""
+		}
+	}
+	if v := next(); v != "1" {
+		t.Fatalf("first apply saw scale.shipping=%q, want the default 1", v)
+	}
+	testenv.AwaitQueueBinding(t, amqpURL, contracts.ExchangeControl, time.Minute)
+	plane := &control.Plane{Store: store, Pub: bus.NewPublisher(conn, log)}
+	if _, err := plane.Set(ctx, control.ScaleKey("shipping"), "2", "test"); err != nil {
+		t.Fatal(err)
+	}
+	for v := next(); v != "2"; v = next() { // a re-read may apply the old value once more
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Follow: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Follow did not stop with its context")
+	}
+}

@@ -139,3 +139,32 @@ func (w *Watcher) listen(ctx context.Context, conn *bus.Conn, nudges chan<- stru
 		}
 	}
 }
+
+// Follow calls apply with the settings in force, at once and again after every change
+// (announced on lab.control, or seen at the watcher's periodic re-read), one call at a
+// time, until ctx ends: changes that arrive during a call come together in the next.
+// It is how `lab up` applies the settings that are its to apply (db.topology, the
+// scale.<service> settings), where a service would read them itself.
+func Follow(ctx context.Context, store *Store, conn *bus.Conn, log *slog.Logger, apply func(Settings)) error {
+	nudge := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case nudge <- struct{}{}:
+		default:
+		}
+	}
+	w, err := NewWatcher(ctx, store, log, func(_, _ Settings) { poke() })
+	if err != nil {
+		return err
+	}
+	go func() { _ = w.Run(ctx, conn) }()
+	poke()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-nudge:
+		}
+		apply(w.Current())
+	}
+}
