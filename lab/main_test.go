@@ -342,12 +342,19 @@ func TestSettings(t *testing.T) {
 		t.Errorf("announced %v", got)
 	}
 
+	// Without "set", as the exercises' hints write it and people type it.
+	code, stdout, stderr = runLab(t, env, "settings", "outbox.enabled=false")
+	if code != exitOK || !strings.Contains(stdout, "outbox.enabled: true → false") {
+		t.Fatalf("settings key=value: exit %d\n%s%s", code, stdout, stderr)
+	}
+
 	_, stdout, _ = runLab(t, env, "settings")
 	for l := range strings.Lines(stdout) {
 		f := strings.Fields(l)
 		switch {
 		case f[0] == control.SagaMode && f[1] != "orchestration",
-			f[0] == control.InboxEnabled && f[1] != "false":
+			f[0] == control.InboxEnabled && f[1] != "false",
+			f[0] == control.OutboxEnabled && f[1] != "false":
 			t.Errorf("after set: %q", l)
 		}
 	}
