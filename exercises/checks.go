@@ -607,7 +607,7 @@ func (ev *evaluation) slowestSpan(order string) (ingest.Span, bool) {
 			sg = &s
 		}
 	}
-	if !traceComplete(spans, sg) {
+	if !traceComplete(spans, sg) && !traceSettled(sg, ev.now) {
 		return ingest.Span{}, false
 	}
 	byID := make(map[string]ingest.Span, len(spans))
@@ -652,6 +652,25 @@ func traceComplete(spans []ingest.Span, sg *ingest.Saga) bool {
 		}
 	}
 	return ended
+}
+
+// traceGrace is how long after a saga's end its trace is judged as it is, complete or
+// not: the exporters send within seconds, so a span missing by then (dropped by a crash,
+// evicted from a full store) is not coming, and a learner must not wait for it forever.
+const traceGrace = 30 * time.Second
+
+// traceSettled reports whether sg ended more than traceGrace before now.
+func traceSettled(sg *ingest.Saga, now time.Time) bool {
+	if sg == nil || (sg.Outcome != "confirmed" && sg.Outcome != "cancelled") || len(sg.Steps) == 0 {
+		return false
+	}
+	end := sg.Start
+	for _, st := range sg.Steps {
+		if st.At.After(end) {
+			end = st.At
+		}
+	}
+	return now.Sub(end) > traceGrace
 }
 
 // diagnosis is the fault a diagnosis asks about: the first setup fault drawn at random,

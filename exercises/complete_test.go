@@ -38,3 +38,28 @@ func TestTraceComplete(t *testing.T) {
 		}
 	}
 }
+
+// A saga that ended long enough ago is judged on the spans there are: a span that never
+// came (a crash, an eviction) must not keep a learner waiting forever.
+func TestTraceSettled(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	ended := func(outcome string, ago time.Duration) *ingest.Saga {
+		return &ingest.Saga{Outcome: outcome, Start: now.Add(-ago - time.Second), Steps: []ingest.SagaStep{{Event: "order.confirmed", At: now.Add(-ago)}}}
+	}
+	for _, tc := range []struct {
+		name string
+		saga *ingest.Saga
+		want bool
+	}{
+		{"no saga", nil, false},
+		{"pending for long", &ingest.Saga{Outcome: "pending", Start: now.Add(-time.Hour), Steps: []ingest.SagaStep{{At: now.Add(-time.Hour)}}}, false},
+		{"ended just now", ended("confirmed", time.Second), false},
+		{"ended a minute ago", ended("confirmed", time.Minute), true},
+		{"cancelled a minute ago", ended("cancelled", time.Minute), true},
+	} {
+		if got := traceSettled(tc.saga, now); got != tc.want {
+			t.Errorf("%s: settled %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
