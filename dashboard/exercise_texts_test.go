@@ -279,7 +279,7 @@ func (n names) checkName(s string) error {
 		case slices.Contains(control.FaultKinds, s):
 		case slices.Contains([]string{contracts.ReasonPaymentDeclined, contracts.ReasonOutOfStock,
 			contracts.ReasonShippingFailed, contracts.ReasonTimeout, "card_declined", "schema_coupling"}, s):
-		case regexp.MustCompile(`\b` + s + `(_bucket|_count|_sum)?\b`).MatchString(n.metrics): // a metric the lab charts
+		case n.charts(s): // a metric the lab charts
 		case n.tables[s] != "": // a table (order_items)
 		case metricWord.MatchString(s):
 			return fmt.Errorf("no rule or Grafana panel of the lab uses metric %s", s)
@@ -288,6 +288,12 @@ func (n names) checkName(s string) error {
 		}
 	}
 	return nil
+}
+
+// charts reports whether a rule or panel uses metric m (a histogram through its
+// _bucket, _count or _sum series).
+func (n names) charts(m string) bool {
+	return regexp.MustCompile(`\b` + regexp.QuoteMeta(m) + `(_bucket|_count|_sum)?\b`).MatchString(n.metrics)
 }
 
 var metricWord = regexp.MustCompile(`_(total|seconds|messages|bytes|ratio|count|sum|bucket|state|info)$`)

@@ -13,7 +13,6 @@ import (
 
 	"microlab/exercises"
 	"microlab/internal/testbrowser"
-	"microlab/services/platform/testenv"
 )
 
 // A click while the exercise page's GET is out (the engine evaluates the step's check
@@ -28,12 +27,7 @@ import (
 func TestExercisePageDrawsAClickDuringAGet(t *testing.T) {
 	t.Parallel()
 	b := newBrowser(t)
-	labURL, _ := testenv.LabDB(t, testenv.Name("t_dpl_"))
-	base, stop := testenv.Start(t, run, testenv.Env{
-		"HTTP_ADDR": testenv.AnyAddr, "LAB_DATABASE_URL": labURL, "AMQP_URL": testenv.VHost(t),
-		"PROMETHEUS_URL": closedURL(t), "RABBITMQ_MANAGEMENT_URL": closedURL(t), "GATEWAY_URL": closedURL(t),
-		"PAYMENTS_URL": closedURL(t),
-	}, nil)
+	base, stop := exerciseDashboard(t, "t_dpl_")
 	defer stop()
 	const step = `[data-testid=step][data-step="switch-the-outbox-off"]`
 

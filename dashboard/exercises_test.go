@@ -453,6 +453,19 @@ steps:
 	}
 }
 
+// exerciseDashboard runs the real dashboard (run) on a lab database (named with prefix)
+// and a vhost of the test's own; the shop, Prometheus and the management API are
+// addresses nothing answers. It returns the dashboard's URL and how to stop it.
+func exerciseDashboard(t *testing.T, prefix string) (string, func()) {
+	t.Helper()
+	labURL, _ := testenv.LabDB(t, testenv.Name(prefix))
+	return testenv.Start(t, run, testenv.Env{
+		"HTTP_ADDR": testenv.AnyAddr, "LAB_DATABASE_URL": labURL, "AMQP_URL": testenv.VHost(t),
+		"PROMETHEUS_URL": closedURL(t), "RABBITMQ_MANAGEMENT_URL": closedURL(t), "GATEWAY_URL": closedURL(t),
+		"PAYMENTS_URL": closedURL(t),
+	}, nil)
+}
+
 // A smoke of the Exercises view in the real headless Chromium against the real
 // dashboard (run): from the home page to 07-outbox, start, a hint, the first step
 // ticking by itself when the learner switches the outbox off, with its evidence link;
@@ -460,12 +473,7 @@ steps:
 func TestExercisesInBrowser(t *testing.T) {
 	t.Parallel()
 	b := newBrowser(t)
-	labURL, _ := testenv.LabDB(t, testenv.Name("t_dash_"))
-	base, stop := testenv.Start(t, run, testenv.Env{
-		"HTTP_ADDR": testenv.AnyAddr, "LAB_DATABASE_URL": labURL, "AMQP_URL": testenv.VHost(t),
-		"PROMETHEUS_URL": closedURL(t), "RABBITMQ_MANAGEMENT_URL": closedURL(t), "GATEWAY_URL": closedURL(t),
-		"PAYMENTS_URL": closedURL(t),
-	}, nil)
+	base, stop := exerciseDashboard(t, "t_dash_")
 	defer stop()
 	step := func(id string) string { return `[data-testid=step][data-step="` + id + `"]` }
 

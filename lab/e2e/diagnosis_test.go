@@ -129,7 +129,7 @@ func diagnosisRuns(t *testing.T, l *lab, dash *dashAPI, ex *exercises.Exercise) 
 		}
 		// Every question about the fault answered: it shows as it is — or, where that
 		// completed the exercise, the timeline says what it was before cleanup cleared it.
-		var st exerciseView
+		var st exercises.View
 		dash.call(t, ctx, "GET", path, http.StatusOK, &st)
 		if st.Status.Complete {
 			revealedOnTimeline(t, ctx, dash, ex, f)

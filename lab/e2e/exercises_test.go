@@ -108,7 +108,7 @@ func exerciseProtocol(t *testing.T, dash *dashAPI, sw *topology.Switcher, ex *ex
 	settings0, faults0 := dash.labState(t, ctx)
 
 	// 2. Start, then each step: not done before its solution, done after it.
-	var got exerciseView
+	var got exercises.View
 	dash.call(t, ctx, "POST", path+"/start", http.StatusOK, &got)
 	if got.State != exercises.RunOpen {
 		t.Fatalf("%s: after start the run is %q, want %q", ex.ID, got.State, exercises.RunOpen)
@@ -116,7 +116,7 @@ func exerciseProtocol(t *testing.T, dash *dashAPI, sw *topology.Switcher, ex *ex
 	for si := range ex.Steps {
 		step := &ex.Steps[si]
 		dash.call(t, ctx, "GET", path, http.StatusOK, &got)
-		sv := got.step(t, ex.ID, step.ID)
+		sv := stepOf(t, &got, ex.ID, step.ID)
 		if sv.State == "done" {
 			t.Fatalf("%s: step %s is done before its solution ran (evidence %+v): its check holds without the learner's action",
 				ex.ID, step.ID, sv.Evidence)
@@ -126,7 +126,7 @@ func exerciseProtocol(t *testing.T, dash *dashAPI, sw *topology.Switcher, ex *ex
 		}
 
 		var accepted struct {
-			Solving *solveView `json:"solving"`
+			Solving *exercises.SolveView `json:"solving"`
 		}
 		dash.call(t, ctx, "POST", path+"/solve", http.StatusAccepted, &accepted)
 		if accepted.Solving == nil || accepted.Solving.Step != step.ID {
@@ -147,7 +147,7 @@ func exerciseProtocol(t *testing.T, dash *dashAPI, sw *topology.Switcher, ex *ex
 		deadline := time.Now().Add(bound)
 		for {
 			dash.call(t, ctx, "GET", path, http.StatusOK, &got)
-			sv = got.step(t, ex.ID, step.ID)
+			sv = stepOf(t, &got, ex.ID, step.ID)
 			s := got.Solving
 			if s == nil || s.Step != step.ID {
 				t.Fatalf("%s: step %s: the dashboard shows no solution of it running (solving %+v)", ex.ID, step.ID, s)
@@ -170,7 +170,7 @@ func exerciseProtocol(t *testing.T, dash *dashAPI, sw *topology.Switcher, ex *ex
 		if len(sv.Evidence) == 0 {
 			t.Errorf("%s: step %s is done with no evidence", ex.ID, step.ID)
 		}
-		t.Logf("%s: step %s done: %s", ex.ID, step.ID, sv.evidence())
+		t.Logf("%s: step %s done: %s", ex.ID, step.ID, evidence(sv))
 	}
 
 	// 3. Completed; reset; the lab as it was.
@@ -322,33 +322,8 @@ func (d *dashAPI) labState(t *testing.T, ctx context.Context) (map[string]string
 	return settings, faults
 }
 
-// exerciseView is what GET /api/lab/exercises/{id} answers, as far as the protocol reads it.
-type exerciseView struct {
-	State string `json:"state"`
-	Steps []struct {
-		stepView
-	} `json:"steps"`
-	Status struct {
-		Current  string   `json:"current"`
-		Complete bool     `json:"complete"`
-		Missing  string   `json:"missing"`
-		Problems []string `json:"problems"`
-	} `json:"status"`
-	Solving *solveView `json:"solving"`
-}
-
-type stepView struct {
-	ID       string `json:"id"`
-	State    string `json:"state"`
-	Evidence []struct {
-		Kind  string `json:"kind"`
-		ID    string `json:"id"`
-		Value string `json:"value"`
-		Label string `json:"label"`
-	} `json:"evidence"`
-}
-
-func (s stepView) evidence() string {
+// evidence is a step's evidence as the page labels it, for the log.
+func evidence(s exercises.StepView) string {
 	var out []string
 	for _, e := range s.Evidence {
 		out = append(out, e.Label)
@@ -356,24 +331,14 @@ func (s stepView) evidence() string {
 	return strings.Join(out, "; ")
 }
 
-func (v *exerciseView) step(t *testing.T, ex, id string) stepView {
+// stepOf is step id of v, the exercise ex as the dashboard's API answers it.
+func stepOf(t *testing.T, v *exercises.View, ex, id string) exercises.StepView {
 	t.Helper()
 	for _, s := range v.Steps {
 		if s.ID == id {
-			return s.stepView
+			return s
 		}
 	}
 	t.Fatalf("%s: the dashboard lists no step %s", ex, id)
-	return stepView{}
-}
-
-type solveView struct {
-	Step    string `json:"step"`
-	Running bool   `json:"running"`
-	Actions []struct {
-		Action string `json:"action"`
-		State  string `json:"state"`
-		Error  string `json:"error"`
-	} `json:"actions"`
-	Error string `json:"error"`
+	return exercises.StepView{}
 }

@@ -142,7 +142,7 @@ func setEnv(env []string, key, value string) []string {
 // lab's Jaeger and Prometheus ports are free right now, so several labs (parallel tests)
 // run side by side. Offsets are chosen so that ports land below 32000, under Linux's
 // ephemeral range, where outgoing connections would otherwise take them (the services'
-// in 10000–32000). The ports are claimed for the life of the process (claims_unix.go),
+// in 10000–32000). The ports are claimed for the life of the process (claims.go),
 // so that the labs the tests start, which claim theirs, never choose them meanwhile.
 func FreeOffset(scale map[string]int) (int, error) {
 	return ClaimOffset(scale, claimForProcess)
