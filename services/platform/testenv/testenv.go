@@ -142,6 +142,10 @@ func VHost(t testing.TB) string {
 
 func mgmt(method, path, body string) error { return mgmtDo(method, path, body, nil) }
 
+// Management calls the management API as the tests' user (a JSON body, or ""), for
+// what VHost does not cover: a user of the test's own, say.
+func Management(method, path, body string) error { return mgmt(method, path, body) }
+
 // mgmtDo calls the management API and, with out, decodes its JSON answer into out. A
 // 404 is errNotFound (an exchange or queue not declared yet).
 func mgmtDo(method, path, body string, out any) error {

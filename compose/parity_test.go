@@ -1,0 +1,312 @@
+package compose_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"microlab/lab/loadgen"
+	"microlab/lab/stack"
+	"microlab/services/platform/pg"
+	"microlab/services/platform/testenv"
+)
+
+// The parity test: the compose environment is complete. It runs the compose lab's own
+// set-up natively -- compose/secrets/generate.sh, then compose/postgres/init.sh with
+// psql, as the postgres image's entrypoint would -- starts every process of the shop
+// from the binaries the Dockerfile builds, each with EXACTLY the environment compose
+// gives its container (nothing inherited from this process), only the container names
+// mapped to this machine's ports, in compose's start order; waits for each to be ready
+// as compose's healthchecks do; and places an order through the gateway that the saga
+// confirms. A variable compose forgets, a secret file it does not make, a database the
+// init script does not create or grant: the lab does not come up, or the order is lost.
+
+// parityLab is one such lab's names: unique, so it runs beside every other test.
+type parityLab struct {
+	prefix  string // of database and role names
+	vhost   string // RabbitMQ virtual host (an AMQP URL from testenv.VHost)
+	user    string // RabbitMQ user compose's rabbitmq image would create
+	offset  int    // port offset
+	secrets string // the secrets volume
+}
+
+func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a whole lab")
+	}
+	if _, err := exec.LookPath("psql"); err != nil {
+		testenv.Missing(t, "psql (the init script runs it)", "apt-get install -y postgresql-client", err)
+	}
+	bins := imageBinaries(t)
+	testenv.HoldLab(t, testenv.Light)
+	project := load(t)
+
+	vhostURL := testenv.VHost(t)
+	vhost, err := testenv.VHostOf(vhostURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := testenv.ClaimPorts(t)
+	offset, err := stack.ClaimOffset(nil, claim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := parityLab{prefix: testenv.Name("cp") + "_", vhost: vhost, user: testenv.Name("microlab-"),
+		offset: offset, secrets: filepath.Join(t.TempDir(), "secrets")}
+
+	// 1. The secrets container, then PostgreSQL's first start, then the rabbitmq
+	// image's default user.
+	run(t, "secrets/generate.sh", map[string]string{
+		"SECRETS_DIR": lab.secrets, "DB_PREFIX": lab.prefix, "PG_ADDR": "127.0.0.1:5432",
+		"AMQP_ADDR": hostPort(vhostURL), "AMQP_VHOST": url.PathEscape(vhost), "AMQP_USER": lab.user,
+		"RABBITMQ_MANAGEMENT_ADDR": hostPort(testenv.ManagementURL()),
+	})
+	admin := testenv.AdminDatabaseURL()
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if err := pg.DropShared(ctx, admin, lab.prefix+stack.SharedDB); err != nil {
+			t.Logf("drop %sshop: %v", lab.prefix, err)
+		}
+		for _, db := range stack.ComposeDatabases() {
+			if err := pg.Drop(ctx, admin, lab.prefix+db); err != nil {
+				t.Logf("drop %s: %v", lab.prefix+db, err)
+			}
+		}
+	})
+	au, _ := url.Parse(admin)
+	run(t, "postgres/init.sh", map[string]string{
+		"SECRETS_DIR": lab.secrets, "DB_PREFIX": lab.prefix,
+		"PGHOST": au.Hostname(), "PGPORT": au.Port(), "POSTGRES_USER": au.User.Username(), "POSTGRES_DB": "postgres",
+	})
+	password, err := os.ReadFile(filepath.Join(lab.secrets, "rabbitmq_password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustManage(t, http.MethodPut, "/api/users/"+url.PathEscape(lab.user),
+		fmt.Sprintf(`{"password":%q,"tags":"administrator"}`, strings.TrimSpace(string(password))))
+	t.Cleanup(func() { _ = testenv.Management(http.MethodDelete, "/api/users/"+url.PathEscape(lab.user), "") })
+	mustManage(t, http.MethodPut, "/api/permissions/"+url.PathEscape(vhost)+"/"+url.PathEscape(lab.user),
+		`{"configure":".*","write":".*","read":".*"}`)
+
+	// 2. The shop, in compose's start order, each process with its container's
+	// environment and no other.
+	logs := map[string]*bytes.Buffer{}
+	var mu sync.Mutex
+	type proc struct {
+		cmd  *exec.Cmd
+		done chan struct{} // closed when it exited
+	}
+	var procs []proc
+	t.Cleanup(func() {
+		for i := len(procs) - 1; i >= 0; i-- {
+			_ = procs[i].cmd.Process.Signal(syscall.SIGTERM)
+		}
+		for _, p := range procs {
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Second):
+				_ = p.cmd.Process.Kill()
+				<-p.done
+			}
+		}
+		if t.Failed() {
+			mu.Lock()
+			defer mu.Unlock()
+			for name, b := range logs {
+				t.Logf("--- %s:\n%s", name, tail(b.String(), 30))
+			}
+		}
+	})
+	for _, s := range startOrder(t) {
+		c := project.Services[s.Name]
+		var env []string
+		for k, v := range c.Environment {
+			env = append(env, k+"="+lab.mapValue(*v))
+		}
+		sort.Strings(env)
+		cmd := exec.Command(filepath.Join(bins[s.Package()], "app"))
+		cmd.Env = env
+		cmd.Dir = t.TempDir()
+		buf := &bytes.Buffer{}
+		w := &lockedWriter{mu: &mu, b: buf}
+		cmd.Stdout, cmd.Stderr = w, w
+		mu.Lock()
+		logs[s.Name] = buf
+		mu.Unlock()
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start %s: %v", s.Name, err)
+		}
+		p := proc{cmd: cmd, done: make(chan struct{})}
+		go func() { _ = cmd.Wait(); close(p.done) }()
+		procs = append(procs, p)
+		// The container's healthcheck: its own probe binary.
+		probe := filepath.Join(bins[s.Package()], "probe")
+		ready := "http://127.0.0.1:" + strconv.Itoa(s.Port+lab.offset) + "/readyz"
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			out, err := exec.Command(probe, ready).CombinedOutput()
+			if err == nil {
+				break
+			}
+			select {
+			case <-p.done:
+				t.Fatalf("%s exited with compose's environment (%v): %s", s.Name, cmd.ProcessState, out)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never became healthy with compose's environment: %s", s.Name, out)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		t.Logf("%s healthy", s.Name)
+	}
+
+	// 3. A checkout through the gateway, confirmed by the saga.
+	gw, _ := stack.Find("gateway")
+	client := loadgen.NewClient("http://127.0.0.1:"+strconv.Itoa(gw.Port+lab.offset), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var login struct{ Token string }
+	if err := client.Do(ctx, http.MethodPost, "/api/v1/auth/login", "",
+		map[string]string{"email": "alice@example.com", "password": "alice-secret"}, nil, &login); err != nil {
+		t.Fatalf("log in (users signs with the seed from the secrets volume): %v", err)
+	}
+	order := map[string]any{
+		"items":   []map[string]any{{"sku": "LAB-MUG", "qty": 1}},
+		"payment": map[string]string{"card": "4242 4242 4242 4242"},
+		"shippingAddress": map[string]string{"name": "Alice", "street": "1 Lab Street", "city": "Berlin",
+			"postalCode": "10115", "country": "DE"},
+	}
+	var placed struct{ OrderID string }
+	if err := client.Do(ctx, http.MethodPost, "/api/v1/orders", login.Token, order,
+		map[string]string{"Idempotency-Key": lab.prefix + "order"}, &placed); err != nil {
+		t.Fatalf("place an order: %v", err)
+	}
+	for {
+		var got struct {
+			Status, CancelReason string
+		}
+		if err := client.Do(ctx, http.MethodGet, "/api/v1/orders/"+placed.OrderID, login.Token, nil, nil, &got); err != nil {
+			t.Fatalf("read order %s: %v", placed.OrderID, err)
+		}
+		if got.Status == "confirmed" {
+			t.Logf("order %s confirmed: the compose environment runs the lab", placed.OrderID)
+			return
+		}
+		if got.Status != "pending" {
+			t.Fatalf("order %s is %s (%s), want confirmed", placed.OrderID, got.Status, got.CancelReason)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("order %s still pending after 2 minutes", placed.OrderID)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// startOrder is the order compose starts the shop in: lab/stack's, which the compose
+// file's depends_on follows (the dashboard first, the gateway after its upstreams).
+func startOrder(t *testing.T) []stack.Service { return stack.Services }
+
+var containerAddr = regexp.MustCompile(`\b([a-z]+):(\d+)\b`)
+
+// mapValue rewrites one value of compose's environment for this machine: the secrets
+// volume is a directory here, a container's name:port is 127.0.0.1 at this lab's
+// offset, and listening on every interface becomes listening on loopback.
+func (l parityLab) mapValue(v string) string {
+	v = strings.ReplaceAll(v, stack.SecretsDir, l.secrets)
+	v = strings.Replace(v, "0.0.0.0:", "127.0.0.1:", 1)
+	return containerAddr.ReplaceAllStringFunc(v, func(m string) string {
+		name, port, _ := strings.Cut(m, ":")
+		n, _ := strconv.Atoi(port)
+		switch name {
+		case "jaeger", "prometheus":
+			// Neither runs here: the ports are this lab's (claimed), so nothing answers
+			// and spans are dropped, as in a lab without them.
+		default:
+			if _, ok := stack.Find(name); !ok {
+				return m
+			}
+		}
+		return "127.0.0.1:" + strconv.Itoa(n+l.offset)
+	})
+}
+
+func TestParityMapsOnlyContainerNames(t *testing.T) {
+	l := parityLab{secrets: "/tmp/s", offset: 3000}
+	for in, want := range map[string]string{
+		"0.0.0.0:8103":                          "127.0.0.1:11103",
+		"http://catalog:8102":                   "http://127.0.0.1:11102",
+		"http://jaeger:4318":                    "http://127.0.0.1:7318",
+		"/run/microlab/secrets/orders_database_url": "/tmp/s/orders_database_url",
+		"48MiB":                                 "48MiB",
+		"compose":                               "compose",
+		"http://example:8080":                   "http://example:8080",
+	} {
+		if got := l.mapValue(in); got != want {
+			t.Errorf("mapValue(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// run runs one of compose's shell scripts natively with only env (and PATH).
+func run(t *testing.T, script string, env map[string]string) {
+	t.Helper()
+	cmd := exec.Command("sh", script)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	t.Logf("%s:\n%s", script, out)
+}
+
+func mustManage(t *testing.T, method, path, body string) {
+	t.Helper()
+	if err := testenv.Management(method, path, body); err != nil {
+		t.Fatalf("management API %s %s: %v", method, path, err)
+	}
+}
+
+func hostPort(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Host
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
