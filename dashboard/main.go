@@ -53,8 +53,10 @@ type Config struct {
 	// Hosts are host names the dashboard is served under besides localhost, 127.0.0.1,
 	// [::1] and HTTP_ADDR's host (comma-separated, e.g. "dashboard,lab.internal"). A
 	// request naming any other Host is refused: that closes DNS rebinding.
-	Hosts           string        `env:"DASHBOARD_HOSTS"`
-	InstanceID      string        `env:"INSTANCE_ID" default:"dashboard"`
+	Hosts string `env:"DASHBOARD_HOSTS"`
+	// InstanceID names this process in logs and its AMQP connection; unset, it is
+	// app.DefaultInstanceID's ("dashboard-<host name>" in a container).
+	InstanceID      string        `env:"INSTANCE_ID"`
 	LogLevel        string        `env:"LOG_LEVEL" default:"info"`
 	StartTimeout    time.Duration `env:"START_TIMEOUT" default:"60s"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"10s"`
@@ -88,6 +90,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	var cfg Config
 	if err := config.Load(getenv, &cfg); err != nil {
 		return err
+	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = app.DefaultInstanceID(getenv, "dashboard")
 	}
 	// The dashboard's own telemetry: logs and /metrics. No trace export: its spans
 	// (page loads, polls) would only bury the shop's checkouts in Jaeger.

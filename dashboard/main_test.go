@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"microlab/dashboard/ingest"
+	"microlab/services/platform/app"
 	"microlab/services/platform/testenv"
 )
 
@@ -62,6 +63,11 @@ func TestRunServesAndStops(t *testing.T) {
 	out := logs.String()
 	if !strings.Contains(out, `"msg":"starting"`) || !strings.Contains(out, "guest:****@") || strings.Contains(out, "guest:guest@") {
 		t.Errorf("config not logged once, masked:\n%s", out)
+	}
+	// No INSTANCE_ID: the process is named as a service would be (by its pid here, by
+	// its container's id in compose), not by a fixed name every replica would share.
+	if want := app.DefaultInstanceID(func(string) string { return "" }, "dashboard"); !strings.Contains(out, `"INSTANCE_ID":"`+want+`"`) {
+		t.Errorf("INSTANCE_ID unset: want it logged as %q:\n%s", want, out)
 	}
 }
 

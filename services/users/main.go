@@ -11,6 +11,7 @@ import (
 	"embed"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -23,7 +24,9 @@ var migrations embed.FS
 
 // devJWTSeed is the documented development seed ("microlab-dev-jwt-seed-not-secret" in
 // hex). It is public — it is in this file — so anyone can mint tokens a lab using it
-// accepts. Fine on a laptop; set JWT_SEED anywhere else (`openssl rand -hex 32`).
+// accepts. Fine on a laptop, where only this machine reaches users: it is used only when
+// HTTP_ADDR is a loopback address (see devSeedAllowed). Anywhere else set JWT_SEED
+// (`openssl rand -hex 32`), or JWT_SEED_FILE to a file holding it.
 const devJWTSeed = "6d6963726f6c61622d6465762d6a77742d736565642d6e6f742d736563726574"
 
 // Config is everything users reads from its environment.
@@ -48,6 +51,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	devSeed := cfg.JWTSeed == ""
 	if devSeed {
+		if !devSeedAllowed(cfg.HTTPAddr) {
+			return fmt.Errorf("config: JWT_SEED is not set and HTTP_ADDR=%s listens beyond this machine: "+
+				"the public development seed would let anyone mint tokens; set JWT_SEED (make one with `openssl rand -hex 32`) "+
+				"or JWT_SEED_FILE", cfg.HTTPAddr)
+		}
 		cfg.JWTSeed = devJWTSeed
 	}
 	// Check everything that can be wrong with the config before connecting to anything:
@@ -80,4 +88,22 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	svc.api(a.Mux())
 	return a.Run(ctx)
+}
+
+// devSeedAllowed says whether users may sign with the public development seed when it
+// listens on addr: only on a loopback address (127.0.0.0/8, ::1) or localhost, which no
+// other machine reaches. An empty host or 0.0.0.0 (every interface), a container's IP and
+// any other host name are reachable from elsewhere — in compose, from every container
+// and whatever the ports are published to. A name is not resolved: "localhost" is the
+// one name taken on trust.
+func devSeedAllowed(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

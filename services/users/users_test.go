@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -268,6 +270,71 @@ func TestSeedValidation(t *testing.T) {
 		if strings.Contains(err.Error(), seed) {
 			t.Fatalf("the error repeats the seed: %v", err)
 		}
+	}
+}
+
+// The public development seed signs only for a users that no other machine reaches.
+// Beyond loopback, an unset JWT_SEED stops the start before anything is connected, and
+// the error says what to set and how to make a seed.
+func TestDevSeedRefusedBeyondLoopback(t *testing.T) {
+	t.Parallel()
+	for _, addr := range []string{"0.0.0.0:8101", ":8101", "[::]:8101", "172.18.0.5:8101", "users:8101", "localhost.example:8101"} {
+		env := map[string]string{"HTTP_ADDR": addr, "LAB_DATABASE_URL": "postgres://nowhere.invalid/lab",
+			"DATABASE_URL": "postgres://nowhere.invalid/users"}
+		err := run(context.Background(), func(k string) string { return env[k] }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "JWT_SEED is not set") ||
+			!strings.Contains(err.Error(), "openssl rand -hex 32") || !strings.Contains(err.Error(), addr) {
+			t.Errorf("HTTP_ADDR=%s without JWT_SEED: want the development seed refused, got %v", addr, err)
+		}
+	}
+
+	// A seed from a file (compose's secrets) is a seed: the start goes on past the check
+	// and fails only where the test wants it to, at the database that does not exist.
+	file := filepath.Join(t.TempDir(), "jwt_seed")
+	if err := os.WriteFile(file, []byte(testSeed+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HTTP_ADDR": "0.0.0.0:8101", "JWT_SEED_FILE": file, "START_TIMEOUT": "2s",
+		"LAB_DATABASE_URL": "postgres://nowhere.invalid/lab", "DATABASE_URL": "postgres://nowhere.invalid/users"}
+	err := run(context.Background(), func(k string) string { return env[k] }, io.Discard)
+	if err == nil || strings.Contains(err.Error(), "JWT_SEED") || !strings.Contains(err.Error(), "database") {
+		t.Fatalf("JWT_SEED_FILE set: want a start that gets as far as the database, got %v", err)
+	}
+}
+
+func TestDevSeedAllowed(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8101": true, "127.0.0.2:8101": true, "[::1]:8101": true, "localhost:8101": true,
+		"0.0.0.0:8101": false, ":8101": false, "[::]:8101": false, "192.168.1.10:8101": false,
+		"users:8101": false, "localhost.example:8101": false, "127.0.0.1": false, // no port: not an address
+	} {
+		if got := devSeedAllowed(addr); got != want {
+			t.Errorf("devSeedAllowed(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// On loopback an unset JWT_SEED keeps the lab's first run simple: users starts, warns,
+// and signs with the development seed (its JWKS holds the seed's public key).
+func TestDevSeedOnLoopback(t *testing.T) {
+	t.Parallel()
+	env := testenv.ServiceEnv(t, "users", true)
+	delete(env, "JWT_SEED")
+	env["BCRYPT_COST"] = "4"
+	logs := &testenv.LogBuffer{}
+	base := testenv.Run(t, run, env, logs)
+	if !strings.Contains(logs.String(), "signing with the public development seed") {
+		t.Fatalf("no warning about the development seed in the logs:\n%s", logs)
+	}
+	seed, _ := hex.DecodeString(devJWTSeed)
+	want := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+	var set struct{ Keys []JWK }
+	if code := call(t, "GET", base+"/internal/jwks", "", "", &set); code != 200 || len(set.Keys) != 1 {
+		t.Fatalf("jwks: %d %+v", code, set)
+	}
+	if x, _ := base64.RawURLEncoding.DecodeString(set.Keys[0].X); !ed25519.PublicKey(x).Equal(want) {
+		t.Fatalf("the JWKS key is not the development seed's")
 	}
 }
 

@@ -122,10 +122,55 @@ func LoadConfig(getenv config.Getenv, opts Options, cfg any, base func() *Base) 
 		b.DatabaseURL = fmt.Sprintf("postgres://%[1]s:%[1]s@127.0.0.1:5432/%[1]s", opts.Name)
 	}
 	if b.InstanceID == "" {
-		host, _ := os.Hostname()
-		b.InstanceID = fmt.Sprintf("%s-%s-%d", opts.Name, host, os.Getpid())
+		b.InstanceID = DefaultInstanceID(getenv, opts.Name)
 	}
 	return nil
+}
+
+// DefaultInstanceID names this process when INSTANCE_ID is unset (`lab up` always sets
+// it: "payments-2"). The name is the service.instance.id of its spans, the instance of
+// its logs and AMQP connections, the target of a per-instance fault (which must begin
+// "<service>-"), so it is unique per process and one a learner can find again:
+//
+//   - the first process of its container (PID 1, as the Dockerfile's ENTRYPOINT runs
+//     it): "<service>-<host name>". Docker names a container's host after the
+//     container's id, so each `docker compose --scale payments=2` replica differs and
+//     the name is the one `docker ps` shows; a Kubernetes pod's host name is the pod's
+//     name, already "payments-7d9f…", and is taken as it is.
+//   - another process in a container (under an init, in a dev container):
+//     "<service>-<host name>-<pid>", since the host name is shared there.
+//   - elsewhere: "<service>-<pid>", the process `ps` shows.
+func DefaultInstanceID(getenv config.Getenv, service string) string {
+	host, _ := os.Hostname()
+	return instanceID(service, host, os.Getpid(), inContainer(getenv))
+}
+
+func instanceID(service, host string, pid int, contained bool) string {
+	switch {
+	case host == "" || (pid != 1 && !contained):
+		return fmt.Sprintf("%s-%d", service, pid)
+	case pid != 1:
+		return fmt.Sprintf("%s-%s-%d", service, host, pid)
+	case strings.HasPrefix(host, service+"-"):
+		return host
+	default:
+		return service + "-" + host
+	}
+}
+
+// inContainer says whether this process runs in a container, by the markers Docker
+// (/.dockerenv), Podman (/run/.containerenv) and Kubernetes (KUBERNETES_SERVICE_HOST)
+// leave.
+func inContainer(getenv config.Getenv) bool {
+	if getenv("KUBERNETES_SERVICE_HOST") != "" {
+		return true
+	}
+	for _, marker := range []string{"/.dockerenv", "/run/.containerenv"} {
+		if _, err := os.Stat(marker); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Start builds the service's dependencies in order. cfg is the full config (logged
