@@ -512,3 +512,57 @@ func TestJaegerRunsTheNativeLabsConfig(t *testing.T) {
 		t.Errorf("%s is not lab/stack's Jaeger configuration bound to 0.0.0.0 (UPDATE=1 go test -run %s rewrites it):\n%s", src, t.Name(), want)
 	}
 }
+
+func TestSecretsAreMadeOnceAndKept(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "secrets")
+	env := map[string]string{"SECRETS_DIR": dir}
+	run(t, "secrets/generate.sh", env)
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	seed := read("jwt_seed")
+	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(seed) {
+		t.Errorf("jwt_seed %q is not 64 hexadecimal characters (users wants a 32-byte Ed25519 seed)", seed)
+	}
+	for _, name := range stack.ComposeSecretFiles() {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Errorf("generate.sh makes no %s: %v", name, err)
+			continue
+		}
+		if fi.Mode().Perm()&0o222 != 0 {
+			t.Errorf("%s is writable (%v)", name, fi.Mode())
+		}
+	}
+	orders := read("orders_database_url")
+	u, err := url.Parse(orders)
+	if err != nil || u.Host != "postgres:5432" || u.User.Username() != "orders" || u.Path != "/orders" {
+		t.Errorf("orders_database_url = %q: want orders' role on postgres:5432/orders", orders)
+	}
+	if pw, _ := u.User.Password(); pw != read("orders_password") || len(pw) < 32 {
+		t.Errorf("orders' URL carries %q, not its generated password", pw)
+	}
+	if a := read("amqp_url"); !strings.HasPrefix(a, "amqp://microlab:"+read("rabbitmq_password")+"@rabbitmq:5672/") {
+		t.Errorf("amqp_url = %q", a)
+	}
+	if read("users_password") == read("orders_password") {
+		t.Error("two roles got the same password")
+	}
+	// A second start (every `up`) keeps every secret: PostgreSQL's roles were created
+	// with them on the first.
+	before := read("orders_password") + seed
+	run(t, "secrets/generate.sh", env)
+	if read("orders_password")+read("jwt_seed") != before {
+		t.Error("a second run changed the secrets")
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	run(t, "secrets/generate.sh", map[string]string{"SECRETS_DIR": other})
+	b, _ := os.ReadFile(filepath.Join(other, "jwt_seed"))
+	if strings.TrimSpace(string(b)) == seed {
+		t.Error("two labs got the same JWT seed")
+	}
+}

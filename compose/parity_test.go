@@ -130,7 +130,7 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 			}
 		}
 	})
-	for _, s := range startOrder(t) {
+	for _, s := range stack.Services { // compose's order too: depends_on follows it (compose_test.go)
 		c := project.Services[s.Name]
 		var env []string
 		for k, v := range c.Environment {
@@ -217,23 +217,18 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 	}
 }
 
-// startOrder is the order compose starts the shop in: lab/stack's, which the compose
-// file's depends_on follows (the dashboard first, the gateway after its upstreams).
-func startOrder(t *testing.T) []stack.Service { return stack.Services }
-
-var containerAddr = regexp.MustCompile(`\b([a-z]+):(\d+)\b`)
+var containerAddr = regexp.MustCompile(`\b([a-z]+|0\.0\.0\.0):(\d+)\b`)
 
 // mapValue rewrites one value of compose's environment for this machine: the secrets
 // volume is a directory here, a container's name:port is 127.0.0.1 at this lab's
 // offset, and listening on every interface becomes listening on loopback.
 func (l parityLab) mapValue(v string) string {
 	v = strings.ReplaceAll(v, stack.SecretsDir, l.secrets)
-	v = strings.Replace(v, "0.0.0.0:", "127.0.0.1:", 1)
 	return containerAddr.ReplaceAllStringFunc(v, func(m string) string {
 		name, port, _ := strings.Cut(m, ":")
 		n, _ := strconv.Atoi(port)
 		switch name {
-		case "jaeger", "prometheus":
+		case "0.0.0.0", "jaeger", "prometheus":
 			// Neither runs here: the ports are this lab's (claimed), so nothing answers
 			// and spans are dropped, as in a lab without them.
 		default:
@@ -248,13 +243,13 @@ func (l parityLab) mapValue(v string) string {
 func TestParityMapsOnlyContainerNames(t *testing.T) {
 	l := parityLab{secrets: "/tmp/s", offset: 3000}
 	for in, want := range map[string]string{
-		"0.0.0.0:8103":                          "127.0.0.1:11103",
-		"http://catalog:8102":                   "http://127.0.0.1:11102",
-		"http://jaeger:4318":                    "http://127.0.0.1:7318",
+		"0.0.0.0:8103":                              "127.0.0.1:11103",
+		"http://catalog:8102":                       "http://127.0.0.1:11102",
+		"http://jaeger:4318":                        "http://127.0.0.1:7318",
 		"/run/microlab/secrets/orders_database_url": "/tmp/s/orders_database_url",
-		"48MiB":                                 "48MiB",
-		"compose":                               "compose",
-		"http://example:8080":                   "http://example:8080",
+		"48MiB":               "48MiB",
+		"compose":             "compose",
+		"http://example:8080": "http://example:8080",
 	} {
 		if got := l.mapValue(in); got != want {
 			t.Errorf("mapValue(%q) = %q, want %q", in, got, want)
