@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure what the tests and the lab need is installed and running on this machine:
 # PostgreSQL and RabbitMQ (with its management and Prometheus plugins), Prometheus and
-# promtool, Chromium, and the Jaeger binary (built from tools/). Idempotent: fast when
-# everything is already there. Prints one line per dependency.
+# promtool, Chromium, the Jaeger binary (built from tools/) and Redocly's CLI (the OpenAPI
+# document's linter, from npm). Idempotent: fast when everything is already there. Prints
+# one line per dependency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -131,4 +132,26 @@ else
   start=$(date +%s)
   go build -C tools -o "$jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
   say jaeger "built in $(($(date +%s) - start))s ($jaeger)"
+fi
+
+# Redocly's CLI, which lints the gateway's OpenAPI document (services/gateway/openapi_test.go)
+# against its `recommended` rules: pinned, in its own npm prefix under the lab's cache, so
+# nothing global changes and the test finds it at a known path.
+redocly_version=2.77.0
+node_dir=${XDG_CACHE_HOME:-$HOME/.cache}/microlab/node
+redocly_current() {
+  grep -q "\"version\": \"$redocly_version\"" "$node_dir/node_modules/@redocly/cli/package.json" 2>/dev/null &&
+    [ -x "$node_dir/node_modules/.bin/redocly" ]
+}
+if redocly_current; then
+  say redocly "ok ($redocly_version, $node_dir)"
+else
+  command -v npm >/dev/null || apt_install nodejs npm
+  # Its engines: Node.js 20.19+ (20.x) or 22.12+; Debian 12's own nodejs is 18.
+  if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+      process.exit((a === 20 && b >= 19) || (a === 22 && b >= 12) || a > 22 ? 0 : 1)'; then
+    say redocly "needs Node.js 20.19+ or 22.12+ (found $(node --version)): install one from nodejs.org"; exit 1
+  fi
+  npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error "@redocly/cli@$redocly_version" >/dev/null
+  redocly_current && say redocly "installed ($redocly_version, $node_dir)" || { say redocly "FAILED"; exit 1; }
 fi

@@ -1,14 +1,25 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"microlab/services/platform/testenv"
 )
 
 func testGateway() *Gateway {
@@ -133,4 +144,130 @@ func TestNoRouteIsJSON(t *testing.T) {
 	if rec.Code != 500 || !strings.Contains(rec.Body.String(), `"code":"internal"`) {
 		t.Fatalf("panic: %d %s", rec.Code, rec.Body)
 	}
+}
+
+// TestOpenAPISecurityMatchesAuth: an operation that declares `security: []` answers a
+// caller without a token (here an upstream error, as no upstream runs), and one that
+// declares a bearer token refuses that caller with 401 before calling anything. The
+// document says which operations are public; the gateway must agree.
+func TestOpenAPISecurityMatchesAuth(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Security *[]map[string][]string `json:"security"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
+		t.Fatal(err)
+	}
+	h := testGateway().Handler()
+	public := 0
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			if op.Security == nil {
+				t.Errorf("%s %s declares no security: say `security: []` if it is public", method, path)
+				continue
+			}
+			concrete := strings.NewReplacer("{sku}", "LAB-MUG", "{id}", "o-1").Replace(path)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(strings.ToUpper(method), concrete, strings.NewReader("{}")))
+			isPublic := len(*op.Security) == 0
+			if isPublic {
+				public++
+			}
+			if got := rec.Code == http.StatusUnauthorized; got == isPublic {
+				t.Errorf("%s %s: security %v, but without a token it answers %d %s", method, path, *op.Security, rec.Code, rec.Body)
+			}
+		}
+	}
+	if public != 5 {
+		t.Errorf("%d public operations, want 5 (register, login, both product reads, this document)", public)
+	}
+}
+
+// TestOpenAPILint runs Redocly's CLI, as a new user of the API would, on the document
+// with its recommended rules (redocly.yaml): no error and no warning. scripts/deps.sh
+// installs the CLI, pinned, under the user cache directory; the test checks it runs
+// the version deps.sh pins, since another version may judge by other rules.
+func TestOpenAPILint(t *testing.T) {
+	t.Parallel()
+	redocly, want := redoclyCLI(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, redocly, "lint", "--config=redocly.yaml", "--format=json", "openapi.json")
+	// No usage telemetry sent to Redocly, no update notice: a test talks to nobody.
+	cmd.Env = append(os.Environ(), "REDOCLY_TELEMETRY=off", "REDOCLY_SUPPRESS_UPDATE_NOTICE=true")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run() // exits 1 on any error; a warning alone exits 0, so the report decides
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("run %s: %v\n%s", redocly, err, stderr.String())
+	}
+	var report struct {
+		Totals struct {
+			Errors, Warnings int
+		} `json:"totals"`
+		Version  string `json:"version"`
+		Problems []struct {
+			RuleID   string `json:"ruleId"`
+			Severity string `json:"severity"`
+			Message  string `json:"message"`
+			Location []struct {
+				Pointer string `json:"pointer"`
+				Start   struct{ Line, Col int }
+			} `json:"location"`
+		} `json:"problems"`
+	}
+	if jerr := json.Unmarshal(stdout.Bytes(), &report); jerr != nil {
+		t.Fatalf("redocly lint (%v) wrote no JSON report: %v\nstdout:\n%s\nstderr:\n%s", err, jerr, stdout.String(), stderr.String())
+	}
+	if report.Version != want {
+		t.Fatalf("redocly %s ran, want %s (run scripts/deps.sh)", report.Version, want)
+	}
+	for _, p := range report.Problems {
+		where := ""
+		if len(p.Location) > 0 {
+			l := p.Location[0]
+			where = fmt.Sprintf("openapi.json:%d:%d %s", l.Start.Line, l.Start.Col, l.Pointer)
+		}
+		t.Errorf("%s %s: %s (%s)", p.Severity, p.RuleID, p.Message, where)
+	}
+	if report.Totals.Errors+report.Totals.Warnings != len(report.Problems) || (err != nil && len(report.Problems) == 0) {
+		t.Errorf("redocly lint: %v, totals %+v for %d problems listed\n%s", err, report.Totals, len(report.Problems), stderr.String())
+	}
+}
+
+// redoclyCLI returns the redocly executable scripts/deps.sh installs and the version it
+// pins, or skips (fails under CI=true) saying how to install it.
+func redoclyCLI(t *testing.T) (path, version string) {
+	t.Helper()
+	deps, err := os.ReadFile(filepath.Join("..", "..", "scripts", "deps.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^redocly_version=(\S+)$`).FindSubmatch(deps)
+	if m == nil {
+		t.Fatal("scripts/deps.sh pins no redocly_version")
+	}
+	version = string(m[1])
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		testenv.Missing(t, "Redocly CLI", "scripts/deps.sh", err)
+	}
+	dir := filepath.Join(cache, "microlab", "node")
+	pkg, err := os.ReadFile(filepath.Join(dir, "node_modules", "@redocly", "cli", "package.json"))
+	if err != nil {
+		testenv.Missing(t, "Redocly CLI "+version, "scripts/deps.sh", err)
+	}
+	var installed struct{ Version string }
+	if err := json.Unmarshal(pkg, &installed); err != nil || installed.Version != version {
+		testenv.Missing(t, "Redocly CLI "+version, "scripts/deps.sh",
+			fmt.Errorf("%s holds version %q (%v)", dir, installed.Version, err))
+	}
+	path = filepath.Join(dir, "node_modules", ".bin", "redocly")
+	if _, err := exec.LookPath(path); err != nil {
+		testenv.Missing(t, "Redocly CLI "+version, "scripts/deps.sh", err)
+	}
+	return path, version
 }
