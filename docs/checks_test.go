@@ -161,3 +161,26 @@ func TestDiagramCheckerCatches(t *testing.T) {
 		}
 	}
 }
+
+func TestPatternPageCheckerCatches(t *testing.T) {
+	t.Parallel()
+	const full = "# P\n\n[ex](../../exercises/07-outbox/README.md) [code](../../services/platform/outbox/outbox.go)\n\n" +
+		"## What it is\n## When to use it, and when not\n## How microlab implements it\n## What to watch\n## Trade-offs and failure modes\n"
+	check := func(md string) string {
+		pg := parsePage("docs/patterns/outbox.md", []byte(md))
+		checkLinks(pg, map[string]*page{}, fake)
+		return strings.Join(checkPatternPage(pg), "\n")
+	}
+	if got := check(full); got != "" {
+		t.Errorf("a complete page fails: %s", got)
+	}
+	for _, tc := range []struct{ md, want string }{
+		{strings.Replace(full, "## What to watch\n", "", 1), "no section #what-to-watch"},
+		{strings.Replace(full, "[ex](../../exercises/07-outbox/README.md)", "", 1), "links no exercise"},
+		{strings.Replace(full, "[code](../../services/platform/outbox/outbox.go)", "", 1), "links no file of the code"},
+	} {
+		if got := check(tc.md); !strings.Contains(got, tc.want) {
+			t.Errorf("want %q, got %q", tc.want, got)
+		}
+	}
+}

@@ -341,6 +341,52 @@ func TestPatternPagesAreLinkedBothWays(t *testing.T) {
 	}
 }
 
+// patternSections are the headings every pattern page has, in this order: a learner
+// finds the same answer in the same place on every page.
+var patternSections = []string{"what-it-is", "when-to-use-it-and-when-not", "how-microlab-implements-it",
+	"what-to-watch", "trade-offs-and-failure-modes"}
+
+// checkPatternPage: a pattern page has the sections, and links the exercise that
+// teaches it and at least one file of the code that implements it.
+func checkPatternPage(pg *page) []string {
+	var problems []string
+	i := 0
+	for _, a := range pg.anchors {
+		if i < len(patternSections) && a == patternSections[i] {
+			i++
+		}
+	}
+	if i < len(patternSections) {
+		problems = append(problems, fmt.Sprintf("%s: no section #%s (want, in order: %s)", pg.path, patternSections[i], strings.Join(patternSections, ", ")))
+	}
+	if !slices.ContainsFunc(pg.resolved, func(p string) bool { return strings.HasPrefix(p, "exercises/") }) {
+		problems = append(problems, fmt.Sprintf("%s links no exercise", pg.path))
+	}
+	if !slices.ContainsFunc(pg.resolved, func(p string) bool {
+		first, _, _ := strings.Cut(p, "/")
+		return first != "docs" && first != "exercises" && first != "README.md"
+	}) {
+		problems = append(problems, fmt.Sprintf("%s links no file of the code that implements it", pg.path))
+	}
+	return problems
+}
+
+// TestPatternPagesHaveTheirSections: every pattern page answers the same questions.
+func TestPatternPagesHaveTheirSections(t *testing.T) {
+	t.Parallel()
+	pages := docPages(t)
+	for _, p := range sortedKeys(pages) {
+		checkLinks(pages[p], pages, diskRepo{})
+	}
+	for _, p := range sortedKeys(pages) {
+		if strings.HasPrefix(p, "docs/patterns/") && p != "docs/patterns/README.md" {
+			for _, problem := range checkPatternPage(pages[p]) {
+				t.Error(problem)
+			}
+		}
+	}
+}
+
 // edge is one arrow of the diagram.
 type edge struct{ from, label, to string }
 
