@@ -109,13 +109,14 @@ func plain(n mdast.Node, src []byte) string {
 	return sb.String()
 }
 
-// githubSlug is the anchor GitHub gives a heading: lower case, letters, digits, "-"
-// and "_" kept, spaces made hyphens, everything else (punctuation, backticks) dropped.
+// githubSlug is the anchor GitHub gives a heading: lower case; letters, marks,
+// digits, connector punctuation ("_") and "-" kept; spaces made hyphens; everything
+// else (punctuation, backticks, dashes other than "-") dropped.
 func githubSlug(heading string) string {
 	var sb strings.Builder
 	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
 		switch {
-		case unicode.IsLetter(r), unicode.IsNumber(r), r == '-', r == '_':
+		case unicode.IsLetter(r), unicode.IsMark(r), unicode.IsNumber(r), unicode.Is(unicode.Pc, r), r == '-':
 			sb.WriteRune(r)
 		case r == ' ':
 			sb.WriteByte('-')
