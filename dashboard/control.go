@@ -70,6 +70,11 @@ func (s *server) postSetting(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.Decode(w, r, &in, 4<<10); err != nil {
 		return err
 	}
+	if s.composeMode() {
+		if err := refuseInCompose(in.Key); err != nil {
+			return err
+		}
+	}
 	ch, err := plane.Set(r.Context(), in.Key, in.Value, settingSource)
 	if control.IsInvalid(err) || (err != nil && !errors.Is(err, control.ErrNotAnnounced)) {
 		return refusal("invalid_setting", err)
@@ -78,7 +83,13 @@ func (s *server) postSetting(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"change": changeRow(ch), "announced": ok})
+	out := map[string]any{"change": changeRow(ch), "announced": ok}
+	if s.composeMode() {
+		if note := composeNote(in.Key, in.Value); note != "" {
+			out["note"] = note
+		}
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -263,7 +263,15 @@ func (s *server) switchboardPage(w http.ResponseWriter, r *http.Request) error {
 		m.Error = "The lab settings could not be read from " + config.MaskURL(s.cfg.LabDatabaseURL) + ": " + err.Error()
 	}
 	for _, e := range entries {
-		m.Settings = append(m.Settings, views.SettingRow{Key: e.Key, Value: e.Value, Default: e.Default, Help: e.Help, Allowed: e.Allowed})
+		row := views.SettingRow{Key: e.Key, Value: e.Value, Default: e.Default, Help: e.Help, Allowed: e.Allowed}
+		if s.composeMode() {
+			if why := composeRefusal(e.Key); why != "" {
+				row.Help += " " + why
+			} else if note := composeNote(e.Key, e.Value); note != "" {
+				row.Help += " " + note + "."
+			}
+		}
+		m.Settings = append(m.Settings, row)
 	}
 	if fs, err := s.settings.Faults(r.Context()); err == nil {
 		m.Faults = s.publicFaults(r.Context(), fs)
