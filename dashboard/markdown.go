@@ -36,7 +36,7 @@ func renderMarkdown(src string) string {
 }
 
 // renderMarkdownFor is renderMarkdown with the links to Jaeger's UI and Grafana made
-// true to this lab (uiLinks): a README's "Grafana (http://localhost:3000)" is a link
+// true to this lab (uiLinks): a README's [Grafana](http://localhost:3000) is a link
 // only while Grafana answers.
 func renderMarkdownFor(src string, ext views.Externals) string {
 	pc := parser.NewContext()
@@ -102,10 +102,11 @@ var (
 // externalsKey carries the views.Externals a page is rendered with (renderMarkdownFor).
 var externalsKey = parser.NewContextKey()
 
-// uiLinks makes a link to Jaeger's UI or Grafana (written [text](url) or as a bare URL,
-// which GFM links) true to this lab: while the UI is up, a link to it at its configured
-// base; otherwise plain text saying why it is not one ("… (not part of this lab)").
-// Without externals in the context (renderMarkdown) it changes nothing.
+// uiLinks makes a link to Jaeger's UI or Grafana ([text](url) or <url>; a bare
+// http://localhost:… stays text, as GFM links only names with a dot) true to this lab:
+// while the UI is up, a link to it at its configured base; otherwise its text followed
+// by why it is not a link ("… (not part of this lab)"). Without externals in the
+// context (renderMarkdown) it changes nothing.
 type uiLinks struct{}
 
 func (uiLinks) Transform(doc *ast.Document, reader text.Reader, pc parser.Context) {
@@ -127,46 +128,48 @@ func (uiLinks) Transform(doc *ast.Document, reader text.Reader, pc parser.Contex
 		return views.UI{}, "", false
 	}
 	src := reader.Source()
-	type edit struct {
-		old  ast.Node
-		repl []ast.Node
-	}
-	var edits []edit
+	var found []ast.Node // changed after the walk: a walk must not edit the tree it walks
 	_ = ast.Walk(doc, func(n ast.Node, entering bool) (ast.WalkStatus, error) {
-		if !entering {
-			return ast.WalkContinue, nil
-		}
-		var dest, label string
-		switch l := n.(type) {
-		case *ast.Link:
-			dest, label = string(l.Destination), string(l.Text(src)) //nolint:staticcheck // the label's plain text is what is wanted
-		case *ast.AutoLink:
-			dest, label = string(l.URL(src)), string(l.Label(src))
-		default:
-			return ast.WalkContinue, nil
-		}
-		ui, rest, ok := match(dest)
-		if !ok {
+		switch n.(type) {
+		case *ast.Link, *ast.AutoLink:
+			if entering {
+				found = append(found, n)
+			}
 			return ast.WalkSkipChildren, nil
 		}
-		if href := ui.Link(rest); href != "" {
-			l := ast.NewLink()
-			l.Destination = []byte(href)
-			if _, auto := n.(*ast.AutoLink); auto {
-				label = href
-			}
-			l.AppendChild(l, ast.NewString([]byte(label)))
-			edits = append(edits, edit{n, []ast.Node{l}})
-		} else {
-			edits = append(edits, edit{n, []ast.Node{ast.NewString([]byte(label + " (" + ui.Short() + ")"))}})
-		}
-		return ast.WalkSkipChildren, nil
+		return ast.WalkContinue, nil
 	})
-	for _, e := range edits {
-		parent := e.old.Parent()
-		for _, r := range e.repl {
-			parent.InsertBefore(parent, e.old, r)
+	for _, n := range found {
+		parent := n.Parent()
+		switch l := n.(type) {
+		case *ast.Link:
+			ui, rest, ok := match(string(l.Destination))
+			if !ok {
+				continue
+			}
+			if href := ui.Link(rest); href != "" {
+				l.Destination = []byte(href)
+				continue
+			}
+			// The link's text stays, as text, followed by why it is not a link.
+			for c := l.FirstChild(); c != nil; c = l.FirstChild() {
+				parent.InsertBefore(parent, l, c) // moves c out of l
+			}
+			parent.InsertBefore(parent, l, ast.NewString([]byte(" ("+ui.Short()+")")))
+			parent.RemoveChild(parent, l)
+		case *ast.AutoLink:
+			ui, rest, ok := match(string(l.URL(src)))
+			if !ok {
+				continue
+			}
+			if href := ui.Link(rest); href != "" {
+				link := ast.NewLink()
+				link.Destination = []byte(href)
+				link.AppendChild(link, ast.NewString([]byte(href)))
+				parent.ReplaceChild(parent, l, link)
+				continue
+			}
+			parent.ReplaceChild(parent, l, ast.NewString([]byte(string(l.Label(src))+" ("+ui.Short()+")")))
 		}
-		parent.RemoveChild(parent, e.old)
 	}
 }
