@@ -47,8 +47,16 @@ func (s *server) getTrace(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return httpx.Errorf(http.StatusNotFound, "not_found", "trace %s not seen (or already forgotten)", id)
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"traceId": id, "spans": spans,
-		"jaeger": views.JaegerTraceURL(s.cfg.JaegerURL, id)})
+	out := map[string]any{"traceId": id, "spans": spans}
+	// "jaeger" is the trace in Jaeger's UI while that answers; otherwise "jaegerNote"
+	// says why there is no such link (the same sentence as the trace page).
+	ui := s.jaegerUI.state()
+	if href := ui.Link(views.JaegerTracePath(id)); href != "" {
+		out["jaeger"] = href
+	} else {
+		out["jaegerNote"] = ui.Why(views.JaegerPurpose)
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -613,10 +613,11 @@ func (s *server) exercisePage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return exerciseError(err)
 	}
+	ext := s.externals()
 	m := views.ExerciseModel{ID: d.ID, Title: d.Title, Level: d.Level, Minutes: d.Minutes, Patterns: d.Patterns,
-		Prerequisites: d.Prerequisites, Diagnosis: d.Diagnosis, README: renderMarkdown(d.README), State: d.State}
+		Prerequisites: d.Prerequisites, Diagnosis: d.Diagnosis, README: renderMarkdownFor(d.README, ext), State: d.State}
 	for _, st := range d.Steps {
-		vs := views.ExerciseStep{ID: st.ID, Number: st.Number, Instructions: renderMarkdown(st.Instructions),
+		vs := views.ExerciseStep{ID: st.ID, Number: st.Number, Instructions: renderMarkdownFor(st.Instructions, ext),
 			State: st.State, Missing: st.MissingHTML, Hints: st.HintsHTML, HintsTotal: st.HintsTotal}
 		if st.Question != nil {
 			vs.Question, vs.Choices = st.Question.Text, st.Question.Choices

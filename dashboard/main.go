@@ -12,6 +12,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -43,9 +45,27 @@ type Config struct {
 	// RabbitMQManagementURL is for the DLQ view and queue depths; the vhost is AMQP_URL's.
 	RabbitMQManagementURL string `env:"RABBITMQ_MANAGEMENT_URL" default:"http://guest:guest@127.0.0.1:15672"`
 	PrometheusURL         string `env:"PROMETHEUS_URL" default:"http://127.0.0.1:9090"`
-	GrafanaURL            string `env:"GRAFANA_URL" default:"http://127.0.0.1:3000"`
-	JaegerURL             string `env:"JAEGER_URL" default:"http://127.0.0.1:16686"`
 	GatewayURL            string `env:"GATEWAY_URL" default:"http://127.0.0.1:8000"`
+	// The two UIs the dashboard links to but does not serve have two addresses each: where
+	// the learner's browser reaches them (the link bases) and where the dashboard itself
+	// does (to probe them). They differ in compose: http://localhost:3000 for the browser,
+	// http://grafana:3000 from the dashboard's container. A link is rendered only while
+	// its probe finds the UI answering (links.go); otherwise the page says why not.
+	//
+	// JaegerURL is Jaeger's query service as the dashboard reaches it; its root is
+	// probed for the UI (the same server serves API and UI).
+	JaegerURL string `env:"JAEGER_URL" default:"http://127.0.0.1:16686"`
+	// JaegerUIURL is the link base of Jaeger's UI (…/trace/<id>). Empty: this lab's
+	// Jaeger has no UI (the native lab's is built without its assets): no trace links.
+	JaegerUIURL string `env:"JAEGER_UI_URL"`
+	// GrafanaURL is Grafana's link base (…/d/<uid>?viewPanel=<id>). Empty: there is no
+	// Grafana in this lab (the native one): no panel links.
+	GrafanaURL string `env:"GRAFANA_URL"`
+	// GrafanaHealthURL is Grafana as the dashboard reaches it, asked for /api/health;
+	// empty: GRAFANA_URL.
+	GrafanaHealthURL string `env:"GRAFANA_HEALTH_URL"`
+	// LinkProbeInterval is how often both UIs are probed again.
+	LinkProbeInterval time.Duration `env:"LINK_PROBE_INTERVAL" default:"30s"`
 	// PaymentsURL is payments' internal API, for the exercises' ledger checks.
 	PaymentsURL string `env:"PAYMENTS_URL" default:"http://127.0.0.1:8104"`
 	// HealthInterval is how often the map's health (Prometheus, queue depths) is read.
@@ -142,6 +162,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	go s.pollHealth(ctx, cfg.HealthInterval)
+	go s.watchLinks(ctx, cfg.LinkProbeInterval)
 	// Changes made elsewhere (lab settings|fault|reset, exercises, a one-shot fault
 	// firing in a service) reach the timeline too.
 	go s.watchChanges(ctx, store, conn, changesResync)
@@ -176,7 +197,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, src Sources, s
 	if err != nil {
 		return nil, err
 	}
-	if _, err := grafanaLinks(cfg.GrafanaURL, panelDefs); err != nil {
+	if _, err := grafanaLinks(panelDefs); err != nil {
 		return nil, err
 	}
 	client := httpx.NewClient(5 * time.Second)
@@ -191,6 +212,11 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, src Sources, s
 		s.plane = &control.Plane{Store: cs, Pub: pub, Running: s.running,
 			OnChange: func(ch control.Change) { broadcast(s.src.Hub, "setting", s.publicChange(ch)) }}
 	}
+	grafanaHealth := cmp.Or(cfg.GrafanaHealthURL, cfg.GrafanaURL)
+	s.jaegerUI = newUIProbe(views.UI{Name: "Jaeger's UI", Base: cfg.JaegerUIURL, Without: "lab up builds Jaeger without it"},
+		strings.TrimRight(cfg.JaegerURL, "/")+"/", jaegerUIAnswers, client)
+	s.grafana = newUIProbe(views.UI{Name: "Grafana", Base: cfg.GrafanaURL, Without: "lab up runs none"},
+		strings.TrimRight(grafanaHealth, "/")+"/api/health", grafanaAnswers, client)
 	if s.hosts, err = newHostFilter(cfg.HTTPAddr, cfg.Hosts); err != nil {
 		return nil, err
 	}

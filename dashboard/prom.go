@@ -112,8 +112,9 @@ var panelDefs = []panelDef{
 		"microlab-messaging", "DLQ depth"},
 }
 
-// grafanaLinks resolves each panel's Grafana link from the embedded dashboards.
-func grafanaLinks(grafanaURL string, defs []panelDef) (map[string]string, error) {
+// grafanaLinks resolves each panel's Grafana link (a path: /d/<uid>?viewPanel=<id>)
+// from the embedded dashboards.
+func grafanaLinks(defs []panelDef) (map[string]string, error) {
 	qs, err := observability.PanelQueries(observability.Assets())
 	if err != nil {
 		return nil, err
@@ -124,7 +125,7 @@ func grafanaLinks(grafanaURL string, defs []panelDef) (map[string]string, error)
 		if i < 0 {
 			return nil, fmt.Errorf("metrics panel %s: no Grafana panel %q in dashboard %s", d.id, d.panel, d.dashboard)
 		}
-		out[d.id] = fmt.Sprintf("%s/d/%s?viewPanel=%d", strings.TrimRight(grafanaURL, "/"), url.PathEscape(d.dashboard), qs[i].PanelID)
+		out[d.id] = fmt.Sprintf("/d/%s?viewPanel=%d", url.PathEscape(d.dashboard), qs[i].PanelID)
 	}
 	return out, nil
 }
@@ -133,13 +134,14 @@ func grafanaLinks(grafanaURL string, defs []panelDef) (map[string]string, error)
 func (s *server) metricsModel(ctx context.Context) views.MetricsModel {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	m := views.MetricsModel{Prometheus: config.MaskURL(s.cfg.PrometheusURL), Panels: make([]views.Panel, len(s.panels))}
-	links, _ := grafanaLinks(s.cfg.GrafanaURL, s.panels) // checked at start
+	grafana := s.grafana.state()
+	m := views.MetricsModel{Prometheus: config.MaskURL(s.cfg.PrometheusURL), Panels: make([]views.Panel, len(s.panels)), Grafana: grafana}
+	links, _ := grafanaLinks(s.panels) // checked at start
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	for i, d := range s.panels {
 		wg.Go(func() {
-			p := views.Panel{ID: d.id, Title: d.title, Query: d.expr, Unit: d.unit, Grafana: links[d.id]}
+			p := views.Panel{ID: d.id, Title: d.title, Query: d.expr, Unit: d.unit, Grafana: grafana.Link(links[d.id])}
 			res, err := s.prom.rangeQuery(ctx, d.expr, 15*time.Minute, 15*time.Second)
 			if errors.Is(err, errUnreachable) {
 				mu.Lock()

@@ -36,6 +36,8 @@ type server struct {
 	traffic  *traffic
 	arch     views.Arch
 	panels   []panelDef
+	jaegerUI *uiProbe                     // Jaeger's UI, linked to only while it answers
+	grafana  *uiProbe                     // Grafana, likewise
 	health   atomic.Pointer[views.Health] // the latest health snapshot (see pollHealth)
 	exs      atomic.Pointer[labExercises] // nil until attachExercises: no exercises
 	static   http.Handler
@@ -202,7 +204,7 @@ func (s *server) tracePage(w http.ResponseWriter, r *http.Request) error {
 	// A trace not (yet) received is a state of the page, not an error: the shop links
 	// to a trace the moment its order is placed, before the spans arrive, and the page
 	// waits for them (traces.js).
-	m := views.TraceModel{Waterfall: views.NewWaterfall(id, spans, s.cfg.JaegerURL), Missing: !ok || len(spans) == 0}
+	m := views.TraceModel{Waterfall: views.NewWaterfall(id, spans), Missing: !ok || len(spans) == 0, Jaeger: s.jaegerUI.state()}
 	return s.render(w, r, views.Page{Title: "Trace " + id, Active: "traces"}, views.Trace(m))
 }
 

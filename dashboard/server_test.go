@@ -281,7 +281,8 @@ func TestMetricsPrometheusUnreachable(t *testing.T) {
 }
 
 // A Prometheus that answers: every panel is drawn from its query and links to the
-// matching Grafana panel; a failing query fails only its panel.
+// matching Grafana panel (Grafana answering: see links_test.go for when it does not);
+// a failing query fails only its panel.
 func TestMetricsPanels(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
@@ -303,8 +304,11 @@ func TestMetricsPanels(t *testing.T) {
 			now-60, now-30, now)
 	}))
 	defer prom.Close()
+	grafana := httptest.NewServer(grafanaHealth(true))
+	defer grafana.Close()
 	f := newFixture(t, map[string]string{"PROMETHEUS_URL": prom.URL, "GRAFANA_URL": "http://grafana.test",
-		"RABBITMQ_MANAGEMENT_URL": closedURL(t)}, Sources{}, nil)
+		"GRAFANA_HEALTH_URL": grafana.URL, "RABBITMQ_MANAGEMENT_URL": closedURL(t)}, Sources{}, nil)
+	f.srv.probeLinks(t.Context())
 	_, page := f.do(t, "GET", "/charts", "", nil)
 	ids := testIDs(t, page)
 	if len(ids["metrics-error"]) != 0 {
@@ -365,7 +369,9 @@ func TestPagesAndReadAPIs(t *testing.T) {
 	events.Add(ingest.Event{ID: "e2", Type: "order.placed", Source: "orders", CorrelationID: "o2"})
 	f := newFixture(t, map[string]string{"PROMETHEUS_URL": closedURL(t),
 		"RABBITMQ_MANAGEMENT_URL": strings.Replace(closedURL(t), "http://", "http://guest:guest@", 1),
-		"GATEWAY_URL":             closedURL(t), "JAEGER_URL": "http://jaeger.test"}, Sources{Traces: traces, Events: events}, nil)
+		"GATEWAY_URL":             closedURL(t), "JAEGER_URL": jaegerWithUI(t), "JAEGER_UI_URL": "http://jaeger.test"},
+		Sources{Traces: traces, Events: events}, nil)
+	f.srv.probeLinks(t.Context())
 
 	for path, want := range map[string]string{"/": "arch-map", "/traces": "trace-list", "/events": "event-list",
 		"/sagas": "saga-list", "/switchboard": "settings", "/shop": "order-form", "/traces/" + id: "waterfall"} {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -73,10 +72,11 @@ func Clock(t time.Time) string {
 	return t.UTC().Format("15:04:05.000")
 }
 
-// JaegerTraceURL is the link to a trace in Jaeger's UI.
-func JaegerTraceURL(base, traceID string) string {
-	return strings.TrimRight(base, "/") + "/trace/" + url.PathEscape(traceID)
-}
+// JaegerTracePath is a trace's page in Jaeger's UI, under its base (UI.Link).
+func JaegerTracePath(traceID string) string { return "/trace/" + url.PathEscape(traceID) }
+
+// JaegerPurpose completes the sentence said instead of a link to a trace in Jaeger.
+const JaegerPurpose = "open this trace in Jaeger"
 
 func pct(f float64) string { return fmt.Sprintf("%.3f%%", f) }
 

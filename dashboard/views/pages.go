@@ -36,6 +36,7 @@ func (m TracesModel) Keep(t ingest.TraceSummary) bool {
 type TraceModel struct {
 	Waterfall Waterfall
 	Missing   bool
+	Jaeger    UI // linked to (the same trace) only while it answers
 }
 
 // EventsModel is the event stream and the dead-letter queues.
@@ -123,6 +124,9 @@ func (m SagasModel) Keep(s ingest.Saga) bool {
 type MetricsModel struct {
 	Prometheus string // URL shown (password masked)
 	Panels     []Panel
+	// Grafana is the UI the panels link to; while it is not up, the page says why
+	// there are no links, once, above the panels.
+	Grafana UI
 	// Unreachable: Prometheus did not answer at all; the page then says exactly
 	// "Prometheus unreachable at <URL>" instead of drawing empty charts.
 	Unreachable bool
@@ -137,7 +141,7 @@ type Panel struct {
 	Title   string
 	Query   string
 	Unit    string // "/s", "ms", "%", ""
-	Grafana string // link to the same panel in Grafana; "" if none matches
+	Grafana string // link to the same panel in Grafana; "" while Grafana is not up
 	Series  []Series
 	Error   string // this panel's query failed
 }

@@ -162,11 +162,14 @@ func TestWaterfallBarsCriticalPathHopsAndJaegerLink(t *testing.T) {
 		span("f", "d", "payments", "publish payment.authorized", "producer", 80, 2), // ends last under d
 		span("o", "zzz", "shipping", "orphan", "internal", 30, 1),
 	}
-	w := NewWaterfall("abc", spans, "http://127.0.0.1:16686/")
-	doc := render(t, "traces", Trace(TraceModel{Waterfall: w}))
+	w := NewWaterfall("abc", spans)
+	doc := render(t, "traces", Trace(TraceModel{Waterfall: w, Jaeger: UI{Name: "Jaeger's UI", Base: "http://127.0.0.1:16686/", State: UIUp}}))
 
 	if href, _ := attr(one(t, doc, "jaeger-link"), "href"); href != "http://127.0.0.1:16686/trace/abc" {
 		t.Errorf("Jaeger link %q", href)
+	}
+	if len(all(doc, "jaeger-note")) != 0 {
+		t.Error("a note about Jaeger's UI while it is up")
 	}
 	rows := all(doc, "span-row")
 	bars := all(doc, "span-bar")
@@ -212,9 +215,10 @@ func TestWaterfallBarsCriticalPathHopsAndJaegerLink(t *testing.T) {
 }
 
 func TestTraceMissing(t *testing.T) {
-	doc := render(t, "traces", Trace(TraceModel{Waterfall: NewWaterfall("nope", nil, "http://j"), Missing: true}))
+	doc := render(t, "traces", Trace(TraceModel{Waterfall: NewWaterfall("nope", nil), Missing: true,
+		Jaeger: UI{Name: "Jaeger's UI", Base: "http://j", State: UIUp}}))
 	one(t, doc, "trace-missing")
-	one(t, doc, "jaeger-link")
+	one(t, doc, "jaeger-link") // Jaeger may well have it: it keeps more
 	if len(all(doc, "span-row")) != 0 {
 		t.Error("rows for a missing trace")
 	}
@@ -332,7 +336,8 @@ func TestMetricsUnreachableAndPanels(t *testing.T) {
 
 	p := Panel{ID: "throughput", Title: "Throughput", Unit: "/s", Grafana: "http://g/d/u?viewPanel=2", Query: "q",
 		Series: []Series{{Label: "orders", Points: []Point{{t0, 1}, {t0.Add(time.Minute), 3}}}}}
-	doc = render(t, "metrics", Metrics(MetricsModel{Prometheus: "http://p", Panels: []Panel{p, {ID: "bad", Error: errors.New("parse error").Error()}, {ID: "none"}}}))
+	doc = render(t, "metrics", Metrics(MetricsModel{Prometheus: "http://p", Panels: []Panel{p, {ID: "bad", Error: errors.New("parse error").Error()}, {ID: "none"}},
+		Grafana: UI{Name: "Grafana", Base: "http://g", State: UIUp}}))
 	panel := one(t, doc, "panel-throughput")
 	if href, _ := attr(one(t, panel, "grafana-link"), "href"); href != "http://g/d/u?viewPanel=2" {
 		t.Errorf("grafana link %q", href)
@@ -417,5 +422,46 @@ func TestShop(t *testing.T) {
 	_ = html.Render(&buf, doc)
 	if strings.Contains(buf.String(), "secret") {
 		t.Error("a password is rendered")
+	}
+}
+
+// A UI that is not up is never linked to, and the page says which of three things is
+// true instead: not part of this lab, not answering (what the probe found, and when),
+// or not checked yet.
+func TestUINotes(t *testing.T) {
+	at := time.Date(2026, 12, 4, 1, 2, 3, 0, time.UTC)
+	for _, c := range []struct {
+		ui   UI
+		want []string
+	}{
+		{UI{Name: "Jaeger's UI", State: UIAbsent, Without: "the native lab builds Jaeger without it"},
+			[]string{"Jaeger's UI is not part of this lab (the native lab builds Jaeger without it)", ComposeCommand, "to open this trace in Jaeger."}},
+		{UI{Name: "Jaeger's UI", Base: "http://localhost:16686", Probed: "http://jaeger:16686/", State: UIDown, Checked: at, Detail: "connection refused"},
+			[]string{"Jaeger's UI is not answering at http://jaeger:16686/ (checked at 01:02:03.000: connection refused)"}},
+		{UI{Name: "Jaeger's UI", Base: "http://localhost:16686", State: UIUnchecked},
+			[]string{"Jaeger's UI at http://localhost:16686 has not been checked yet"}},
+	} {
+		if c.ui.Link("/trace/x") != "" {
+			t.Errorf("%s: a link while %s", c.ui.Name, c.ui.State)
+		}
+		doc := render(t, "traces", Trace(TraceModel{Waterfall: NewWaterfall("x", nil), Missing: true, Jaeger: c.ui}))
+		if len(all(doc, "jaeger-link")) != 0 {
+			t.Errorf("%s: jaeger-link rendered", c.ui.State)
+		}
+		note := text(one(t, doc, "jaeger-note"))
+		for _, w := range c.want {
+			if !strings.Contains(note, w) {
+				t.Errorf("%s: note %q lacks %q", c.ui.State, note, w)
+			}
+		}
+	}
+	// The metrics page: no panel links, one note.
+	g := UI{Name: "Grafana", State: UIAbsent, Without: "the native lab runs none"}
+	doc := render(t, "metrics", Metrics(MetricsModel{Prometheus: "http://p", Grafana: g, Panels: []Panel{{ID: "a"}, {ID: "b"}}}))
+	if len(all(doc, "grafana-link")) != 0 {
+		t.Error("grafana-link rendered without Grafana")
+	}
+	if note := text(one(t, doc, "grafana-note")); !strings.Contains(note, "Grafana is not part of this lab") {
+		t.Errorf("grafana-note %q", note)
 	}
 }

@@ -11,14 +11,13 @@ import (
 
 // Waterfall is one trace laid out as rows of bars.
 type Waterfall struct {
-	TraceID   string
-	JaegerURL string // the same trace in Jaeger
-	Start     time.Time
-	Duration  time.Duration
-	Services  []string // in order of first appearance, for the legend
-	Rows      []SpanRow
-	Errors    int
-	Hops      int // AMQP producer → consumer hops
+	TraceID  string
+	Start    time.Time
+	Duration time.Duration
+	Services []string // in order of first appearance, for the legend
+	Rows     []SpanRow
+	Errors   int
+	Hops     int // AMQP producer → consumer hops
 }
 
 // SpanRow is one span: a bar positioned by its start and duration as percentages of
@@ -58,8 +57,8 @@ type SpanEventRow struct {
 
 // NewWaterfall lays out a trace's spans. Spans whose parent is not in the trace (not
 // received yet, or from an unsampled caller) are shown as roots.
-func NewWaterfall(traceID string, spans []ingest.Span, jaegerBase string) Waterfall {
-	w := Waterfall{TraceID: traceID, JaegerURL: JaegerTraceURL(jaegerBase, traceID)}
+func NewWaterfall(traceID string, spans []ingest.Span) Waterfall {
+	w := Waterfall{TraceID: traceID}
 	if len(spans) == 0 {
 		return w
 	}

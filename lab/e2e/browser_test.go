@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"cmp"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +23,47 @@ func newBrowser(t *testing.T) *browser {
 	b := &browser{testbrowser.New(t, nil)}
 	b.ScreenshotDir = filepath.Join(repoRoot(), "artifacts", "screenshots")
 	return b
+}
+
+// readmeScreenshot is the README's picture of the dashboard, rewritten by
+// TestDashboardInBrowser when UPDATE_SCREENSHOTS=1 (TestReadmeScreenshot checks it).
+const readmeScreenshot = "docs/images/dashboard.png"
+
+// readmeShot captures the viewport at a README's size, 1280x1000 (the nav and the whole
+// map; the full page would add what a README does not need), as the
+// artifact readme-dashboard.png and, with UPDATE_SCREENSHOTS=1, as readmeScreenshot.
+func (b *browser) readmeShot() {
+	b.T.Helper()
+	b.Do("a README-sized window", chromedp.EmulateViewport(1280, 1000))
+	defer b.Do("the window as it was", chromedp.EmulateReset())
+	png := testbrowser.Get(b.Browser, "the README's screenshot", chromedp.CaptureScreenshot())
+	dirs := []string{cmp.Or(os.Getenv("ARTIFACTS_DIR"), b.ScreenshotDir)}
+	if os.Getenv("UPDATE_SCREENSHOTS") == "1" {
+		dirs = append(dirs, filepath.Join(repoRoot(), filepath.Dir(readmeScreenshot)))
+	}
+	for i, dir := range dirs {
+		name := "readme-dashboard.png"
+		if i > 0 {
+			name = filepath.Base(readmeScreenshot)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.T.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+			b.T.Fatal(err)
+		}
+	}
+}
+
+// noUILinks checks what the native lab must not do: link to Jaeger's UI or Grafana,
+// neither of which it has (the dashboard is given no link base for either).
+func (b *browser) noUILinks(where string) {
+	b.T.Helper()
+	links := testbrowser.Get(b.Browser, "links to Jaeger's UI or Grafana on "+where, chromedp.Evaluate[[]string](
+		`[...document.querySelectorAll('a[href*=":16686"], a[href*=":3000"], [data-testid=jaeger-link], [data-testid=grafana-link]')].map(a => a.outerHTML)`))
+	if len(links) > 0 {
+		b.T.Errorf("%s links to a UI the native lab does not have:\n  %s", where, strings.Join(links, "\n  "))
+	}
 }
 
 // shopOrder logs in (once per page load) and places an order through the shop view,
@@ -62,6 +105,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		b.Do("open "+v.path, chromedp.Navigate(dash+v.path), chromedp.WaitVisible(`[data-testid=nav]`))
 		b.WaitJS("the live connection of "+v.path, `document.querySelector('[data-testid=ws-state]').dataset.state === 'open'`)
 		b.Screenshot("view-" + v.name)
+		b.noUILinks(v.path)
 		if errs := b.ConsoleErrors(); len(errs) > 0 {
 			t.Errorf("%s: console errors:\n  %s", v.path, strings.Join(errs, "\n  "))
 		}
@@ -95,6 +139,12 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("waterfall: %d bars, %d on the critical path", bars, critical)
 	}
 	b.Screenshot("trace-waterfall")
+	// No "open in Jaeger": this Jaeger has no UI, and the page says so where the link was.
+	b.noUILinks("the trace page")
+	if note := testbrowser.Get(b.Browser, "read the Jaeger note", chromedp.Text(`[data-testid=jaeger-note]`)); !strings.Contains(note, "Jaeger's UI is not part of this lab") ||
+		!strings.Contains(note, "docker compose -f compose/docker-compose.yml up") {
+		t.Errorf("the trace page says %q instead of the link to Jaeger", note)
+	}
 
 	b.Do("open the sagas", chromedp.Navigate(dash+"/sagas"), chromedp.WaitVisible(`[data-testid=nav]`))
 	b.WaitJS("the order's saga timeline", fmt.Sprintf(`document.querySelectorAll('[data-testid=saga][data-order-id=%q] [data-testid=saga-step]').length >= 4`, id))
@@ -137,6 +187,38 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("metrics view: %d charts drawn, %d panels in error, with Prometheus scraping the lab", charts, failed)
 	}
 	b.Screenshot("metrics")
+	b.noUILinks("the metrics page")
+	if note := testbrowser.Get(b.Browser, "read the Grafana note", chromedp.Text(`[data-testid=grafana-note]`)); !strings.Contains(note, "Grafana is not part of this lab") {
+		t.Errorf("the metrics page says %q instead of the links to Grafana", note)
+	}
+
+	// The README's picture: the map with orders flowing and every service's rates
+	// from Prometheus (scraping for a while by now), not a blank map.
+	b.Do("open the map", chromedp.Navigate(dash+"/"), chromedp.WaitVisible(`[data-testid=arch-map]`))
+	stop, done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, _ = placeOne(l, token, newOrder(cardOK, skuOK, "DE"))
+			time.Sleep(150 * time.Millisecond)
+		}
+	}()
+	b.WaitJS("every service's health from Prometheus", `[...document.querySelectorAll('g.node.service')].every(n => ['ok', 'warn'].includes(n.dataset.state))`)
+	// Rates over the last minute catch up with the orders: the gateway's requests, and
+	// payments handling the checkouts' messages.
+	b.WaitJS("the orders' rates on the map", `(() => {
+		const label = id => (document.querySelector('[data-testid=health-' + id + ']') || {}).textContent || '';
+		const msgs = label('payments').match(/([\d.]+) msg\/s/);
+		return parseFloat(label('gateway')) >= 1 && !!msgs && parseFloat(msgs[1]) > 0; })()`)
+	b.WaitJS("dots moving on the map", `document.querySelectorAll('[data-testid=flows] circle').length > 2`)
+	b.readmeShot()
+	close(stop)
+	<-done
 
 	// Out of stock: the timeline shows the compensation, with its reason.
 	oos, _ := b.shopOrder(dash, skuOOS, "ok", "DE", "cancelled")

@@ -19,7 +19,7 @@ import (
 // with everyone else's. None of them falls in the services' range (8000–16107 with
 // every service scaled to MaxScale) at the same offset.
 const (
-	JaegerQueryPort     = 16686 // Jaeger's UI and HTTP API (/api/traces/{id}, /api/services)
+	JaegerQueryPort     = 16686 // Jaeger's HTTP API (/api/traces/{id}, /api/services); the UI too, where built in
 	JaegerQueryGRPCPort = 16685 // Jaeger's query gRPC API: unused by the lab, but it always listens
 	JaegerOTLPHTTPPort  = 4318  // Jaeger's OTLP/HTTP receiver: the services export spans here
 	PrometheusPort      = 9090
@@ -48,7 +48,8 @@ func (c Config) hostPort(native int) string {
 // the OTLP/HTTP receiver of the lab's Jaeger.
 func (c Config) OTLPEndpoint() string { return "http://" + c.hostPort(JaegerOTLPHTTPPort) }
 
-// JaegerURL is the base URL of this lab's Jaeger UI and API.
+// JaegerURL is the base URL of this lab's Jaeger query API. The native Jaeger is built
+// without its UI (its root answers with a placeholder page), so nothing links there.
 func (c Config) JaegerURL() string { return "http://" + c.hostPort(JaegerQueryPort) }
 
 // PrometheusURL is the base URL of this lab's Prometheus.

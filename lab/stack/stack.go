@@ -117,6 +117,8 @@ func (c Config) Env(s Service, instance string) ([]string, error) {
 		"DEPLOYMENT_ENVIRONMENT=native",
 	}
 	if s.Name == Dashboard {
+		// Jaeger's API only: no JAEGER_UI_URL (this Jaeger has no UI) and no GRAFANA_URL
+		// (there is no Grafana natively), so the dashboard says so instead of linking.
 		env = append(env, "JAEGER_URL="+c.JaegerURL(), "PROMETHEUS_URL="+c.PrometheusURL(),
 			"GOMEMLIMIT="+DashboardMemLimit)
 	} else if d, ok := Find(Dashboard); ok {

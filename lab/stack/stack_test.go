@@ -241,6 +241,26 @@ func TestDashboardUpstreams(t *testing.T) {
 	}
 }
 
+// Natively the dashboard gets Jaeger's API and neither UI: this Jaeger has no UI and
+// there is no Grafana, so it must not link to them (dashboard/links.go).
+func TestDashboardHasNoUIsToLinkTo(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Host: "127.0.0.1", PortOffset: 7, AdminDatabaseURL: "postgres://u:p@127.0.0.1:5432/postgres"}
+	d, _ := Find(Dashboard)
+	env, err := cfg.Env(d, "dashboard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(env, "JAEGER_URL=http://127.0.0.1:16693") {
+		t.Errorf("the dashboard's environment lacks Jaeger's API: %v", env)
+	}
+	for _, e := range env {
+		if k, _, _ := strings.Cut(e, "="); k == "JAEGER_UI_URL" || strings.HasPrefix(k, "GRAFANA_") {
+			t.Errorf("the native dashboard is given %s", e)
+		}
+	}
+}
+
 // The dashboard runs under a soft memory limit, the services do not need one.
 func TestDashboardMemoryLimit(t *testing.T) {
 	t.Parallel()
