@@ -69,6 +69,12 @@ func ComposeEnv(s Service) (map[string]string, error) {
 	}
 	if s.Name == Dashboard {
 		env["JAEGER_URL"] = "http://jaeger:" + strconv.Itoa(JaegerQueryPort)
+		// Links for the learner's browser, which reaches the UIs on the host's loopback;
+		// the dashboard probes them from inside (JAEGER_URL's root, GRAFANA_HEALTH_URL)
+		// and links only while they answer.
+		env["JAEGER_UI_URL"] = ComposeJaegerUI
+		env["GRAFANA_URL"] = ComposeGrafana
+		env["GRAFANA_HEALTH_URL"] = "http://grafana:3000"
 		env["PROMETHEUS_URL"] = "http://prometheus:" + strconv.Itoa(PrometheusPort)
 		env["RABBITMQ_MANAGEMENT_URL_FILE"] = secretFile("rabbitmq_management_url")
 		env["GOMEMLIMIT"] = DashboardMemLimit

@@ -11,7 +11,9 @@ import (
 func TestComposeEnvHasTheNativeVariables(t *testing.T) {
 	cfg := Config{AdminDatabaseURL: "postgres://postgres@127.0.0.1:5432/postgres", AMQPURL: "amqp://guest:guest@127.0.0.1:5672/", Host: "127.0.0.1"}
 	fromFile := map[string]bool{"AMQP_URL": true, "LAB_DATABASE_URL": true, "DATABASE_URL": true, "RABBITMQ_MANAGEMENT_URL": true, "JWT_SEED": true}
-	composeOnly := map[string]bool{"GOMEMLIMIT": true, "RABBITMQ_MANAGEMENT_URL_FILE": true, "JWT_SEED_FILE": true}
+	// The browser-facing UIs exist in compose only (the native Jaeger has no UI assets).
+	composeOnly := map[string]bool{"GOMEMLIMIT": true, "RABBITMQ_MANAGEMENT_URL_FILE": true, "JWT_SEED_FILE": true,
+		"JAEGER_UI_URL": true, "GRAFANA_URL": true, "GRAFANA_HEALTH_URL": true}
 	for k := range DashboardLimits {
 		composeOnly[k] = true
 	}
