@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -33,6 +34,12 @@ func TestFirstRunEnablesRabbitPlugins(t *testing.T) {
 	_ = conn.Close(ctx)
 	if _, err := lookPath("rabbitmq-plugins", "/usr/sbin/rabbitmq-plugins"); err != nil {
 		testenv.Missing(t, "rabbitmq-plugins", "apt-get install rabbitmq-server", err)
+	}
+	if os.Geteuid() != 0 {
+		// As scripts/deps.sh, lab up runs rabbitmq-plugins as root, through sudo -n.
+		if err := exec.CommandContext(ctx, "sudo", "-n", "true").Run(); err != nil {
+			testenv.Missing(t, "root or passwordless sudo (lab up runs rabbitmq-plugins as root)", "run the tests as root", err)
+		}
 	}
 	testenv.HoldLab(t, testenv.Light)
 	broker := testenv.PrivateBrokerForPlugins(t) // stopped (rabbitmqctl -n NODE stop) when the test ends
