@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 )
@@ -55,14 +56,13 @@ func pluginsFix(cfg Config) pluginsPlan {
 	if cfg.RabbitPluginsFile != "" {
 		vars = append(vars, "RABBITMQ_ENABLED_PLUGINS_FILE="+cfg.RabbitPluginsFile)
 	}
-	args := append([]string{"enable"}, rabbitPlugins...)
+	args := slices.Concat([]string{"enable"}, rabbitPlugins)
 	root := os.Geteuid() == 0
-	p := pluginsPlan{command: strings.Join(append(vars, "rabbitmq-plugins", strings.Join(args, " ")), " ")}
-	if !root {
-		p.command = "sudo " + strings.Join(append(append([]string{"env"}, vars...), "rabbitmq-plugins", strings.Join(args, " ")), " ")
-		if len(vars) == 0 {
-			p.command = "sudo rabbitmq-plugins " + strings.Join(args, " ")
-		}
+	p := pluginsPlan{command: strings.Join(slices.Concat(vars, []string{"rabbitmq-plugins"}, args), " ")}
+	if !root && len(vars) > 0 {
+		p.command = "sudo env " + p.command // sudo would drop the variables
+	} else if !root {
+		p.command = "sudo " + p.command
 	}
 	for _, u := range []struct{ name, raw string }{{"AMQP_URL", cfg.AMQPURL}, {"RABBITMQ_MANAGEMENT_URL", cfg.ManagementURL}} {
 		if err := onThisMachine(u.raw); err != nil {
@@ -78,7 +78,7 @@ func pluginsFix(cfg Config) pluginsPlan {
 	}
 	switch {
 	case root:
-		p.argv, p.env = append([]string{bin}, args...), vars
+		p.argv, p.env = slices.Concat([]string{bin}, args), vars
 	default:
 		sudo, err := lookPath("sudo")
 		if err != nil {
@@ -87,7 +87,7 @@ func pluginsFix(cfg Config) pluginsPlan {
 		}
 		// -n: never a password prompt in the middle of lab up's output; without
 		// passwordless sudo it fails, and the user runs the command.
-		p.argv = append(append(append([]string{sudo, "-n", "env"}, vars...), bin), args...)
+		p.argv = slices.Concat([]string{sudo, "-n", "env"}, vars, []string{bin}, args)
 	}
 	return p
 }
