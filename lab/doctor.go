@@ -28,14 +28,9 @@ const (
 	fixGo         = "install Go 1.26 or newer from https://go.dev/dl/ and put its bin directory on PATH"
 	fixPostgres   = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start   (not installed: apt-get install postgresql)"
 	fixRabbit     = "rabbitmq-server -detached   (not installed: apt-get install rabbitmq-server)"
-	fixManagement = "rabbitmq-plugins enable rabbitmq_management rabbitmq_prometheus"
-	fixRabbitProm = "rabbitmq-plugins enable rabbitmq_prometheus"
 	fixPrometheus = stack.FixPrometheus
 	fixChromium   = "apt-get install -y chromium"
 )
-
-// rabbitMetricsURL is what Prometheus scrapes from RabbitMQ.
-const rabbitMetricsURL = "http://" + stack.RabbitMQMetricsAddr + "/metrics"
 
 // check is one dependency. run returns a short description of what it found.
 type check struct {
@@ -60,17 +55,23 @@ func checks(cfg Config, build bool) []check {
 	if build {
 		cs = append(cs, check{name: "go", required: true, fix: fixGo, run: checkGo})
 	}
+	// Both plugins are fixed by one command, which lab up runs itself when it can
+	// (ensurePlugins).
+	plugins := pluginsFix(cfg).fix()
 	cs = append(cs,
 		check{name: "postgresql", required: true, fix: fixPostgres,
 			run: func(ctx context.Context) (string, error) { return checkPostgres(ctx, cfg.AdminDatabaseURL) }},
-		check{name: "rabbitmq", required: true, fix: fixRabbit,
+		check{name: nameRabbit, required: true, fix: fixRabbit,
 			run: func(ctx context.Context) (string, error) { return checkRabbit(cfg.AMQPURL) }},
-		check{name: "rabbitmq-management", required: true, fix: fixManagement,
+		check{name: nameManagement, required: true, fix: plugins,
 			run: func(ctx context.Context) (string, error) { return checkManagement(ctx, cfg.ManagementURL) }},
 		jaegerCheck(cfg),
 		check{name: "prometheus", fix: fixPrometheus, run: checkPrometheus},
-		check{name: "rabbitmq-prometheus", fix: fixRabbitProm,
-			run: func(ctx context.Context) (string, error) { return checkHTTP(ctx, rabbitMetricsURL) }},
+		// What Prometheus scrapes from RabbitMQ.
+		check{name: nameRabbitProm, fix: plugins,
+			run: func(ctx context.Context) (string, error) {
+				return checkHTTP(ctx, strings.TrimRight(cfg.RabbitMetricsURL, "/")+"/metrics")
+			}},
 		check{name: "chromium", later: true, fix: fixChromium,
 			run: func(context.Context) (string, error) { return lookPath("chromium", "chromium-browser") }},
 	)

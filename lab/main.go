@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -53,9 +54,11 @@ against the PostgreSQL and RabbitMQ it finds.
 
 usage:
   lab up [--scale service=N]... [--no-build] [--pprof]
-        check dependencies, create databases, build (Jaeger too), start Jaeger,
-        Prometheus (if installed) and every service, wait until all are healthy, print
-        their URLs; Ctrl-C stops everything. --scale sets scale.<service> for the
+        check dependencies (enabling RabbitMQ's management and Prometheus plugins
+        when they are off), create databases, build (Jaeger too: minutes the first
+        time, with a progress line), start Jaeger, Prometheus (if installed) and every
+        service, wait until all are healthy, print their URLs and what runs without;
+        Ctrl-C stops everything. --scale sets scale.<service> for the
         queue consumers; while it runs lab up follows scale.<service> and db.topology
   lab doctor
         check each dependency; print the command that fixes a missing one
@@ -128,6 +131,10 @@ environment:
                            (default postgres://postgres@127.0.0.1:5432/postgres)
   AMQP_URL                 RabbitMQ (default amqp://guest:guest@127.0.0.1:5672/)
   RABBITMQ_MANAGEMENT_URL  RabbitMQ management API (default http://guest:guest@127.0.0.1:15672)
+  RABBITMQ_PROMETHEUS_URL  RabbitMQ's Prometheus endpoint (default http://127.0.0.1:15692)
+  RABBITMQ_NODENAME, RABBITMQ_ENABLED_PLUGINS_FILE
+                           passed on to rabbitmq-plugins when up enables the management
+                           and Prometheus plugins (default: the machine's node)
   LAB_BIN_DIR              where up builds the services and Jaeger (default <user cache dir>/microlab/bin)
   LAB_RUN_DIR              Jaeger's and Prometheus's config, data and logs (default <user cache
                            dir>/microlab/run, run-<offset> with LAB_PORT_OFFSET)
@@ -144,11 +151,18 @@ type Config struct {
 	AdminDatabaseURL string `env:"ADMIN_DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres"`
 	AMQPURL          string `env:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
 	ManagementURL    string `env:"RABBITMQ_MANAGEMENT_URL" default:"http://guest:guest@127.0.0.1:15672"`
-	BinDir           string `env:"LAB_BIN_DIR"`
-	RunDir           string `env:"LAB_RUN_DIR"`
-	DBPrefix         string `env:"LAB_DB_PREFIX"`
-	PortOffset       int    `env:"LAB_PORT_OFFSET"`
-	CacheHome        string `env:"XDG_CACHE_HOME"`
+	// RabbitMetricsURL is RabbitMQ's Prometheus endpoint (its rabbitmq_prometheus plugin).
+	RabbitMetricsURL string `env:"RABBITMQ_PROMETHEUS_URL" default:"http://127.0.0.1:15692"`
+	// RabbitNode and RabbitPluginsFile are passed on to rabbitmq-plugins when lab up
+	// enables the plugins ("": its defaults, the machine's node): they point it at
+	// another node, as they do RabbitMQ's own tools.
+	RabbitNode        string `env:"RABBITMQ_NODENAME"`
+	RabbitPluginsFile string `env:"RABBITMQ_ENABLED_PLUGINS_FILE"`
+	BinDir            string `env:"LAB_BIN_DIR"`
+	RunDir            string `env:"LAB_RUN_DIR"`
+	DBPrefix          string `env:"LAB_DB_PREFIX"`
+	PortOffset        int    `env:"LAB_PORT_OFFSET"`
+	CacheHome         string `env:"XDG_CACHE_HOME"`
 	// DashboardURL is the dashboard `lab exercise` asks ("": the lab's own, port offset
 	// included).
 	DashboardURL string `env:"LAB_DASHBOARD_URL"`
@@ -157,12 +171,22 @@ type Config struct {
 // Stack is the lab these settings describe: native ports, 127.0.0.1.
 func (c Config) Stack() stack.Config {
 	return stack.Config{
-		AdminDatabaseURL: c.AdminDatabaseURL,
-		AMQPURL:          c.AMQPURL,
-		DBPrefix:         c.DBPrefix,
-		PortOffset:       c.PortOffset,
-		Host:             "127.0.0.1",
+		AdminDatabaseURL:  c.AdminDatabaseURL,
+		AMQPURL:           c.AMQPURL,
+		DBPrefix:          c.DBPrefix,
+		PortOffset:        c.PortOffset,
+		Host:              "127.0.0.1",
+		RabbitMetricsAddr: hostPort(c.RabbitMetricsURL),
 	}
+}
+
+// hostPort is the host:port of a URL ("" when it has none: stack's default then).
+func hostPort(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Host
 }
 
 // Bin is the directory the services' binaries (and Jaeger's) are built into.

@@ -360,13 +360,12 @@ func TestSettings(t *testing.T) {
 	}
 }
 
-// up, end to end, with stand-in binaries: every instance started on its port (one
-// service scaled to two), URLs printed, and on cancellation (what Ctrl-C does) every
-// process stopped and exit status 0.
-func TestUpRunsAndStopsCleanly(t *testing.T) {
-	t.Parallel()
-	vhost := requireDeps(t)
-	bin := t.TempDir()
+// standIns is a bin directory for lab up --no-build: the fakesvc stand-in under every
+// service's name, and the real Jaeger when this machine has one built (jaegerErr says
+// why not; lab up goes on without it, saying so).
+func standIns(t *testing.T) (bin string, jaegerErr error) {
+	t.Helper()
+	bin = t.TempDir()
 	_, file, _, _ := runtime.Caller(0)
 	build := exec.CommandContext(t.Context(), "go", "build", "-o", filepath.Join(bin, "fakesvc"), "./stack/testdata/fakesvc")
 	build.Dir = filepath.Dir(file)
@@ -378,14 +377,61 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The real Jaeger and Prometheus when this machine has them; lab up goes on
-	// without either, saying so in one line.
 	jaeger, jaegerErr := stack.JaegerBinary()
 	if jaegerErr == nil {
 		if err := os.Symlink(jaeger, filepath.Join(bin, "jaeger")); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return bin, jaegerErr
+}
+
+// dropLabDBs drops, when the test ends, every database a lab with this prefix makes.
+func dropLabDBs(t *testing.T, prefix string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		defer cancel()
+		sc := stack.Config{DBPrefix: prefix}
+		for _, db := range sc.Databases() {
+			if err := pg.Drop(ctx, testenv.AdminDatabaseURL(), db); err != nil {
+				t.Errorf("drop %s: %v", db, err)
+			}
+		}
+	})
+}
+
+// startUp runs lab up with env in the background until it prints "lab is up" (the
+// test fails if it exits first, or is not up in 2×patience: longer than up's own bounds
+// on provisioning and starting, so that a slow start ends in up's error rather than in
+// this test's impatience). cancel is Ctrl-C; code receives up's exit status.
+func startUp(t *testing.T, env map[string]string, args ...string) (stdout, stderr *syncBuffer, code <-chan int, cancel func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	exit := make(chan int, 1)
+	go func() { exit <- run(ctx, append([]string{"up"}, args...), envWith(env), stdout, stderr) }()
+	deadline := time.Now().Add(2 * patience)
+	for !strings.Contains(stdout.String(), "lab is up") {
+		select {
+		case c := <-exit:
+			t.Fatalf("up exited %d before it was up:\n%s%s", c, stdout.String(), stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("up not up after %s:\n%s%s", 2*patience, stdout.String(), stderr.String())
+		}
+	}
+	return stdout, stderr, exit, cancel
+}
+
+// up, end to end, with stand-in binaries: every instance started on its port (one
+// service scaled to two), URLs printed, and on cancellation (what Ctrl-C does) every
+// process stopped and exit status 0.
+func TestUpRunsAndStopsCleanly(t *testing.T) {
+	t.Parallel()
+	vhost := requireDeps(t)
+	bin, jaegerErr := standIns(t)
 	_, promErr := stack.FindPrometheus()
 	// Ports are chosen and bound under the machine's start lock, like every lab's: a lab
 	// whose services are stopped for a moment (a topology switch) must not find them
@@ -401,37 +447,8 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 	runDir := t.TempDir()
 	env := map[string]string{"LAB_BIN_DIR": bin, "LAB_DB_PREFIX": prefix, "LAB_PORT_OFFSET": strconv.Itoa(offset), "LAB_RUN_DIR": runDir,
 		"AMQP_URL": vhost}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
-		defer cancel()
-		sc := stack.Config{DBPrefix: prefix}
-		for _, db := range sc.Databases() {
-			if err := pg.Drop(ctx, testenv.AdminDatabaseURL(), db); err != nil {
-				t.Errorf("drop %s: %v", db, err)
-			}
-		}
-	})
-
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	code := make(chan int, 1)
-	go func() {
-		code <- run(ctx, []string{"up", "--no-build", "--scale", "payments=2"}, envWith(env), &stdout, &stderr)
-	}()
-	// Longer than up's own bounds on provisioning and starting, so that a slow start
-	// ends in up's error rather than in this test's impatience.
-	deadline := time.Now().Add(2 * patience)
-	for !strings.Contains(stdout.String(), "lab is up") {
-		select {
-		case c := <-code:
-			t.Fatalf("up exited %d before it was up:\n%s%s", c, stdout.String(), stderr.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("up not up after %s:\n%s%s", 2*patience, stdout.String(), stderr.String())
-		}
-	}
+	dropLabDBs(t, prefix)
+	stdout, stderr, code, cancel := startUp(t, env, "--no-build", "--scale", "payments=2")
 	started()
 	out := stdout.String()
 	gw := fmt.Sprintf("http://127.0.0.1:%d", base)
@@ -457,8 +474,8 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 		if want := "jaeger          " + sc.JaegerURL() + "  (API: /api/traces/<traceId>; log: " + filepath.Join(runDir, "jaeger", "jaeger.log") + ")\n"; !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
-	} else if !strings.Contains(stderr.String(), "jaeger: no binary in "+bin) {
-		t.Errorf("no word about the missing Jaeger:\n%s", stderr.String())
+	} else if !strings.Contains(out, "running without Jaeger (no binary in "+bin) {
+		t.Errorf("no word about the missing Jaeger:\n%s", out)
 	}
 	if promErr == nil {
 		observed = append(observed, sc.PrometheusURL()+"/-/ready")
@@ -477,8 +494,15 @@ func TestUpRunsAndStopsCleanly(t *testing.T) {
 		if !slices.ContainsFunc(groups, func(g stack.TargetGroup) bool { return fmt.Sprint(g.Targets[0], " ", g.Labels["job"]) == want }) {
 			t.Errorf("targets lack %s: %s", want, targets)
 		}
-	} else if !strings.Contains(stderr.String(), "prometheus: not installed") {
-		t.Errorf("no word about the missing Prometheus:\n%s", stderr.String())
+	} else if !strings.Contains(out, "running without Prometheus (not installed: "+stack.FixPrometheus+")") {
+		t.Errorf("no word about the missing Prometheus:\n%s", out)
+	}
+	// What native mode never has, said once, before "lab is up".
+	summary, _, _ := strings.Cut(out, "lab is up")
+	for _, want := range []string{"not in the native lab: Grafana (compose only", "not in the native lab: Jaeger's UI (compose only"} {
+		if strings.Count(out, want) != 1 || !strings.Contains(summary, want) {
+			t.Errorf("want %q once in the summary:\n%s", want, out)
+		}
 	}
 	for _, u := range observed {
 		resp, err := http.Get(u)

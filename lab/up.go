@@ -32,9 +32,11 @@ const (
 )
 
 // up runs the whole shop until ctx ends (Ctrl-C), then stops it. Steps, each failing
-// fast with one clear message: dependencies, databases, binaries (Jaeger's too),
-// Jaeger and Prometheus, the services, health. A missing Prometheus or Jaeger binary
-// (with --no-build) is one line, not a failure: the shop runs without them.
+// fast with one clear message: RabbitMQ's plugins (enabled here when they are off:
+// ensurePlugins), dependencies, databases, binaries (Jaeger's too, with a progress
+// line: minutes the first time), Jaeger and Prometheus, the services, health. A
+// missing Prometheus or Jaeger binary (with --no-build) is not a failure: the shop runs
+// without them, and the summary says so once, with what the learner misses.
 func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported once, by run
@@ -68,7 +70,23 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 		return err
 	}
 
-	if m := missing(runChecks(ctx, requiredOnly(checks(cfg, !*noBuild)))); len(m) > 0 {
+	// What the lab runs without, said once in the summary (before "lab is up").
+	var without []string
+	// A fresh RabbitMQ has its management and Prometheus plugins off: enabled here when
+	// lab can, else one line saying how.
+	cs := checks(cfg, !*noBuild)
+	note, err := ensurePlugins(ctx, cfg, cs, stdout)
+	var pe pluginError
+	if errors.As(err, &pe) {
+		fmt.Fprintln(stderr, pe.Error())
+		return errReported
+	} else if err != nil {
+		return err
+	}
+	if note != "" {
+		without = append(without, note)
+	}
+	if m := missing(runChecks(ctx, requiredOnly(cs))); len(m) > 0 {
 		for _, r := range m {
 			fmt.Fprintln(stderr, r.line())
 		}
@@ -106,7 +124,7 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 			}
 		}
 		if _, err := os.Stat(jaegerBin); err != nil {
-			fmt.Fprintf(stderr, "jaeger: no binary in %s, traces are not collected (lab up without --no-build builds it)\n", bin)
+			without = append(without, fmt.Sprintf("Jaeger (no binary in %s; lab up without --no-build builds it): traces are not collected", bin))
 			jaegerBin = ""
 		}
 	} else {
@@ -152,7 +170,7 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 		return errors.Join(sup.StopAll(sctx), obs.StopAll(sctx))
 	}
 	lctx, cancel := context.WithTimeout(ctx, startTimeout)
-	lines, targets, err := startObservability(lctx, sc, obs, jaegerBin, run, scale, stderr)
+	o, err := startObservability(lctx, sc, obs, jaegerBin, run, scale, stderr)
 	if err == nil {
 		err = stack.Launch(lctx, sc, sup, bin, scale)
 	}
@@ -166,12 +184,16 @@ func up(ctx context.Context, cfg Config, args []string, stdout, stderr io.Writer
 	}
 
 	fmt.Fprint(stdout, urls(insts, scale))
-	fmt.Fprint(stdout, lines)
+	fmt.Fprint(stdout, o.lines)
+	for _, w := range append(without, o.without...) {
+		fmt.Fprintln(stdout, "running without", w)
+	}
+	fmt.Fprint(stdout, composeOnly)
 	fmt.Fprintln(stdout, "lab is up; Ctrl-C stops everything")
 	// One Scaler owns the instances: the scale follower changes their number, a topology
 	// switch restarts every one there is.
 	scaler := scaling.New(sc, sup, bin, scale)
-	scaler.Targets = targets
+	scaler.Targets = o.targets
 	scaler.Progress = func(step string) { fmt.Fprintln(stdout, "lab:", step) }
 	var followed sync.WaitGroup
 	followed.Go(func() {
@@ -253,13 +275,27 @@ func initialScale(ctx context.Context, sc stack.Config, asked map[string]int) (m
 	return scaling.Initial(ctx, store, asked, "lab up --scale")
 }
 
+// composeOnly is what the native lab never has: Grafana is no Go program, and the
+// native Jaeger is built from Jaeger's Go module, which has no UI assets.
+const composeOnly = `not in the native lab: Grafana (compose only; the dashboard's Metrics page charts the same Prometheus)
+not in the native lab: Jaeger's UI (compose only; its API answers here, and the dashboard shows every trace)
+`
+
+// observed is what startObservability started, for up's summary.
+type observed struct {
+	lines   string   // a URL line for each process started (or found running)
+	without []string // what is missing, and what it costs: "running without " each
+	// targets rewrites Prometheus' targets for another scale (nil without a Prometheus).
+	targets func(map[string]int) error
+}
+
 // startObservability starts the lab's Jaeger (unless jaegerBin is "") and Prometheus
 // (if installed) under obs, their files in run/jaeger and run/prometheus, before the
 // services, so that their first spans and scrapes are not lost. What is missing, or
-// already running on the ports, is one line on notes; lab goes on without it. It returns
-// the URL lines to print once the lab is up, and how to rewrite Prometheus' targets for
-// another scale (nil without a Prometheus).
-func startObservability(ctx context.Context, sc stack.Config, obs *supervisor.Supervisor, jaegerBin, run string, scale map[string]int, notes io.Writer) (string, func(map[string]int) error, error) {
+// has its ports taken, goes into without, and lab goes on without it; a Jaeger already
+// running on the ports is used, and said so on notes.
+func startObservability(ctx context.Context, sc stack.Config, obs *supervisor.Supervisor, jaegerBin, run string, scale map[string]int, notes io.Writer) (observed, error) {
+	var o observed
 	var b strings.Builder
 	if jaegerBin != "" {
 		j := sc.Jaeger(jaegerBin, filepath.Join(run, "jaeger"))
@@ -270,44 +306,46 @@ func startObservability(ctx context.Context, sc stack.Config, obs *supervisor.Su
 		default:
 			err := j.Start(ctx, obs)
 			if errors.Is(err, stack.ErrPortTaken) {
-				fmt.Fprintf(notes, "jaeger: %v: not started, traces are not collected (LAB_PORT_OFFSET shifts every port)\n", err)
+				o.without = append(o.without, fmt.Sprintf("Jaeger (%v; LAB_PORT_OFFSET shifts every port): traces are not collected", err))
 				break
 			}
 			if err != nil {
-				return "", nil, err
+				return observed{}, err
 			}
 			fmt.Fprintf(&b, "%-15s %s  (API: /api/traces/<traceId>; log: %s)\n", "jaeger", j.QueryURL(), j.LogFile())
 		}
 	}
+	o.lines = b.String()
 	promBin, err := stack.FindPrometheus()
 	if err != nil {
-		fmt.Fprintf(notes, "prometheus: not installed, metrics are not collected (install: %s)\n", stack.FixPrometheus)
-		return b.String(), nil, nil
+		o.without = append(o.without, fmt.Sprintf("Prometheus (not installed: %s): metrics are not collected, and the dashboard's Metrics page says so", stack.FixPrometheus))
+		return o, nil
 	}
 	p := sc.Prometheus(promBin, filepath.Join(run, "prometheus"))
 	targets, err := sc.Targets(scale)
 	if err != nil {
-		return "", nil, err
+		return observed{}, err
 	}
 	if err := p.WriteTargets(targets); err != nil {
-		return "", nil, err
+		return observed{}, err
 	}
 	if err := p.Start(ctx, obs); err != nil {
 		if errors.Is(err, stack.ErrPortTaken) {
-			fmt.Fprintf(notes, "prometheus: %v: not started, metrics are not collected (Debian's prometheus service? systemctl disable --now prometheus)\n", err)
-			return b.String(), nil, nil
+			o.without = append(o.without, fmt.Sprintf("Prometheus (%v; Debian's prometheus service? systemctl disable --now prometheus): metrics are not collected", err))
+			return o, nil
 		}
-		return "", nil, err
+		return observed{}, err
 	}
 	fmt.Fprintf(&b, "%-15s %s  (log: %s)\n", "prometheus", p.URL(), p.LogFile())
-	rewrite := func(scale map[string]int) error {
+	o.lines = b.String()
+	o.targets = func(scale map[string]int) error {
 		targets, err := sc.Targets(scale)
 		if err != nil {
 			return err
 		}
 		return p.WriteTargets(targets)
 	}
-	return b.String(), rewrite, nil
+	return o, nil
 }
 
 // parseScale adds "name=N[,name=N]" to scale.

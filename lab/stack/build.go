@@ -9,12 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 )
 
 // Build compiles every service in Services into binDir/<name>, in one `go build`
 // invocation (the packages share most of their dependencies, so one build is much faster
-// than eight). root is the module's root directory. Progress lines go to out; a
+// than eight). root is the module's root directory. A progress line goes to out (see Progress); a
 // failure's error carries the compiler's output. flags go to go build (the end-to-end
 // tests pass -race, so the services' own concurrency is checked under real load).
 func Build(ctx context.Context, root, binDir string, out io.Writer, flags ...string) error {
@@ -31,12 +30,12 @@ func build(ctx context.Context, root, binDir string, pkgs []string, out io.Write
 		names[i] = filepath.Base(p)
 	}
 	fmt.Fprintf(out, "build: %s → %s\n", strings.Join(names, " "), binDir)
-	start := time.Now()
-	if err := goBuild(ctx, root, binDir, pkgs, flags); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "build: done in %s\n", time.Since(start).Round(100*time.Millisecond))
-	return nil
+	// go build says nothing until it is done: a minute or more on a first run, with
+	// every dependency to compile.
+	p := StartProgress(out, "building the services")
+	err := goBuild(ctx, root, binDir, pkgs, flags)
+	p.Stop(err == nil)
+	return err
 }
 
 // goBuild runs go build in dir (a module's root) for pkgs, each main package becoming

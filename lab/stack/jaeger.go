@@ -193,6 +193,9 @@ func JaegerBuildCommand(root, binDir string) string {
 	return fmt.Sprintf("go build -C %s -o %s %s", filepath.Join(root, "tools"), filepath.Join(binDir, "jaeger"), JaegerPackage)
 }
 
+// jaegerNotBuilt is JaegerStale's answer when there is no binary at all.
+const jaegerNotBuilt = "not built yet"
+
 // JaegerStale says why binDir/jaeger must be (re)built from root/tools, or "" when it
 // is up to date: built, from exactly the module versions tools/go.mod requires (read
 // from the build information Go embeds in the binary, so a binary built by hand, by
@@ -201,7 +204,7 @@ func JaegerStale(root, binDir string) (string, error) {
 	bin := filepath.Join(binDir, "jaeger")
 	info, err := buildinfo.ReadFile(bin)
 	if errors.Is(err, fs.ErrNotExist) {
-		return "not built yet", nil
+		return jaegerNotBuilt, nil
 	}
 	if err != nil {
 		return fmt.Sprintf("unreadable build information (%v)", err), nil
@@ -252,7 +255,7 @@ func requiredVersions(gomod string) (map[string]string, error) {
 }
 
 // BuildJaeger builds binDir/jaeger from root/tools unless it is up to date (see
-// JaegerStale), with progress lines on out.
+// JaegerStale), with a progress line on out (see Progress).
 func BuildJaeger(ctx context.Context, root, binDir string, out io.Writer) error {
 	why, err := JaegerStale(root, binDir)
 	if err != nil {
@@ -261,12 +264,18 @@ func BuildJaeger(ctx context.Context, root, binDir string, out io.Writer) error 
 	if why == "" {
 		return nil
 	}
-	fmt.Fprintf(out, "build: jaeger (%s) → %s: building Jaeger (first build takes %s)…\n", why, binDir, JaegerBuildTime)
-	start := time.Now()
-	if err := goBuild(ctx, filepath.Join(root, "tools"), binDir, []string{JaegerPackage}, nil); err != nil {
+	fmt.Fprintf(out, "build: jaeger → %s (%s)\n", binDir, why)
+	// Minutes of compiling with nothing to show: the progress line says it is going.
+	label := fmt.Sprintf("building Jaeger (first run only, %s)", JaegerBuildTime)
+	if why != jaegerNotBuilt {
+		label = fmt.Sprintf("rebuilding Jaeger (%s)", JaegerBuildTime)
+	}
+	p := StartProgress(out, label)
+	err = goBuild(ctx, filepath.Join(root, "tools"), binDir, []string{JaegerPackage}, nil)
+	p.Stop(err == nil)
+	if err != nil {
 		return fmt.Errorf("jaeger: %w", err)
 	}
-	fmt.Fprintf(out, "build: jaeger done in %s\n", time.Since(start).Round(100*time.Millisecond))
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -59,7 +60,7 @@ func (c Config) Targets(scale map[string]int) ([]TargetGroup, error) {
 		out = append(out, TargetGroup{Targets: []string{in.Addr}, Labels: map[string]string{"job": in.Service.Name}})
 	}
 	return append(out, TargetGroup{
-		Targets: []string{RabbitMQMetricsAddr},
+		Targets: []string{cmp.Or(c.RabbitMetricsAddr, RabbitMQMetricsAddr)},
 		Labels:  map[string]string{"job": "rabbitmq", "__metrics_path__": "/metrics/per-object"},
 	}), nil
 }

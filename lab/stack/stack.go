@@ -69,6 +69,9 @@ type Config struct {
 	// Topology is where the services' data lives: TopologyPerService ("" too) or
 	// TopologyShared (database shop, a schema per service; see topology.go).
 	Topology string
+	// RabbitMetricsAddr is RabbitMQ's Prometheus endpoint, host:port, which the lab's
+	// Prometheus scrapes ("": RabbitMQMetricsAddr).
+	RabbitMetricsAddr string
 	// Extra is appended to every service's environment (e.g. TRACES_SAMPLER_RATIO=0 for
 	// a benchmark run without tracing); it wins over the defaults above.
 	Extra []string

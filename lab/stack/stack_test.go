@@ -81,7 +81,7 @@ func TestBuildAndLaunch(t *testing.T) {
 	if err := build(t.Context(), moduleRoot(), bin, []string{"./lab/stack/testdata/fakesvc"}, &progress, nil); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(progress.String(), "build: done") {
+	if !strings.Contains(progress.String(), "building the services: done in ") {
 		t.Errorf("no progress lines: %q", progress.String())
 	}
 	for _, s := range Services {

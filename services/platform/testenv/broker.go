@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os/exec"
 	"strings"
 	"testing"
@@ -25,10 +26,23 @@ type Broker struct {
 // PrivateBroker starts a new RabbitMQ node and stops it when the test ends.
 func PrivateBroker(t testing.TB) *Broker {
 	t.Helper()
+	return startPrivate(t, private.NewBroker)
+}
+
+// PrivateBrokerForPlugins is PrivateBroker with ports set aside for the management and
+// Prometheus plugins, both disabled, as on a fresh install (a first-run test enables
+// them; see private.NewBrokerForPlugins).
+func PrivateBrokerForPlugins(t testing.TB) *Broker {
+	t.Helper()
+	return startPrivate(t, private.NewBrokerForPlugins)
+}
+
+func startPrivate(t testing.TB, newBroker func() (*private.Broker, error)) *Broker {
+	t.Helper()
 	if _, err := exec.LookPath("rabbitmq-server"); err != nil {
 		Missing(t, "rabbitmq-server", "apt-get install rabbitmq-server", err)
 	}
-	pb, err := private.NewBroker()
+	pb, err := newBroker()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +55,24 @@ func PrivateBroker(t testing.TB) *Broker {
 
 // URL is the AMQP URL of the node.
 func (b *Broker) URL() string { return b.b.URL() }
+
+// ManagementURL, PrometheusURL and Env: see private.Broker.
+func (b *Broker) ManagementURL() string { return b.b.ManagementURL() }
+func (b *Broker) PrometheusURL() string { return b.b.PrometheusURL() }
+func (b *Broker) Env() []string         { return b.b.Env() }
+
+// VHost adds a virtual host to the node, guest allowed everything on it, and returns
+// its AMQP URL.
+func (b *Broker) VHost(name string) string {
+	b.t.Helper()
+	if _, err := b.ctl("add_vhost", name); err != nil {
+		b.t.Fatal(err)
+	}
+	if _, err := b.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*"); err != nil {
+		b.t.Fatal(err)
+	}
+	return b.URL() + url.PathEscape(name)
+}
 
 // Queues returns the exact depth of every queue in vhost (the node has no management
 // API); see private.Broker.Queues.

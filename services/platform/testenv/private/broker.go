@@ -20,19 +20,32 @@ import (
 // as a real broker restart's does (durable queues and persistent messages included).
 //
 // It has no plugins: the management plugin would make every start (and so every
-// restart a chaos test waits for) seconds slower. Queues lists its queues instead.
+// restart a chaos test waits for) seconds slower. Queues lists its queues instead. A
+// node made by NewBrokerForPlugins has ports of its own set aside for the management
+// and Prometheus plugins, still disabled: a first-run test enables them as lab up does.
 type Broker struct {
-	node string
-	port int // AMQP
-	dir  string
-	env  []string
+	node     string
+	port     int // AMQP
+	mgmtPort int // the management plugin's, once enabled (0: none set aside)
+	promPort int // the Prometheus plugin's, once enabled
+	dir      string
+	env      []string
 }
 
 // NewBroker prepares a node — a data directory under os.TempDir (the node runs as the
 // rabbitmq user when started by root, and root's own directories are closed to it),
 // free ports, its configuration — without starting it. Remove deletes the directory.
 // It needs rabbitmq-server and rabbitmqctl on PATH.
-func NewBroker() (*Broker, error) {
+func NewBroker() (*Broker, error) { return newBrokerIn(false) }
+
+// NewBrokerForPlugins is NewBroker with two more free ports, which the management API
+// and the Prometheus endpoint listen on (127.0.0.1 only) once their plugins are enabled
+// — `rabbitmq-plugins enable` with the node's Env — rather than on 15672 and 15692,
+// which the machine's own broker holds. The plugins start disabled, as on a fresh
+// install.
+func NewBrokerForPlugins() (*Broker, error) { return newBrokerIn(true) }
+
+func newBrokerIn(plugins bool) (*Broker, error) {
 	if _, err := exec.LookPath("rabbitmq-server"); err != nil {
 		return nil, fmt.Errorf("private rabbitmq: %w (install: apt-get install rabbitmq-server)", err)
 	}
@@ -40,7 +53,7 @@ func NewBroker() (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("private rabbitmq: %w", err)
 	}
-	b, err := newBroker(dir)
+	b, err := newBroker(dir, plugins)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -48,8 +61,11 @@ func NewBroker() (*Broker, error) {
 	return b, nil
 }
 
-func newBroker(dir string) (*Broker, error) {
-	ports := make([]int, 2)
+func newBroker(dir string, plugins bool) (*Broker, error) {
+	ports := make([]int, 2, 4)
+	if plugins {
+		ports = ports[:4]
+	}
 	for i := range ports {
 		p, err := freePort()
 		if err != nil {
@@ -61,6 +77,13 @@ func newBroker(dir string) (*Broker, error) {
 	_, _ = rand.Read(suffix)
 	b := &Broker{node: "mlab" + hex.EncodeToString(suffix) + "@localhost", port: ports[0], dir: dir}
 	conf := fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\nloopback_users = none\n", b.port)
+	if plugins {
+		// RabbitMQ knows every bundled plugin's settings, enabled or not: these take
+		// effect when the plugins are enabled on the running node.
+		b.mgmtPort, b.promPort = ports[2], ports[3]
+		conf += fmt.Sprintf("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n"+
+			"prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = %d\n", b.mgmtPort, b.promPort)
+	}
 	for name, content := range map[string]string{"rabbitmq.conf": conf, "plugins": "[].\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return nil, fmt.Errorf("private rabbitmq: %w", err)
@@ -91,6 +114,32 @@ func newBroker(dir string) (*Broker, error) {
 
 // URL is the node's AMQP URL (user guest, vhost /).
 func (b *Broker) URL() string { return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", b.port) }
+
+// ManagementURL is the base URL of the node's management API, with guest's credentials
+// (it answers once the management plugin is enabled); "" unless NewBrokerForPlugins
+// made the node.
+func (b *Broker) ManagementURL() string {
+	if b.mgmtPort == 0 {
+		return ""
+	}
+	return fmt.Sprintf("http://guest:guest@127.0.0.1:%d", b.mgmtPort)
+}
+
+// PrometheusURL is the base URL of the node's Prometheus endpoint (GET /metrics, once
+// the plugin is enabled); "" unless NewBrokerForPlugins made the node.
+func (b *Broker) PrometheusURL() string {
+	if b.promPort == 0 {
+		return ""
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", b.promPort)
+}
+
+// Env is what points RabbitMQ's command-line tools (rabbitmqctl, rabbitmq-plugins) at
+// this node rather than the machine's: its name, and the enabled-plugins file it reads
+// (rabbitmq-plugins refuses to enable anything when its file is not the node's).
+func (b *Broker) Env() []string {
+	return []string{"RABBITMQ_NODENAME=" + b.node, "RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(b.dir, "plugins")}
+}
 
 // Dir is the node's directory: configuration, data, logs.
 func (b *Broker) Dir() string { return b.dir }
