@@ -272,7 +272,8 @@ func (x *labExercises) detail(ctx context.Context, id string) (exercises.View, e
 				sj.State, sj.Missing, sj.Waiting = exercises.StepCurrent, st.Missing, st.Waiting
 			}
 		}
-		sj.HintsHTML, sj.MissingHTML = renderInlines(sj.Hints), renderInline(sj.Missing)
+		at := exerciseFile(id, "exercise.yaml")
+		sj.HintsHTML, sj.MissingHTML = renderInlines(sj.Hints, at), renderInlineAt(sj.Missing, at)
 		if sj.Waiting && sj.Missing == "" {
 			// Inside the check's window (the learner has not acted yet, or a hold of 20 s
 			// runs, or a trace is still arriving): say the lab is watching, not nothing.
@@ -484,7 +485,7 @@ func (s *server) answerExercise(w http.ResponseWriter, r *http.Request) error {
 	httpx.WriteJSON(w, http.StatusOK, struct {
 		exercises.AnswerResult
 		HintHTML string `json:"hintHTML,omitempty"`
-	}{res, renderInline(res.Hint)})
+	}{res, renderInlineAt(res.Hint, exerciseFile(r.PathValue("id"), "exercise.yaml"))})
 	return nil
 }
 
@@ -615,9 +616,9 @@ func (s *server) exercisePage(w http.ResponseWriter, r *http.Request) error {
 	}
 	ext := s.externals()
 	m := views.ExerciseModel{ID: d.ID, Title: d.Title, Level: d.Level, Minutes: d.Minutes, Patterns: d.Patterns,
-		Prerequisites: d.Prerequisites, Diagnosis: d.Diagnosis, README: renderMarkdownFor(d.README, ext), State: d.State}
+		Prerequisites: d.Prerequisites, Diagnosis: d.Diagnosis, README: renderMarkdownFor(d.README, exerciseFile(d.ID, "README.md"), ext), State: d.State}
 	for _, st := range d.Steps {
-		vs := views.ExerciseStep{ID: st.ID, Number: st.Number, Instructions: renderMarkdownFor(st.Instructions, ext),
+		vs := views.ExerciseStep{ID: st.ID, Number: st.Number, Instructions: renderMarkdownFor(st.Instructions, exerciseFile(d.ID, "exercise.yaml"), ext),
 			State: st.State, Missing: st.MissingHTML, Hints: st.HintsHTML, HintsTotal: st.HintsTotal}
 		if st.Question != nil {
 			vs.Question, vs.Choices = st.Question.Text, st.Question.Choices
@@ -629,3 +630,7 @@ func (s *server) exercisePage(w http.ResponseWriter, r *http.Request) error {
 	}
 	return s.render(w, r, views.Page{Title: d.Title, Active: "exercises"}, views.Exercise(m))
 }
+
+// exerciseFile is the repository path of a built-in exercise's file: where its texts'
+// relative links are written from.
+func exerciseFile(id, name string) string { return "exercises/" + id + "/" + name }

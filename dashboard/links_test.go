@@ -277,7 +277,7 @@ func TestExerciseTextLinksToUIs(t *testing.T) {
 		Jaeger:  views.UI{Name: "Jaeger's UI", Base: "http://localhost:16686", State: views.UIUp},
 		Grafana: views.UI{Name: "Grafana", Base: "http://127.0.0.1:13000", State: views.UIUp},
 	}
-	if got := renderMarkdownFor(src, up); !strings.Contains(got, `<a href="http://localhost:16686">http://localhost:16686</a>`) ||
+	if got := renderMarkdownFor(src, "", up); !strings.Contains(got, `<a href="http://localhost:16686">http://localhost:16686</a>`) ||
 		!strings.Contains(got, `<a href="http://127.0.0.1:13000/d/x">Grafana</a>`) || !strings.Contains(got, `<a href="/sagas">`) {
 		t.Errorf("UIs up: %s", got)
 	}
@@ -285,7 +285,7 @@ func TestExerciseTextLinksToUIs(t *testing.T) {
 		Jaeger:  views.UI{Name: "Jaeger's UI", State: views.UIAbsent},
 		Grafana: views.UI{Name: "Grafana", Base: "http://localhost:3000", State: views.UIDown},
 	}
-	got := renderMarkdownFor(src, down)
+	got := renderMarkdownFor(src, "", down)
 	if strings.Contains(got, `href="http://localhost:16686`) || strings.Contains(got, `href="http://localhost:3000`) {
 		t.Errorf("links to UIs that are not up: %s", got)
 	}

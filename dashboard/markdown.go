@@ -19,27 +19,41 @@ import (
 // HTML in the Markdown is omitted ("<!-- raw HTML omitted -->") and dangerous link
 // destinations (javascript:) are dropped, so nothing from the file reaches the page as
 // markup of its own. Links to the dashboard as `lab up` serves it
-// (http://localhost:8080/sagas) become relative, so they work under any of its names.
+// (http://localhost:8080/sagas) become relative, so they work under any of its names;
+// relative links become the dashboard's own pages, or code (siteLinks, doclinks.go).
 var markdown = goldmark.New(
-	goldmark.WithExtensions(extension.GFM),
+	goldmark.WithExtensions(extension.GFM, siteLinks),
 	goldmark.WithParserOptions(parser.WithASTTransformers(util.Prioritized(localLinks{}, 100), util.Prioritized(uiLinks{}, 200))),
 )
 
 // renderMarkdown is src as HTML ("" if it cannot be rendered, which goldmark's
 // renderer does not do for text in memory).
 func renderMarkdown(src string) string {
-	var buf bytes.Buffer
-	if err := markdown.Convert([]byte(src), &buf); err != nil {
-		return ""
-	}
-	return buf.String()
+	out, _ := renderMarkdownAt(src, "")
+	return out
 }
 
-// renderMarkdownFor is renderMarkdown with the links to Jaeger's UI and Grafana made
+// renderMarkdownAt is renderMarkdown of a text at repository path at
+// (exercises/07-outbox/README.md, docs/patterns/outbox.md): its relative links are
+// resolved from there (siteLinks) and its headings get GitHub's ids. title is the text
+// of its first heading ("" if none).
+func renderMarkdownAt(src, at string) (out, title string) {
+	pc := parser.NewContext()
+	pc.Set(sourceKey, at)
+	var buf bytes.Buffer
+	if err := markdown.Convert([]byte(src), &buf, parser.WithContext(pc)); err != nil {
+		return "", ""
+	}
+	title, _ = pc.Get(titleKey).(string)
+	return buf.String(), title
+}
+
+// renderMarkdownFor is renderMarkdownAt with the links to Jaeger's UI and Grafana made
 // true to this lab (uiLinks): a README's [Grafana](http://localhost:3000) is a link
 // only while Grafana answers.
-func renderMarkdownFor(src string, ext views.Externals) string {
+func renderMarkdownFor(src, at string, ext views.Externals) string {
 	pc := parser.NewContext()
+	pc.Set(sourceKey, at)
 	pc.Set(externalsKey, ext)
 	var buf bytes.Buffer
 	if err := markdown.Convert([]byte(src), &buf, parser.WithContext(pc)); err != nil {
@@ -51,8 +65,13 @@ func renderMarkdownFor(src string, ext views.Externals) string {
 // renderInline is a line of an exercise's Markdown — a hint, what is missing, the
 // hint after a wrong answer — as HTML without its paragraph: `code` spans and links
 // as in the instructions, not as backticks and brackets.
-func renderInline(src string) string {
-	out := strings.TrimSpace(renderMarkdown(src))
+func renderInline(src string) string { return renderInlineAt(src, "") }
+
+// renderInlineAt is renderInline of a line of the text at repository path at (an
+// exercise's exercise.yaml), its relative links resolved from there.
+func renderInlineAt(src, at string) string {
+	out, _ := renderMarkdownAt(src, at)
+	out = strings.TrimSpace(out)
 	if inner, ok := strings.CutPrefix(out, "<p>"); ok {
 		if inner, ok := strings.CutSuffix(inner, "</p>"); ok && !strings.Contains(inner, "<p>") {
 			return inner
@@ -61,11 +80,11 @@ func renderInline(src string) string {
 	return out
 }
 
-// renderInlines is renderInline of each.
-func renderInlines(src []string) []string {
+// renderInlines is renderInlineAt of each.
+func renderInlines(src []string, at string) []string {
 	out := make([]string, len(src))
 	for i, s := range src {
-		out[i] = renderInline(s)
+		out[i] = renderInlineAt(s, at)
 	}
 	return out
 }

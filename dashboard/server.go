@@ -68,6 +68,7 @@ func (s *server) routes(instrument func(http.Handler) http.Handler, extra func(*
 	mux.Handle("GET /shop", page(s.shopPage))
 	mux.Handle("GET /exercises", page(s.exercisesPage))
 	mux.Handle("GET /exercises/{id}", page(s.exercisePage))
+	mux.Handle("GET /docs/{path...}", page(s.docPage))
 	mux.Handle("GET /static/{name}", s.static)
 
 	api := func(f httpx.HandlerFunc) http.Handler { return httpx.Handle(s.log, f) }

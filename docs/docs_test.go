@@ -1,6 +1,6 @@
-// Package docs holds no code, only the tests that keep the documentation true of the
-// repository: a learner who follows a link, types a path a page cites or trusts the
-// architecture diagram must find what the page says is there.
+// The tests that keep the documentation true of the repository (the package's doc is
+// in embed.go).
+
 package docs
 
 import (

@@ -16,7 +16,7 @@ import (
 // Page is what the layout needs: the page's title and which nav entry is active.
 type Page struct {
 	Title  string
-	Active string // overview, traces, events, sagas, metrics, switchboard, shop
+	Active string // overview, traces, events, sagas, metrics, switchboard, shop, docs
 }
 
 // NavItem is one entry of the navigation.
@@ -32,6 +32,7 @@ var Nav = []NavItem{
 	{"metrics", "Metrics", "/charts"}, // /metrics is the dashboard's own Prometheus endpoint
 	{"switchboard", "Switchboard", "/switchboard"},
 	{"shop", "Shop", "/shop"},
+	{"docs", "Docs", "/docs/"}, // the patterns' index (docs/patterns/README.md)
 }
 
 // ServiceHue gives each service a stable colour (the same in the map, the waterfall

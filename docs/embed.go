@@ -1,0 +1,21 @@
+// Package docs is the lab's documentation — the architecture, one page per pattern,
+// operations, benchmarks — as Markdown, embedded so the dashboard can serve the pages
+// its texts link to (/docs/...) from the binary, with nothing to find on disk. Its
+// tests keep the pages true of the repository: a learner who follows a link, types a
+// path a page cites or trusts the architecture diagram must find what the page says is
+// there.
+//
+// Only the dashboard imports it; platform and observability must not (they are the
+// services' kit, and documentation is not part of a service).
+package docs
+
+import "embed"
+
+// FS holds every page: *.md and patterns/*.md, at those paths (architecture.md,
+// patterns/outbox.md). go:embed refuses a pattern that matches nothing, so a kind of
+// file is listed here once the first one exists: when docs/ gets images, add their
+// pattern (images/*.png) to the line below, or the dashboard cannot serve them (its
+// link test fails for a page that shows one).
+//
+//go:embed *.md patterns/*.md
+var FS embed.FS
