@@ -288,8 +288,8 @@ func TestK8sEveryProcessOfTheTopologyIsThereAsStackSaysIt(t *testing.T) {
 			t.Errorf("no Deployment %s", s.Name)
 			continue
 		}
-		if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
-			t.Errorf("%s: replicas %v, want 1 (scaling is kubectl scale's, README.md)", s.Name, d.Spec.Replicas)
+		if n := ptr(d.Spec.Replicas, 1); n != 1 {
+			t.Errorf("%s: replicas %d, want 1 (scaling is kubectl scale's, README.md)", s.Name, n)
 		}
 		c := container(t, s.Name, &d.Spec.Template)
 		if tag, ok := strings.CutPrefix(c.Image, "microlab/"+s.Name+":"); !ok || tag == "" || tag == "latest" {
@@ -336,10 +336,13 @@ func TestK8sEveryProcessOfTheTopologyIsThereAsStackSaysIt(t *testing.T) {
 			kind  string
 			probe *corev1.Probe
 			path  string
-		}{{"readiness", c.ReadinessProbe, "/readyz"}, {"liveness", c.LivenessProbe, "/healthz"}} {
+		}{{"readiness", c.ReadinessProbe, "/readyz"}, {"liveness", c.LivenessProbe, "/healthz"}, {"startup", c.StartupProbe, "/healthz"}} {
 			switch {
-			case pr.probe == nil || pr.probe.HTTPGet == nil:
+			case pr.kind == "startup" && pr.probe == nil: // optional; if there, it gates liveness
+			case pr.probe != nil && pr.probe.HTTPGet == nil:
 				t.Errorf("%s: no HTTP %s probe", s.Name, pr.kind)
+			case pr.probe == nil:
+				t.Errorf("%s: no %s probe", s.Name, pr.kind)
 			case pr.probe.HTTPGet.Path != pr.path || portNumber(pr.probe.HTTPGet.Port, c) != s.Port:
 				t.Errorf("%s: %s probe on %s port %s, want %s on %d", s.Name, pr.kind, pr.probe.HTTPGet.Path, pr.probe.HTTPGet.Port.String(), pr.path, s.Port)
 			}
@@ -756,6 +759,10 @@ func TestK8sDependenciesRunComposesFiles(t *testing.T) {
 		}
 		if len(sts.Spec.VolumeClaimTemplates) != 1 {
 			t.Errorf("%s: %d volume claim templates, want one for its data", name, len(sts.Spec.VolumeClaimTemplates))
+		}
+		if ps := sts.Spec.Template.Spec.SecurityContext; ps == nil || ps.FSGroup == nil ||
+			ps.FSGroupChangePolicy == nil || *ps.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch {
+			t.Errorf("%s: want fsGroup with fsGroupChangePolicy OnRootMismatch, or a restart re-permissions its data", name)
 		}
 		if sts.Spec.ServiceName != name {
 			t.Errorf("%s: governed by Service %q, want %s", name, sts.Spec.ServiceName, name)
