@@ -817,3 +817,41 @@ func TestK8sNoSecretIsInTheManifests(t *testing.T) {
 		}
 	}
 }
+
+// The README's build loop builds every process's image, under the name the manifests use.
+func TestK8sReadmeBuildsEveryImage(t *testing.T) {
+	b, err := os.ReadFile("k8s/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`for s in ([a-z ]+); do`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("compose/k8s/README.md has no build loop (for s in …; do)")
+	}
+	var want []string
+	for _, s := range stack.Services {
+		want = append(want, s.Name)
+		pkg := "./services/" + s.Name // the loop's rule: ./services/$s, the dashboard aside
+		if s.Name == stack.Dashboard {
+			pkg = "./dashboard"
+		}
+		if pkg != s.Package() {
+			t.Errorf("the README's loop builds %s from %s, lab/stack says %s", s.Name, pkg, s.Package())
+		}
+	}
+	if got := strings.Fields(string(m[1])); !slices.Equal(got, want) {
+		t.Errorf("the README builds %v, lab/stack has %v", got, want)
+	}
+	if !bytes.Contains(b, []byte("-t microlab/$s:dev")) {
+		t.Error("the README's loop does not tag microlab/<name>:dev, the manifests' images")
+	}
+	for _, s := range stack.Services {
+		raw, err := os.ReadFile("k8s/" + s.Name + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(raw, []byte("image: microlab/"+s.Name+":dev\n")) {
+			t.Errorf("compose/k8s/%s.yaml does not run microlab/%s:dev, which the README builds", s.Name, s.Name)
+		}
+	}
+}
