@@ -601,10 +601,13 @@ func TestK8sComposeAddressesResolveToServices(t *testing.T) {
 			}
 		}
 	}
-	// What generate.sh writes into the secret URLs.
+	// The addresses generate.sh writes into the secret URLs.
+	gen, err := os.ReadFile("secrets/generate.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, hp := range []string{"postgres:5432", "rabbitmq:5672", "rabbitmq:15672"} {
-		b, _ := os.ReadFile("secrets/generate.sh")
-		if !strings.Contains(string(b), hp) {
+		if !strings.Contains(string(gen), hp) {
 			t.Errorf("compose/secrets/generate.sh no longer defaults to %s", hp)
 		}
 		check("compose/secrets/generate.sh", hp)
@@ -748,6 +751,17 @@ func TestK8sDependenciesRunComposesFiles(t *testing.T) {
 			if got := lab.mountedConfigMap(t, d.workload, d.dir+"/"+filepath.Base(f)); got != string(want) {
 				t.Errorf("%s: %s/%s is not %s", d.workload, d.dir, filepath.Base(f), f)
 			}
+		}
+	}
+	// RabbitMQ starts as compose starts it (its password from the Secret). Kubernetes
+	// expands $(NAME) in a command and reads $$ as $, the escape the manifest uses.
+	if sts, ok := lab.statefulSets["rabbitmq"]; ok {
+		var got []string
+		for _, a := range container(t, "rabbitmq", &sts.Spec.Template).Command {
+			got = append(got, strings.ReplaceAll(a, "$$", "$"))
+		}
+		if want := service(t, p, "rabbitmq").Entrypoint; !slices.Equal(got, want) {
+			t.Errorf("rabbitmq runs %q, compose runs %q", got, want)
 		}
 	}
 	// PostgreSQL and RabbitMQ keep their data in a claim of their own.
