@@ -753,15 +753,31 @@ func TestK8sDependenciesRunComposesFiles(t *testing.T) {
 			}
 		}
 	}
-	// RabbitMQ starts as compose starts it (its password from the Secret). Kubernetes
-	// expands $(NAME) in a command and reads $$ as $, the escape the manifest uses.
-	if sts, ok := lab.statefulSets["rabbitmq"]; ok {
+	// Each dependency starts as compose starts it, with compose's environment (and
+	// what Kubernetes adds, e.g. PGDATA). Kubernetes expands $(NAME) in a command and
+	// reads $$ as $, the escape rabbitmq.yaml uses for the shell's $(cat …).
+	for name := range k8sInfrastructure {
+		pod, ok := lab.workloads()[name]
+		if !ok {
+			continue // TestK8sEveryProcessOfTheTopologyIsThereAsStackSaysIt says so
+		}
+		c := container(t, name, pod)
 		var got []string
-		for _, a := range container(t, "rabbitmq", &sts.Spec.Template).Command {
+		for _, a := range append(slices.Clone(c.Command), c.Args...) {
 			got = append(got, strings.ReplaceAll(a, "$$", "$"))
 		}
-		if want := service(t, p, "rabbitmq").Entrypoint; !slices.Equal(got, want) {
-			t.Errorf("rabbitmq runs %q, compose runs %q", got, want)
+		cs := service(t, p, name)
+		if want := append(slices.Clone([]string(cs.Entrypoint)), cs.Command...); !slices.Equal(got, want) {
+			t.Errorf("%s runs %q, compose runs %q", name, got, want)
+		}
+		env := map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+		}
+		for k, v := range cs.Environment {
+			if v != nil && env[k] != *v {
+				t.Errorf("%s: %s = %q, compose gives %q", name, k, env[k], *v)
+			}
 		}
 	}
 	// PostgreSQL and RabbitMQ keep their data in a claim of their own.
