@@ -2,8 +2,9 @@
 // is loaded the way `docker compose` loads it (compose-go, with its schema and
 // consistency checks) and held against lab/stack, the one description of the lab's
 // processes; the Dockerfile is parsed with BuildKit's parser and its build command run
-// natively (dockerfile_test.go); the secrets and PostgreSQL scripts run natively; and the
-// parity test (parity_test.go) starts the native binaries with compose's environment.
+// natively (dockerfile_test.go); the secrets and PostgreSQL scripts run natively; the
+// parity test (parity_test.go) starts the native binaries with compose's environment;
+// and the Kubernetes manifests are built and decoded into typed objects (k8s_test.go).
 package compose_test
 
 import (
