@@ -59,7 +59,7 @@ func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
 
 // oneShots are the containers that run to completion; they have no healthcheck (there
 // is nothing to be healthy) and compose does not restart them.
-var oneShots = map[string]bool{"secrets": true, "load": true}
+var oneShots = map[string]bool{"secrets": true, "load": true, "topology": true}
 
 // infrastructure is what the shop runs on, besides lab/stack's processes.
 var infrastructure = []string{"postgres", "rabbitmq", "jaeger", "prometheus", "grafana"}
@@ -124,6 +124,27 @@ func TestEveryProcessOfTheTopologyIsThereAsStackSaysIt(t *testing.T) {
 	}
 	for _, name := range infrastructure {
 		service(t, p, name)
+	}
+	// The compose lab's db.topology switch: the lab CLI with lab/stack's environment
+	// for it, writing to the secrets volume.
+	topo := service(t, p, "topology")
+	if topo.Build == nil || topo.Build.Args["PACKAGE"] == nil || *topo.Build.Args["PACKAGE"] != "./lab" ||
+		!slices.Equal(topo.Entrypoint, []string{"/app", "topology"}) {
+		t.Errorf("topology: want the lab CLI's image running `lab topology`, got build %+v entrypoint %v", topo.Build, topo.Entrypoint)
+	}
+	want := stack.ComposeTopologyEnv()
+	if len(topo.Environment) != len(want) {
+		t.Errorf("topology: environment %v, want %v", topo.Environment, want)
+	}
+	for k, v := range want {
+		if got := topo.Environment[k]; got == nil || *got != v {
+			t.Errorf("topology: %s = %v, want %s (lab/stack ComposeTopologyEnv)", k, got, v)
+		}
+	}
+	if !slices.ContainsFunc(topo.Volumes, func(v types.ServiceVolumeConfig) bool {
+		return v.Source == "secrets" && v.Target == stack.SecretsDir && !v.ReadOnly
+	}) {
+		t.Errorf("topology: does not mount the secrets volume writable (it leaves the topology there)")
 	}
 	if n := len(stack.Services) + len(infrastructure) + len(oneShots); len(p.Services) != n {
 		t.Errorf("compose has %d services, want %d: %v", len(p.Services), n, p.ServiceNames())

@@ -18,6 +18,7 @@ import (
 	"github.com/moby/patternmatcher/ignorefile"
 
 	"microlab/lab/stack"
+	"microlab/lab/topology"
 )
 
 // instruction is one line of the Dockerfile as BuildKit's parser reads it.
@@ -108,6 +109,55 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// runCommand is the Dockerfile's RUN (shell form) that contains what.
+func runCommand(t *testing.T, what string) string {
+	t.Helper()
+	for _, in := range parseDockerfile(t) {
+		if in.cmd == "run" && len(in.args) == 1 && strings.Contains(in.args[0], what) {
+			return in.args[0]
+		}
+	}
+	t.Fatalf("compose/Dockerfile has no RUN with %s", what)
+	return ""
+}
+
+// TestTheImagesCarryEveryServicesMigrations runs the Dockerfile's migrations step
+// natively in the Docker context: the lab CLI's `lab topology` finds every service's
+// migrations under the images' /migrations the way it finds them in the source tree.
+func TestTheImagesCarryEveryServicesMigrations(t *testing.T) {
+	mig := topology.DirMigrations(imageMigrations(t))
+	for _, s := range stack.Services {
+		if !s.DB {
+			continue
+		}
+		fsys, err := mig(s.Name)
+		if err != nil {
+			t.Errorf("%s: %v", s.Name, err)
+			continue
+		}
+		if files, _ := fs.Glob(fsys, "*.sql"); len(files) == 0 {
+			t.Errorf("%s: no migrations in the image", s.Name)
+		}
+	}
+}
+
+// imageMigrations is the images' /migrations, made by the Dockerfile's own step run
+// natively in the Docker context.
+func imageMigrations(t *testing.T) string {
+	t.Helper()
+	ctxDir, err := dockerContext(filepath.Join(t.TempDir(), "context"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	c := exec.Command("sh", "-c", strings.ReplaceAll(runCommand(t, "migrations"), "/out/", out+"/"))
+	c.Dir = ctxDir
+	if b, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	return filepath.Join(out, strings.TrimPrefix(stack.ComposeMigrationsDir, "/"))
 }
 
 // buildCommand is the Dockerfile's `go build` RUN, in shell form.

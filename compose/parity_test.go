@@ -69,11 +69,12 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 
 	// 1. The secrets container, then PostgreSQL's first start, then the rabbitmq
 	// image's default user.
-	run(t, "secrets/generate.sh", map[string]string{
+	secretsEnv := map[string]string{
 		"SECRETS_DIR": lab.secrets, "DB_PREFIX": lab.prefix, "PG_ADDR": "127.0.0.1:5432",
 		"AMQP_ADDR": hostPort(vhostURL), "AMQP_VHOST": url.PathEscape(vhost), "AMQP_USER": lab.user,
 		"RABBITMQ_MANAGEMENT_ADDR": hostPort(testenv.ManagementURL()),
-	})
+	}
+	run(t, "secrets/generate.sh", secretsEnv)
 	admin := testenv.AdminDatabaseURL()
 	t.Cleanup(func() {
 		ctx := context.Background()
@@ -106,15 +107,23 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 	logs := map[string]*bytes.Buffer{}
 	var mu sync.Mutex
 	type proc struct {
+		name string
 		cmd  *exec.Cmd
 		done chan struct{} // closed when it exited
 	}
 	var procs []proc
-	t.Cleanup(func() {
+	stop := func(keep string) {
+		var kept []proc
 		for i := len(procs) - 1; i >= 0; i-- {
-			_ = procs[i].cmd.Process.Signal(syscall.SIGTERM)
+			if procs[i].name != keep {
+				_ = procs[i].cmd.Process.Signal(syscall.SIGTERM)
+			}
 		}
 		for _, p := range procs {
+			if p.name == keep {
+				kept = append(kept, p)
+				continue
+			}
 			select {
 			case <-p.done:
 			case <-time.After(20 * time.Second):
@@ -122,6 +131,10 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 				<-p.done
 			}
 		}
+		procs = kept
+	}
+	t.Cleanup(func() {
+		stop("")
 		if t.Failed() {
 			mu.Lock()
 			defer mu.Unlock()
@@ -130,7 +143,8 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 			}
 		}
 	})
-	for _, s := range stack.Services { // compose's order too: depends_on follows it (compose_test.go)
+	start := func(s stack.Service) {
+		t.Helper()
 		c := project.Services[s.Name]
 		var env []string
 		for k, v := range c.Environment {
@@ -149,7 +163,7 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start %s: %v", s.Name, err)
 		}
-		p := proc{cmd: cmd, done: make(chan struct{})}
+		p := proc{name: s.Name, cmd: cmd, done: make(chan struct{})}
 		go func() { _ = cmd.Wait(); close(p.done) }()
 		procs = append(procs, p)
 		// The container's healthcheck: its own probe binary.
@@ -173,15 +187,80 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 		}
 		t.Logf("%s healthy", s.Name)
 	}
+	for _, s := range stack.Services { // compose's order too: depends_on follows it (compose_test.go)
+		start(s)
+	}
 
 	// 3. A checkout through the gateway, confirmed by the saga.
 	gw, _ := stack.Find("gateway")
 	client := loadgen.NewClient("http://127.0.0.1:"+strconv.Itoa(gw.Port+lab.offset), nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	var login struct{ Token string }
+	first := checkout(ctx, t, client, lab.prefix+"first")
+	t.Logf("order %s confirmed: the compose environment runs the lab", first.id)
+
+	// 4. The compose lab's db.topology switch, as the dashboard tells the learner: with
+	// the services running, the topology job refuses; stopped, it moves the data; the
+	// next `up` (the secrets container, then the services) puts them on the shared
+	// database, every row still there.
+	topo := func() ([]byte, error) {
+		env := []string{"LAB_DB_PREFIX=" + lab.prefix, // compose's databases have no prefix; this lab's do
+			"LAB_MIGRATIONS_DIR=" + imageMigrations(t)} // the images' /migrations
+		for k, v := range project.Services["topology"].Environment {
+			if k != "LAB_MIGRATIONS_DIR" {
+				env = append(env, k+"="+lab.mapValue(*v))
+			}
+		}
+		cmd := exec.Command(filepath.Join(bins["./lab"], "app"), "topology", "shared")
+		cmd.Env = env
+		return cmd.CombinedOutput()
+	}
+	if out, err := topo(); err == nil || !strings.Contains(string(out), "still running") {
+		t.Fatalf("lab topology with the services running: %v\n%s\nwant a refusal naming them", err, out)
+	}
+	stop(stack.Dashboard)
+	out, err := topo()
+	if err != nil {
+		t.Fatalf("lab topology shared: %v\n%s", err, out)
+	}
+	t.Logf("lab topology shared:\n%s", out)
+	run(t, "secrets/generate.sh", secretsEnv)
+	url, err := os.ReadFile(filepath.Join(lab.secrets, "orders_database_url"))
+	if err != nil || !strings.Contains(string(url), "/"+lab.prefix+"shop?search_path=orders&") {
+		t.Fatalf("after the switch and an up, orders' database URL is %q, want the shared database", url)
+	}
+	for _, s := range stack.Services {
+		if s.Name != stack.Dashboard {
+			start(s)
+		}
+	}
+	if err := login(ctx, client, first.token); err != nil {
+		t.Fatal(err)
+	}
+	var again struct{ Status string }
+	if err := client.Do(ctx, http.MethodGet, "/api/v1/orders/"+first.id, first.token, nil, nil, &again); err != nil || again.Status != "confirmed" {
+		t.Fatalf("after the switch, order %s is %q (%v): want it still confirmed", first.id, again.Status, err)
+	}
+	second := checkout(ctx, t, client, lab.prefix+"second")
+	t.Logf("order %s confirmed on the shared database", second.id)
+}
+
+type placedOrder struct{ id, token string }
+
+// login checks that token still works (users' keys survived the switch).
+func login(ctx context.Context, client *loadgen.Client, token string) error {
+	if err := client.Do(ctx, http.MethodGet, "/api/v1/orders", token, nil, nil, nil); err != nil {
+		return fmt.Errorf("list orders with the token from before: %w", err)
+	}
+	return nil
+}
+
+// checkout logs in as alice and places an order the saga must confirm.
+func checkout(ctx context.Context, t *testing.T, client *loadgen.Client, key string) placedOrder {
+	t.Helper()
+	var in struct{ Token string }
 	if err := client.Do(ctx, http.MethodPost, "/api/v1/auth/login", "",
-		map[string]string{"email": "alice@example.com", "password": "alice-secret"}, nil, &login); err != nil {
+		map[string]string{"email": "alice@example.com", "password": "alice-secret"}, nil, &in); err != nil {
 		t.Fatalf("log in (users signs with the seed from the secrets volume): %v", err)
 	}
 	order := map[string]any{
@@ -191,27 +270,26 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 			"postalCode": "10115", "country": "DE"},
 	}
 	var placed struct{ OrderID string }
-	if err := client.Do(ctx, http.MethodPost, "/api/v1/orders", login.Token, order,
-		map[string]string{"Idempotency-Key": lab.prefix + "order"}, &placed); err != nil {
+	if err := client.Do(ctx, http.MethodPost, "/api/v1/orders", in.Token, order,
+		map[string]string{"Idempotency-Key": key}, &placed); err != nil {
 		t.Fatalf("place an order: %v", err)
 	}
 	for {
 		var got struct {
 			Status, CancelReason string
 		}
-		if err := client.Do(ctx, http.MethodGet, "/api/v1/orders/"+placed.OrderID, login.Token, nil, nil, &got); err != nil {
+		if err := client.Do(ctx, http.MethodGet, "/api/v1/orders/"+placed.OrderID, in.Token, nil, nil, &got); err != nil {
 			t.Fatalf("read order %s: %v", placed.OrderID, err)
 		}
 		if got.Status == "confirmed" {
-			t.Logf("order %s confirmed: the compose environment runs the lab", placed.OrderID)
-			return
+			return placedOrder{id: placed.OrderID, token: in.Token}
 		}
 		if got.Status != "pending" {
 			t.Fatalf("order %s is %s (%s), want confirmed", placed.OrderID, got.Status, got.CancelReason)
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("order %s still pending after 2 minutes", placed.OrderID)
+			t.Fatalf("order %s still pending", placed.OrderID)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

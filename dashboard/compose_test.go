@@ -10,10 +10,9 @@ import (
 	"microlab/services/platform/testenv"
 )
 
-// In the compose lab the settings `lab up` applies say what to run instead: the
-// topology switch is refused (409, nothing stored), a scale setting is stored with the
-// docker compose command that applies it, and the switchboard says both. Natively
-// neither note appears.
+// In the compose lab the settings `lab up` applies say what to run instead: each is
+// stored with the docker compose commands that apply it, in the answer and on the
+// switchboard. Natively neither note appears.
 func TestComposeModeSaysWhatLabUpWouldDo(t *testing.T) {
 	t.Parallel()
 	_, store := testenv.LabDB(t, testenv.Name("t_dash_"))
@@ -22,13 +21,15 @@ func TestComposeModeSaysWhatLabUpWouldDo(t *testing.T) {
 	ctx := context.Background()
 
 	code, body := l.call(t, "POST", "/api/lab/settings", `{"key":"db.topology","value":"shared"}`)
-	var eb errorJSON
-	_ = json.Unmarshal([]byte(body), &eb)
-	if code != 409 || eb.Error.Code != "not_in_compose" || !strings.Contains(eb.Error.Message, "go run ./lab up") {
-		t.Errorf("db.topology in compose: %d %s; want 409 not_in_compose naming the native lab", code, body)
+	var topo struct{ Note string }
+	_ = json.Unmarshal([]byte(body), &topo)
+	switchCmd := "docker compose -f compose/docker-compose.yml run --rm topology shared"
+	if code != 200 || !strings.Contains(topo.Note, "stop users catalog orders payments inventory shipping notifications") ||
+		!strings.Contains(topo.Note, switchCmd) || !strings.Contains(topo.Note, "up -d") {
+		t.Errorf("db.topology in compose: %d %s; want 200 with the stop, topology and up commands", code, body)
 	}
-	if st, _ := store.Load(ctx); st.Get(control.DBTopology) != "per-service" {
-		t.Errorf("the refused switch was stored: db.topology=%s", st.Get(control.DBTopology))
+	if st, _ := store.Load(ctx); st.Get(control.DBTopology) != "shared" {
+		t.Errorf("db.topology not stored: %s", st.Get(control.DBTopology))
 	}
 
 	code, body = l.call(t, "POST", "/api/lab/settings", `{"key":"scale.shipping","value":"2"}`)
@@ -43,7 +44,7 @@ func TestComposeModeSaysWhatLabUpWouldDo(t *testing.T) {
 	}
 
 	_, page := l.do(t, "GET", "/switchboard", "", nil)
-	for key, say := range map[string]string{"db.topology": "cannot switch in the compose lab", "scale.shipping": want} {
+	for key, say := range map[string]string{"db.topology": switchCmd, "scale.shipping": want} {
 		rows := testIDs(t, page)["setting-"+key]
 		if len(rows) != 1 || !strings.Contains(nodeText(rows[0]), say) {
 			t.Errorf("switchboard row %s does not say %q", key, say)

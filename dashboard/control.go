@@ -70,11 +70,6 @@ func (s *server) postSetting(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.Decode(w, r, &in, 4<<10); err != nil {
 		return err
 	}
-	if s.composeMode() {
-		if err := refuseInCompose(in.Key); err != nil {
-			return err
-		}
-	}
 	ch, err := plane.Set(r.Context(), in.Key, in.Value, settingSource)
 	if control.IsInvalid(err) || (err != nil && !errors.Is(err, control.ErrNotAnnounced)) {
 		return refusal("invalid_setting", err)

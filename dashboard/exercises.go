@@ -53,11 +53,7 @@ func (s *server) attachExercises(ctx context.Context, pool *pgxpool.Pool, list [
 		return errors.New("exercises: the lab database is not connected (no control plane)")
 	}
 	client := httpx.NewClient(10 * time.Second)
-	var plane exercises.Switches = s.plane
-	if s.composeMode() {
-		plane = composeSwitches{s.plane}
-	}
-	lab := exercises.Lab{Plane: plane, State: s.plane.Store,
+	lab := exercises.Lab{Plane: s.plane, State: s.plane.Store,
 		Events: s.src.Events, Traces: s.src.Traces, Sagas: s.src.Sagas,
 		Traffic: s.exerciseTraffic}
 	if s.cfg.PrometheusURL != "" {

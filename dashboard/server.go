@@ -268,9 +268,7 @@ func (s *server) switchboardPage(w http.ResponseWriter, r *http.Request) error {
 	for _, e := range entries {
 		row := views.SettingRow{Key: e.Key, Value: e.Value, Default: e.Default, Help: e.Help, Allowed: e.Allowed}
 		if s.composeMode() {
-			if why := composeRefusal(e.Key); why != "" {
-				row.Help += " " + why
-			} else if note := composeNote(e.Key, e.Value); note != "" {
+			if note := composeNote(e.Key, e.Value); note != "" {
 				row.Help += " " + note + "."
 			}
 		}

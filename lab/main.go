@@ -14,6 +14,7 @@
 //	lab chaos [--rate 10/s] [--duration 15s] [--faults kill,broker,postgres] [--kill service,...]
 //	          [--outage 5s] [--settle 1m] [--attach] [--no-build] [--keep] [--json FILE]
 //	lab bench [--quick] [--soak 10m] [--phases ceiling,up,…] [--out DIR] [--use-running]
+//	lab topology [per-service|shared]
 //
 // Exit status: 0 success, 1 failure, 2 usage error.
 package main
@@ -27,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"microlab/lab/stack"
@@ -123,6 +125,11 @@ usage:
         soak, and start-up time; writes docs/benchmarks.md and docs/benchmarks.json
         (--out DIR: there instead).
         A full run takes about 35 minutes; --quick a few seconds per phase
+  lab topology [per-service|shared]
+        move the data of a STOPPED lab to the other db.topology (default: the
+        setting's value) and record it: the compose lab's switch, which lab up does
+        by itself (docker compose -f compose/docker-compose.yml run --rm topology shared,
+        between stopping the services and starting them again)
   lab help
         this text
 
@@ -142,6 +149,10 @@ environment:
                            a second lab also needs a vhost of its own in AMQP_URL)
   LAB_PORT_OFFSET          added to every port: services, Jaeger, Prometheus (default 0; tests)
   LAB_DASHBOARD_URL        the dashboard lab exercise asks (default the lab's, http://127.0.0.1:8080)
+  LAB_SECRETS_DIR          the compose lab's secrets volume: the roles' passwords (default
+                           none: the native lab's, the role names)
+  LAB_MIGRATIONS_DIR       where topology finds services/<name>/migrations (default the module)
+  Any variable can be given as <NAME>_FILE, a file holding its value (compose's secrets).
 
 exit status: 0 ok, 1 failure, 2 usage error
 `
@@ -166,6 +177,13 @@ type Config struct {
 	// DashboardURL is the dashboard `lab exercise` asks ("": the lab's own, port offset
 	// included).
 	DashboardURL string `env:"LAB_DASHBOARD_URL"`
+	// SecretsDir is the compose lab's secrets volume (compose/secrets/generate.sh): the
+	// roles' passwords are its <database>_password files, and `lab topology` leaves its
+	// choice there for the next `up`. "": the native lab (passwords are role names).
+	SecretsDir string `env:"LAB_SECRETS_DIR"`
+	// MigrationsDir holds services/<name>/migrations (`lab topology`): the module's root
+	// natively, /migrations in the lab's image.
+	MigrationsDir string `env:"LAB_MIGRATIONS_DIR"`
 }
 
 // Stack is the lab these settings describe: native ports, 127.0.0.1.
@@ -177,6 +195,23 @@ func (c Config) Stack() stack.Config {
 		PortOffset:        c.PortOffset,
 		Host:              "127.0.0.1",
 		RabbitMetricsAddr: hostPort(c.RabbitMetricsURL),
+		Password:          c.password(),
+	}
+}
+
+// password reads the roles' passwords from the compose lab's secrets volume (nil
+// natively: stack's development passwords, the role names).
+func (c Config) password() func(role string) (string, error) {
+	if c.SecretsDir == "" {
+		return nil
+	}
+	return func(role string) (string, error) {
+		db := strings.TrimPrefix(role, c.DBPrefix) // the files are named by database
+		b, err := os.ReadFile(filepath.Join(c.SecretsDir, db+"_password"))
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSpace(string(b)), nil
 	}
 }
 
@@ -265,6 +300,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = chaos(ctx, cfg, rest, stdout, stderr)
 	case "bench":
 		err = runBench(ctx, cfg, rest, stdout, stderr)
+	case "topology":
+		err = topologyCmd(ctx, cfg, rest, stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitUsage

@@ -169,6 +169,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "--mix", "ok=0"}, "every weight is 0"},
 		{[]string{"bench", "--soak", "-1s"}, "--soak -1s"},
 		{[]string{"bench", "--browse", "11"}, "--browse wants 0 to 10"},
+		{[]string{"topology", "sideways"}, `topology "sideways": want per-service or shared`},
+		{[]string{"topology", "shared", "now"}, "want `lab topology [per-service|shared]`"},
 	} {
 		code, _, stderr := runLab(t, env, tc.args...)
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {

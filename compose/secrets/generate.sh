@@ -47,17 +47,32 @@ for db in $databases; do
   secret "${db}_password" 24
 done
 
+# state/ is where `lab topology` (the compose lab's db.topology switch, run as the
+# images' unprivileged user) leaves which topology the services' data is in.
+mkdir -p "$dir/state"
+chown 65532:65532 "$dir/state" 2>/dev/null || true
+topology=per-service
+if [ -s "$dir/state/topology" ]; then topology=$(cat "$dir/state/topology"); fi
+
 # The URLs are written at every start: they hold no secret of their own, and a changed
-# address takes effect.
+# address or topology takes effect. In the shared topology a service's tables are in
+# its own schema of database shop (search_path), as lab/stack ServiceDatabaseURL has it.
+printf 'postgres://postgres:%s@%s/postgres?sslmode=disable\n' "$(cat "$dir/postgres_password")" "$pg" > "$dir/admin_database_url"
 for db in $databases; do
-  printf 'postgres://%s:%s@%s/%s?sslmode=disable\n' \
-    "$prefix$db" "$(cat "$dir/${db}_password")" "$pg" "$prefix$db" > "$dir/${db}_database_url"
+  if [ "$topology" = shared ] && [ "$db" != lab ]; then
+    printf 'postgres://%s:%s@%s/%sshop?search_path=%s&sslmode=disable\n' \
+      "$prefix$db" "$(cat "$dir/${db}_password")" "$pg" "$prefix" "$db" > "$dir/${db}_database_url"
+  else
+    printf 'postgres://%s:%s@%s/%s?sslmode=disable\n' \
+      "$prefix$db" "$(cat "$dir/${db}_password")" "$pg" "$prefix$db" > "$dir/${db}_database_url"
+  fi
 done
+echo "secrets: the services' data is on topology $topology"
 printf 'amqp://%s:%s@%s/%s\n' "$amqp_user" "$(cat "$dir/rabbitmq_password")" "$amqp" "$vhost" > "$dir/amqp_url"
 printf 'http://%s:%s@%s\n' "$amqp_user" "$(cat "$dir/rabbitmq_password")" "$mgmt" > "$dir/rabbitmq_management_url"
 
 # Readable by every container's user (the services run as 65532, PostgreSQL and
 # RabbitMQ as 999, Grafana as 472); the volume is mounted only where a secret is needed.
 chmod 0755 "$dir"
-chmod 0444 "$dir"/*
+find "$dir" -maxdepth 1 -type f -exec chmod 0444 {} +
 echo "secrets: ready in $dir"

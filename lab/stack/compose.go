@@ -41,7 +41,7 @@ func secretFile(name string) string { return SecretsDir + "/" + name }
 // SecretFiles are the files compose/secrets/generate.sh writes into the secrets volume
 // besides the passwords: the URLs that carry them, one per database role.
 func ComposeSecretFiles() []string {
-	out := []string{"jwt_seed", "amqp_url", "rabbitmq_management_url"}
+	out := []string{"jwt_seed", "amqp_url", "rabbitmq_management_url", "admin_database_url"}
 	for _, db := range ComposeDatabases() {
 		out = append(out, db+"_database_url")
 	}
@@ -103,6 +103,25 @@ func ComposeEnv(s Service) (map[string]string, error) {
 	}
 	return env, nil
 }
+
+// ComposeTopologyEnv is the environment of the compose lab's `topology` job (`lab
+// topology`, run by the learner between stopping the services and starting them: the
+// db.topology switch that `lab up` does by itself natively). It connects as
+// PostgreSQL's superuser (it creates the shared database's tables and copies every
+// row) and writes to the secrets volume, where it leaves the topology for the next up.
+func ComposeTopologyEnv() map[string]string {
+	return map[string]string{
+		"ADMIN_DATABASE_URL_FILE": secretFile("admin_database_url"),
+		"AMQP_URL_FILE":           secretFile("amqp_url"),
+		"LAB_SECRETS_DIR":         SecretsDir,
+		"LAB_MIGRATIONS_DIR":      ComposeMigrationsDir,
+	}
+}
+
+// ComposeMigrationsDir is where the images keep every service's migrations
+// (services/<name>/migrations), for `lab topology`: the lab CLI's image has no source
+// tree, and the services' migrations are embedded in their own binaries only.
+const ComposeMigrationsDir = "/migrations"
 
 // DashboardLimits are the dashboard's bounded stores, given explicitly in compose so a
 // learner reading the file sees what the dashboard keeps (the same values as its

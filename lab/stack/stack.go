@@ -72,6 +72,9 @@ type Config struct {
 	// RabbitMetricsAddr is RabbitMQ's Prometheus endpoint, host:port, which the lab's
 	// Prometheus scrapes ("": RabbitMQMetricsAddr).
 	RabbitMetricsAddr string
+	// Password, if not nil, is each role's password: the compose lab's are random, in
+	// its secrets volume. nil: the role's name, the native lab's development password.
+	Password func(role string) (string, error)
 	// Extra is appended to every service's environment (e.g. TRACES_SAMPLER_RATIO=0 for
 	// a benchmark run without tracing); it wins over the defaults above.
 	Extra []string
@@ -104,9 +107,25 @@ func (c Config) DatabaseURL(db string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("parse admin database url: %w", err)
 	}
-	u.User = url.UserPassword(db, db) // dev password = role name; compose uses the same
+	pw, err := c.password(db)
+	if err != nil {
+		return "", err
+	}
+	u.User = url.UserPassword(db, pw)
 	u.Path = "/" + db
 	return u.String(), nil
+}
+
+// password is role's password: Password's, or natively the role's name.
+func (c Config) password(role string) (string, error) {
+	if c.Password == nil {
+		return role, nil // the native lab's development password: the role's name
+	}
+	pw, err := c.Password(role)
+	if err != nil {
+		return "", fmt.Errorf("password of %s: %w", role, err)
+	}
+	return pw, nil
 }
 
 // Env is the environment a service process is started with. Spans go to the lab's

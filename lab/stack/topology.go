@@ -32,7 +32,11 @@ func (c Config) ServiceDatabaseURL(service string) (string, error) {
 		return c.DatabaseURL(c.DBName(service))
 	}
 	role := c.DBName(service)
-	u, err := pg.URLFor(c.AdminDatabaseURL, role, role, c.DBName(SharedDB))
+	pw, err := c.password(role)
+	if err != nil {
+		return "", err
+	}
+	u, err := pg.URLFor(c.AdminDatabaseURL, role, pw, c.DBName(SharedDB))
 	if err != nil {
 		return "", err
 	}
