@@ -6,7 +6,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/yuin/goldmark"
 	"github.com/yuin/goldmark/ast"
@@ -119,7 +118,7 @@ func (siteLinkRewriter) Transform(doc *ast.Document, reader text.Reader, pc pars
 				pc.Set(titleKey, title)
 			}
 			// GitHub numbers repeated headings: overview, overview-1, overview-2.
-			id := headingID(title)
+			id := docs.HeadingID(title)
 			if k := seen[id]; k > 0 {
 				n.SetAttributeString("id", []byte(id+"-"+strconv.Itoa(k)))
 			} else {
@@ -175,22 +174,6 @@ func headingText(n ast.Node, src []byte) string {
 		}
 		return ast.WalkContinue, nil
 	})
-	return sb.String()
-}
-
-// headingID is the anchor GitHub gives a heading (as package docs' tests check the
-// links written for GitHub): lower case; letters, marks, digits, connector punctuation
-// ("_") and "-" kept; spaces made hyphens; everything else dropped.
-func headingID(heading string) string {
-	var sb strings.Builder
-	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
-		switch {
-		case unicode.IsLetter(r), unicode.IsMark(r), unicode.IsNumber(r), unicode.Is(unicode.Pc, r), r == '-':
-			sb.WriteRune(r)
-		case r == ' ':
-			sb.WriteByte('-')
-		}
-	}
 	return sb.String()
 }
 

@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"unicode"
 
 	"github.com/yuin/goldmark"
 	mdast "github.com/yuin/goldmark/ast"
@@ -65,7 +64,7 @@ func parsePage(p string, src []byte) *page {
 		case *mdast.CodeSpan:
 			pg.code = append(pg.code, plain(n, src))
 		case *mdast.Heading:
-			slug := githubSlug(plain(n, src))
+			slug := HeadingID(plain(n, src))
 			// GitHub numbers repeated headings: overview, overview-1, overview-2.
 			if k := seen[slug]; k > 0 {
 				pg.anchors = append(pg.anchors, slug+"-"+strconv.Itoa(k))
@@ -106,22 +105,6 @@ func plain(n mdast.Node, src []byte) string {
 		}
 		return mdast.WalkContinue, nil
 	})
-	return sb.String()
-}
-
-// githubSlug is the anchor GitHub gives a heading: lower case; letters, marks,
-// digits, connector punctuation ("_") and "-" kept; spaces made hyphens; everything
-// else (punctuation, backticks, dashes other than "-") dropped.
-func githubSlug(heading string) string {
-	var sb strings.Builder
-	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
-		switch {
-		case unicode.IsLetter(r), unicode.IsMark(r), unicode.IsNumber(r), unicode.Is(unicode.Pc, r), r == '-':
-			sb.WriteRune(r)
-		case r == ' ':
-			sb.WriteByte('-')
-		}
-	}
 	return sb.String()
 }
 

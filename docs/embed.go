@@ -9,7 +9,11 @@
 // services' kit, and documentation is not part of a service).
 package docs
 
-import "embed"
+import (
+	"embed"
+	"strings"
+	"unicode"
+)
 
 // FS holds every page: *.md and patterns/*.md, at those paths (architecture.md,
 // patterns/outbox.md). go:embed refuses a pattern that matches nothing, so a kind of
@@ -19,3 +23,20 @@ import "embed"
 //
 //go:embed *.md patterns/*.md
 var FS embed.FS
+
+// HeadingID is the anchor GitHub gives a heading, which the pages' links are written
+// for and the dashboard gives its rendered headings too: lower case; letters, marks,
+// digits, connector punctuation ("_") and "-" kept; spaces made hyphens; everything
+// else (punctuation, backticks, dashes other than "-") dropped.
+func HeadingID(heading string) string {
+	var sb strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case unicode.IsLetter(r), unicode.IsMark(r), unicode.IsNumber(r), unicode.Is(unicode.Pc, r), r == '-':
+			sb.WriteRune(r)
+		case r == ' ':
+			sb.WriteByte('-')
+		}
+	}
+	return sb.String()
+}
