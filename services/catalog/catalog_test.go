@@ -130,7 +130,9 @@ func TestSetPrice(t *testing.T) {
 		{"LAB-MUG", `{"price":100}`, 400, ""},
 		{"LAB-MUG", `{"priceCents":1200}`, 200, ""}, // its price already: nothing to announce
 	} {
-		var body struct{ Error struct{ Code, Message string } }
+		var body struct {
+			Error struct{ Code, Message string }
+		}
 		code := put(tc.sku, tc.body, &body)
 		if code != tc.code || (code >= 400 && body.Error.Message == "") || (tc.error != "" && body.Error.Code != tc.error) {
 			t.Errorf("PUT %s %s: %d %+v, want %d %s", tc.sku, tc.body, code, body, tc.code, tc.error)
