@@ -44,6 +44,10 @@ type responseCache struct {
 	entries *lru.LRU[string, cached]
 	bytes   int
 	lastTTL time.Duration
+	// gen counts invalidations and flushes. A miss notes it before asking catalog and
+	// stores the answer only if it has not moved: an answer read before a price change
+	// but arriving after its event would otherwise be stored stale for a whole TTL.
+	gen uint64
 
 	requests *prometheus.CounterVec // result: hit, miss (nil in unit tests without telemetry)
 }
@@ -88,9 +92,17 @@ func (c *responseCache) on() time.Duration {
 	defer c.mu.Unlock()
 	if ttl != c.lastTTL {
 		c.entries.Purge()
+		c.gen++
 		c.lastTTL = ttl
 	}
 	return ttl
+}
+
+// generation is the count of invalidations so far (see gen).
+func (c *responseCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
 }
 
 func (c *responseCache) get(key string) ([]byte, bool) {
@@ -107,12 +119,17 @@ func (c *responseCache) get(key string) ([]byte, bool) {
 	return e.body, true
 }
 
-func (c *responseCache) put(key string, body []byte, ttl time.Duration) {
+// put stores an answer read from catalog since generation gen, unless something was
+// invalidated meanwhile (the answer may predate the change).
+func (c *responseCache) put(key string, body []byte, ttl time.Duration, gen uint64) {
 	if len(body) > c.maxBytes/4 {
 		return // one answer must not push out most of the others
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
 	c.entries.Remove(key) // its bytes leave through the eviction callback
 	c.entries.Add(key, cached{body: body, expires: c.now().Add(ttl)})
 	c.bytes += len(body)
@@ -127,12 +144,14 @@ func (c *responseCache) invalidate(sku string) {
 	defer c.mu.Unlock()
 	c.entries.Remove(listKey + "/" + sku)
 	c.entries.Remove(listKey)
+	c.gen++
 }
 
 func (c *responseCache) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.entries.Purge()
+	c.gen++
 }
 
 func (c *responseCache) size() (entries, bytes int) {
@@ -166,12 +185,13 @@ func (g *Gateway) cachedGet(w http.ResponseWriter, r *http.Request, path string)
 	}
 	g.cache.count("miss")
 	span.SetAttributes(attribute.Bool("cache.hit", false))
+	gen := g.cache.generation()
 	rep, err := g.catalog.call(ctx, request{Method: http.MethodGet, Path: path})
 	if err != nil {
 		return g.catalog.fail(ctx, err)
 	}
 	if rep.Status == http.StatusOK {
-		g.cache.put(path, rep.Body, ttl)
+		g.cache.put(path, rep.Body, ttl, gen)
 	}
 	w.Header().Set("X-Cache", "miss")
 	relay(w, rep)

@@ -95,7 +95,7 @@ func TestCacheBounds(t *testing.T) {
 	c.on()
 	body := []byte(strings.Repeat("x", 100))
 	for i := range 10 {
-		c.put(fmt.Sprintf("/products/K%d", i), body, time.Hour)
+		c.put(fmt.Sprintf("/products/K%d", i), body, time.Hour, c.generation())
 	}
 	if n, b := c.size(); n != 4 || b != 400 {
 		t.Fatalf("10 answers of 100 bytes in 400: %d entries, %d bytes; want 4, 400", n, b)
@@ -106,17 +106,36 @@ func TestCacheBounds(t *testing.T) {
 	if _, ok := c.get("/products/K9"); !ok {
 		t.Fatal("the newest entry was evicted")
 	}
-	c.put("/products/K9", []byte("short"), time.Hour) // replacing an entry gives its bytes back
+	c.put("/products/K9", []byte("short"), time.Hour, c.generation()) // replacing an entry gives its bytes back
 	if n, b := c.size(); n != 4 || b != 305 {
 		t.Fatalf("after a replacement: %d entries, %d bytes; want 4, 305", n, b)
 	}
-	c.put("/products/huge", []byte(strings.Repeat("y", 101)), time.Hour) // > a quarter of the bytes
+	c.put("/products/huge", []byte(strings.Repeat("y", 101)), time.Hour, c.generation()) // > a quarter of the bytes
 	if _, ok := c.get("/products/huge"); ok {
 		t.Fatal("an answer larger than a quarter of the cache was kept")
 	}
 	c.invalidate("K9")
 	if _, ok := c.get("/products/K9"); ok {
 		t.Fatal("invalidate kept the product")
+	}
+}
+
+// TestCacheDropsAnAnswerOlderThanAnInvalidation: a miss that asked catalog before a
+// price change, and whose answer arrives after the change's event, must not be stored:
+// it may hold the old price, and would be served for a whole TTL.
+func TestCacheDropsAnAnswerOlderThanAnInvalidation(t *testing.T) {
+	t.Parallel()
+	c := newResponseCache(func() time.Duration { return time.Hour }, nil)
+	c.on()
+	gen := c.generation()   // the miss begins
+	c.invalidate("LAB-MUG") // the event arrives while catalog answers
+	c.put("/products/LAB-MUG", []byte(`{"priceCents":1200}`), time.Hour, gen)
+	if _, ok := c.get("/products/LAB-MUG"); ok {
+		t.Fatal("an answer read before the invalidation was stored")
+	}
+	c.put("/products/LAB-MUG", []byte(`{"priceCents":1500}`), time.Hour, c.generation())
+	if b, ok := c.get("/products/LAB-MUG"); !ok || string(b) != `{"priceCents":1500}` {
+		t.Fatalf("a fresh answer was not stored: %q %v", b, ok)
 	}
 }
 
