@@ -207,6 +207,9 @@ func TestFaultsAPI(t *testing.T) {
 		{"POST", "/api/lab/faults", `{"service":"payments","kind":"down","bogus":1}`, "", "bogus"},
 		{"DELETE", "/api/lab/faults?target=paymints", "", "invalid_fault", `unknown target "paymints"`},
 		{"POST", "/api/lab/settings", `{"key":"saga.mode","value":"sideways"}`, "invalid_setting", `bad value "sideways"`},
+		{"POST", "/api/lab/settings", `{"key":"gateway.cache.ttl","value":"-1s"}`, "invalid_setting", `bad value "-1s" for gateway.cache.ttl: want a duration between 0s and 1h0m0s`},
+		{"POST", "/api/lab/settings", `{"key":"gateway.cache.ttl","value":"2h"}`, "invalid_setting", `bad value "2h" for gateway.cache.ttl`},
+		{"POST", "/api/lab/settings", `{"key":"gateway.cache.ttl","value":"soon"}`, "invalid_setting", `bad value "soon" for gateway.cache.ttl`},
 		{"POST", "/api/lab/settings", `{"key":"nope","value":"1"}`, "invalid_setting", `unknown setting "nope"`},
 	} {
 		code, body := l.call(t, tc.method, tc.path, tc.body)

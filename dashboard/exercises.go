@@ -67,6 +67,9 @@ func (s *server) attachExercises(ctx context.Context, pool *pgxpool.Pool, list [
 		if s.cfg.PaymentsURL != "" {
 			gw.Payments = loadgen.NewClient(s.cfg.PaymentsURL, client)
 		}
+		if s.cfg.CatalogURL != "" {
+			gw.Catalog = loadgen.NewClient(s.cfg.CatalogURL, client)
+		}
 		lab.Shop = gw
 	}
 	// Scale sets scale.<service>: the dashboard does not run the services, lab up's
@@ -104,7 +107,7 @@ func (s *server) exerciseScale(ctx context.Context, service string, instances in
 }
 
 // exerciseTraffic is the engine's traffic hook: the switchboard's generator.
-func (s *server) exerciseTraffic(_ context.Context, on bool, rate float64, mix string) error {
+func (s *server) exerciseTraffic(_ context.Context, on bool, rate float64, mix string, browse int) error {
 	if !on {
 		s.traffic.stop()
 		return nil
@@ -122,7 +125,7 @@ func (s *server) exerciseTraffic(_ context.Context, on bool, rate float64, mix s
 			return fmt.Errorf("traffic: %w", err)
 		}
 	}
-	s.traffic.start(rate, maxTrafficDuration, m)
+	s.traffic.start(rate, maxTrafficDuration, m, browse)
 	return nil
 }
 

@@ -50,7 +50,7 @@ func (t *traffic) state() views.TrafficState {
 
 // start replaces any running traffic with rate orders/s for d, of mix's outcomes (nil:
 // loadgen's default mix; an exercise asks for its own).
-func (t *traffic) start(rate float64, d time.Duration, mix loadgen.Mix) views.TrafficState {
+func (t *traffic) start(rate float64, d time.Duration, mix loadgen.Mix, browse int) views.TrafficState {
 	t.mu.Lock()
 	if t.cancel != nil {
 		t.cancel()
@@ -64,7 +64,7 @@ func (t *traffic) start(rate float64, d time.Duration, mix loadgen.Mix) views.Tr
 	t.failed.Store(0)
 	t.mu.Unlock()
 	go func() {
-		t.run(ctx, rate, d, mix)
+		t.run(ctx, rate, d, mix, browse)
 		t.mu.Lock()
 		if t.gen == gen { // not replaced by a newer start
 			t.cur.Running = false
@@ -100,8 +100,9 @@ func (t *traffic) notify() {
 // run is the lab's traffic generator (lab/loadgen, the one behind `go run ./lab load`)
 // at rate for as long as ctx lasts: the demo users place a mix of checkouts — most
 // succeed, some fail in each of the saga's ways (declined card, out of stock,
-// unshippable) — and each is followed to its end, as a customer would.
-func (t *traffic) run(ctx context.Context, rate float64, d time.Duration, mix loadgen.Mix) {
+// unshippable) — and each is followed to its end, as a customer would. Before each
+// order a shopper makes browse product reads (exercise 16's cache needs readers).
+func (t *traffic) run(ctx context.Context, rate float64, d time.Duration, mix loadgen.Mix, browse int) {
 	accounts := make([]loadgen.Account, len(demoUsers))
 	for i, u := range demoUsers {
 		accounts[i] = loadgen.Account{Email: u.email, Password: u.password}
@@ -112,7 +113,7 @@ func (t *traffic) run(ctx context.Context, rate float64, d time.Duration, mix lo
 	}
 	s, err := loadgen.Run(ctx, loadgen.Config{
 		Gateway: t.gw.base, Rate: rate, Duration: d, Mix: mix, Accounts: accounts, Prefix: "traffic",
-		MaxInFlight: maxTrafficInFlight, Client: t.gw.http,
+		MaxInFlight: maxTrafficInFlight, Client: t.gw.http, Browse: browse,
 		Progress: func(p loadgen.Progress) { count(p.Placed, p.Rejected+p.Skipped) },
 	})
 	if err != nil {
@@ -147,7 +148,7 @@ func (s *server) startTraffic(w http.ResponseWriter, r *http.Request) error {
 		}
 		d = time.Duration(in.Minutes * float64(time.Minute))
 	}
-	httpx.WriteJSON(w, http.StatusOK, s.traffic.start(in.Rate, d, nil))
+	httpx.WriteJSON(w, http.StatusOK, s.traffic.start(in.Rate, d, nil, 0))
 	return nil
 }
 

@@ -30,7 +30,7 @@
 //	  settings: {outbox.enabled: true}
 //	  clear_faults: [all]           # "all", a service, or an instance (payments-2)
 //	  faults: [{service: payments, kind: latency, value: 300ms±50ms}]
-//	  traffic: {on: false}          # or {on: true, rate: 5, mix: "ok=80,declined=10,oos=5,xx=5"}
+//	  traffic: {on: false}          # or {on: true, rate: 5, mix: "ok=80,declined=10,oos=5,xx=5", browse: 3}
 //	steps:
 //	  - id: lose-an-event           # a slug; other steps refer to it
 //	    instructions: |             # Markdown
@@ -48,6 +48,7 @@
 //	cleanup:                        # what is put back at the end
 //	  settings: {outbox.enabled: true}
 //	  clear_faults: [payments]
+//	  prices: [{sku: LAB-MUG, cents: 1200}]  # set back on catalog (after a price action)
 //
 // A diagnosis exercise draws its fault anew at each start, so the answer cannot be
 // memorised: a setup fault with random names what it draws from instead of its service,
@@ -99,8 +100,10 @@
 // # Actions
 //
 // A solution is a list of actions, one field each: set (settings), fault (one to add),
-// clear_faults (a target), order (sku, qty, card, country), traffic (on, rate, mix),
-// scale (service, instances), wait (a duration), answer (text, or from as in expect).
+// clear_faults (a target), order (sku, qty, card, country), traffic (on, rate, mix,
+// browse: product reads before each order), scale (service, instances), price (sku,
+// cents: set on catalog's internal API, which announces product.price_changed), wait (a
+// duration), answer (text, or from as in expect).
 // Every step needs one: the lab proves each exercise by running its solutions, and a
 // check that holds before its step's solution is a defect. lab/e2e's
 // TestExerciseProtocol does so for every committed exercise, through the dashboard's

@@ -295,7 +295,15 @@ func (e *Engine) traffic(ctx context.Context, t Traffic) error {
 		}
 		return unavailable("shop traffic")
 	}
-	return e.lab.Traffic(ctx, t.On, t.Rate, t.Mix)
+	return e.lab.Traffic(ctx, t.On, t.Rate, t.Mix, t.Browse)
+}
+
+// setPrice changes a price through the Shop (catalog's internal API).
+func (e *Engine) setPrice(ctx context.Context, p Price) error {
+	if e.lab.Shop == nil {
+		return unavailable("catalog")
+	}
+	return e.lab.Shop.SetPrice(ctx, p.SKU, p.Cents)
 }
 
 // finish ends a run: cleanup (once), then, on reset, the snapshot's settings and faults
@@ -317,6 +325,11 @@ func (e *Engine) finish(ctx context.Context, ex *Exercise, run *Run, reset bool)
 		}
 		if t := ex.Cleanup.Traffic; t != nil {
 			if err := e.traffic(ctx, *t); err != nil {
+				errs = append(errs, fmt.Errorf("cleanup: %w", err))
+			}
+		}
+		for _, p := range ex.Cleanup.Prices {
+			if err := e.setPrice(ctx, p); err != nil {
 				errs = append(errs, fmt.Errorf("cleanup: %w", err))
 			}
 		}
@@ -750,6 +763,8 @@ func (e *Engine) act(ctx context.Context, ex *Exercise, run *Run, step *Step, a 
 			return unavailable("scaling")
 		}
 		return e.lab.Scale(ctx, a.Scale.Service, a.Scale.Instances)
+	case a.Price != nil:
+		return e.setPrice(ctx, *a.Price)
 	case a.Wait != nil:
 		select {
 		case <-ctx.Done():
@@ -839,9 +854,14 @@ func Describe(a Action) string {
 		if !a.Traffic.On {
 			return "stop the shop traffic"
 		}
+		if a.Traffic.Browse > 0 {
+			return fmt.Sprintf("start shop traffic at %g orders/s, %d product reads before each", a.Traffic.Rate, a.Traffic.Browse)
+		}
 		return fmt.Sprintf("start shop traffic at %g orders/s", a.Traffic.Rate)
 	case a.Scale != nil:
 		return fmt.Sprintf("scale %s to %d instances", a.Scale.Service, a.Scale.Instances)
+	case a.Price != nil:
+		return fmt.Sprintf("set the price of %s to %d cents (catalog's internal API)", a.Price.SKU, a.Price.Cents)
 	case a.Wait != nil:
 		return "wait " + a.Wait.D.String()
 	case a.Answer != nil:

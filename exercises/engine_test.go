@@ -736,7 +736,7 @@ func TestTrafficAndScaleHooks(t *testing.T) {
 	ctx := context.Background()
 	tl := newTestLab(t)
 	var calls []string
-	tl.lab.Traffic = func(_ context.Context, on bool, rate float64, mix string) error {
+	tl.lab.Traffic = func(_ context.Context, on bool, rate float64, mix string, _ int) error {
 		calls = append(calls, fmt.Sprintf("traffic %v %g %q", on, rate, mix))
 		return nil
 	}

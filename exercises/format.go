@@ -51,6 +51,9 @@ type Cleanup struct {
 	Settings    Settings `yaml:"settings"`
 	ClearFaults []string `yaml:"clear_faults"`
 	Traffic     *Traffic `yaml:"traffic"`
+	// Prices are set back on catalog (an exercise that changes a price puts the seeded
+	// one back: the lab's settings are restored by the engine, catalog's data is not).
+	Prices []Price `yaml:"prices"`
 }
 
 // Setting is one setting and the value to give it; the keys and values are the control
@@ -95,6 +98,9 @@ type Traffic struct {
 	On   bool    `yaml:"on"`
 	Rate float64 `yaml:"rate"` // orders per second, when on
 	Mix  string  `yaml:"mix"`  // outcome weights, "ok=80,declined=10,oos=5,xx=5"; "" = the default mix
+	// Browse is how many product reads (the list, a product, the home page) each
+	// shopper makes before each order, 0 to 10 (0: none, straight to checkout).
+	Browse int `yaml:"browse"`
 }
 
 // Step is one thing the learner does, and how the lab knows it is done.
@@ -144,6 +150,7 @@ func (e *Exercise) Diagnosis() bool {
 //   - order: {sku: LAB-MUG, card: 4242 4242 4242 4242, country: DE}
 //   - traffic: {on: true, rate: 5}
 //   - scale: {service: payments, instances: 2}
+//   - price: {sku: LAB-MUG, cents: 1500}
 //   - wait: 5s
 //   - answer: {text: payment.authorized}
 type Action struct {
@@ -153,6 +160,7 @@ type Action struct {
 	Order       *Order    `yaml:"order"`
 	Traffic     *Traffic  `yaml:"traffic"`
 	Scale       *Scale    `yaml:"scale"`
+	Price       *Price    `yaml:"price"`
 	Wait        *Duration `yaml:"wait"`
 	Answer      *Answer   `yaml:"answer"`
 }
@@ -167,6 +175,17 @@ type Order struct {
 	Card    string `yaml:"card"`    // a test card number
 	Country string `yaml:"country"` // ISO 3166 alpha-2 ("DE"); "" = DE
 }
+
+// Price changes a product's price on catalog's internal API (the public gateway API
+// cannot: prices are the shop's to set), which commits it and announces
+// product.price_changed through its outbox.
+type Price struct {
+	SKU   string `yaml:"sku"`
+	Cents int    `yaml:"cents"`
+}
+
+// MaxPriceCents is catalog's bound on a price (services/catalog: maxPriceCents).
+const MaxPriceCents = 100_000_000
 
 // Scale runs a service as this many instances (competing consumers on its queue).
 type Scale struct {

@@ -39,7 +39,7 @@ type Lab struct {
 
 	// Traffic switches the dashboard's steady shop traffic on or off (rate orders/s,
 	// mix as loadgen.ParseMix reads it; "" the default mix).
-	Traffic func(ctx context.Context, on bool, rate float64, mix string) error
+	Traffic func(ctx context.Context, on bool, rate float64, mix string, browse int) error
 	// Scale runs service as this many instances (the supervisor's scale).
 	Scale func(ctx context.Context, service string, instances int) error
 }
@@ -103,6 +103,8 @@ type Shop interface {
 	GetOrder(ctx context.Context, orderID string) (ShopOrder, error)
 	// Ledger reads payments' ledger of an order (zeros for an order payments never saw).
 	Ledger(ctx context.Context, orderID string) (Ledger, error)
+	// SetPrice changes a product's price on catalog's internal API.
+	SetPrice(ctx context.Context, sku string, cents int) error
 }
 
 // ShopOrder is an order as GET /api/v1/orders/{id} answers, as far as checks read it.

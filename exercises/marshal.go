@@ -161,6 +161,9 @@ func (t Traffic) encodeNode() *yaml.Node {
 	if t.Mix != "" {
 		n.Content = append(n.Content, str("mix"), str(t.Mix))
 	}
+	if t.Browse != 0 {
+		n.Content = append(n.Content, str("browse"), encode(reflect.ValueOf(t.Browse)))
+	}
 	return n
 }
 

@@ -31,6 +31,9 @@ type Gateway struct {
 	// Payments calls payments' internal API (its base URL, http://127.0.0.1:8104), for
 	// ledger checks; nil: they report what is missing.
 	Payments *loadgen.Client
+	// Catalog calls catalog's internal API (http://127.0.0.1:8102), for price actions;
+	// nil: they report what is missing.
+	Catalog *loadgen.Client
 
 	mu     sync.Mutex
 	tokens map[string]string // email → session token
@@ -132,6 +135,18 @@ func (g *Gateway) Ledger(ctx context.Context, id string) (Ledger, error) {
 		return Ledger{}, fmt.Errorf("read the ledger of %s: %w", id, err)
 	}
 	return l, nil
+}
+
+// SetPrice changes a product's price on catalog's internal API.
+func (g *Gateway) SetPrice(ctx context.Context, sku string, cents int) error {
+	if g.Catalog == nil {
+		return unavailable("catalog's internal API")
+	}
+	if err := g.Catalog.Do(ctx, http.MethodPut, "/products/"+url.PathEscape(sku)+"/price", "",
+		map[string]int{"priceCents": cents}, nil, nil); err != nil {
+		return fmt.Errorf("set the price of %s: %w", sku, err)
+	}
+	return nil
 }
 
 // PrometheusAPI is Prometheus' HTTP API (GET /api/v1/query).

@@ -119,6 +119,9 @@ func (v *validator) exercise(e *Exercise, dir string) {
 	v.settings("cleanup.settings", e.Cleanup.Settings)
 	v.clearFaults("cleanup.clear_faults", e.Cleanup.ClearFaults)
 	v.traffic("cleanup.traffic", e.Cleanup.Traffic)
+	for i, p := range e.Cleanup.Prices {
+		v.price(fmt.Sprintf("cleanup.prices[%d]", i), p)
+	}
 }
 
 func (v *validator) texts(path string, xs []string) {
@@ -251,8 +254,8 @@ func (v *validator) traffic(path string, t *Traffic) {
 		return
 	}
 	if !t.On {
-		if t.Rate != 0 || t.Mix != "" {
-			v.d.errf(path, "traffic off takes no rate or mix")
+		if t.Rate != 0 || t.Mix != "" || t.Browse != 0 {
+			v.d.errf(path, "traffic off takes no rate, mix or browse")
 		}
 		return
 	}
@@ -263,6 +266,9 @@ func (v *validator) traffic(path string, t *Traffic) {
 		if _, err := loadgen.ParseMix(t.Mix); err != nil {
 			v.d.errf(field(path, "mix"), "%v", err)
 		}
+	}
+	if t.Browse < 0 || t.Browse > 10 {
+		v.d.errf(field(path, "browse"), "want 0 to 10 product reads per order (got %d)", t.Browse)
 	}
 }
 
@@ -457,10 +463,20 @@ func (v *validator) answer(path string, a Answer, step int, choices []string) {
 	v.ref(field(path, "same_order_as"), a.SameOrderAs, step)
 }
 
+// price checks a price action (or a price cleanup restores) as catalog would.
+func (v *validator) price(path string, p Price) {
+	if v.required(field(path, "sku"), p.SKU, "a catalog SKU, like LAB-MUG") && !skuPattern.MatchString(p.SKU) {
+		v.d.errf(field(path, "sku"), "bad sku %q: want a catalog SKU, like LAB-MUG", p.SKU)
+	}
+	if p.Cents < 0 || p.Cents > MaxPriceCents {
+		v.d.errf(field(path, "cents"), "want a price in cents from 0 to %d (got %d)", MaxPriceCents, p.Cents)
+	}
+}
+
 func (v *validator) action(path string, a Action, step int) {
 	var set []string
 	for name, ok := range map[string]bool{"set": len(a.Set) > 0, "fault": a.Fault != nil, "clear_faults": a.ClearFaults != "",
-		"order": a.Order != nil, "traffic": a.Traffic != nil, "scale": a.Scale != nil, "wait": a.Wait != nil, "answer": a.Answer != nil} {
+		"order": a.Order != nil, "traffic": a.Traffic != nil, "scale": a.Scale != nil, "price": a.Price != nil, "wait": a.Wait != nil, "answer": a.Answer != nil} {
 		if ok {
 			set = append(set, name)
 		}
@@ -515,6 +531,8 @@ func (v *validator) action(path string, a Action, step int) {
 			v.d.errf(field(p, "service"), "%s cannot be scaled while the lab runs (scale.<service> exists for %s)",
 				s.Service, strings.Join(control.ScaleServices, ", "))
 		}
+	case "price":
+		v.price(field(path, "price"), *a.Price)
 	case "wait":
 		if a.Wait.D <= 0 || a.Wait.D > maxWait {
 			v.d.errf(field(path, "wait"), "want a wait above 0 and at most %s (got %s)", maxWait, a.Wait)

@@ -83,8 +83,8 @@ func (a Arch) FlowEdges(source, exchange, routingKey string) []string {
 	return out
 }
 
-// ShopArch is the shop: eight services, two exchanges, six work queues, seven
-// databases.
+// ShopArch is the shop: eight services, two exchanges, six work queues and the
+// gateway's cache-invalidation queue, seven databases.
 //
 // orders has two queues. orders.events drives its sagas; orders-history.events feeds
 // the order history read model (CQRS, read.model=cqrs: services/orders/history.go), a
@@ -109,6 +109,9 @@ func ShopArch() Arch {
 			"order.confirmed":    {"notifications.events", "payments.events", "orders-history.events"},
 			"order.cancelled":    {"notifications.events", "shipping.events", "orders-history.events"},
 			"user.registered":    {"notifications.events"},
+			// Not a work queue: the gateway's own exclusive queue, one per instance (in
+			// the lab, one instance: gateway-1), that keeps its response cache fresh.
+			"product.price_changed": {GatewayCacheQueue},
 		},
 		"shop.commands": {
 			"payments.authorize": {"payments.events"},
@@ -138,6 +141,7 @@ func ShopArch() Arch {
 	queue("inventory.events", "inventory", 850, 330)
 	queue("shipping.events", "shipping", 770, 490)
 	queue("notifications.events", "notifications", 620, 535)
+	queue(GatewayCacheQueue, "gateway", 150, 450)
 	db := func(service string, x, y int) {
 		a.Nodes = append(a.Nodes, Node{Name: "db-" + service, Kind: "db", X: x, Y: y})
 	}
@@ -151,7 +155,7 @@ func ShopArch() Arch {
 	for _, to := range []string{"users", "catalog", "orders"} {
 		a.Edges = append(a.Edges, Edge{"gateway", to, "http"})
 	}
-	for _, from := range []string{"users", "orders", "payments", "inventory", "shipping", "notifications"} {
+	for _, from := range []string{"users", "catalog", "orders", "payments", "inventory", "shipping", "notifications"} {
 		a.Edges = append(a.Edges, Edge{from, "shop.events", "publish"})
 	}
 	a.Edges = append(a.Edges, Edge{"orders", "shop.commands", "publish"})
@@ -176,6 +180,11 @@ func ShopArch() Arch {
 	}
 	return a
 }
+
+// GatewayCacheQueue is the queue lab up's gateway (instance gateway-1) hears
+// product.price_changed on: gateway.cache.<instance>, exclusive to that instance
+// (services/gateway/cache.go says why it is not a competing-consumer queue).
+const GatewayCacheQueue = "gateway.cache.gateway-1"
 
 // SharedDBNode is the one database of the shared topology (db.topology=shared).
 const SharedDBNode = "db-shop"

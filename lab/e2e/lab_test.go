@@ -317,8 +317,8 @@ func (l *lab) setting(key string) string {
 }
 
 // awaitSetting waits until every instance that exports lab settings reports key=value.
-// Every instance applies an announced change at once (the gateway and catalog through
-// a connection for lab.control alone); the deadline is generous for a loaded machine.
+// Every instance applies an announced change at once (the gateway through a
+// connection for lab.control alone); the deadline is generous for a loaded machine.
 func (l *lab) awaitSetting(key, value string) {
 	l.t.Helper()
 	insts, err := l.cfg.Instances(l.scale)

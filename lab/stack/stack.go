@@ -24,9 +24,9 @@ type Service struct {
 var Services = []Service{
 	// The dashboard first: its OTLP receiver and its wiretap are up before the first
 	// span or message of the shop, so a learner's first checkout is on screen.
-	// It calls the gateway (its Shop view, traffic, exercises) and payments' ledger API
-	// (exercises' ledger checks).
-	{Name: "dashboard", Port: 8080, Dir: "dashboard", Upstreams: []string{"gateway", "payments"}},
+	// It calls the gateway (its Shop view, traffic, exercises), payments' ledger API
+	// (exercises' ledger checks) and catalog's price API (exercises' price actions).
+	{Name: "dashboard", Port: 8080, Dir: "dashboard", Upstreams: []string{"gateway", "payments", "catalog"}},
 	{Name: "users", Port: 8101, DB: true},
 	{Name: "catalog", Port: 8102, DB: true},
 	{Name: "orders", Port: 8103, DB: true, Upstreams: []string{"catalog", "notifications"}}, // notifications: notifications.mode=sync

@@ -1,18 +1,28 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
+	"microlab/services/contracts"
 	"microlab/services/platform/app"
 	"microlab/services/platform/httpx"
+	"microlab/services/platform/pg"
 )
 
-// api registers catalog's internal HTTP API (the gateway exposes it as /api/v1/products;
-// orders reads prices from it when an order is placed).
+// maxPriceCents bounds a price (a million euros): a typo of a few digits is refused
+// rather than stored.
+const maxPriceCents = 100_000_000
+
+// api registers catalog's internal HTTP API (the gateway exposes the two GETs as
+// /api/v1/products; orders reads prices from it when an order is placed). The PUT is
+// internal only: the lab (exercise 16) and operators change prices;
+// the public gateway has no route to it.
 //
-//	GET /products        → 200 {items: [product...]}, sorted by sku
-//	GET /products/{sku}  → 200 product | 404 not_found
+//	GET /products              → 200 {items: [product...]}, sorted by sku
+//	GET /products/{sku}        → 200 product | 404 not_found
+//	PUT /products/{sku}/price  {priceCents} → 200 product | 400 invalid_price | 404 not_found
 func api(a *app.App, store *Store) {
 	mux := a.Mux()
 	mux.Handle("GET /products", httpx.Handle(a.Log, func(w http.ResponseWriter, r *http.Request) error {
@@ -37,4 +47,56 @@ func api(a *app.App, store *Store) {
 		httpx.WriteJSON(w, http.StatusOK, p)
 		return nil
 	}))
+	mux.Handle("PUT /products/{sku}/price", httpx.Handle(a.Log, func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			PriceCents *int64 `json:"priceCents"`
+		}
+		if err := httpx.Decode(w, r, &in, httpx.DefaultMaxBody); err != nil {
+			return err
+		}
+		if in.PriceCents == nil || *in.PriceCents < 0 || *in.PriceCents > maxPriceCents {
+			return httpx.Errorf(http.StatusBadRequest, "invalid_price", "priceCents must be a whole number of cents from 0 to %d", maxPriceCents)
+		}
+		p, err := setPrice(r.Context(), a, store, r.PathValue("sku"), *in.PriceCents)
+		if errors.Is(err, errNotFound) {
+			return httpx.Errorf(http.StatusNotFound, "not_found", "no product with sku %q", r.PathValue("sku"))
+		}
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, p)
+		return nil
+	}))
+}
+
+// setPrice commits the new price and its product.price_changed event in one transaction
+// (the outbox row shares it), so the event goes out if and only if the price changed:
+// a cache that drops its copy on the event is never told about a change that did not
+// happen, nor left unaware of one that did. Setting the price a product already has
+// changes nothing and announces nothing.
+func setPrice(ctx context.Context, a *app.App, store *Store, sku string, cents int64) (Product, error) {
+	var out Product
+	err := pg.InTx(ctx, a.DB, func(ctx context.Context) error {
+		before, after, err := store.SetPrice(ctx, sku, cents)
+		if err != nil {
+			return err
+		}
+		out = after
+		if before.PriceCents == after.PriceCents {
+			return nil
+		}
+		// The SKU is the correlation id: every change of one product's price is one
+		// conversation in the wiretap.
+		env, err := contracts.NewEnvelope(contracts.ProductPriceChanged, "catalog", sku, "",
+			contracts.ProductPriceChangedData{SKU: sku, OldPriceCents: before.PriceCents, PriceCents: after.PriceCents, Currency: after.Currency})
+		if err != nil {
+			return err
+		}
+		return a.Emit(ctx, env)
+	})
+	if err != nil {
+		return Product{}, err
+	}
+	a.Log.InfoContext(ctx, "price changed", "sku", sku, "price_cents", cents)
+	return out, nil
 }

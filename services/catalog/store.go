@@ -56,3 +56,24 @@ func (s *Store) Get(ctx context.Context, sku string) (Product, error) {
 	}
 	return p, nil
 }
+
+// SetPrice changes a product's price and returns the product before and after, or
+// errNotFound. FOR UPDATE holds the row until the caller's transaction ends (pg.InTx), so
+// two concurrent changes are ordered and each event's old price is the one it replaced.
+func (s *Store) SetPrice(ctx context.Context, sku string, cents int64) (before, after Product, err error) {
+	q := pg.Q(ctx, s.pool)
+	err = q.QueryRow(ctx, `SELECT sku, name, price_cents, currency FROM products WHERE sku = $1 FOR UPDATE`, sku).
+		Scan(&before.SKU, &before.Name, &before.PriceCents, &before.Currency)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Product{}, Product{}, errNotFound
+	}
+	if err != nil {
+		return Product{}, Product{}, fmt.Errorf("set price of %s: %w", sku, err)
+	}
+	if _, err := q.Exec(ctx, `UPDATE products SET price_cents = $2 WHERE sku = $1`, sku, cents); err != nil {
+		return Product{}, Product{}, fmt.Errorf("set price of %s: %w", sku, err)
+	}
+	after = before
+	after.PriceCents = cents
+	return before, after, nil
+}

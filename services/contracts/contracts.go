@@ -39,6 +39,10 @@ const (
 	OrderConfirmed    = "order.confirmed"
 	OrderCancelled    = "order.cancelled"
 	NotificationSent  = "notification.sent"
+	// ProductPriceChanged: catalog changed a product's price. Nothing in the checkout
+	// depends on it (orders asks catalog for the price when an order is placed); the
+	// gateway drops its cached copies of the product (docs/patterns/gateway-caching.md).
+	ProductPriceChanged = "product.price_changed"
 )
 
 // Command types (orchestration mode). Each is also the routing key on shop.commands.
@@ -54,7 +58,7 @@ const (
 var (
 	Events = []string{UserRegistered, OrderPlaced, PaymentAuthorized, PaymentDeclined,
 		PaymentRefunded, StockReserved, StockRejected, StockReleased, ShipmentScheduled,
-		ShipmentFailed, OrderConfirmed, OrderCancelled, NotificationSent}
+		ShipmentFailed, OrderConfirmed, OrderCancelled, NotificationSent, ProductPriceChanged}
 	Commands = []string{CmdPaymentsAuthorize, CmdPaymentsRefund, CmdInventoryReserve,
 		CmdInventoryRelease, CmdShippingSchedule}
 )

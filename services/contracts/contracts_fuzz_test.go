@@ -96,6 +96,7 @@ var payloads = map[string]func() any{
 	OrderConfirmed:       func() any { return new(OrderConfirmedData) },
 	OrderCancelled:       func() any { return new(OrderCancelledData) },
 	NotificationSent:     func() any { return new(NotificationSentData) },
+	ProductPriceChanged:  func() any { return new(ProductPriceChangedData) },
 	CmdPaymentsAuthorize: func() any { return new(PaymentsAuthorizeData) },
 	CmdPaymentsRefund:    func() any { return new(PaymentRefundData) },
 	CmdInventoryReserve:  func() any { return new(InventoryReserveData) },

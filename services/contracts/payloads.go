@@ -184,3 +184,24 @@ func (u UserRegisteredData) Check() error {
 	}
 	return nil
 }
+
+// ProductPriceChangedData is product.price_changed: the price a SKU has from now on.
+// The old price travels too, so a reader of the event stream (the dashboard's wiretap, a
+// learner) sees the change without asking catalog.
+type ProductPriceChangedData struct {
+	SKU           string `json:"sku"`
+	OldPriceCents int64  `json:"oldPriceCents"`
+	PriceCents    int64  `json:"priceCents"`
+	Currency      string `json:"currency"`
+}
+
+// Check implements the validation DecodeData runs.
+func (p ProductPriceChangedData) Check() error {
+	switch {
+	case p.SKU == "":
+		return errors.New("missing sku")
+	case p.PriceCents < 0:
+		return errors.New("priceCents must not be negative")
+	}
+	return nil
+}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"microlab/observability"
 	"microlab/services/platform/control"
@@ -25,6 +26,7 @@ type Gateway struct {
 	orders  *upstream
 	auth    *authenticator
 	limiter *limiter
+	cache   *responseCache
 	knobs   *knobs
 }
 
@@ -42,6 +44,7 @@ func New(cfg Config, log *slog.Logger, tel *observability.Telemetry) *Gateway {
 		catalog: up("catalog", cfg.CatalogURL),
 		orders:  up("orders", cfg.OrdersURL),
 		limiter: newLimiter(k.rate),
+		cache:   newResponseCache(func() time.Duration { return k.settings().CacheTTL() }, tel),
 	}
 	g.auth = newAuthenticator(g.users)
 	return g
@@ -186,8 +189,10 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, u *upstream, path
 	return forward(r.Context(), w, u, request{Method: http.MethodPost, Path: path, Header: h, Body: raw})
 }
 
+// listProducts and getProduct go through the response cache (cache.go): with
+// gateway.cache.ttl at 0s, the default, it passes every read to catalog.
 func (g *Gateway) listProducts(w http.ResponseWriter, r *http.Request) error {
-	return forward(r.Context(), w, g.catalog, request{Method: http.MethodGet, Path: "/products"})
+	return g.cachedGet(w, r, listKey)
 }
 
 func (g *Gateway) getProduct(w http.ResponseWriter, r *http.Request) error {
@@ -196,7 +201,7 @@ func (g *Gateway) getProduct(w http.ResponseWriter, r *http.Request) error {
 	if !skuPattern.MatchString(sku) {
 		return httpx.Errorf(http.StatusNotFound, "not_found", "no product with sku %q", sku)
 	}
-	return forward(r.Context(), w, g.catalog, request{Method: http.MethodGet, Path: "/products/" + sku})
+	return g.cachedGet(w, r, listKey+"/"+sku)
 }
 
 // userHeader is how orders learns who is asking: set from the verified token, never

@@ -4,8 +4,10 @@
 // and a circuit breaker per upstream. It also aggregates the home page (a Backend For
 // Frontend), degrading part by part instead of failing whole.
 //
-// It owns no database and consumes no events: its only state is in memory (breakers,
-// rate-limit buckets, the cached key set), and losing it on a restart is harmless.
+// It owns no database and consumes one event only, product.price_changed, on a queue of
+// each instance's own (see Gateway.follow): its only state is in memory (breakers,
+// rate-limit buckets, the cached key set, the product response cache), and losing it on
+// a restart is harmless.
 package main
 
 import (
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"microlab/services/platform/app"
+	"microlab/services/platform/bus"
 )
 
 // Config is everything the gateway reads from its environment.
@@ -83,9 +86,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 // start reads the config and builds the gateway on the app kit, ready to Run.
 func start(ctx context.Context, getenv func(string) string, stdout io.Writer) (*app.App, error) {
-	// No Migrations (no database) and no Consumes (no queues, nothing to publish):
-	// App.DB and App.Bus stay nil. Its only use for RabbitMQ is lab.control, which the
-	// app kit follows on a connection of its own, so the lab's changes apply at once.
+	// No Migrations (no database) and no Consumes (no work queue, nothing to publish):
+	// App.DB and App.Bus stay nil. The app kit follows lab.control on a connection of its
+	// own, so the lab's changes apply at once; the response cache hears price changes on
+	// another (opened in the background: without a broker the gateway still serves, and
+	// the TTL alone bounds staleness).
 	opts := app.Options{Name: "gateway", DefaultPort: 8000}
 	var cfg Config
 	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
@@ -101,6 +106,13 @@ func start(ctx context.Context, getenv func(string) string, stdout io.Writer) (*
 	g := New(cfg, a.Log, a.Tel)
 	g.Follow(a.Settings.Current) // the lab's settings, live (the watcher applies each change as announced)
 	a.Go("rate limiter eviction", g.limiter.Run)
+	if cfg.AMQPURL != "" {
+		conn := bus.Open(cfg.AMQPURL, cfg.InstanceID+"/cache", a.Log)
+		a.Go("cache invalidation", func(ctx context.Context) error {
+			defer conn.Close()
+			return g.follow(ctx, conn, cfg.InstanceID, a.Tel)
+		})
+	}
 	g.Mount(a.Mux())
 	return a, nil
 }

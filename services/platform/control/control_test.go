@@ -24,6 +24,12 @@ func TestValidate(t *testing.T) {
 		{"inbox.enabled", "maybe", "", "want true or false"},
 		{"saga.step_timeout", "2s", "2s", ""},
 		{"saga.step_timeout", "0s", "", "between"},
+		{"gateway.cache.ttl", "30s", "30s", ""},
+		{"gateway.cache.ttl", "0", "0s", ""},
+		{"gateway.cache.ttl", "1h", "1h0m0s", ""},
+		{"gateway.cache.ttl", "-1s", "", "between 0s and 1h0m0s"},
+		{"gateway.cache.ttl", "2h", "", "between 0s and 1h0m0s"},
+		{"gateway.cache.ttl", "soon", "", "between 0s and 1h0m0s"},
 		{"nope", "1", "", "unknown setting"},
 	} {
 		got, err := control.Validate(tc.key, tc.value)

@@ -54,14 +54,15 @@ var FaultServices = []string{"gateway", "users", "catalog", "orders", "payments"
 
 // QueueServices are the services that consume from a queue of their own,
 // <service>.events (each declares it with the bus.Queue in its handlers.go), so the
-// only ones a poison fault can inject into. The gateway, users and catalog consume no
-// messages. A test reads the services' sources to keep this list and theirs the same.
+// only ones a poison fault can inject into. Users and catalog consume no messages; the
+// gateway consumes product.price_changed on an exclusive queue per instance (its cache
+// invalidation), which is no work queue and takes no poison. A test reads the services' sources to keep this list and theirs the same.
 var QueueServices = []string{"orders", "payments", "inventory", "shipping", "notifications"}
 
 // PublishingServices are the services that publish messages (through their outbox):
-// the ones with a queue, and users (user.registered). The gateway and catalog publish
-// nothing, so a duplicate_delivery fault on them could never fire.
-var PublishingServices = append([]string{"users"}, QueueServices...)
+// the ones with a queue, users (user.registered) and catalog (product.price_changed).
+// The gateway publishes nothing, so a duplicate_delivery fault on it could never fire.
+var PublishingServices = append([]string{"users", "catalog"}, QueueServices...)
 
 // Fault is one injected fault.
 type Fault struct {

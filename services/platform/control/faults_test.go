@@ -45,7 +45,7 @@ func TestFaultSpecValidate(t *testing.T) {
 		// Faults that could never fire where they are aimed.
 		{control.FaultSpec{Service: "users", Kind: "crash_after_commit"}, "crash_after_commit: users consumes no messages", true},
 		{control.FaultSpec{Service: "payments", Kind: "crash_after_commit"}, "crash_after_commit", false},
-		{control.FaultSpec{Service: "catalog", Kind: "duplicate_delivery", Value: "2"}, "duplicate_delivery: catalog publishes no messages", true},
+		{control.FaultSpec{Service: "catalog", Kind: "duplicate_delivery", Value: "2"}, "duplicate_delivery=2", false}, // product.price_changed
 		{control.FaultSpec{Service: "gateway", Kind: "duplicate_delivery"}, "duplicate_delivery: gateway publishes no messages", true},
 		{control.FaultSpec{Service: "users", Kind: "duplicate_delivery", Value: "2"}, "duplicate_delivery=2", false},
 		{control.FaultSpec{Service: "gateway", Kind: "latency", Value: "1s", On: "messages"}, "gateway consumes no messages; use on=http", true},

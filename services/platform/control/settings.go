@@ -26,6 +26,7 @@ const (
 	GatewayBreakerOpenFor  = "gateway.breaker.open_for"
 	GatewayRateLimitRPS    = "gateway.rate_limit.rps"
 	GatewayRateLimitBurst  = "gateway.rate_limit.burst"
+	GatewayCacheTTL        = "gateway.cache.ttl"
 	HTTPTimeout            = "http.timeout"
 	HTTPRetries            = "http.retries"
 	NotificationsMode      = "notifications.mode"
@@ -81,6 +82,8 @@ func Defs() []Def {
 			Help: "requests per second each gateway client (user, else IP) may make, 429 + Retry-After beyond; 0: off; env: RATE_LIMIT_RPS (100)"},
 		{Key: GatewayRateLimitBurst, Default: FromEnv, parse: orEnv(intBetween(0, 100_000)),
 			Help: "requests a gateway client may make at once (its bucket's size); 0: one second's worth of rps; env: RATE_LIMIT_BURST (200)"},
+		{Key: GatewayCacheTTL, Default: "0s", parse: durationBetween(0, time.Hour),
+			Help: "how long each gateway instance keeps a product read (GET /api/v1/products, /products/{sku}) in memory and answers it without asking catalog; product.price_changed drops a product's copies at once; 0s: off"},
 		{Key: HTTPTimeout, Default: FromEnv, parse: orEnv(durationBetween(50*time.Millisecond, 30*time.Second)),
 			Help: "bound on every outbound HTTP call (gateway → upstreams, orders → catalog, notifications); env: each service's own (UPSTREAM_TIMEOUT 5s, CATALOG_TIMEOUT 2s)"},
 		{Key: HTTPRetries, Default: FromEnv, parse: orEnv(intBetween(0, 5)),
@@ -287,6 +290,15 @@ func (s Settings) RateLimitRPS() (rps float64, ok bool) {
 // RateLimitBurst is each gateway client's bucket size (0: one second's worth of the
 // rate); ok false: the gateway's own.
 func (s Settings) RateLimitBurst() (n int, ok bool) { return s.intValue(GatewayRateLimitBurst) }
+
+// CacheTTL is how long the gateway keeps a product read (0: no caching).
+func (s Settings) CacheTTL() time.Duration {
+	d, err := time.ParseDuration(s.Get(GatewayCacheTTL))
+	if err != nil || d < 0 {
+		return 0
+	}
+	return d
+}
 
 // HTTPTimeout bounds one outbound HTTP call (each attempt); ok false: the service's own.
 func (s Settings) HTTPTimeout() (d time.Duration, ok bool) { return s.durationValue(HTTPTimeout) }
