@@ -208,6 +208,8 @@ func TestFaultsAPI(t *testing.T) {
 		{"DELETE", "/api/lab/faults?target=paymints", "", "invalid_fault", `unknown target "paymints"`},
 		{"POST", "/api/lab/settings", `{"key":"saga.mode","value":"sideways"}`, "invalid_setting", `bad value "sideways"`},
 		{"POST", "/api/lab/settings", `{"key":"nope","value":"1"}`, "invalid_setting", `unknown setting "nope"`},
+		{"POST", "/api/lab/settings", `{"key":"catalog.transport","value":"soap"}`, "invalid_setting", `bad value "soap" for catalog.transport: want one of http, grpc`},
+		{"POST", "/api/lab/settings", `{"key":"catalog.transport","value":""}`, "invalid_setting", `bad value "" for catalog.transport`},
 	} {
 		code, body := l.call(t, tc.method, tc.path, tc.body)
 		var eb errorJSON

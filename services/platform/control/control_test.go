@@ -25,6 +25,10 @@ func TestValidate(t *testing.T) {
 		{"saga.step_timeout", "2s", "2s", ""},
 		{"saga.step_timeout", "0s", "", "between"},
 		{"nope", "1", "", "unknown setting"},
+		{"catalog.transport", "grpc", "grpc", ""},
+		{"catalog.transport", " http ", "http", ""},
+		{"catalog.transport", "soap", "", "want one of http, grpc"},
+		{"catalog.transport", "", "", "want one of http, grpc"},
 	} {
 		got, err := control.Validate(tc.key, tc.value)
 		if tc.err != "" {
