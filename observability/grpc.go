@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/stats"
@@ -17,16 +18,22 @@ import (
 // server's span joins the caller's trace; and the RED metrics per method are ours,
 // Prometheus-native like http_server_*, through the interceptors below.
 
+// rpcSystem is the attribute that says a span is a gRPC call in the semantic
+// conventions most tools still read (Jaeger's UI, exercise 17's check). otelgrpc
+// follows the newer conventions, which renamed it rpc.system.name; it sets that one
+// and we add this one, so a span carries both.
+var rpcSystem = attribute.String("rpc.system", "grpc")
+
 // GRPCServerHandler is the stats handler of a gRPC server (grpc.StatsHandler).
 func (t *Telemetry) GRPCServerHandler() stats.Handler {
 	return otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(t.TracerProvider()),
-		otelgrpc.WithPropagators(t.Propagator()))
+		otelgrpc.WithPropagators(t.Propagator()), otelgrpc.WithSpanAttributes(rpcSystem))
 }
 
 // GRPCClientHandler is the stats handler of a gRPC client (grpc.WithStatsHandler).
 func (t *Telemetry) GRPCClientHandler() stats.Handler {
 	return otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(t.TracerProvider()),
-		otelgrpc.WithPropagators(t.Propagator()))
+		otelgrpc.WithPropagators(t.Propagator()), otelgrpc.WithSpanAttributes(rpcSystem))
 }
 
 // rpcMetrics are the RED metrics of gRPC calls, by full method ("/microlab.catalog.v1.
