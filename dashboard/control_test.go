@@ -211,6 +211,8 @@ func TestFaultsAPI(t *testing.T) {
 		{"POST", "/api/lab/settings", `{"key":"gateway.cache.ttl","value":"2h"}`, "invalid_setting", `bad value "2h" for gateway.cache.ttl`},
 		{"POST", "/api/lab/settings", `{"key":"gateway.cache.ttl","value":"soon"}`, "invalid_setting", `bad value "soon" for gateway.cache.ttl`},
 		{"POST", "/api/lab/settings", `{"key":"nope","value":"1"}`, "invalid_setting", `unknown setting "nope"`},
+		{"POST", "/api/lab/settings", `{"key":"catalog.transport","value":"soap"}`, "invalid_setting", `bad value "soap" for catalog.transport: want one of http, grpc`},
+		{"POST", "/api/lab/settings", `{"key":"catalog.transport","value":""}`, "invalid_setting", `bad value "" for catalog.transport`},
 	} {
 		code, body := l.call(t, tc.method, tc.path, tc.body)
 		var eb errorJSON

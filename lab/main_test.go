@@ -132,6 +132,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"settings", "set", "saga.mode"}, `want key=value, got "saga.mode"`},
 		{[]string{"settings", "set", "nosuch.key=1"}, `unknown setting "nosuch.key"`},
 		{[]string{"settings", "set", "saga.mode=sideways"}, `bad value "sideways"`},
+		{[]string{"settings", "set", "catalog.transport=soap"}, `bad value "soap" for catalog.transport: want one of http, grpc`},
+		{[]string{"settings", "set", "catalog.transport=GRPC"}, `bad value "GRPC" for catalog.transport: want one of http, grpc`},
 		{[]string{"settings", "set", "scale.shipping=10"}, `bad value "10" for scale.shipping: want a whole number from 1 to 9`},
 		{[]string{"settings", "set", "gateway.cache.ttl=-1s"}, `bad value "-1s" for gateway.cache.ttl: want a duration between 0s and 1h0m0s`},
 		{[]string{"settings", "set", "gateway.cache.ttl=2h"}, `bad value "2h" for gateway.cache.ttl`},

@@ -106,6 +106,7 @@ type Telemetry struct {
 	Registry *prometheus.Registry
 	Metrics  *Metrics
 
+	rpc        *rpcMetrics // gRPC RED metrics (grpc.go)
 	process    Process
 	provider   trace.TracerProvider
 	sdk        *sdktrace.TracerProvider // nil when tracing is off
@@ -129,6 +130,7 @@ func Setup(ctx context.Context, p Process, cfg Config, stdout io.Writer) (*Telem
 	}
 	t.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	t.Metrics = newMetrics(t.Registry)
+	t.rpc = newRPCMetrics(t.Registry)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "microlab_build_info", Help: "1; the build running.",
 		ConstLabels: prometheus.Labels{"version": p.Version, "goversion": runtime.Version()}})
 	build.Set(1)
@@ -187,7 +189,7 @@ func Setup(ctx context.Context, p Process, cfg Config, stdout io.Writer) (*Telem
 // for tests and tools.
 func Nop(log *slog.Logger) *Telemetry {
 	reg := prometheus.NewRegistry()
-	return &Telemetry{Log: log, Registry: reg, Metrics: newMetrics(reg),
+	return &Telemetry{Log: log, Registry: reg, Metrics: newMetrics(reg), rpc: newRPCMetrics(reg),
 		provider: noop.NewTracerProvider(), tracer: noop.NewTracerProvider().Tracer(""),
 		propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
 }

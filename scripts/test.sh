@@ -16,6 +16,11 @@ go tool templ generate >/dev/null 2>&1
 if ! git diff --quiet -- '*_templ.go' || [ -n "$(git ls-files --others --exclude-standard -- '*_templ.go')" ]; then
   echo "generated templ files are stale: run 'go tool templ generate' and commit"; git status --short -- '*_templ.go'; exit 1
 fi
+# The generated protobuf code is committed too; it must be what the protos generate.
+scripts/proto.sh
+if ! git diff --quiet -- '*.pb.go' || [ -n "$(git ls-files --others --exclude-standard -- '*.pb.go')" ]; then
+  echo "generated protobuf files are stale: run 'make proto' and commit"; git status --short -- '*.pb.go'; exit 1
+fi
 
 # The resource budget follows the machine: as many test binaries at once as there are
 # cores (TEST_PARALLEL overrides), and inside them the labs -- about ten -race processes

@@ -267,6 +267,7 @@ var settingGroups = []struct {
 	{"resilience", "Resilience", "What protects callers from a slow or failing service: breaker, rate limit, timeouts, retries.", []string{"gateway.", "http."}},
 	{"data", "Data", "Who owns which data, and how order history is read.", []string{"db.", "read."}},
 	{"notifications", "Notifications", "Whether orders waits for notifications before confirming.", []string{"notifications."}},
+	{"transport", "Transport", "How orders asks catalog for prices: HTTP/JSON or gRPC.", []string{"catalog."}},
 }
 
 // Groups returns the settings grouped by pattern, in the groups' order, each group's

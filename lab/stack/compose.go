@@ -101,6 +101,16 @@ func ComposeEnv(s Service) (map[string]string, error) {
 		}
 		env[envName(up)+"_URL"] = "http://" + up + ":" + strconv.Itoa(us.Port)
 	}
+	if s.GRPCPort != 0 {
+		env["GRPC_ADDR"] = net.JoinHostPort("0.0.0.0", strconv.Itoa(s.GRPCPort))
+	}
+	for _, up := range s.GRPCUpstreams {
+		us, ok := Find(up)
+		if !ok || us.GRPCPort == 0 {
+			return nil, fmt.Errorf("service %s: %s is no gRPC upstream", s.Name, up)
+		}
+		env[envName(up)+"_GRPC_ADDR"] = net.JoinHostPort(up, strconv.Itoa(us.GRPCPort))
+	}
 	return env, nil
 }
 

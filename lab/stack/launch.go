@@ -44,9 +44,10 @@ const MaxScale = 9
 
 // Instance is one process of a service.
 type Instance struct {
-	Service Service
-	ID      string // "<service>-<n>", n from 1: the process's INSTANCE_ID
-	Addr    string // host:port it serves HTTP on
+	Service  Service
+	ID       string // "<service>-<n>", n from 1: the process's INSTANCE_ID
+	Addr     string // host:port it serves HTTP on
+	GRPCAddr string // host:port it serves gRPC on ("" for none): its HTTP port + GRPCPortShift
 }
 
 // URL is the instance's base URL.
@@ -73,7 +74,11 @@ func (c Config) Instances(scale map[string]int) ([]Instance, error) {
 		n := max(scale[s.Name], 1)
 		for i := 1; i <= n; i++ {
 			port := s.Port + c.PortOffset + 1000*(i-1)
-			out = append(out, Instance{Service: s, ID: s.Name + "-" + strconv.Itoa(i), Addr: c.Host + ":" + strconv.Itoa(port)})
+			in := Instance{Service: s, ID: s.Name + "-" + strconv.Itoa(i), Addr: c.Host + ":" + strconv.Itoa(port)}
+			if s.GRPCPort != 0 {
+				in.GRPCAddr = c.Host + ":" + strconv.Itoa(s.GRPCPort+c.PortOffset+1000*(i-1))
+			}
+			out = append(out, in)
 		}
 	}
 	return out, nil
@@ -123,6 +128,9 @@ func (c Config) Proc(in Instance, binDir string) (supervisor.Proc, error) {
 	if err != nil {
 		return supervisor.Proc{}, err
 	}
+	if in.GRPCAddr != "" {
+		env = setEnv(env, "GRPC_ADDR", in.GRPCAddr)
+	}
 	return supervisor.Proc{
 		Name:      in.Service.Name,
 		Instance:  in.ID,
@@ -159,10 +167,15 @@ func ClaimOffset(scale map[string]int, claim func(ports []int) bool) (int, error
 	ports := slices.Clone(observabilityPorts)
 	hi := slices.Max(ports)
 	for _, i := range inst {
-		_, p, _ := net.SplitHostPort(i.Addr)
-		n, _ := strconv.Atoi(p)
-		ports = append(ports, n)
-		hi = max(hi, n)
+		for _, addr := range []string{i.Addr, i.GRPCAddr} {
+			if addr == "" {
+				continue
+			}
+			_, p, _ := net.SplitHostPort(addr)
+			n, _ := strconv.Atoi(p)
+			ports = append(ports, n)
+			hi = max(hi, n)
+		}
 	}
 	for range 200 {
 		off := 2000 + rand.IntN(32000-hi-2000)

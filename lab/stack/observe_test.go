@@ -45,7 +45,14 @@ func TestObservabilityPortsAvoidServicePorts(t *testing.T) {
 	}
 	used := map[string]string{}
 	for _, in := range insts {
-		used[in.Addr] = in.ID
+		for _, addr := range []string{in.Addr, in.GRPCAddr} {
+			if id, ok := used[addr]; ok && addr != "" {
+				t.Errorf("%s listens on %s, where %s does", in.ID, addr, id)
+			}
+			if addr != "" {
+				used[addr] = in.ID
+			}
+		}
 	}
 	j, p := cfg.Jaeger("", ""), cfg.Prometheus("", "")
 	for name, addr := range map[string]string{

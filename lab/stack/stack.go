@@ -18,7 +18,19 @@ type Service struct {
 	DB   bool   // owns a database
 	// Upstreams are the services it calls over HTTP: it gets <NAME>_URL for each.
 	Upstreams []string
+	// GRPCPort is the native port of its gRPC server (GRPC_ADDR), 0 for none. It is
+	// the HTTP port + GRPCPortShift, so instance n's is shifted by 1000·(n-1) like its
+	// HTTP port and no two ports of the lab meet.
+	GRPCPort int
+	// GRPCUpstreams are the services it calls over gRPC: it gets <NAME>_GRPC_ADDR for each.
+	GRPCUpstreams []string
 }
+
+// GRPCPortShift is a gRPC server's port minus its service's HTTP port (catalog: 8102 →
+// 8202). The services' HTTP ports are 8000, 8080 and 8101–8107 (each +1000 per scaled
+// instance), so +100 lands on 8202+1000·k, which no HTTP port, no other gRPC port and no
+// observability port (4318, 9090, 16685, 16686) can be.
+const GRPCPortShift = 100
 
 // Services in start order (dependencies first; the gateway last).
 var Services = []Service{
@@ -28,8 +40,9 @@ var Services = []Service{
 	// (exercises' ledger checks) and catalog's price API (exercises' price actions).
 	{Name: "dashboard", Port: 8080, Dir: "dashboard", Upstreams: []string{"gateway", "payments", "catalog"}},
 	{Name: "users", Port: 8101, DB: true},
-	{Name: "catalog", Port: 8102, DB: true},
-	{Name: "orders", Port: 8103, DB: true, Upstreams: []string{"catalog", "notifications"}}, // notifications: notifications.mode=sync
+	{Name: "catalog", Port: 8102, DB: true, GRPCPort: 8102 + GRPCPortShift},
+	// notifications: notifications.mode=sync; catalog over gRPC: catalog.transport=grpc.
+	{Name: "orders", Port: 8103, DB: true, Upstreams: []string{"catalog", "notifications"}, GRPCUpstreams: []string{"catalog"}},
 	{Name: "payments", Port: 8104, DB: true},
 	{Name: "inventory", Port: 8105, DB: true},
 	{Name: "shipping", Port: 8106, DB: true},
@@ -96,6 +109,14 @@ func (c Config) DBName(service string) string { return c.DBPrefix + service }
 // Addr is the host:port a service listens on.
 func (c Config) Addr(s Service) string {
 	return c.Host + ":" + strconv.Itoa(s.Port+c.PortOffset)
+}
+
+// GRPCAddr is the host:port a service's gRPC server listens on ("" for none).
+func (c Config) GRPCAddr(s Service) string {
+	if s.GRPCPort == 0 {
+		return ""
+	}
+	return c.Host + ":" + strconv.Itoa(s.GRPCPort+c.PortOffset)
 }
 
 // URL is the base URL of a service.
@@ -165,6 +186,16 @@ func (c Config) Env(s Service, instance string) ([]string, error) {
 			return nil, fmt.Errorf("service %s: unknown upstream %s", s.Name, up)
 		}
 		env = append(env, envName(up)+"_URL="+c.URL(us))
+	}
+	if a := c.GRPCAddr(s); a != "" {
+		env = append(env, "GRPC_ADDR="+a)
+	}
+	for _, up := range s.GRPCUpstreams {
+		us, ok := Find(up)
+		if !ok || us.GRPCPort == 0 {
+			return nil, fmt.Errorf("service %s: %s is no gRPC upstream", s.Name, up)
+		}
+		env = append(env, envName(up)+"_GRPC_ADDR="+c.GRPCAddr(us))
 	}
 	return append(env, c.Extra...), nil
 }

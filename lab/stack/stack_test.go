@@ -214,7 +214,8 @@ func TestOrdersUpstreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"CATALOG_URL=http://127.0.0.1:8109", "NOTIFICATIONS_URL=http://127.0.0.1:8114"} {
+	for _, want := range []string{"CATALOG_URL=http://127.0.0.1:8109", "NOTIFICATIONS_URL=http://127.0.0.1:8114",
+		"CATALOG_GRPC_ADDR=127.0.0.1:8209"} {
 		found := false
 		for _, kv := range env {
 			found = found || kv == want
@@ -222,6 +223,37 @@ func TestOrdersUpstreams(t *testing.T) {
 		if !found {
 			t.Errorf("orders' environment lacks %s: %v", want, env)
 		}
+	}
+}
+
+// Catalog serves gRPC on its HTTP port + GRPCPortShift, each instance shifted like its
+// HTTP port; the process gets it as GRPC_ADDR.
+func TestCatalogGRPCAddr(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Host: "127.0.0.1", PortOffset: 7, AdminDatabaseURL: "postgres://u:p@127.0.0.1:5432/postgres"}
+	insts, err := cfg.Instances(map[string]int{"catalog": 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"catalog-1": "127.0.0.1:8209", "catalog-2": "127.0.0.1:9209"}
+	for _, in := range insts {
+		if in.Service.Name != "catalog" {
+			if in.GRPCAddr != "" {
+				t.Errorf("%s has a gRPC address %s", in.ID, in.GRPCAddr)
+			}
+			continue
+		}
+		p, err := cfg.Proc(in, "/bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.GRPCAddr != want[in.ID] || !slices.Contains(p.Env, "GRPC_ADDR="+want[in.ID]) {
+			t.Errorf("%s: GRPCAddr %q, env %v; want GRPC_ADDR=%s", in.ID, in.GRPCAddr, p.Env, want[in.ID])
+		}
+		delete(want, in.ID)
+	}
+	if len(want) != 0 {
+		t.Errorf("no instances %v", want)
 	}
 }
 

@@ -36,8 +36,9 @@ func tail(s string, n int) string {
 }
 
 // startCatalog runs the catalog binary on the test's lab database (sharing env's lab
-// database and vhost, with a database of its own) and returns its base URL. It is
-// stopped (SIGTERM; a failed exit fails the test) when the test ends.
+// database and vhost, with a database of its own), points env's CATALOG_GRPC_ADDR at
+// its gRPC server and returns its base URL. It is stopped (SIGTERM; a failed exit fails
+// the test) when the test ends.
 func startCatalog(t *testing.T, env testenv.Env) string {
 	t.Helper()
 	bin := filepath.Join(testenv.Build(t, "./services/catalog"), "catalog")
@@ -47,7 +48,26 @@ func startCatalog(t *testing.T, env testenv.Env) string {
 			t.Logf("catalog log tail:\n%s", tail(logs.String(), 3000))
 		}
 	})
-	return testenv.Exec(t, bin, env.Share(t, "catalog", true), logs).URL
+	url := testenv.Exec(t, bin, env.Share(t, "catalog", true), logs).URL
+	env["CATALOG_GRPC_ADDR"] = grpcAddr(t, logs)
+	return url
+}
+
+// grpcAddr is the address in a service's last "grpc listening" log line (a retried
+// start logs one per attempt).
+func grpcAddr(t *testing.T, logs *testenv.LogBuffer) string {
+	t.Helper()
+	var addr string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var l struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "grpc listening" {
+			addr = l.Addr
+		}
+	}
+	if addr == "" {
+		t.Fatalf("catalog logged no \"grpc listening\" line:\n%s", tail(logs.String(), 3000))
+	}
+	return addr
 }
 
 // lab is one orders instance under test with everything around it.

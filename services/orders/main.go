@@ -27,7 +27,11 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"microlab/services/contracts"
+	"microlab/services/contracts/catalogpb"
 	"microlab/services/platform/app"
 	"microlab/services/platform/httpx"
 )
@@ -41,7 +45,10 @@ type Config struct {
 	CatalogURL     string        `env:"CATALOG_URL" default:"http://127.0.0.1:8102"`
 	CatalogTimeout time.Duration `env:"CATALOG_TIMEOUT" default:"2s"`
 	// CatalogRetries: how often a failed GET to catalog is tried again.
-	CatalogRetries   int    `env:"CATALOG_RETRIES" default:"0"`
+	CatalogRetries int `env:"CATALOG_RETRIES" default:"0"`
+	// CatalogGRPCAddr is catalog's gRPC server (its GRPC_ADDR), used at
+	// catalog.transport=grpc.
+	CatalogGRPCAddr  string `env:"CATALOG_GRPC_ADDR" default:"127.0.0.1:8202"`
 	NotificationsURL string `env:"NOTIFICATIONS_URL" default:"http://127.0.0.1:8107"`
 	// NotificationsTimeout bounds the call to notifications (notifications.mode=sync).
 	NotificationsTimeout time.Duration `env:"NOTIFICATIONS_TIMEOUT" default:"2s"`
@@ -65,12 +72,7 @@ func main() {
 func liveClient(a *app.App, timeout time.Duration, retries int) *http.Client {
 	c := a.HTTPClient(0)
 	c.Transport = &httpx.Retry{Next: c.Transport,
-		Timeout: func() time.Duration {
-			if d, ok := a.Settings.Current().HTTPTimeout(); ok {
-				return d
-			}
-			return timeout
-		},
+		Timeout: liveTimeout(a, timeout),
 		Retries: func() int {
 			if n, ok := a.Settings.Current().HTTPRetries(); ok {
 				return n
@@ -78,6 +80,30 @@ func liveClient(a *app.App, timeout time.Duration, retries int) *http.Client {
 			return retries
 		}}
 	return c
+}
+
+// liveTimeout is the lab's http.timeout at the moment of each call, else timeout.
+func liveTimeout(a *app.App, timeout time.Duration) func() time.Duration {
+	return func() time.Duration {
+		if d, ok := a.Settings.Current().HTTPTimeout(); ok {
+			return d
+		}
+		return timeout
+	}
+}
+
+// catalogGRPC is the gRPC connection to catalog: plaintext like the services' HTTP (the
+// lab's network is private), with otelgrpc's client stats handler (a client span per
+// call, its context sent in the call's metadata) and the RED metrics. grpc.NewClient
+// connects lazily, on the first call, and then keeps one HTTP/2 connection that every
+// call shares (reconnecting by itself if catalog restarts).
+func catalogGRPC(a *app.App, addr string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(a.Tel.GRPCClientHandler()), grpc.WithUnaryInterceptor(a.Tel.GRPCClientMetrics()))
+	if err != nil {
+		return nil, fmt.Errorf("catalog grpc client %s: %w", addr, err)
+	}
+	return conn, nil
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -94,11 +120,19 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
+	conn, err := catalogGRPC(a, cfg.CatalogGRPCAddr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
 	svc := &Service{
 		app:   a,
 		store: &Store{pool: a.DB},
 		catalog: &Catalog{base: strings.TrimRight(cfg.CatalogURL, "/"),
-			client: liveClient(a, cfg.CatalogTimeout, cfg.CatalogRetries)},
+			client:  liveClient(a, cfg.CatalogTimeout, cfg.CatalogRetries),
+			grpc:    catalogpb.NewCatalogClient(conn),
+			useGRPC: func() bool { return a.Settings.Current().CatalogGRPC() },
+			timeout: liveTimeout(a, cfg.CatalogTimeout)},
 		notifier: &Notifier{base: strings.TrimRight(cfg.NotificationsURL, "/"),
 			client: liveClient(a, cfg.NotificationsTimeout, 0)},
 		history: newHistory(a.DB, a.Tel.Registry),

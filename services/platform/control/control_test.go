@@ -31,6 +31,10 @@ func TestValidate(t *testing.T) {
 		{"gateway.cache.ttl", "2h", "", "between 0s and 1h0m0s"},
 		{"gateway.cache.ttl", "soon", "", "between 0s and 1h0m0s"},
 		{"nope", "1", "", "unknown setting"},
+		{"catalog.transport", "grpc", "grpc", ""},
+		{"catalog.transport", " http ", "http", ""},
+		{"catalog.transport", "soap", "", "want one of http, grpc"},
+		{"catalog.transport", "", "", "want one of http, grpc"},
 	} {
 		got, err := control.Validate(tc.key, tc.value)
 		if tc.err != "" {

@@ -31,6 +31,13 @@ const (
 	HTTPRetries            = "http.retries"
 	NotificationsMode      = "notifications.mode"
 	ReadModel              = "read.model"
+	CatalogTransport       = "catalog.transport"
+)
+
+// Values of catalog.transport.
+const (
+	TransportHTTP = "http"
+	TransportGRPC = "grpc"
 )
 
 // Values of read.model.
@@ -96,6 +103,8 @@ func Defs() []Def {
 			Help: "async: notifications reacts to order.confirmed; sync: orders calls notifications over HTTP before it confirms an order (and retries the confirmation while notifications fails)"},
 		{Key: ReadModel, Default: ReadModelComposition, Allowed: []string{ReadModelComposition, ReadModelCQRS},
 			Help: "the order history (GET /api/v1/orders, /home): composition asks orders' write side; cqrs asks the read model orders keeps from events (lags behind: read_model_apply_lag_seconds)"},
+		{Key: CatalogTransport, Default: TransportHTTP, Allowed: []string{TransportHTTP, TransportGRPC},
+			Help: "how orders asks catalog for prices at checkout: http (GET /products/{sku}, JSON) or grpc (catalog.v1.Catalog/GetProduct, protobuf over HTTP/2 on catalog's GRPC_ADDR); read per call, bounded by http.timeout either way"},
 	}, scaleDefs()...)
 }
 
@@ -309,6 +318,9 @@ func (s Settings) HTTPRetries() (n int, ok bool) { return s.intValue(HTTPRetries
 
 // NotifySync reports whether orders calls notifications before confirming an order.
 func (s Settings) NotifySync() bool { return s.Get(NotificationsMode) == NotifySync }
+
+// CatalogGRPC reports whether orders asks catalog over gRPC (catalog.transport=grpc).
+func (s Settings) CatalogGRPC() bool { return s.Get(CatalogTransport) == TransportGRPC }
 
 // CQRS reports whether the order history is served from the read model (read.model=cqrs).
 func (s Settings) CQRS() bool { return s.Get(ReadModel) == ReadModelCQRS }

@@ -22,9 +22,12 @@ func ServiceEnv(t testing.TB, service string, withDB bool) Env {
 		"AMQP_URL":         VHost(t),
 		"LAB_DATABASE_URL": DB(t, Name("t_lab_")),
 		"HTTP_ADDR":        AnyAddr,
-		"INSTANCE_ID":      service + "-test",
-		"LOG_LEVEL":        "debug",
-		"START_TIMEOUT":    "30s",
+		// A gRPC server (catalog's) binds a port of its own choosing too, and logs it
+		// ("grpc listening"); services without one ignore the variable.
+		"GRPC_ADDR":     AnyAddr,
+		"INSTANCE_ID":   service + "-test",
+		"LOG_LEVEL":     "debug",
+		"START_TIMEOUT": "30s",
 	}
 	if withDB {
 		e["DATABASE_URL"] = DB(t, Name("t_"+service+"_"))
