@@ -20,6 +20,7 @@ import (
 
 	"microlab/services/platform/app"
 	"microlab/services/platform/bus"
+	"microlab/services/platform/registry"
 )
 
 // Config is everything the gateway reads from its environment.
@@ -113,6 +114,16 @@ func start(ctx context.Context, getenv func(string) string, stdout io.Writer) (*
 			return g.follow(ctx, conn, cfg.InstanceID, a.Tel)
 		})
 	}
+	// The service registry, read only while gateway.discovery=registry (pool.refresh).
+	reg, err := registry.Open(ctx, cfg.LabDatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	g.catalog.pool.list = func(ctx context.Context) ([]registry.Instance, error) { return reg.Live(ctx, "catalog") }
+	a.Go("catalog discovery", func(ctx context.Context) error {
+		defer reg.Close()
+		return g.catalog.pool.Run(ctx)
+	})
 	g.Mount(a.Mux())
 	return a, nil
 }
