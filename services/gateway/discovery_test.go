@@ -6,9 +6,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"microlab/services/platform/control"
 	"microlab/services/platform/registry"
@@ -150,4 +155,36 @@ func TestDiscoveryRunRemovesWithinInterval(t *testing.T) {
 	}
 	b.down.Store(false)
 	waitFor(2, probeEvery+probeTimeout+200*time.Millisecond)
+}
+
+// The client span of a call the pool routed carries upstream.instance, the instance
+// chosen (tagInstance runs inside otelhttp's transport, as newHTTPClient builds it).
+func TestDiscoveryTagsClientSpan(t *testing.T) {
+	t.Parallel()
+	a := newInstance(t, "catalog-7")
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	client := &http.Client{Transport: otelhttp.NewTransport(tagInstance{http.DefaultTransport}, otelhttp.WithTracerProvider(tp))}
+	u := newUpstream("catalog", "http://127.0.0.1:1", client, fixedKnobs(5, time.Second, time.Second), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	u.pool = newPool("catalog", func(context.Context) ([]registry.Instance, error) {
+		return []registry.Instance{{ID: a.id, URL: a.srv.URL}}, nil
+	}, func() bool { return true }, nil)
+	u.pool.refresh(context.Background())
+	if _, err := u.call(context.Background(), request{Method: http.MethodGet, Path: "/products"}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range rec.Ended() {
+		for _, kv := range s.Attributes() {
+			if kv.Key == "upstream.instance" {
+				got = append(got, s.Name()+"="+kv.Value.Emit())
+			}
+		}
+	}
+	if len(got) != 1 || !strings.HasSuffix(got[0], "=catalog-7") {
+		t.Fatalf("spans with upstream.instance: %v, want the one client span with catalog-7", got)
+	}
+	if a.reads.Load() != 1 {
+		t.Fatalf("catalog-7 answered %d reads, want 1 (the static URL must not be used)", a.reads.Load())
+	}
 }

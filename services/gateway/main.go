@@ -6,8 +6,9 @@
 //
 // It owns no database and consumes one event only, product.price_changed, on a queue of
 // each instance's own (see Gateway.follow): its only state is in memory (breakers,
-// rate-limit buckets, the cached key set, the product response cache), and losing it on
-// a restart is harmless.
+// rate-limit buckets, the cached key set, the product response cache, catalog's
+// instances as last probed with gateway.discovery=registry), and losing it on a restart
+// is harmless.
 package main
 
 import (
