@@ -213,6 +213,7 @@ func TestFaultsAPI(t *testing.T) {
 		{"POST", "/api/lab/settings", `{"key":"nope","value":"1"}`, "invalid_setting", `unknown setting "nope"`},
 		{"POST", "/api/lab/settings", `{"key":"catalog.transport","value":"soap"}`, "invalid_setting", `bad value "soap" for catalog.transport: want one of http, grpc`},
 		{"POST", "/api/lab/settings", `{"key":"catalog.transport","value":""}`, "invalid_setting", `bad value "" for catalog.transport`},
+		{"POST", "/api/lab/settings", `{"key":"gateway.discovery","value":"sideways"}`, "invalid_setting", `bad value "sideways" for gateway.discovery: want one of static, registry`},
 	} {
 		code, body := l.call(t, tc.method, tc.path, tc.body)
 		var eb errorJSON

@@ -139,6 +139,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"settings", "set", "gateway.cache.ttl=2h"}, `bad value "2h" for gateway.cache.ttl`},
 		{[]string{"settings", "set", "gateway.cache.ttl=soon"}, `bad value "soon" for gateway.cache.ttl`},
 		{[]string{"settings", "set", "scale.gateway=2"}, `unknown setting "scale.gateway"`},
+		{[]string{"settings", "set", "gateway.discovery=sideways"}, `bad value "sideways" for gateway.discovery: want one of static, registry`},
+		{[]string{"settings", "set", "scale.catalog=10"}, `bad value "10" for scale.catalog: want a whole number from 1 to 9`},
 		{[]string{"settings", "saga.mode=sideways"}, `bad value "sideways"`}, // set without "set"
 		{[]string{"settings", "nosuch.key=1"}, `unknown setting "nosuch.key"`},
 		{[]string{"fault"}, "want `lab fault add|list|clear`"},

@@ -87,7 +87,7 @@ type protocolRig struct {
 // checks.
 func protocolLab(t *testing.T) protocolRig {
 	t.Helper()
-	l := startLab(t, labOptions{tracing: true, scaleUpTo: 2}) // scale actions, as lab up follows them
+	l := startLab(t, labOptions{tracing: true, scaleUpTo: 3}) // scale actions, as lab up follows them (18 runs catalog ×3)
 	startPrometheus(t, l)
 	sw := l.followForExercises(t) // db.topology switches, as `lab up` runs them
 	d, _ := stack.Find(stack.Dashboard)

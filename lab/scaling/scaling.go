@@ -4,7 +4,10 @@
 // when one changes, while the lab runs. `lab up` and the end-to-end tests' labs share
 // this one code path.
 //
-// The extra instances are competing consumers: each subscribes to the service's one
+// catalog, an HTTP service, is scalable too: its extra instances register in the service
+// registry (package registry), where the gateway finds them (gateway.discovery=registry).
+//
+// The extra instances of a queue consumer are competing consumers: each subscribes to the service's one
 // queue (<service>.events) and the broker hands every message to one of them. Stopping
 // one is graceful (SIGTERM): it finishes the messages it is handling, and the ones it
 // had prefetched but not started go back to the queue, to the instances that remain.
@@ -120,7 +123,11 @@ func (s *Scaler) To(ctx context.Context, service string, n int) error {
 			s.progress("scale %s: %s not healthy, stopping it again: %v", service, strings.Join(ids, ", "), err)
 			return errors.Join(err, s.stop(ids))
 		}
-		s.progress("scale %s: %s healthy, consuming from %s.events", service, strings.Join(ids, ", "), service)
+		if slices.Contains(control.DiscoveredServices, service) {
+			s.progress("scale %s: %s healthy, registered in the service registry (the gateway uses it with gateway.discovery=registry)", service, strings.Join(ids, ", "))
+		} else {
+			s.progress("scale %s: %s healthy, consuming from %s.events", service, strings.Join(ids, ", "), service)
+		}
 	} else {
 		var ids []string
 		for i := have - 1; i >= n; i-- {

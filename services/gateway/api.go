@@ -47,6 +47,7 @@ func New(cfg Config, log *slog.Logger, tel *observability.Telemetry) *Gateway {
 		cache:   newResponseCache(func() time.Duration { return k.settings().CacheTTL() }, tel),
 	}
 	g.auth = newAuthenticator(g.users)
+	g.catalog.pool = newPool("catalog", nil, func() bool { return k.settings().Discovery() == control.DiscoveryRegistry }, tel)
 	return g
 }
 

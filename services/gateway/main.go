@@ -6,8 +6,9 @@
 //
 // It owns no database and consumes one event only, product.price_changed, on a queue of
 // each instance's own (see Gateway.follow): its only state is in memory (breakers,
-// rate-limit buckets, the cached key set, the product response cache), and losing it on
-// a restart is harmless.
+// rate-limit buckets, the cached key set, the product response cache, catalog's
+// instances as last probed with gateway.discovery=registry), and losing it on a restart
+// is harmless.
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 
 	"microlab/services/platform/app"
 	"microlab/services/platform/bus"
+	"microlab/services/platform/registry"
 )
 
 // Config is everything the gateway reads from its environment.
@@ -113,6 +115,16 @@ func start(ctx context.Context, getenv func(string) string, stdout io.Writer) (*
 			return g.follow(ctx, conn, cfg.InstanceID, a.Tel)
 		})
 	}
+	// The service registry, read only while gateway.discovery=registry (pool.refresh).
+	reg, err := registry.Open(ctx, cfg.LabDatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	g.catalog.pool.list = func(ctx context.Context) ([]registry.Instance, error) { return reg.Live(ctx, "catalog") }
+	a.Go("catalog discovery", func(ctx context.Context) error {
+		defer reg.Close()
+		return g.catalog.pool.Run(ctx)
+	})
 	g.Mount(a.Mux())
 	return a, nil
 }

@@ -28,7 +28,7 @@ import (
 // setting applies to the next call.
 func newHTTPClient(tel *observability.Telemetry) *http.Client {
 	c := httpx.NewClient(0)
-	c.Transport = tel.Transport(c.Transport)
+	c.Transport = tel.Transport(tagInstance{c.Transport})
 	return c
 }
 
@@ -91,6 +91,7 @@ type upstream struct {
 	knobs  *knobs
 	log    *slog.Logger
 	gauge  func(gobreaker.State)
+	pool   *pool // the registry's instances (gateway.discovery=registry); nil: base only
 
 	mu  sync.Mutex
 	cfg breakerConfig
@@ -248,7 +249,13 @@ func (u *upstream) send(parent context.Context, rq request) (*reply, error) {
 	}
 	// The caller's context travels on: cancellation (and, later, the trace) reaches
 	// the upstream.
-	req, err := http.NewRequestWithContext(ctx, rq.Method, u.base+rq.Path, body)
+	base, instance := u.base, staticInstance
+	if t, ok := u.pool.pick(); ok {
+		base, instance = t.url, t.id
+		ctx = context.WithValue(ctx, instanceKey{}, t.id)
+	}
+	u.pool.sent(instance)
+	req, err := http.NewRequestWithContext(ctx, rq.Method, base+rq.Path, body)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}

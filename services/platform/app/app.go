@@ -14,6 +14,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -37,6 +38,7 @@ import (
 	"microlab/services/platform/inbox"
 	"microlab/services/platform/outbox"
 	"microlab/services/platform/pg"
+	"microlab/services/platform/registry"
 )
 
 // Base is the configuration every service shares. Services embed it in their Config.
@@ -81,7 +83,8 @@ type App struct {
 	Settings *control.Watcher
 
 	store     *control.Store
-	announced *bus.Conn // lab.control alone, for a service that consumes nothing (the gateway); nil otherwise
+	registry  *registry.Registry // this instance's lease in the lab's service registry
+	announced *bus.Conn          // lab.control alone, for a service that consumes nothing (the gateway); nil otherwise
 	mux       *http.ServeMux
 	consumers []consumer
 	loops     []loop
@@ -274,6 +277,9 @@ func (a *App) start(ctx context.Context, opts Options) error {
 		return err
 	}
 	a.plane = &control.Plane{Store: a.store} // Pub below, once there is one
+	if a.registry, err = registry.Open(ctx, a.Base.LabDatabaseURL); err != nil {
+		return err
+	}
 	a.Log.Info("lab settings read", "settings", a.Settings.Current().Values, "revision", a.Settings.Current().Revision)
 	if opts.Consumes {
 		// Two connections: RabbitMQ blocks a connection that publishes during a memory or
@@ -422,6 +428,11 @@ func (a *App) Run(ctx context.Context) error {
 		run(&fgWG, fg, l.name, l.f)
 	}
 	run(&fgWG, fg, "lab faults", a.watchFaults)
+	// Registered while serving: the lease ends (the row is deleted) as soon as shutdown
+	// begins, so a client using the registry stops sending here before the server stops.
+	run(&fgWG, fg, "service registry", func(ctx context.Context) error {
+		return a.registry.Keep(ctx, registry.Instance{Service: a.Name, ID: a.Base.InstanceID, URL: advertised(a.Base.HTTPAddr)}, a.Log)
+	})
 	errc := make(chan error, 1)
 	go func() {
 		errc <- httpx.Serve(fg, a.Base.HTTPAddr, a.Tel.Handler(a.faultHTTP(a.mux), httpx.SaneURL), a.Base.ShutdownTimeout, a.Log)
@@ -491,6 +502,9 @@ func (a *App) close() {
 	if a.store != nil {
 		a.store.Close()
 	}
+	if a.registry != nil {
+		a.registry.Close()
+	}
 	if a.DB != nil {
 		a.DB.Close()
 	}
@@ -521,4 +535,19 @@ func RunBase(ctx context.Context, opts Options, getenv func(string) string, stdo
 	}
 	setup(a)
 	return a.Run(ctx)
+}
+
+// advertised is the URL this instance registers: its HTTP address, with the host's name
+// in place of a wildcard host (in a container, 0.0.0.0:8102 is reached by its hostname).
+func advertised(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }

@@ -11,7 +11,7 @@ import (
 // anything else refused with the message every face (API, switchboard, lab settings)
 // shows.
 func TestScaleSettings(t *testing.T) {
-	for _, svc := range control.QueueServices {
+	for _, svc := range control.ScaleServices {
 		key := control.ScaleKey(svc)
 		d, ok := control.Lookup(key)
 		if !ok {
@@ -24,7 +24,7 @@ func TestScaleSettings(t *testing.T) {
 			t.Errorf("default Scale(%s) = %d, want 1", svc, got)
 		}
 	}
-	for _, svc := range []string{"gateway", "users", "catalog", "dashboard"} {
+	for _, svc := range []string{"gateway", "users", "dashboard"} {
 		if _, ok := control.Lookup(control.ScaleKey(svc)); ok {
 			t.Errorf("a setting scale.%s exists: its callers know one URL, a second instance would serve nothing", svc)
 		}

@@ -32,6 +32,13 @@ const (
 	NotificationsMode      = "notifications.mode"
 	ReadModel              = "read.model"
 	CatalogTransport       = "catalog.transport"
+	GatewayDiscovery       = "gateway.discovery"
+)
+
+// Values of gateway.discovery.
+const (
+	DiscoveryStatic   = "static"
+	DiscoveryRegistry = "registry"
 )
 
 // Values of catalog.transport.
@@ -105,6 +112,8 @@ func Defs() []Def {
 			Help: "the order history (GET /api/v1/orders, /home): composition asks orders' write side; cqrs asks the read model orders keeps from events (lags behind: read_model_apply_lag_seconds)"},
 		{Key: CatalogTransport, Default: TransportHTTP, Allowed: []string{TransportHTTP, TransportGRPC},
 			Help: "how orders asks catalog for prices at checkout: http (GET /products/{sku}, JSON) or grpc (catalog.v1.Catalog/GetProduct, protobuf over HTTP/2 on catalog's GRPC_ADDR); read per call, bounded by http.timeout either way"},
+		{Key: GatewayDiscovery, Default: DiscoveryStatic, Allowed: []string{DiscoveryStatic, DiscoveryRegistry},
+			Help: "how the gateway finds catalog: static (CATALOG_URL, instance 1 only) or registry (the instances registered in the lab's service registry, health-checked on /readyz every second, requests round-robin across the healthy ones)"},
 	}, scaleDefs()...)
 }
 
@@ -122,15 +131,24 @@ const ScalePrefix = "scale."
 func ScaleKey(service string) string { return ScalePrefix + service }
 
 // ScaleServices are the services a scale setting exists for: the queue consumers, the
-// ones whose extra instances share the work (competing consumers on their queue). An
-// HTTP-only service would gain nothing: its callers know one URL, instance 1's.
-var ScaleServices = QueueServices
+// ones whose extra instances share the work (competing consumers on their queue), and
+// catalog, whose extra instances the gateway finds in the service registry
+// (gateway.discovery=registry). Another HTTP-only service would gain nothing: its
+// callers know one URL, instance 1's.
+var ScaleServices = append(slices.Clone(QueueServices), DiscoveredServices...)
+
+// DiscoveredServices are the HTTP services the gateway can balance across through the
+// service registry (gateway.discovery).
+var DiscoveredServices = []string{"catalog"}
 
 func scaleDefs() []Def {
 	out := make([]Def, 0, len(ScaleServices))
 	for _, svc := range ScaleServices {
-		out = append(out, Def{Key: ScaleKey(svc), Default: "1", parse: intBetween(1, MaxScale),
-			Help: fmt.Sprintf("instances of %s that lab up runs, competing consumers on %s.events (1 to %d); applied live: lab up starts or stops instances (gracefully: what one held is redelivered)", svc, svc, MaxScale)})
+		help := fmt.Sprintf("instances of %s that lab up runs, competing consumers on %s.events (1 to %d); applied live: lab up starts or stops instances (gracefully: what one held is redelivered)", svc, svc, MaxScale)
+		if slices.Contains(DiscoveredServices, svc) {
+			help = fmt.Sprintf("instances of %s that lab up runs (1 to %d), each registered in the service registry; the gateway uses them all only with gateway.discovery=registry; applied live", svc, MaxScale)
+		}
+		out = append(out, Def{Key: ScaleKey(svc), Default: "1", parse: intBetween(1, MaxScale), Help: help})
 	}
 	return out
 }
@@ -299,6 +317,15 @@ func (s Settings) RateLimitRPS() (rps float64, ok bool) {
 // RateLimitBurst is each gateway client's bucket size (0: one second's worth of the
 // rate); ok false: the gateway's own.
 func (s Settings) RateLimitBurst() (n int, ok bool) { return s.intValue(GatewayRateLimitBurst) }
+
+// Discovery is how the gateway finds catalog's instances (DiscoveryStatic or
+// DiscoveryRegistry).
+func (s Settings) Discovery() string {
+	if s.Get(GatewayDiscovery) == DiscoveryRegistry {
+		return DiscoveryRegistry
+	}
+	return DiscoveryStatic
+}
 
 // CacheTTL is how long the gateway keeps a product read (0: no caching).
 func (s Settings) CacheTTL() time.Duration {
