@@ -30,6 +30,7 @@ import (
 func (s *Service) api(mux *http.ServeMux) {
 	mux.Handle("POST /orders", httpx.Handle(s.app.Log, s.place))
 	mux.Handle("GET /orders/{id}", httpx.Handle(s.app.Log, s.get))
+	mux.Handle("GET /orders/{id}/events", httpx.Handle(s.app.Log, s.events))
 	mux.Handle("GET /orders", httpx.Handle(s.app.Log, s.list))
 }
 

@@ -106,7 +106,7 @@ func (s *Service) Place(ctx context.Context, userID, key string, req PlaceReques
 		if err := s.store.Insert(ctx, o); err != nil {
 			return err
 		}
-		if err := s.store.AddStep(ctx, o.ID, "order", "placed",
+		if err := s.store.AddPlaced(ctx, o,
 			fmt.Sprintf("%d line(s), %d cents, saga mode %s", len(items), total, mode)); err != nil {
 			return err
 		}
