@@ -27,6 +27,8 @@ type Service struct {
 	catalog  *Catalog
 	notifier *Notifier // notifications.mode=sync; nil: never called (tests without one)
 	history  *History  // the CQRS read model (history.go): GET /orders?view=history
+	// rebuilder rebuilds the read model from the event store (rebuild.go).
+	rebuilder *Rebuilder
 }
 
 // currency: the shop sells in euros only (the catalog's prices are EUR).

@@ -34,5 +34,24 @@ SELECT s.order_id,
        s.at
 FROM order_steps s JOIN orders o USING (order_id);
 
+-- Projection rebuilds (rebuild.go): one row per job, so any orders instance answers its
+-- progress. At most one job runs at a time (the partial unique index): a second POST
+-- while one runs is refused with 409.
+CREATE TABLE projection_rebuilds (
+    job_id      text PRIMARY KEY,
+    projection  text        NOT NULL,
+    status      text        NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'completed', 'failed')),
+    done        int         NOT NULL DEFAULT 0,
+    total       int         NOT NULL DEFAULT 0,
+    error       text        NOT NULL DEFAULT '',
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- Touched with every batch: a running job not touched for a minute was abandoned (its
+    -- instance stopped) and no longer blocks a new one.
+    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz
+);
+CREATE UNIQUE INDEX projection_rebuilds_one_running ON projection_rebuilds (projection) WHERE status = 'running';
+
 -- +goose Down
+DROP TABLE projection_rebuilds;
 DROP TABLE order_events;
