@@ -11,7 +11,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
 
+	"microlab/observability"
 	"microlab/services/platform/httpx"
 	"microlab/services/platform/pg"
 )
@@ -54,6 +56,7 @@ type Rebuilder struct {
 	store *Store
 	jobs  chan string
 	log   *slog.Logger
+	tel   *observability.Telemetry // a span per job: the rebuild's SQL is its children
 }
 
 var errRebuildRunning = errors.New("a rebuild is running")
@@ -110,7 +113,11 @@ func (r *Rebuilder) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case id := <-r.jobs:
-			err := r.rebuild(ctx, id)
+			jctx, span := r.tel.Step(ctx, "projection rebuild "+projectionHistory,
+				attribute.String("rebuild.job_id", id))
+			err := r.rebuild(jctx, id)
+			observability.Fail(span, err)
+			span.End()
 			status, msg := "completed", ""
 			if err != nil {
 				status, msg = "failed", err.Error()
