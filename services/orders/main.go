@@ -136,7 +136,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		notifier: &Notifier{base: strings.TrimRight(cfg.NotificationsURL, "/"),
 			client: liveClient(a, cfg.NotificationsTimeout, 0)},
 		history:   newHistory(a.DB, a.Tel.Registry),
-		rebuilder: &Rebuilder{store: &Store{pool: a.DB}, jobs: make(chan string, 1), log: a.Log, tel: a.Tel},
+		rebuilder: &Rebuilder{store: &Store{pool: a.DB}, jobs: make(chan rebuildJob, 1), log: a.Log, tel: a.Tel},
 	}
 	a.Tel.Metrics.InitSaga([]string{contracts.ModeChoreography, contracts.ModeOrchestration},
 		[]string{statusConfirmed, statusCancelled}, compensationReasons)

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"microlab/observability"
 	"microlab/services/platform/httpx"
@@ -54,9 +55,17 @@ type Rebuild struct {
 // stopped with the service, not with the request that started it.
 type Rebuilder struct {
 	store *Store
-	jobs  chan string
+	jobs  chan rebuildJob
 	log   *slog.Logger
 	tel   *observability.Telemetry // a span per job: the rebuild's SQL is its children
+}
+
+// rebuildJob is a job handed to the loop, with the span of the request that started it:
+// the job's span is its child, so the rebuild is part of that request's trace (a root
+// span in a background loop would be dropped by the sampler, observability.Sampler).
+type rebuildJob struct {
+	id     string
+	parent trace.SpanContext
 }
 
 var errRebuildRunning = errors.New("a rebuild is running")
@@ -84,7 +93,7 @@ func (r *Rebuilder) Start(ctx context.Context) (string, error) {
 		return "", err
 	}
 	select {
-	case r.jobs <- id:
+	case r.jobs <- rebuildJob{id: id, parent: trace.SpanContextFromContext(ctx)}:
 	default: // cannot happen: the index allows one running job, the channel holds one
 		return "", fmt.Errorf("rebuild %s: the loop is busy", id)
 	}
@@ -112,8 +121,9 @@ func (r *Rebuilder) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case id := <-r.jobs:
-			jctx, span := r.tel.Step(ctx, "projection rebuild "+projectionHistory,
+		case job := <-r.jobs:
+			id := job.id
+			jctx, span := r.tel.Step(trace.ContextWithSpanContext(ctx, job.parent), "projection rebuild "+projectionHistory,
 				attribute.String("rebuild.job_id", id))
 			err := r.rebuild(jctx, id)
 			observability.Fail(span, err)
