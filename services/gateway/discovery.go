@@ -68,6 +68,9 @@ func newPool(upstream string, list func(context.Context) ([]registry.Instance, e
 		tel.Registry.MustRegister(p.instances, p.requests)
 		p.instances.WithLabelValues(upstream, "healthy")
 		p.instances.WithLabelValues(upstream, "unhealthy")
+		// The configured URL's series exists from the start (0 until a request): a rate
+		// of nothing is 0, not no data, on the panels and in the recording rule.
+		p.requests.WithLabelValues(upstream, staticInstance)
 	}
 	return p
 }
