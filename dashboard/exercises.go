@@ -70,6 +70,9 @@ func (s *server) attachExercises(ctx context.Context, pool *pgxpool.Pool, list [
 		if s.cfg.CatalogURL != "" {
 			gw.Catalog = loadgen.NewClient(s.cfg.CatalogURL, client)
 		}
+		if s.cfg.OrdersURL != "" {
+			gw.Orders = loadgen.NewClient(s.cfg.OrdersURL, client)
+		}
 		lab.Shop = gw
 	}
 	// Scale sets scale.<service>: the dashboard does not run the services, lab up's

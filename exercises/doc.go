@@ -102,8 +102,9 @@
 // A solution is a list of actions, one field each: set (settings), fault (one to add),
 // clear_faults (a target), order (sku, qty, card, country), traffic (on, rate, mix,
 // browse: product reads before each order), scale (service, instances), price (sku,
-// cents: set on catalog's internal API, which announces product.price_changed), wait (a
-// duration), answer (text, or from as in expect).
+// cents: set on catalog's internal API, which announces product.price_changed), rebuild
+// (a projection, order-history: rebuilt from orders' event store, waited for until it
+// completes), wait (a duration), answer (text, or from as in expect).
 // Every step needs one: the lab proves each exercise by running its solutions, and a
 // check that holds before its step's solution is a defect. lab/e2e's
 // TestExerciseProtocol does so for every committed exercise, through the dashboard's

@@ -765,6 +765,11 @@ func (e *Engine) act(ctx context.Context, ex *Exercise, run *Run, step *Step, a 
 		return e.lab.Scale(ctx, a.Scale.Service, a.Scale.Instances)
 	case a.Price != nil:
 		return e.setPrice(ctx, *a.Price)
+	case a.Rebuild != "":
+		if e.lab.Shop == nil {
+			return unavailable("orders")
+		}
+		return e.lab.Shop.Rebuild(ctx, a.Rebuild)
 	case a.Wait != nil:
 		select {
 		case <-ctx.Done():
@@ -862,6 +867,8 @@ func Describe(a Action) string {
 		return fmt.Sprintf("scale %s to %d instances", a.Scale.Service, a.Scale.Instances)
 	case a.Price != nil:
 		return fmt.Sprintf("set the price of %s to %d cents (catalog's internal API)", a.Price.SKU, a.Price.Cents)
+	case a.Rebuild != "":
+		return fmt.Sprintf("rebuild the %s projection from the event store (orders' internal API)", a.Rebuild)
 	case a.Wait != nil:
 		return "wait " + a.Wait.D.String()
 	case a.Answer != nil:

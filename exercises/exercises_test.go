@@ -119,7 +119,7 @@ func TestParseMalformed(t *testing.T) {
 		{"fault that cannot fire", "service: payments", "service: gateway", []string{
 			file + `:10: setup.faults[0]: crash_after_commit: gateway consumes no messages; pick a service with a queue: orders, payments, inventory, shipping, notifications`}},
 		{"step without solution", "    solution:\n      - order: {sku: LAB-MUG, card: 4242 4242 4242 4242}", "    solution: []", []string{
-			file + ":19: steps[0].solution: missing: every step needs a reference solution (actions: set, fault, clear_faults, order, traffic, scale, price, wait, answer)"}},
+			file + ":19: steps[0].solution: missing: every step needs a reference solution (actions: set, fault, clear_faults, order, traffic, scale, price, rebuild, wait, answer)"}},
 		{"id is not the directory", "id: 07-outbox", "id: 07-outbx", []string{
 			file + `:1: id: "07-outbx" must be the directory's name, "07-outbox"`}},
 		{"duplicate step id", "  - id: slowest", "  - id: place", []string{

@@ -151,6 +151,7 @@ func (e *Exercise) Diagnosis() bool {
 //   - traffic: {on: true, rate: 5}
 //   - scale: {service: payments, instances: 2}
 //   - price: {sku: LAB-MUG, cents: 1500}
+//   - rebuild: order-history
 //   - wait: 5s
 //   - answer: {text: payment.authorized}
 type Action struct {
@@ -161,6 +162,7 @@ type Action struct {
 	Traffic     *Traffic  `yaml:"traffic"`
 	Scale       *Scale    `yaml:"scale"`
 	Price       *Price    `yaml:"price"`
+	Rebuild     string    `yaml:"rebuild"` // a projection rebuilt from orders' event store: order-history
 	Wait        *Duration `yaml:"wait"`
 	Answer      *Answer   `yaml:"answer"`
 }
@@ -183,6 +185,10 @@ type Price struct {
 	SKU   string `yaml:"sku"`
 	Cents int    `yaml:"cents"`
 }
+
+// Projections are the read models a rebuild action can rebuild from orders' event store
+// (services/orders/rebuild.go).
+var Projections = []string{"order-history"}
 
 // MaxPriceCents is catalog's bound on a price (services/catalog: maxPriceCents).
 const MaxPriceCents = 100_000_000

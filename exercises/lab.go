@@ -105,6 +105,9 @@ type Shop interface {
 	Ledger(ctx context.Context, orderID string) (Ledger, error)
 	// SetPrice changes a product's price on catalog's internal API.
 	SetPrice(ctx context.Context, sku string, cents int) error
+	// Rebuild rebuilds a projection from orders' event store and returns once the job
+	// has completed (an error if it failed or could not start).
+	Rebuild(ctx context.Context, projection string) error
 }
 
 // ShopOrder is an order as GET /api/v1/orders/{id} answers, as far as checks read it.

@@ -34,6 +34,9 @@ type Gateway struct {
 	// Catalog calls catalog's internal API (http://127.0.0.1:8102), for price actions;
 	// nil: they report what is missing.
 	Catalog *loadgen.Client
+	// Orders calls orders' internal API (http://127.0.0.1:8103), for rebuild actions;
+	// nil: they report what is missing.
+	Orders *loadgen.Client
 
 	mu     sync.Mutex
 	tokens map[string]string // email → session token
@@ -145,6 +148,37 @@ func (g *Gateway) SetPrice(ctx context.Context, sku string, cents int) error {
 	if err := g.Catalog.Do(ctx, http.MethodPut, "/products/"+url.PathEscape(sku)+"/price", "",
 		map[string]int{"priceCents": cents}, nil, nil); err != nil {
 		return fmt.Errorf("set the price of %s: %w", sku, err)
+	}
+	return nil
+}
+
+// Rebuild starts a rebuild of projection on orders' internal API and polls its job until
+// it has ended.
+func (g *Gateway) Rebuild(ctx context.Context, projection string) error {
+	if g.Orders == nil {
+		return unavailable("orders' internal API")
+	}
+	path := "/projections/" + url.PathEscape(projection) + "/rebuild"
+	var job struct {
+		JobID  string `json:"jobId"`
+		Status string `json:"status"`
+		Error  string `json:"error"`
+	}
+	if err := g.Orders.Do(ctx, http.MethodPost, path, "", nil, nil, &job); err != nil {
+		return fmt.Errorf("rebuild %s: %w", projection, err)
+	}
+	for job.Status == "running" {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rebuild %s: job %s still running: %w", projection, job.JobID, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+		if err := g.Orders.Do(ctx, http.MethodGet, path+"/"+url.PathEscape(job.JobID), "", nil, nil, &job); err != nil {
+			return fmt.Errorf("rebuild %s: %w", projection, err)
+		}
+	}
+	if job.Status != "completed" {
+		return fmt.Errorf("rebuild %s: job %s %s: %s", projection, job.JobID, job.Status, job.Error)
 	}
 	return nil
 }

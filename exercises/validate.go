@@ -476,7 +476,7 @@ func (v *validator) price(path string, p Price) {
 func (v *validator) action(path string, a Action, step int) {
 	var set []string
 	for name, ok := range map[string]bool{"set": len(a.Set) > 0, "fault": a.Fault != nil, "clear_faults": a.ClearFaults != "",
-		"order": a.Order != nil, "traffic": a.Traffic != nil, "scale": a.Scale != nil, "price": a.Price != nil, "wait": a.Wait != nil, "answer": a.Answer != nil} {
+		"order": a.Order != nil, "traffic": a.Traffic != nil, "scale": a.Scale != nil, "price": a.Price != nil, "rebuild": a.Rebuild != "", "wait": a.Wait != nil, "answer": a.Answer != nil} {
 		if ok {
 			set = append(set, name)
 		}
@@ -533,6 +533,10 @@ func (v *validator) action(path string, a Action, step int) {
 		}
 	case "price":
 		v.price(field(path, "price"), *a.Price)
+	case "rebuild":
+		if a.Rebuild != Projections[0] {
+			v.d.errf(field(path, "rebuild"), "want a projection of orders' event store: %s (got %q)", list(Projections), a.Rebuild)
+		}
 	case "wait":
 		if a.Wait.D <= 0 || a.Wait.D > maxWait {
 			v.d.errf(field(path, "wait"), "want a wait above 0 and at most %s (got %s)", maxWait, a.Wait)

@@ -38,7 +38,7 @@ var Services = []Service{
 	// span or message of the shop, so a learner's first checkout is on screen.
 	// It calls the gateway (its Shop view, traffic, exercises), payments' ledger API
 	// (exercises' ledger checks) and catalog's price API (exercises' price actions).
-	{Name: "dashboard", Port: 8080, Dir: "dashboard", Upstreams: []string{"gateway", "payments", "catalog"}},
+	{Name: "dashboard", Port: 8080, Dir: "dashboard", Upstreams: []string{"gateway", "payments", "catalog", "orders"}},
 	{Name: "users", Port: 8101, DB: true},
 	{Name: "catalog", Port: 8102, DB: true, GRPCPort: 8102 + GRPCPortShift},
 	// notifications: notifications.mode=sync; catalog over gRPC: catalog.transport=grpc.

@@ -266,7 +266,7 @@ func TestDashboardUpstreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"GATEWAY_URL=http://127.0.0.1:8007", "PAYMENTS_URL=http://127.0.0.1:8111"} {
+	for _, want := range []string{"GATEWAY_URL=http://127.0.0.1:8007", "PAYMENTS_URL=http://127.0.0.1:8111", "ORDERS_URL=http://127.0.0.1:8110"} {
 		if !slices.Contains(env, want) {
 			t.Errorf("the dashboard's environment lacks %s: %v", want, env)
 		}

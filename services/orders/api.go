@@ -30,6 +30,9 @@ import (
 func (s *Service) api(mux *http.ServeMux) {
 	mux.Handle("POST /orders", httpx.Handle(s.app.Log, s.place))
 	mux.Handle("GET /orders/{id}", httpx.Handle(s.app.Log, s.get))
+	mux.Handle("GET /orders/{id}/events", httpx.Handle(s.app.Log, s.events))
+	mux.Handle("POST /projections/order-history/rebuild", httpx.Handle(s.app.Log, s.startRebuild))
+	mux.Handle("GET /projections/order-history/rebuild/{job}", httpx.Handle(s.app.Log, s.rebuildStatus))
 	mux.Handle("GET /orders", httpx.Handle(s.app.Log, s.list))
 }
 

@@ -135,7 +135,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			timeout: liveTimeout(a, cfg.CatalogTimeout)},
 		notifier: &Notifier{base: strings.TrimRight(cfg.NotificationsURL, "/"),
 			client: liveClient(a, cfg.NotificationsTimeout, 0)},
-		history: newHistory(a.DB, a.Tel.Registry),
+		history:   newHistory(a.DB, a.Tel.Registry),
+		rebuilder: &Rebuilder{store: &Store{pool: a.DB}, jobs: make(chan rebuildJob, 1), log: a.Log, tel: a.Tel},
 	}
 	a.Tel.Metrics.InitSaga([]string{contracts.ModeChoreography, contracts.ModeOrchestration},
 		[]string{statusConfirmed, statusCancelled}, compensationReasons)
@@ -146,6 +147,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// The scanner runs in every instance; FOR UPDATE SKIP LOCKED shares the work.
 	a.Go("saga timeouts", svc.watchTimeouts)
 	a.Go("choreography deadline", svc.watchOverdue)
+	// Projection rebuilds run here, one at a time, stopped with the service.
+	a.Go("projection rebuild", svc.rebuilder.run)
 	svc.instrumentOverdue()
 	svc.api(a.Mux())
 	return a.Run(ctx)

@@ -352,6 +352,12 @@ func runSaga(t *testing.T, l *lab, mode string, c sagaCase) {
 	if !slices.Equal(steps(o), c.steps) {
 		t.Fatalf("steps\n got %v\nwant %v", steps(o), c.steps)
 	}
+	// Event sourcing: the order rebuilt from its stream is the order the tables hold.
+	if s := l.stream(id); s.Version != len(o.Steps) {
+		t.Fatalf("stream of %d events for %d steps", s.Version, len(o.Steps))
+	} else {
+		sameOrder(t, s.State, l.get(user, id))
+	}
 	// The final event, once, and nothing after it.
 	final := contracts.OrderConfirmed
 	if c.status == statusCancelled {

@@ -27,6 +27,8 @@ type Service struct {
 	catalog  *Catalog
 	notifier *Notifier // notifications.mode=sync; nil: never called (tests without one)
 	history  *History  // the CQRS read model (history.go): GET /orders?view=history
+	// rebuilder rebuilds the read model from the event store (rebuild.go).
+	rebuilder *Rebuilder
 }
 
 // currency: the shop sells in euros only (the catalog's prices are EUR).
@@ -106,7 +108,7 @@ func (s *Service) Place(ctx context.Context, userID, key string, req PlaceReques
 		if err := s.store.Insert(ctx, o); err != nil {
 			return err
 		}
-		if err := s.store.AddStep(ctx, o.ID, "order", "placed",
+		if err := s.store.AddPlaced(ctx, o,
 			fmt.Sprintf("%d line(s), %d cents, saga mode %s", len(items), total, mode)); err != nil {
 			return err
 		}

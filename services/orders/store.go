@@ -132,13 +132,40 @@ func (s *Store) AddStep(ctx context.Context, orderID, name, status, detail strin
 // so the log reads in the order things happened, not in the order orders received them
 // (a shipment.failed handled after the payment.refunded it caused is still listed
 // before it). The zero time is now.
+//
+// The same statement appends the step's event to the order's event stream (events.go):
+// one statement, so the event store costs no extra round trip and cannot be forgotten.
 func (s *Store) AddStepAt(ctx context.Context, orderID, name, status, detail string, at time.Time) error {
+	return s.addStep(ctx, orderID, name, status, detail, at, nil)
+}
+
+// AddPlaced appends an order's first step, order/placed, whose event carries the order
+// as placed: the start of its stream, from which a replay rebuilds it.
+func (s *Store) AddPlaced(ctx context.Context, o Order, detail string) error {
+	return s.addStep(ctx, o.ID, "order", "placed", detail, time.Time{}, &placedData{
+		UserID: o.UserID, SagaMode: o.SagaMode, TotalCents: o.TotalCents, Currency: o.Currency,
+		Address: o.Address, CardLast4: o.CardLast4, TraceID: o.TraceID, CreatedAt: o.CreatedAt, Items: o.Items})
+}
+
+// addStep inserts a step and its event. The version is the order's last one plus one,
+// read in the same statement: two transactions appending to one order at once both read
+// N, and the second to insert N+1 waits for the first and then fails on the primary key
+// (optimistic concurrency; the message it handled is retried and reads N+1 next time).
+func (s *Store) addStep(ctx context.Context, orderID, name, status, detail string, at time.Time, placed *placedData) error {
 	var when *time.Time
 	if !at.IsZero() {
 		when = &at
 	}
-	if err := pg.Later(ctx, s.pool, `INSERT INTO order_steps (order_id, name, status, detail, at)
-		VALUES ($1, $2, $3, $4, coalesce($5, clock_timestamp()))`, orderID, name, status, detail, when); err != nil {
+	data, err := json.Marshal(eventData{Name: name, Status: status, Detail: detail, Order: placed})
+	if err != nil {
+		return fmt.Errorf("encode event %s.%s: %w", name, status, err)
+	}
+	if err := pg.Later(ctx, s.pool, `WITH st AS (
+			INSERT INTO order_steps (order_id, name, status, detail, at)
+			VALUES ($1, $2, $3, $4, coalesce($5, clock_timestamp())) RETURNING order_id, at)
+		INSERT INTO order_events (order_id, version, type, data, occurred_at)
+		SELECT st.order_id, (SELECT coalesce(max(version), 0) + 1 FROM order_events WHERE order_id = $1),
+			$2 || '.' || $3, $6, st.at FROM st`, orderID, name, status, detail, when, data); err != nil {
 		return fmt.Errorf("record step %s/%s: %w", name, status, err)
 	}
 	return nil
@@ -386,12 +413,17 @@ func awaiting(sg saga.Saga) []string {
 // still pending after deadline, and returns their ids. Nothing else changes: the order
 // stays pending and finishes normally if its saga's messages arrive after all.
 func (s *Store) MarkOverdue(ctx context.Context, deadline time.Duration, detail string, limit int) ([]string, error) {
-	rows, err := pg.Q(ctx, s.pool).Query(ctx, `INSERT INTO order_steps (order_id, name, status, detail)
+	// The saga/overdue step is appended to each order's event stream too, like every step.
+	rows, err := pg.Q(ctx, s.pool).Query(ctx, `WITH st AS (INSERT INTO order_steps (order_id, name, status, detail)
 		SELECT o.order_id, 'saga', 'overdue', $2 FROM orders o
 		WHERE o.status = 'pending' AND o.saga_mode = 'choreography'
 		  AND o.created_at < clock_timestamp() - make_interval(secs => $1)
 		  AND NOT EXISTS (SELECT 1 FROM order_steps s WHERE s.order_id = o.order_id AND s.name = 'saga' AND s.status = 'overdue')
 		ORDER BY o.created_at LIMIT $3
+		RETURNING order_id, at)
+		INSERT INTO order_events (order_id, version, type, data, occurred_at)
+		SELECT st.order_id, (SELECT coalesce(max(version), 0) + 1 FROM order_events e WHERE e.order_id = st.order_id),
+			'saga.overdue', jsonb_build_object('name', 'saga', 'status', 'overdue', 'detail', $2::text), st.at FROM st
 		RETURNING order_id`, deadline.Seconds(), detail, limit)
 	if err != nil {
 		return nil, fmt.Errorf("mark overdue orders: %w", err)
