@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"microlab/services/contracts"
 	"microlab/services/platform/httpx"
@@ -28,6 +29,18 @@ import (
 // and authorized, stock requested and reserved, shipment requested and scheduled,
 // confirmed) and 5 in choreography (placed, authorized, reserved, scheduled, confirmed),
 // in 4 transactions either way: one per message orders handles.
+
+// versionConflict reports the optimistic-concurrency conflict of Store.addStep: two
+// transactions appended the same version of one order's stream and this one lost. It
+// is not bad data: the message is retried at once (app.Options.Conflict), reads the
+// version the winner wrote and appends the next. Left as a plain unique violation it
+// would count as poison, and a burst of messages for one order (after a database
+// restart, every order's replies arrive together) could use up its retries and
+// dead-letter a step the order needs.
+func versionConflict(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "order_events_pkey"
+}
 
 // eventData is an event's data: the step it recorded, and for order.placed the order.
 type eventData struct {

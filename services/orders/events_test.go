@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"microlab/services/contracts"
+	"microlab/services/platform/bus"
 	"microlab/services/platform/control"
 	"microlab/services/platform/pg"
 	"microlab/services/platform/testenv"
@@ -198,8 +199,12 @@ func TestEventStore(t *testing.T) {
 	wg.Wait()
 	conflicts := 0
 	for _, err := range errs {
-		if pg.IsUniqueViolation(err) {
+		if versionConflict(err) {
 			conflicts++
+			// The loser's message is retried, never dead-lettered: a conflict is not poison.
+			if f := bus.Classify(err, versionConflict); f != bus.FailTransient {
+				t.Errorf("a version conflict is classified %v, want FailTransient", f)
+			}
 		} else if err != nil {
 			t.Fatalf("append: %v", err)
 		}

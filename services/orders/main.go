@@ -111,7 +111,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	opts := app.Options{Name: "orders", DefaultPort: 8103, Migrations: mig, Consumes: true}
+	opts := app.Options{Name: "orders", DefaultPort: 8103, Migrations: mig, Consumes: true, Conflict: versionConflict}
 	var cfg Config
 	if err := app.LoadConfig(getenv, opts, &cfg, func() *app.Base { return &cfg.Base }); err != nil {
 		return err

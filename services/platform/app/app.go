@@ -67,6 +67,11 @@ type Options struct {
 	Migrations  fs.FS  // the service's own migrations (at the root, or under migrations/); nil: no database
 	Consumes    bool   // connects to RabbitMQ to consume and emit events (without: only to follow lab.control)
 	Version     string // build version, logged
+	// Conflict, if set, reports the service's own optimistic-concurrency conflicts:
+	// another transaction won a race for the same row (orders' event stream version).
+	// The message is retried at once like a deadlock, never dead-lettered: the retry
+	// reads what the winner wrote and succeeds. nil: none.
+	Conflict func(error) bool
 }
 
 // App is a started service.
@@ -85,6 +90,7 @@ type App struct {
 	store     *control.Store
 	registry  *registry.Registry // this instance's lease in the lab's service registry
 	announced *bus.Conn          // lab.control alone, for a service that consumes nothing (the gateway); nil otherwise
+	conflict  func(error) bool   // Options.Conflict
 	mux       *http.ServeMux
 	consumers []consumer
 	loops     []loop
@@ -186,7 +192,7 @@ func Start(ctx context.Context, opts Options, base Base, cfg any, stdout io.Writ
 	}
 	log := tel.Log
 	log.Info("starting", "version", opts.Version, "config", config.Describe(cfg))
-	a := &App{Name: opts.Name, Base: base, Log: log, Tel: tel, mux: http.NewServeMux(),
+	a := &App{Name: opts.Name, Base: base, Log: log, Tel: tel, mux: http.NewServeMux(), conflict: opts.Conflict,
 		faultNudge: make(chan struct{}, 1), crashed: make(chan error, 1)}
 	sctx, cancel := context.WithTimeout(ctx, base.StartTimeout)
 	defer cancel()
@@ -201,6 +207,12 @@ func Start(ctx context.Context, opts Options, base Base, cfg any, stdout io.Writ
 	}
 	a.instrument()
 	return a, nil
+}
+
+// transient: the errors a consumer retries without dead-lettering, the database's
+// (pg.IsTransient) and the service's own conflicts (Options.Conflict).
+func (a *App) transient(err error) bool {
+	return pg.IsTransient(err) || (a.conflict != nil && a.conflict(err))
 }
 
 // instrument registers the metrics read at scrape time: the settings in force and,
@@ -419,7 +431,7 @@ func (a *App) Run(ctx context.Context) error {
 		var once sync.Once
 		opts := bus.ConsumeOptions{Prefetch: a.Base.Prefetch, Workers: a.Base.Workers,
 			OnSubscribed: func() { once.Do(subscribed.Done) }, Telemetry: a.Tel, Types: c.types,
-			Transient: pg.IsTransient, Paused: a.down, Retries: func() []time.Duration { return a.Settings.Current().RetryDelays() }}
+			Transient: a.transient, Paused: a.down, Retries: func() []time.Duration { return a.Settings.Current().RetryDelays() }}
 		run(&fgWG, fg, "consume "+c.q.Name(), func(ctx context.Context) error {
 			return bus.Consume(ctx, a.Bus, a.Pub, c.q, opts, c.h, a.Log)
 		})
