@@ -42,12 +42,12 @@ type Proc struct {
 	Path     string // binary
 	Args     []string
 	Env      []string // added to os.Environ(); a later entry wins over an earlier one
+	Dir      string   // working directory; "" = lab's own
 	// ExactEnv makes Env the whole environment: nothing is inherited from os.Environ().
 	// For a process that must see only what it is given, as a container sees only what
 	// compose gives it (compose's parity test): a variable compose forgets must be
 	// missing here too, not quietly found in the lab's own environment.
 	ExactEnv bool
-	Dir      string   // working directory; "" = lab's own
 	// HealthURL answers 200 when the process is ready (the services' /readyz). Empty:
 	// the process counts as healthy as soon as it runs.
 	HealthURL string
