@@ -41,7 +41,7 @@ type Proc struct {
 	Instance string // unique id, e.g. "payments-1"; defaults to Name
 	Path     string // binary
 	Args     []string
-	Env      []string // added to os.Environ(); a later entry wins over an earlier one
+	Env      []string // added to os.Environ() (see ExactEnv); a later entry wins over an earlier one
 	Dir      string   // working directory; "" = lab's own
 	// ExactEnv makes Env the whole environment: nothing is inherited from os.Environ().
 	// For a process that must see only what it is given, as a container sees only what
