@@ -1,9 +1,10 @@
 package compose_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,12 +15,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"microlab/lab/loadgen"
 	"microlab/lab/stack"
+	"microlab/lab/supervisor"
 	"microlab/services/platform/pg"
 	"microlab/services/platform/testenv"
 )
@@ -103,44 +104,31 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 		`{"configure":".*","write":".*","read":".*"}`)
 
 	// 2. The shop, in compose's start order, each process with its container's
-	// environment and no other.
-	logs := map[string]*bytes.Buffer{}
-	var mu sync.Mutex
-	type proc struct {
-		name string
-		cmd  *exec.Cmd
-		done chan struct{} // closed when it exited
-	}
-	var procs []proc
+	// environment and no other (the supervisor's ExactEnv), run by the lab's own
+	// supervisor but left dead if it exits, as a container without a restart policy.
+	logDir := t.TempDir() // a log file per service: the last lines explain a failure
+	supLog := &testenv.LogBuffer{}
+	sup := supervisor.New(slog.New(slog.NewTextHandler(supLog, nil)), io.Discard)
 	stop := func(keep string) {
-		var kept []proc
-		for i := len(procs) - 1; i >= 0; i-- {
-			if procs[i].name != keep {
-				_ = procs[i].cmd.Process.Signal(syscall.SIGTERM)
+		var wg sync.WaitGroup
+		for _, s := range stack.Services {
+			if s.Name != keep {
+				wg.Go(func() { _ = sup.Stop(s.Name) }) // not started (or stopped already): nothing to do
 			}
 		}
-		for _, p := range procs {
-			if p.name == keep {
-				kept = append(kept, p)
-				continue
-			}
-			select {
-			case <-p.done:
-			case <-time.After(20 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-p.done
-			}
-		}
-		procs = kept
+		wg.Wait()
 	}
 	t.Cleanup(func() {
-		stop("")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = sup.StopAll(ctx)
 		if t.Failed() {
-			mu.Lock()
-			defer mu.Unlock()
-			for name, b := range logs {
-				t.Logf("--- %s:\n%s", name, tail(b.String(), 30))
+			for _, s := range stack.Services {
+				if b, err := os.ReadFile(filepath.Join(logDir, s.Name+".log")); err == nil {
+					t.Logf("--- %s:\n%s", s.Name, tail(string(b), 30))
+				}
 			}
+			t.Logf("--- supervisor:\n%s", tail(supLog.String(), 30))
 		}
 	})
 	start := func(s stack.Service) {
@@ -151,21 +139,11 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 			env = append(env, k+"="+lab.mapValue(*v))
 		}
 		sort.Strings(env)
-		cmd := exec.Command(filepath.Join(bins[s.Package()], "app"))
-		cmd.Env = env
-		cmd.Dir = t.TempDir()
-		buf := &bytes.Buffer{}
-		w := &lockedWriter{mu: &mu, b: buf}
-		cmd.Stdout, cmd.Stderr = w, w
-		mu.Lock()
-		logs[s.Name] = buf
-		mu.Unlock()
-		if err := cmd.Start(); err != nil {
+		if err := sup.Start(context.Background(), supervisor.Proc{Name: s.Name,
+			Path: filepath.Join(bins[s.Package()], "app"), Env: env, ExactEnv: true,
+			Dir: t.TempDir(), NoRestart: true, LogFile: filepath.Join(logDir, s.Name+".log")}); err != nil {
 			t.Fatalf("start %s: %v", s.Name, err)
 		}
-		p := proc{name: s.Name, cmd: cmd, done: make(chan struct{})}
-		go func() { _ = cmd.Wait(); close(p.done) }()
-		procs = append(procs, p)
 		// The container's healthcheck: its own probe binary.
 		probe := filepath.Join(bins[s.Package()], "probe")
 		ready := "http://127.0.0.1:" + strconv.Itoa(s.Port+lab.offset) + "/readyz"
@@ -175,10 +153,8 @@ func TestParityTheComposeEnvironmentRunsTheLab(t *testing.T) {
 			if err == nil {
 				break
 			}
-			select {
-			case <-p.done:
-				t.Fatalf("%s exited with compose's environment (%v): %s", s.Name, cmd.ProcessState, out)
-			default:
+			if sup.PID(s.Name) == 0 {
+				t.Fatalf("%s exited with compose's environment: %s\n%s", s.Name, out, strings.Join(sup.Tail(s.Name), "\n"))
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("%s never became healthy with compose's environment: %s", s.Name, out)
@@ -371,15 +347,4 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }

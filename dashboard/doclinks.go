@@ -113,7 +113,7 @@ func (siteLinkRewriter) Transform(doc *ast.Document, reader text.Reader, pc pars
 		case *ast.Link, *ast.Image:
 			links = append(links, n)
 		case *ast.Heading:
-			title := headingText(n, src)
+			title := docs.HeadingText(n, src)
 			if pc.Get(titleKey) == nil {
 				pc.Set(titleKey, title)
 			}
@@ -153,28 +153,6 @@ func (siteLinkRewriter) Transform(doc *ast.Document, reader text.Reader, pc pars
 		}
 		parent.ReplaceChild(parent, n, &repoPath{path: repo})
 	}
-}
-
-// headingText is a heading's text as GitHub reads it for its anchor: the text, code
-// spans included, without the markup.
-func headingText(n ast.Node, src []byte) string {
-	var sb strings.Builder
-	_ = ast.Walk(n, func(c ast.Node, entering bool) (ast.WalkStatus, error) {
-		if !entering {
-			return ast.WalkContinue, nil
-		}
-		switch c := c.(type) {
-		case *ast.Text:
-			sb.Write(c.Segment.Value(src))
-			if c.SoftLineBreak() {
-				sb.WriteByte(' ')
-			}
-		case *ast.String:
-			sb.Write(c.Value)
-		}
-		return ast.WalkContinue, nil
-	})
-	return sb.String()
 }
 
 // repoPath is a path in the repository that the dashboard does not serve, shown as

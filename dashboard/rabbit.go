@@ -19,24 +19,22 @@ import (
 
 	"microlab/dashboard/views"
 	"microlab/services/contracts"
-	"microlab/services/platform/config"
 	"microlab/services/platform/httpx"
+	"microlab/services/platform/rabbitmgmt"
 )
 
 // rabbitAdmin reads queues through RabbitMQ's management HTTP API.
 type rabbitAdmin struct {
-	base       string // without credentials
-	user, pass string
-	vhost      string
-	shown      string // for messages: the URL with its password masked
-	http       *http.Client
+	api   *rabbitmgmt.Client
+	vhost string
+	shown string // for messages: the URL with its password masked
 }
 
 // newRabbitAdmin takes the management URL (credentials in it) and the AMQP URL (whose
 // path is the vhost: "amqp://h/" and "amqp://h" are "/", "amqp://h/lab" is "lab").
 func newRabbitAdmin(mgmtURL, amqpURL string, c *http.Client) (*rabbitAdmin, error) {
-	u, err := url.Parse(mgmtURL)
-	if err != nil || u.Host == "" {
+	api, err := rabbitmgmt.New(mgmtURL, c)
+	if err != nil {
 		return nil, fmt.Errorf("RABBITMQ_MANAGEMENT_URL: want http://user:pass@host:15672")
 	}
 	a, err := url.Parse(amqpURL)
@@ -47,16 +45,11 @@ func newRabbitAdmin(mgmtURL, amqpURL string, c *http.Client) (*rabbitAdmin, erro
 	if vhost == "" {
 		vhost = "/"
 	}
-	r := &rabbitAdmin{vhost: vhost, shown: config.MaskURL(mgmtURL), http: c}
-	if u.User != nil {
-		r.user = u.User.Username()
-		r.pass, _ = u.User.Password()
-	}
-	u.User = nil
-	r.base = strings.TrimRight(u.String(), "/")
-	return r, nil
+	return &rabbitAdmin{api: api, vhost: vhost, shown: api.Shown()}, nil
 }
 
+// do calls the API, with the errors the dashboard's pages show: a missing queue is
+// the API's 404 not_found, and a broker that does not answer is named, not explained.
 func (r *rabbitAdmin) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -66,28 +59,18 @@ func (r *rabbitAdmin) do(ctx context.Context, method, path string, body, out any
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, r.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(r.user, r.pass)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := r.http.Do(req)
-	if err != nil {
+	err := r.api.Do(ctx, method, path, rd, out)
+	var unreachable *rabbitmgmt.UnreachableError
+	var status *rabbitmgmt.StatusError
+	switch {
+	case errors.As(err, &unreachable):
 		return fmt.Errorf("RabbitMQ management API unreachable at %s", r.shown)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
+	case errors.Is(err, rabbitmgmt.ErrNotFound):
 		return httpx.Errorf(http.StatusNotFound, "not_found", "no such queue")
+	case errors.As(err, &status):
+		return fmt.Errorf("RabbitMQ management API at %s: HTTP %d: %s", r.shown, status.Code, status.Body)
 	}
-	if resp.StatusCode/100 != 2 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("RabbitMQ management API at %s: HTTP %d: %s", r.shown, resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, 32<<20)).Decode(out)
+	return err
 }
 
 type queueInfo struct {

@@ -62,9 +62,9 @@ func parsePage(p string, src []byte) *page {
 		case *mdast.Image:
 			pg.links = append(pg.links, string(n.Destination))
 		case *mdast.CodeSpan:
-			pg.code = append(pg.code, plain(n, src))
+			pg.code = append(pg.code, HeadingText(n, src))
 		case *mdast.Heading:
-			slug := HeadingID(plain(n, src))
+			slug := HeadingID(HeadingText(n, src))
 			// GitHub numbers repeated headings: overview, overview-1, overview-2.
 			if k := seen[slug]; k > 0 {
 				pg.anchors = append(pg.anchors, slug+"-"+strconv.Itoa(k))
@@ -85,27 +85,6 @@ func parsePage(p string, src []byte) *page {
 		return mdast.WalkContinue, nil
 	})
 	return pg
-}
-
-// plain is the text inside n, code spans included, as GitHub reads a heading.
-func plain(n mdast.Node, src []byte) string {
-	var sb strings.Builder
-	_ = mdast.Walk(n, func(c mdast.Node, entering bool) (mdast.WalkStatus, error) {
-		if !entering {
-			return mdast.WalkContinue, nil
-		}
-		switch c := c.(type) {
-		case *mdast.Text:
-			sb.Write(c.Segment.Value(src))
-			if c.SoftLineBreak() {
-				sb.WriteByte(' ')
-			}
-		case *mdast.String:
-			sb.Write(c.Value)
-		}
-		return mdast.WalkContinue, nil
-	})
-	return sb.String()
 }
 
 // docPages are the pages a learner reads on GitHub: the README, everything under docs/

@@ -13,6 +13,8 @@ import (
 	"embed"
 	"strings"
 	"unicode"
+
+	"github.com/yuin/goldmark/ast"
 )
 
 // FS holds every page: *.md and patterns/*.md, at those paths (architecture.md,
@@ -38,5 +40,30 @@ func HeadingID(heading string) string {
 			sb.WriteByte('-')
 		}
 	}
+	return sb.String()
+}
+
+// HeadingText is a heading's text as GitHub reads it for its anchor (HeadingID of it):
+// the text, code spans included, without the markup. src is the Markdown n was parsed
+// from. It works for any node (a code span's text, say), but headings are why it is
+// here: the dashboard and this package's tests must read a heading the same way, or a
+// link one of them checks would not be the link the other renders.
+func HeadingText(n ast.Node, src []byte) string {
+	var sb strings.Builder
+	_ = ast.Walk(n, func(c ast.Node, entering bool) (ast.WalkStatus, error) {
+		if !entering {
+			return ast.WalkContinue, nil
+		}
+		switch c := c.(type) {
+		case *ast.Text:
+			sb.Write(c.Segment.Value(src))
+			if c.SoftLineBreak() {
+				sb.WriteByte(' ')
+			}
+		case *ast.String:
+			sb.Write(c.Value)
+		}
+		return ast.WalkContinue, nil
+	})
 	return sb.String()
 }

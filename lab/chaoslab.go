@@ -24,6 +24,7 @@ import (
 	"microlab/lab/topology"
 	"microlab/services/platform/control"
 	"microlab/services/platform/pg"
+	"microlab/services/platform/rabbitmgmt"
 	"microlab/services/platform/testenv/private"
 )
 
@@ -477,29 +478,11 @@ var mgmtClient = &http.Client{Timeout: 15 * time.Second}
 
 // mgmtDo makes one request of RabbitMQ's management API.
 func mgmtDo(ctx context.Context, mgmtURL, method, path, body string) error {
-	u, err := url.Parse(mgmtURL)
+	api, err := rabbitmgmt.New(mgmtURL, mgmtClient)
 	if err != nil {
 		return fmt.Errorf("RABBITMQ_MANAGEMENT_URL: %w", err)
 	}
-	user := u.User.Username()
-	pass, _ := u.User.Password()
-	u.User = nil
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(u.String(), "/")+path, strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(user, pass)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := mgmtClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
-	}
-	return nil
+	return api.Do(ctx, method, path, strings.NewReader(body), nil)
 }
 
 // Write lets lines take what other code prints (withPlane's warnings), line by line.

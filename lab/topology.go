@@ -95,6 +95,11 @@ func topologyCmd(ctx context.Context, cfg Config, args []string, stdout io.Write
 // new topology where the compose lab's next `up` reads it.
 type stoppedServices struct{ cfg Config }
 
+// Stopping says what Stop does here: it stops nothing, it checks.
+func (s stoppedServices) Stopping(names []string) string {
+	return fmt.Sprintf("checking that the %d services are stopped (nothing consumes their queues)", len(names))
+}
+
 func (s stoppedServices) Stop(ctx context.Context, names []string) error {
 	running, err := consumers(ctx, s.cfg.AMQPURL, names)
 	if err != nil {

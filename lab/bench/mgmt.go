@@ -2,55 +2,35 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"microlab/services/platform/rabbitmgmt"
 )
 
 // mgmt is RabbitMQ's management HTTP API: private vhosts, and the per-vhost message
 // counters the cost of a checkout is read from.
-type mgmt struct {
-	base       string // without credentials
-	user, pass string
-	http       *http.Client
-}
+type mgmt struct{ api *rabbitmgmt.Client }
 
 func newMgmt(raw string) (*mgmt, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
+	api, err := rabbitmgmt.New(raw, &http.Client{Timeout: 15 * time.Second})
+	if err != nil {
 		return nil, fmt.Errorf("RABBITMQ_MANAGEMENT_URL %q: want http://user:pass@host:15672", raw)
 	}
-	m := &mgmt{user: u.User.Username(), http: &http.Client{Timeout: 15 * time.Second}}
-	m.pass, _ = u.User.Password()
-	u.User = nil
-	m.base = strings.TrimRight(u.String(), "/")
-	return m, nil
+	return &mgmt{api: api}, nil
 }
 
 func (m *mgmt) do(ctx context.Context, method, path, body string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, m.base+path, strings.NewReader(body))
-	if err != nil {
-		return err
+	err := m.api.Do(ctx, method, path, strings.NewReader(body), out)
+	var unreachable *rabbitmgmt.UnreachableError
+	if errors.As(err, &unreachable) {
+		return fmt.Errorf("RabbitMQ management API (%s): %w", m.api.Base(), unreachable.Err)
 	}
-	req.SetBasicAuth(m.user, m.pass)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := m.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("RabbitMQ management API (%s): %w", m.base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-		return fmt.Errorf("RabbitMQ management API: %s %s: %s %s", method, path, resp.Status, strings.TrimSpace(string(b)))
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return err // a *rabbitmgmt.StatusError says method, path, status and why
 }
 
 // createVHost makes a vhost and lets the API's user do everything in it.
@@ -59,7 +39,7 @@ func (m *mgmt) createVHost(ctx context.Context, name string) error {
 	if err := m.do(ctx, http.MethodPut, p, "", nil); err != nil {
 		return err
 	}
-	return m.do(ctx, http.MethodPut, "/api/permissions/"+url.PathEscape(name)+"/"+url.PathEscape(m.user),
+	return m.do(ctx, http.MethodPut, "/api/permissions/"+url.PathEscape(name)+"/"+url.PathEscape(m.api.User()),
 		`{"configure":".*","write":".*","read":".*"}`, nil)
 }
 

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"microlab/services/platform/control"
+	"microlab/services/platform/testenv"
 )
 
 // TestGatewayCache: with gateway.cache.ttl on, a repeated product read is answered by
@@ -21,7 +21,7 @@ func TestGatewayCache(t *testing.T) {
 	l := startLab(t, labOptions{tracing: true})
 	l.set(control.GatewayCacheTTL, "10m0s")
 	t.Cleanup(func() {
-		setPrice(t, l, "LAB-PEN", 250)
+		testenv.SetPrice(t, l.serviceURL("catalog"), "LAB-PEN", 250)
 		l.set(control.GatewayCacheTTL, "0s")
 	})
 
@@ -52,7 +52,7 @@ func TestGatewayCache(t *testing.T) {
 	}
 
 	// The price changes on catalog; the event drops the gateway's copy.
-	setPrice(t, l, "LAB-PEN", 300)
+	testenv.SetPrice(t, l.serviceURL("catalog"), "LAB-PEN", 300)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, p := readProduct(t, l, "LAB-PEN"); p == 300 {
@@ -91,25 +91,4 @@ func readProduct(t *testing.T, l *lab, sku string) (traceID string, priceCents i
 		t.Fatalf("no traceresponse on GET /api/v1/products/%s: %q", sku, resp.Header.Get("traceresponse"))
 	}
 	return parts[1], p.PriceCents
-}
-
-// setPrice changes a price on catalog's internal API.
-func setPrice(t *testing.T, l *lab, sku string, cents int64) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	body, _ := json.Marshal(map[string]int64{"priceCents": cents})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, l.serviceURL("catalog")+"/products/"+sku+"/price", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("PUT %s price %d: %s", sku, cents, resp.Status)
-	}
 }

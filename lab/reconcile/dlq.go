@@ -2,15 +2,15 @@ package reconcile
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"microlab/services/platform/rabbitmgmt"
 )
 
 // DLQSuffix ends the name of every dead-letter queue (bus.Queue.DLQ: <consumer>.dlq).
@@ -86,28 +86,11 @@ func vhostOf(amqpURL string) (string, error) {
 
 // mgmtGet GETs path from the management API into out.
 func mgmtGet(ctx context.Context, mgmtURL, path string, out any) error {
-	u, err := url.Parse(mgmtURL)
+	api, err := rabbitmgmt.New(mgmtURL, http.DefaultClient)
 	if err != nil {
 		return fmt.Errorf("management url: %w", err)
 	}
-	user := u.User.Username()
-	pass, _ := u.User.Password()
-	u.User = nil
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(u.String(), "/")+path, nil)
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(user, pass)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("management API unavailable: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-		return fmt.Errorf("management API: GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return api.Do(ctx, http.MethodGet, path, nil, out)
 }

@@ -173,6 +173,9 @@ func (s *Scaler) stop(ids []string) error {
 	return errors.Join(errs...)
 }
 
+// Stopping says that the services are stopped, gracefully (topology.Services).
+func (s *Scaler) Stopping(names []string) string { return topology.StoppingGracefully(names) }
+
 // Stop stops every instance of the services (topology.Services): until Start, a scale
 // change only records the number they will restart with.
 func (s *Scaler) Stop(ctx context.Context, names []string) error {

@@ -41,8 +41,13 @@ type Proc struct {
 	Instance string // unique id, e.g. "payments-1"; defaults to Name
 	Path     string // binary
 	Args     []string
-	Env      []string // added to os.Environ(); a later entry wins over an earlier one
+	Env      []string // added to os.Environ() (see ExactEnv); a later entry wins over an earlier one
 	Dir      string   // working directory; "" = lab's own
+	// ExactEnv makes Env the whole environment: nothing is inherited from os.Environ().
+	// For a process that must see only what it is given, as a container sees only what
+	// compose gives it (compose's parity test): a variable compose forgets must be
+	// missing here too, not quietly found in the lab's own environment.
+	ExactEnv bool
 	// HealthURL answers 200 when the process is ready (the services' /readyz). Empty:
 	// the process counts as healthy as soon as it runs.
 	HealthURL string
@@ -175,7 +180,12 @@ func (s *Supervisor) spawn(pr *proc) (*exec.Cmd, <-chan struct{}, error) {
 		return nil, nil, fmt.Errorf("start %s: %w", id, err)
 	}
 	cmd := exec.Command(pr.spec.Path, pr.spec.Args...)
-	cmd.Env = append(os.Environ(), pr.spec.Env...)
+	if pr.spec.ExactEnv {
+		// Never nil: exec gives a nil Env the whole of os.Environ().
+		cmd.Env = append([]string{}, pr.spec.Env...)
+	} else {
+		cmd.Env = append(os.Environ(), pr.spec.Env...)
+	}
 	cmd.Dir = pr.spec.Dir
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = sysProcAttr()

@@ -65,6 +65,12 @@ func helper(mode string) int {
 			fmt.Printf("line %d\n", i)
 		}
 		select {}
+	case "env": // print the environment, a line a variable, then wait to be stopped
+		for _, kv := range os.Environ() {
+			fmt.Println("env", kv)
+		}
+		fmt.Println("env done")
+		select {}
 	case "never-ready":
 		fmt.Println("hello from never-ready")
 		select {}
@@ -577,5 +583,46 @@ func TestLogFileTakesTheOutput(t *testing.T) {
 	}
 	if err := f.sup.Stop("crasher"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// ExactEnv: the process sees its Env and nothing else; without it, Env comes on top of
+// the supervisor's own environment.
+func TestExactEnv(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("PATH") == "" {
+		t.Skip("no PATH in this environment to tell inherited from given")
+	}
+	f := newFixture(t)
+	exact := helperProc(t, "exact", "", "env", "ONLY=this")
+	exact.ExactEnv = true
+	inherit := helperProc(t, "inherit", "", "env", "ONLY=this")
+	for _, p := range []Proc{exact, inherit} {
+		if err := f.sup.Start(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, patience, "both environments printed", func() bool {
+		return f.count("exact", "env done") == 1 && f.count("inherit", "env done") == 1
+	})
+	seen := func(instance string) []string {
+		var out []string // from the whole output: Tail keeps only the last lines
+		for l := range strings.Lines(f.out.String()) {
+			id, text, _ := strings.Cut(strings.TrimSuffix(l, "\n"), " | ")
+			if kv, ok := strings.CutPrefix(text, "env "); ok && strings.TrimSpace(id) == instance && kv != "done" {
+				out = append(out, kv)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := append([]string{}, exact.Env...)
+	slices.Sort(want)
+	if got := seen("exact"); !slices.Equal(got, want) {
+		t.Errorf("ExactEnv: the process saw %q, want exactly %q", got, want)
+	}
+	got := seen("inherit")
+	if !slices.Contains(got, "ONLY=this") || !slices.Contains(got, "PATH="+os.Getenv("PATH")) {
+		t.Errorf("without ExactEnv: the process saw %q, want ONLY=this on top of the supervisor's PATH", got)
 	}
 }

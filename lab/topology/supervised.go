@@ -21,6 +21,9 @@ type Supervised struct {
 	Scale map[string]int // instances per service, as launched
 }
 
+// Stopping says that the services are stopped, gracefully.
+func (s Supervised) Stopping(names []string) string { return StoppingGracefully(names) }
+
 // Stop stops every instance of the services, all at once (each drains its own work;
 // none waits for another), and returns when all are gone.
 func (s Supervised) Stop(_ context.Context, names []string) error {

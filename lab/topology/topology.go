@@ -29,10 +29,20 @@ var gooseTables = []string{"goose_db_version", "goose_platform"}
 // Services does to the shop's processes what a switch needs: stop every instance of
 // the services named (gracefully: their outboxes drain on SIGTERM), and start them with
 // cfg's environment (its Topology decides their DATABASE_URL), waiting until they are
-// ready.
+// ready. Where someone else stops and starts them (`lab topology`, for compose), Stop
+// only checks that they are stopped, and Stopping says so.
 type Services interface {
+	// Stopping is the headline of the switch's stop step: what Stop is about to do to
+	// names, for the terminal and the dashboard's timeline.
+	Stopping(names []string) string
 	Stop(ctx context.Context, names []string) error
 	Start(ctx context.Context, cfg stack.Config, names []string) error
+}
+
+// StoppingGracefully is Stopping for Services that stop the processes themselves
+// (Supervised, lab/scaling's Scaler).
+func StoppingGracefully(names []string) string {
+	return fmt.Sprintf("stopping %d services (their outboxes drain first)", len(names))
 }
 
 // Switcher moves the shop's data from one topology to the other. One switch at a time.
@@ -120,7 +130,7 @@ func (s *Switcher) To(ctx context.Context, to string) error {
 	if err := ProvisionShared(ctx, s.Cfg); err != nil {
 		return err
 	}
-	s.headline(ctx, "stopping %d services (their outboxes drain first)", len(names))
+	s.headline(ctx, "%s", s.Services.Stopping(names))
 	if err := s.Services.Stop(ctx, names); err != nil {
 		return errors.Join(fmt.Errorf("stop services: %w", err), s.restart(ctx, src, names))
 	}

@@ -37,15 +37,9 @@ func api(a *app.App, store *Store) {
 		return nil
 	}))
 	mux.Handle("GET /products/{sku}", httpx.Handle(a.Log, func(w http.ResponseWriter, r *http.Request) error {
-		p, err := store.Get(r.Context(), r.PathValue("sku"))
-		if errors.Is(err, errNotFound) {
-			return httpx.Errorf(http.StatusNotFound, "not_found", "no product with sku %q", r.PathValue("sku"))
-		}
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, p)
-		return nil
+		sku := r.PathValue("sku")
+		p, err := store.Get(r.Context(), sku)
+		return writeProduct(w, sku, p, err)
 	}))
 	mux.Handle("PUT /products/{sku}/price", httpx.Handle(a.Log, func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {
@@ -57,16 +51,25 @@ func api(a *app.App, store *Store) {
 		if in.PriceCents == nil || *in.PriceCents < 0 || *in.PriceCents > maxPriceCents {
 			return httpx.Errorf(http.StatusBadRequest, "invalid_price", "priceCents must be a whole number of cents from 0 to %d", maxPriceCents)
 		}
-		p, err := setPrice(r.Context(), a, store, r.PathValue("sku"), *in.PriceCents)
-		if errors.Is(err, errNotFound) {
-			return httpx.Errorf(http.StatusNotFound, "not_found", "no product with sku %q", r.PathValue("sku"))
-		}
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, p)
-		return nil
+		sku := r.PathValue("sku")
+		p, err := setPrice(r.Context(), a, store, sku, *in.PriceCents)
+		return writeProduct(w, sku, p, err)
 	}))
+}
+
+// writeProduct answers with what a read or a change of sku's product returned: 200 and
+// the product, 404 not_found if there is no such sku, or err as it is (httpx.Handle
+// makes it a 500). The GET and the PUT answer alike, so a caller of either branches on
+// the same shape.
+func writeProduct(w http.ResponseWriter, sku string, p Product, err error) error {
+	if errors.Is(err, errNotFound) {
+		return httpx.Errorf(http.StatusNotFound, "not_found", "no product with sku %q", sku)
+	}
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, p)
+	return nil
 }
 
 // setPrice commits the new price and its product.price_changed event in one transaction

@@ -102,20 +102,11 @@ func TestSetPrice(t *testing.T) {
 	base := testenv.Run(t, run, env, nil)
 	put := func(sku, body string, out any) int {
 		t.Helper()
-		req, err := http.NewRequest(http.MethodPut, base+"/products/"+sku+"/price", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		code, answer := testenv.PutPrice(t, base, sku, body)
+		if err := json.Unmarshal(answer, out); err != nil {
 			t.Fatalf("PUT %s %s: decode: %v", sku, body, err)
 		}
-		return resp.StatusCode
+		return code
 	}
 	for _, tc := range []struct {
 		sku, body string

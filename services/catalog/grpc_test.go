@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -17,24 +16,13 @@ import (
 )
 
 // startGRPC runs catalog in-process with its gRPC server on a port of its own choosing
-// and returns a client of it, read from the "grpc listening" log line (the last one: a
-// retried start logs one per attempt).
+// (ServiceEnv's GRPC_ADDR) and returns a client of it (see testenv.GRPCAddr).
 func startGRPC(t *testing.T) catalogpb.CatalogClient {
 	t.Helper()
 	env := testenv.ServiceEnv(t, "catalog", true)
-	env["GRPC_ADDR"] = "127.0.0.1:0"
 	logs := &testenv.LogBuffer{}
 	testenv.Run(t, run, env, logs)
-	var addr string
-	for _, line := range strings.Split(logs.String(), "\n") {
-		var l struct{ Msg, Addr string }
-		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "grpc listening" {
-			addr = l.Addr
-		}
-	}
-	if addr == "" {
-		t.Fatalf("catalog logged no \"grpc listening\" line:\n%s", logs.String())
-	}
+	addr := testenv.GRPCAddr(t, logs)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

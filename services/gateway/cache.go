@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -214,48 +213,16 @@ func (g *Gateway) cachedGet(w http.ResponseWriter, r *http.Request, path string)
 // cache each time the subscription is (re)established.
 func (g *Gateway) follow(ctx context.Context, conn *bus.Conn, instance string, tel *observability.Telemetry) error {
 	queue := "gateway.cache." + instance
-	for ctx.Err() == nil {
-		err := g.listen(ctx, conn, queue, tel)
-		if ctx.Err() != nil {
-			break
-		}
-		g.log.WarnContext(ctx, "cache invalidation: subscription lost, retrying", "queue", queue, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-	return nil
-}
-
-func (g *Gateway) listen(ctx context.Context, conn *bus.Conn, queue string, tel *observability.Telemetry) error {
-	ch, err := conn.Channel(ctx)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
-	if err := bus.DeclareExchanges(ch); err != nil {
-		return err
-	}
-	// durable false, auto-delete, exclusive: the queue lives as long as this connection.
-	if _, err := ch.QueueDeclare(queue, false, true, true, false, nil); err != nil {
-		return fmt.Errorf("declare %s: %w", queue, err)
-	}
-	if err := ch.QueueBind(queue, contracts.ProductPriceChanged, contracts.ExchangeEvents, false, nil); err != nil {
-		return fmt.Errorf("bind %s: %w", queue, err)
-	}
-	msgs, err := ch.ConsumeWithContext(ctx, queue, "", true, true, false, false, nil)
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", queue, err)
-	}
-	g.cache.flush() // changes made while we were not listening are unknown: start afresh
-	g.log.InfoContext(ctx, "cache invalidation: listening", "queue", queue)
-	for m := range msgs {
-		g.handlePriceChanged(ctx, bus.Delivery{Queue: queue, Exchange: m.Exchange, RoutingKey: m.RoutingKey,
-			MessageID: m.MessageId, Type: m.Type, CorrelationID: m.CorrelationId, AppID: m.AppId,
-			Headers: m.Headers, Body: m.Body, Attempt: 1}, tel)
-	}
-	return fmt.Errorf("%s: deliveries closed", queue)
+	return bus.Subscribe(ctx, conn, bus.Subscription{
+		Queue: queue, Exchange: contracts.ExchangeEvents, Keys: []string{contracts.ProductPriceChanged},
+		OnSubscribed: func(queue string) {
+			g.cache.flush() // changes made while we were not listening are unknown: start afresh
+			g.log.InfoContext(ctx, "cache invalidation: listening", "queue", queue)
+		},
+		OnLost: func(err error) {
+			g.log.WarnContext(ctx, "cache invalidation: subscription lost, retrying", "queue", queue, "err", err)
+		},
+	}, func(ctx context.Context, d bus.Delivery) { g.handlePriceChanged(ctx, d, tel) })
 }
 
 // handlePriceChanged drops the entries a product.price_changed makes stale, in a consumer

@@ -207,25 +207,23 @@ func TestCacheInvalidatedByPriceChange(t *testing.T) {
 
 	// Bad input: refused with the error shape, nothing changed, nothing announced.
 	for _, tc := range []struct {
-		path, body string
-		status     int
-		code       string
+		sku, body string
+		status    int
+		code      string
 	}{
-		{"/products/LAB-NOPE/price", `{"priceCents":100}`, 404, "not_found"},
-		{"/products/LAB-MUG/price", `{"priceCents":-1}`, 400, "invalid_price"},
-		{"/products/LAB-MUG/price", `{}`, 400, "invalid_price"},
-		{"/products/LAB-MUG/price", `{"priceCents":"cheap"}`, 400, ""},
+		{"LAB-NOPE", `{"priceCents":100}`, 404, "not_found"},
+		{"LAB-MUG", `{"priceCents":-1}`, 400, "invalid_price"},
+		{"LAB-MUG", `{}`, 400, "invalid_price"},
+		{"LAB-MUG", `{"priceCents":"cheap"}`, 400, ""},
 	} {
-		a := do(t, "PUT", up.catalog+tc.path, "", tc.body, nil)
+		status, body := testenv.PutPrice(t, up.catalog, tc.sku, tc.body)
+		a := answer{Status: status, Body: body}
 		if code, msg := a.errorCode(); a.Status != tc.status || msg == "" || (tc.code != "" && code != tc.code) {
-			t.Errorf("PUT %s %s: %d %s; want %d %s", tc.path, tc.body, a.Status, a.Body, tc.status, tc.code)
+			t.Errorf("PUT %s price %s: %d %s; want %d %s", tc.sku, tc.body, a.Status, a.Body, tc.status, tc.code)
 		}
 	}
 
-	a := do(t, "PUT", up.catalog+"/products/LAB-MUG/price", "", map[string]int64{"priceCents": 1350}, nil)
-	if a.Status != 200 {
-		t.Fatalf("PUT price: %d %s", a.Status, a.Body)
-	}
+	testenv.SetPrice(t, up.catalog, "LAB-MUG", 1350)
 	// The one event on the tap is the good change: the refusals announced nothing.
 	select {
 	case d := <-tap:

@@ -49,25 +49,8 @@ func startCatalog(t *testing.T, env testenv.Env) string {
 		}
 	})
 	url := testenv.Exec(t, bin, env.Share(t, "catalog", true), logs).URL
-	env["CATALOG_GRPC_ADDR"] = grpcAddr(t, logs)
+	env["CATALOG_GRPC_ADDR"] = testenv.GRPCAddr(t, logs)
 	return url
-}
-
-// grpcAddr is the address in a service's last "grpc listening" log line (a retried
-// start logs one per attempt).
-func grpcAddr(t *testing.T, logs *testenv.LogBuffer) string {
-	t.Helper()
-	var addr string
-	for _, line := range strings.Split(logs.String(), "\n") {
-		var l struct{ Msg, Addr string }
-		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "grpc listening" {
-			addr = l.Addr
-		}
-	}
-	if addr == "" {
-		t.Fatalf("catalog logged no \"grpc listening\" line:\n%s", tail(logs.String(), 3000))
-	}
-	return addr
 }
 
 // lab is one orders instance under test with everything around it.

@@ -90,54 +90,24 @@ func (w *Watcher) refresh(ctx context.Context) {
 }
 
 func (w *Watcher) listen(ctx context.Context, conn *bus.Conn, nudges chan<- struct{}) {
-	for ctx.Err() == nil {
-		err := func() error {
-			ch, err := conn.Channel(ctx)
-			if err != nil {
-				return err
-			}
-			defer ch.Close()
-			if err := bus.DeclareExchanges(ch); err != nil {
-				return err
-			}
-			q, err := ch.QueueDeclare("", false, true, true, false, nil)
-			if err != nil {
-				return err
-			}
-			if err := ch.QueueBind(q.Name, "", contracts.ExchangeControl, false, nil); err != nil {
-				return err
-			}
-			msgs, err := ch.ConsumeWithContext(ctx, q.Name, "", true, true, false, false, nil)
-			if err != nil {
-				return err
-			}
-			// We may have missed announcements while disconnected.
-			select {
-			case nudges <- struct{}{}:
-			default:
-			}
-			for m := range msgs {
-				var c Change
-				if err := json.Unmarshal(m.Body, &c); err != nil {
-					w.log.Warn("ignoring malformed lab.control message", "err", err)
-					continue
-				}
-				select {
-				case nudges <- struct{}{}:
-				default:
-				}
-			}
-			return fmt.Errorf("lab.control subscription closed")
-		}()
-		if ctx.Err() != nil {
-			return
-		}
-		w.log.Debug("lab.control listener reconnecting", "err", err)
+	nudge := func() {
 		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case nudges <- struct{}{}:
+		default:
 		}
 	}
+	_ = bus.Subscribe(ctx, conn, bus.Subscription{
+		Exchange:     contracts.ExchangeControl,
+		OnSubscribed: func(string) { nudge() }, // we may have missed announcements while disconnected
+		OnLost:       func(err error) { w.log.Debug("lab.control listener reconnecting", "err", err) },
+	}, func(_ context.Context, d bus.Delivery) {
+		var c Change
+		if err := json.Unmarshal(d.Body, &c); err != nil {
+			w.log.Warn("ignoring malformed lab.control message", "err", err)
+			return
+		}
+		nudge()
+	})
 }
 
 // Follow calls apply with the settings in force, at once and again after every change

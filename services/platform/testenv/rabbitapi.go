@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"microlab/services/platform/rabbitmgmt"
 )
 
 // Binding is one binding as the RabbitMQ management API lists it.
@@ -16,9 +18,6 @@ type Binding struct {
 	DestinationType string `json:"destination_type"` // "queue" or "exchange"
 	RoutingKey      string `json:"routing_key"`
 }
-
-// errNotFound is a 404 from the management API (an exchange or queue not declared yet).
-var errNotFound = errors.New("not found")
 
 // VHostOf returns the virtual host of an AMQP URL (such as VHost's).
 func VHostOf(amqpURL string) (string, error) {
@@ -44,7 +43,7 @@ func ExchangeBindings(amqpURL, exchange string) ([]Binding, error) {
 	}
 	var out []Binding
 	err = mgmtDo(http.MethodGet, "/api/exchanges/"+url.PathEscape(vhost)+"/"+url.PathEscape(exchange)+"/bindings/source", "", &out)
-	if errors.Is(err, errNotFound) {
+	if errors.Is(err, rabbitmgmt.ErrNotFound) {
 		return nil, nil
 	}
 	return out, err

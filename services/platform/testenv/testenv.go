@@ -11,9 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,6 +21,7 @@ import (
 	"time"
 
 	"microlab/services/platform/pg"
+	"microlab/services/platform/rabbitmgmt"
 )
 
 // Defaults, overridable with the same variables `lab up` reads.
@@ -146,39 +145,15 @@ func mgmt(method, path, body string) error { return mgmtDo(method, path, body, n
 // what VHost does not cover: a user of the test's own, say.
 func Management(method, path, body string) error { return mgmt(method, path, body) }
 
-// mgmtDo calls the management API and, with out, decodes its JSON answer into out. A
-// 404 is errNotFound (an exchange or queue not declared yet).
+// mgmtDo calls the management API (RABBITMQ_MANAGEMENT_URL, as the tests' user) and,
+// with out, decodes its JSON answer into out. A 404 is rabbitmgmt.ErrNotFound (an
+// exchange or queue not declared yet).
 func mgmtDo(method, path, body string, out any) error {
-	u, err := url.Parse(mgmtURL())
+	api, err := rabbitmgmt.New(mgmtURL(), &http.Client{Timeout: 30 * time.Second})
 	if err != nil {
 		return err
 	}
-	pass, _ := u.User.Password()
-	user := u.User.Username()
-	u.User = nil
-	req, err := http.NewRequest(method, strings.TrimRight(u.String(), "/")+path, strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(user, pass)
-	req.Header.Set("Content-Type", "application/json")
-	c := &http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return fmt.Errorf("%s %s: %w", method, path, errNotFound)
-	}
-	if resp.StatusCode >= 300 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return api.Do(context.Background(), method, path, strings.NewReader(body), out)
 }
 
 func mgmtURLMasked() string {
