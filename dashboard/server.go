@@ -15,6 +15,7 @@ import (
 
 	"microlab/dashboard/ingest"
 	"microlab/dashboard/views"
+	"microlab/exercises"
 	"microlab/services/platform/config"
 	"microlab/services/platform/control"
 	"microlab/services/platform/httpx"
@@ -62,6 +63,7 @@ func (s *server) routes(instrument func(http.Handler) http.Handler, extra func(*
 	mux.Handle("GET /traces/{id}", page(s.tracePage))
 	mux.Handle("GET /events", page(s.eventsPage))
 	mux.Handle("GET /sagas", page(s.sagasPage))
+	mux.Handle("GET /sagas/{id}/events", page(s.sagaEvents))
 	mux.Handle("GET /charts", page(s.metricsPage))
 	mux.Handle("GET /charts/panels", page(s.metricsPanels))
 	mux.Handle("GET /switchboard", page(s.switchboardPage))
@@ -89,6 +91,8 @@ func (s *server) routes(instrument func(http.Handler) http.Handler, extra func(*
 	mux.Handle("POST /api/lab/faults", api(s.postFault))
 	mux.Handle("DELETE /api/lab/faults", api(s.deleteFaults))
 	mux.Handle("POST /api/lab/reset", api(s.postReset))
+	mux.Handle("POST /api/lab/projections/{projection}/rebuild", api(s.startRebuild))
+	mux.Handle("GET /api/lab/projections/{projection}/rebuild/{job}", api(s.rebuildStatus))
 	mux.Handle("GET /api/lab/traffic", api(s.getTraffic))
 	mux.Handle("POST /api/lab/traffic", api(s.startTraffic))
 	mux.Handle("POST /api/lab/traffic/stop", api(s.stopTraffic))
@@ -229,8 +233,16 @@ func (s *server) eventsPage(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) sagasPage(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	m := views.SagasModel{Outcome: q.Get("outcome"), Mode: q.Get("mode")}
+	m := views.SagasModel{Outcome: q.Get("outcome"), Mode: q.Get("mode"), Rebuild: views.RebuildModel{Projection: exercises.Projections[0]}}
 	order := q.Get("order")
+	if order != "" {
+		version, err := versionParam(r)
+		if err != nil {
+			return err
+		}
+		st := s.streamModel(r.Context(), order, version)
+		m.Stream = &st
+	}
 	sagas := s.src.Sagas.List(listSagas, m.Outcome, m.Mode)
 	if order != "" {
 		if sg, ok := s.src.Sagas.Get(order); ok {
