@@ -154,7 +154,11 @@ func (s *server) overviewPage(w http.ResponseWriter, r *http.Request) error {
 // db.topology changes (overview.js).
 func (s *server) overviewMap(w http.ResponseWriter, r *http.Request) error {
 	var buf bytes.Buffer
-	if err := views.ArchMap(s.overviewModel(r.Context())).Render(r.Context(), &buf); err != nil {
+	m := s.overviewModel(r.Context())
+	if err := views.ArchMap(m).Render(r.Context(), &buf); err != nil {
+		return err
+	}
+	if err := views.PatternStrip(m.Patterns).Render(r.Context(), &buf); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -163,16 +167,20 @@ func (s *server) overviewMap(w http.ResponseWriter, r *http.Request) error {
 }
 
 // overviewModel is the map as it stands: the databases drawn for db.topology (one
-// database, or one per service), the latest health, the faults in force.
+// database, or one per service), the optional patterns the settings have on (the strip,
+// with the health poll's numbers), the latest health, the faults in force.
 func (s *server) overviewModel(ctx context.Context) views.OverviewModel {
 	m := views.OverviewModel{Arch: s.arch, Health: s.currentHealth(), Faults: map[string][]views.FaultRow{}}
+	settings := map[string]string{}
 	if es, err := s.settings.List(ctx); err == nil {
 		for _, e := range es {
+			settings[e.Key] = e.Value
 			if e.Key == control.DBTopology {
 				m.Arch = s.arch.WithTopology(e.Value)
 			}
 		}
 	}
+	m.Arch, m.Patterns = m.Arch.WithPatterns(settings, m.Health.Patterns, docExists)
 	if fs, err := s.settings.Faults(ctx); err == nil {
 		for _, f := range s.publicFaults(ctx, fs) {
 			if !f.Hidden { // a diagnosis's fault: the map does not say where it is
