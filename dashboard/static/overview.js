@@ -83,6 +83,29 @@ function showHealth(h) {
 
 on('health', showHealth);
 
+// The strip's numbers (the cache's hit ratio, healthy instances behind the registry) are
+// the health poll's: with every health message while a pattern is on, the labels are read
+// again from the server (the one place that words them) and set in place — the map itself
+// is not redrawn, so the dots in flight keep running.
+let labelling = false;
+async function refreshPatternLabels() {
+  if (labelling || !document.querySelector('[data-testid^="pattern-"][data-key]')) return;
+  labelling = true;
+  try {
+    const res = await fetch('/overview/map');
+    if (!res.ok) return;
+    const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
+    for (const el of doc.querySelectorAll('[data-testid^="badge-"], [data-testid^="edge-label-"], [data-testid^="pattern-"][data-key] .pattern-label')) {
+      const sel = el.classList.contains('pattern-label')
+        ? `[data-testid="${CSS.escape(el.closest('[data-key]').dataset.testid)}"] .pattern-label`
+        : `[data-testid="${CSS.escape(el.dataset.testid)}"]`;
+      const mine = document.querySelector(sel);
+      if (mine && mine.textContent !== el.textContent) mine.textContent = el.textContent;
+    }
+  } catch { /* offline: the next health message tries again */ } finally { labelling = false; }
+}
+on('health', refreshPatternLabels);
+
 function badge(f) { return f.instance ? `${f.instance}: ${f.text}` : f.text; }
 
 async function refreshFaults() {

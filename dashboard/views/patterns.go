@@ -158,11 +158,19 @@ func badgesOn(ps []ActivePattern, node string) []ActivePattern {
 // patternTestID is a pattern's data-testid: "pattern-catalog.transport".
 func patternTestID(key string) string { return "pattern-" + key }
 
-// edgeMid is an edge's midpoint, where its label goes.
+// labelAt is where along a line its label goes (0: at From, 1: at To) where the middle
+// is taken: gateway → catalog's middle is under the gateway's cache queue.
+var labelAt = map[string]float64{"gateway>catalog": 0.3}
+
+// edgeMid is the point of an edge where its label goes.
 func edgeMid(a Arch, e Edge) (int, int) {
 	f, _ := a.Node(e.From)
 	t, _ := a.Node(e.To)
-	return (f.X + t.X) / 2, (f.Y + t.Y) / 2
+	at, ok := labelAt[e.ID()]
+	if !ok {
+		at = 0.5
+	}
+	return f.X + int(at*float64(t.X-f.X)), f.Y + int(at*float64(t.Y-f.Y))
 }
 
 // edgeClass is an edge's CSS classes: its kind, and grpc when its label says so.
