@@ -25,7 +25,8 @@ function card(s) {
       s.reason ? h('span', { class: 'reason', 'data-testid': 'saga-reason' }, s.reason) : null, ' ',
       h('span', { class: 'meta' }, `${clock(s.start)} · ${fmtDur(span)}`), ' ',
       s.traceId ? h('a', { href: `/traces/${encodeURIComponent(s.traceId)}`, 'data-testid': 'saga-trace' }, 'trace') : null, ' ',
-      h('a', { href: `/events?correlation=${encodeURIComponent(s.orderId)}` }, 'events')),
+      h('a', { href: `/events?correlation=${encodeURIComponent(s.orderId)}` }, 'events'), ' ',
+      h('a', { href: `/sagas?order=${encodeURIComponent(s.orderId)}#event-stream`, 'data-testid': 'saga-stream' }, 'event stream')),
     h('div', { class: 'timeline', 'data-testid': 'saga-timeline' },
       steps.map((st) => h('span', {
         class: `saga-step ${cls(st)}`, 'data-testid': 'saga-step', 'data-event': st.event, 'data-class': cls(st),
