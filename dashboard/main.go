@@ -70,7 +70,8 @@ type Config struct {
 	PaymentsURL string `env:"PAYMENTS_URL" default:"http://127.0.0.1:8104"`
 	// CatalogURL is catalog's internal API, for the exercises' price actions.
 	CatalogURL string `env:"CATALOG_URL" default:"http://127.0.0.1:8102"`
-	// OrdersURL is orders' internal API, for the exercises' projection rebuild.
+	// OrdersURL is orders' internal API, for the exercises' projection rebuild and the
+	// Sagas page's event stream and rebuild button (orders.go).
 	OrdersURL string `env:"ORDERS_URL" default:"http://127.0.0.1:8103"`
 	// HealthInterval is how often the map's health (Prometheus, queue depths) is read.
 	HealthInterval time.Duration `env:"HEALTH_INTERVAL" default:"5s"`
