@@ -208,7 +208,8 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, src Sources, s
 	client := httpx.NewClient(5 * time.Second)
 	s := &server{cfg: cfg, log: log, src: src.withDefaults(), settings: store, amqp: amqp,
 		prom: &promClient{base: cfg.PrometheusURL, http: client}, gateway: &gatewayClient{base: cfg.GatewayURL, http: client},
-		sessions: newSessions(256), arch: views.ShopArch(), panels: panelDefs, static: static}
+		sessions: newSessions(256), arch: views.ShopArch(), panels: panelDefs, static: static,
+		orders: newOrdersAPI(cfg.OrdersURL)}
 	if s.rabbit, err = newRabbitAdmin(cfg.RabbitMQManagementURL, cfg.AMQPURL, client); err != nil {
 		log.Warn("DLQ view off", "err", err)
 		s.rabbit = nil

@@ -91,9 +91,13 @@ type rebuildJob struct {
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 }
 
-func (s *server) ordersAPI() *loadgen.Client {
-	return loadgen.NewClient(strings.TrimRight(s.cfg.OrdersURL, "/"), httpx.NewClient(ordersTimeout))
+// newOrdersAPI is the one client of orders' API (one transport: its connections are
+// reused from call to call).
+func newOrdersAPI(base string) *loadgen.Client {
+	return loadgen.NewClient(strings.TrimRight(base, "/"), httpx.NewClient(ordersTimeout))
 }
+
+func (s *server) ordersAPI() *loadgen.Client { return s.orders }
 
 // ordersShown is orders' URL as messages show it (a password masked).
 func (s *server) ordersShown() string { return config.MaskURL(s.cfg.OrdersURL) }

@@ -16,6 +16,7 @@ import (
 	"microlab/dashboard/ingest"
 	"microlab/dashboard/views"
 	"microlab/exercises"
+	"microlab/lab/loadgen"
 	"microlab/services/platform/config"
 	"microlab/services/platform/control"
 	"microlab/services/platform/httpx"
@@ -33,6 +34,7 @@ type server struct {
 	rabbit   *rabbitAdmin // nil when RABBITMQ_MANAGEMENT_URL is unusable
 	amqp     channels     // nil: DLQ replay unavailable
 	gateway  *gatewayClient
+	orders   *loadgen.Client // orders' internal API: the event stream, the rebuild (orders.go)
 	sessions *sessions
 	traffic  *traffic
 	arch     views.Arch

@@ -83,11 +83,11 @@ var Patterns = []PatternRow{
 	{Key: "strangler.routes", Name: "Strangler fig", Doc: "patterns/strangler-fig.md", Node: "monolith",
 		On:       func(v string) bool { return v != "" && v != "none" && v != "off" },
 		Label:    func(v string, _ PatternLive) string { return "serves " + v },
-		AddNodes: []Node{{Name: "monolith", Kind: "service", X: 80, Y: 500}},
+		AddNodes: []Node{{Name: "monolith", Kind: "service", X: 80, Y: 610}},
 		AddEdges: []Edge{{"gateway", "monolith", "http"}}},
 	{Key: "deploy.catalog.weights", Name: "Canary release", Doc: "patterns/canary-release.md", Node: "catalog",
 		On:    func(v string) bool { return v != "" && v != "off" && v != "none" },
-		Label: func(v string, _ PatternLive) string { return "v1/v2 " + v }},
+		Label: func(v string, _ PatternLive) string { return "v1/v2 weights " + v }},
 }
 
 // PatternKeys are the settings the strip reads: a change to any redraws the map.
@@ -153,6 +153,14 @@ func badgesOn(ps []ActivePattern, node string) []ActivePattern {
 		}
 	}
 	return out
+}
+
+// labelX is where a label centred near x goes so that it stays inside the map (viewBox
+// 0..1100): a box at the map's edge would cut its badge. The width is estimated (about
+// 6.5px a character at the labels' 11px).
+func labelX(x int, label string) int {
+	half := len([]rune(label))*13/4 + 4
+	return min(max(x, half), 1100-half)
 }
 
 // patternTestID is a pattern's data-testid: "pattern-catalog.transport".

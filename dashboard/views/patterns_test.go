@@ -22,7 +22,7 @@ var onValues = map[string]struct{ value, wantLabel string }{
 	"scale.catalog":          {"3", "×3"},
 	"read.model":             {"cqrs", "read model serves GET /orders"},
 	"strangler.routes":       {"/api/v1/users", "serves /api/v1/users"},
-	"deploy.catalog.weights": {"v1=90,v2=10", "v1/v2 v1=90,v2=10"},
+	"deploy.catalog.weights": {"v1=90,v2=10", "v1/v2 weights v1=90,v2=10"},
 }
 
 func liveNumbers() PatternLive {
