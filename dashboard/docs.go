@@ -55,3 +55,10 @@ func (s *server) serveDoc(w http.ResponseWriter, r *http.Request, fsys fs.FS, p 
 	}
 	return s.render(w, r, views.Page{Title: title, Active: "docs"}, views.Doc(views.DocModel{Path: p, HTML: body, Index: docsIndex}))
 }
+
+// docExists reports whether the docs have page p (patterns/grpc.md): the map's pattern
+// strip links only to pages this build serves.
+func docExists(p string) bool {
+	_, err := fs.Stat(docs.FS, p)
+	return err == nil
+}

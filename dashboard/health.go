@@ -63,6 +63,7 @@ func (s *server) readHealth(ctx context.Context) views.Health {
 		perJob("count by (job) (up)", func(sh *views.ServiceHealth, v float64) { sh.Instances = int(v) }),
 		perJob("sum by (job) (up)", func(sh *views.ServiceHealth, v float64) { sh.Answering = int(v) }),
 	)
+	errs = append(errs, s.readPatternLive(ctx, &h.Patterns))
 	for name, sh := range h.Services {
 		sh.State = stateOf(sh)
 		h.Services[name] = sh
@@ -117,4 +118,32 @@ func stateOf(sh views.ServiceHealth) string {
 		return "warn"
 	}
 	return "ok"
+}
+
+// Queries of the pattern strip's numbers (docs/observability.md names the metrics).
+const (
+	cacheHitRatioExpr = `sum(rate(gateway_cache_requests_total{result="hit"}[1m])) / sum(rate(gateway_cache_requests_total[1m]))`
+	healthyUpstreams  = `sum by (upstream) (gateway_upstream_instances{state="healthy"})`
+)
+
+// readPatternLive reads the gateway cache's hit ratio and the healthy instances per
+// upstream behind the registry. No series is no number: the strip then says less, it
+// never shows a 0 it did not measure.
+func (s *server) readPatternLive(ctx context.Context, p *views.PatternLive) error {
+	res, err := s.prom.instant(ctx, cacheHitRatioExpr)
+	for _, r := range res {
+		if _, v, ok := sampleValue(r.Value); ok {
+			p.CacheHitRatio = &v
+		}
+	}
+	res, err2 := s.prom.instant(ctx, healthyUpstreams)
+	for _, r := range res {
+		if _, v, ok := sampleValue(r.Value); ok && r.Metric["upstream"] != "" {
+			if p.Healthy == nil {
+				p.Healthy = map[string]int{}
+			}
+			p.Healthy[r.Metric["upstream"]] = int(v)
+		}
+	}
+	return errors.Join(err, err2)
 }

@@ -70,7 +70,8 @@ type Config struct {
 	PaymentsURL string `env:"PAYMENTS_URL" default:"http://127.0.0.1:8104"`
 	// CatalogURL is catalog's internal API, for the exercises' price actions.
 	CatalogURL string `env:"CATALOG_URL" default:"http://127.0.0.1:8102"`
-	// OrdersURL is orders' internal API, for the exercises' projection rebuild.
+	// OrdersURL is orders' internal API, for the exercises' projection rebuild and the
+	// Sagas page's event stream and rebuild button (orders.go).
 	OrdersURL string `env:"ORDERS_URL" default:"http://127.0.0.1:8103"`
 	// HealthInterval is how often the map's health (Prometheus, queue depths) is read.
 	HealthInterval time.Duration `env:"HEALTH_INTERVAL" default:"5s"`
@@ -207,7 +208,8 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, src Sources, s
 	client := httpx.NewClient(5 * time.Second)
 	s := &server{cfg: cfg, log: log, src: src.withDefaults(), settings: store, amqp: amqp,
 		prom: &promClient{base: cfg.PrometheusURL, http: client}, gateway: &gatewayClient{base: cfg.GatewayURL, http: client},
-		sessions: newSessions(256), arch: views.ShopArch(), panels: panelDefs, static: static}
+		sessions: newSessions(256), arch: views.ShopArch(), panels: panelDefs, static: static,
+		orders: newOrdersAPI(cfg.OrdersURL)}
 	if s.rabbit, err = newRabbitAdmin(cfg.RabbitMQManagementURL, cfg.AMQPURL, client); err != nil {
 		log.Warn("DLQ view off", "err", err)
 		s.rabbit = nil

@@ -15,6 +15,8 @@ import (
 
 	"microlab/dashboard/ingest"
 	"microlab/dashboard/views"
+	"microlab/exercises"
+	"microlab/lab/loadgen"
 	"microlab/services/platform/config"
 	"microlab/services/platform/control"
 	"microlab/services/platform/httpx"
@@ -32,6 +34,7 @@ type server struct {
 	rabbit   *rabbitAdmin // nil when RABBITMQ_MANAGEMENT_URL is unusable
 	amqp     channels     // nil: DLQ replay unavailable
 	gateway  *gatewayClient
+	orders   *loadgen.Client // orders' internal API: the event stream, the rebuild (orders.go)
 	sessions *sessions
 	traffic  *traffic
 	arch     views.Arch
@@ -62,6 +65,7 @@ func (s *server) routes(instrument func(http.Handler) http.Handler, extra func(*
 	mux.Handle("GET /traces/{id}", page(s.tracePage))
 	mux.Handle("GET /events", page(s.eventsPage))
 	mux.Handle("GET /sagas", page(s.sagasPage))
+	mux.Handle("GET /sagas/{id}/events", page(s.sagaEvents))
 	mux.Handle("GET /charts", page(s.metricsPage))
 	mux.Handle("GET /charts/panels", page(s.metricsPanels))
 	mux.Handle("GET /switchboard", page(s.switchboardPage))
@@ -89,6 +93,8 @@ func (s *server) routes(instrument func(http.Handler) http.Handler, extra func(*
 	mux.Handle("POST /api/lab/faults", api(s.postFault))
 	mux.Handle("DELETE /api/lab/faults", api(s.deleteFaults))
 	mux.Handle("POST /api/lab/reset", api(s.postReset))
+	mux.Handle("POST /api/lab/projections/{projection}/rebuild", api(s.startRebuild))
+	mux.Handle("GET /api/lab/projections/{projection}/rebuild/{job}", api(s.rebuildStatus))
 	mux.Handle("GET /api/lab/traffic", api(s.getTraffic))
 	mux.Handle("POST /api/lab/traffic", api(s.startTraffic))
 	mux.Handle("POST /api/lab/traffic/stop", api(s.stopTraffic))
@@ -150,7 +156,11 @@ func (s *server) overviewPage(w http.ResponseWriter, r *http.Request) error {
 // db.topology changes (overview.js).
 func (s *server) overviewMap(w http.ResponseWriter, r *http.Request) error {
 	var buf bytes.Buffer
-	if err := views.ArchMap(s.overviewModel(r.Context())).Render(r.Context(), &buf); err != nil {
+	m := s.overviewModel(r.Context())
+	if err := views.ArchMap(m).Render(r.Context(), &buf); err != nil {
+		return err
+	}
+	if err := views.PatternStrip(m.Patterns).Render(r.Context(), &buf); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -159,16 +169,20 @@ func (s *server) overviewMap(w http.ResponseWriter, r *http.Request) error {
 }
 
 // overviewModel is the map as it stands: the databases drawn for db.topology (one
-// database, or one per service), the latest health, the faults in force.
+// database, or one per service), the optional patterns the settings have on (the strip,
+// with the health poll's numbers), the latest health, the faults in force.
 func (s *server) overviewModel(ctx context.Context) views.OverviewModel {
 	m := views.OverviewModel{Arch: s.arch, Health: s.currentHealth(), Faults: map[string][]views.FaultRow{}}
+	settings := map[string]string{}
 	if es, err := s.settings.List(ctx); err == nil {
 		for _, e := range es {
+			settings[e.Key] = e.Value
 			if e.Key == control.DBTopology {
 				m.Arch = s.arch.WithTopology(e.Value)
 			}
 		}
 	}
+	m.Arch, m.Patterns = m.Arch.WithPatterns(settings, m.Health.Patterns, docExists)
 	if fs, err := s.settings.Faults(ctx); err == nil {
 		for _, f := range s.publicFaults(ctx, fs) {
 			if !f.Hidden { // a diagnosis's fault: the map does not say where it is
@@ -229,8 +243,16 @@ func (s *server) eventsPage(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) sagasPage(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	m := views.SagasModel{Outcome: q.Get("outcome"), Mode: q.Get("mode")}
+	m := views.SagasModel{Outcome: q.Get("outcome"), Mode: q.Get("mode"), Rebuild: views.RebuildModel{Projection: exercises.Projections[0]}}
 	order := q.Get("order")
+	if order != "" {
+		version, err := versionParam(r)
+		if err != nil {
+			return err
+		}
+		st := s.streamModel(r.Context(), order, version)
+		m.Stream = &st
+	}
 	sagas := s.src.Sagas.List(listSagas, m.Outcome, m.Mode)
 	if order != "" {
 		if sg, ok := s.src.Sagas.Get(order); ok {

@@ -1,7 +1,7 @@
 // overview.js — the architecture map: dots along edges for "flow", colours, numbers and
 // instances from "health", a badge on every service with a fault in force (re-read from
 // /api/lab/faults on every fault change, and every few seconds for expiries), and the
-// map drawn again, in place, when db.topology changes.
+// map drawn again, in place, when db.topology or a setting of the pattern strip changes.
 import { connect, on } from './ws.js';
 
 const svgNS = 'http://www.w3.org/2000/svg';
@@ -83,6 +83,29 @@ function showHealth(h) {
 
 on('health', showHealth);
 
+// The strip's numbers (the cache's hit ratio, healthy instances behind the registry) are
+// the health poll's: with every health message while a pattern is on, the labels are read
+// again from the server (the one place that words them) and set in place — the map itself
+// is not redrawn, so the dots in flight keep running.
+let labelling = false;
+async function refreshPatternLabels() {
+  if (labelling || !document.querySelector('[data-testid^="pattern-"][data-key]')) return;
+  labelling = true;
+  try {
+    const res = await fetch('/overview/map');
+    if (!res.ok) return;
+    const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
+    for (const el of doc.querySelectorAll('[data-testid^="badge-"], [data-testid^="edge-label-"], [data-testid^="pattern-"][data-key] .pattern-label')) {
+      const sel = el.classList.contains('pattern-label')
+        ? `[data-testid="${CSS.escape(el.closest('[data-key]').dataset.testid)}"] .pattern-label`
+        : `[data-testid="${CSS.escape(el.dataset.testid)}"]`;
+      const mine = document.querySelector(sel);
+      if (mine && mine.textContent !== el.textContent) mine.textContent = el.textContent;
+    }
+  } catch { /* offline: the next health message tries again */ } finally { labelling = false; }
+}
+on('health', refreshPatternLabels);
+
 function badge(f) { return f.instance ? `${f.instance}: ${f.text}` : f.text; }
 
 async function refreshFaults() {
@@ -118,10 +141,14 @@ async function redrawMap() {
     text = await res.text();
   } catch { return; } // offline: the next change repairs it
   if (mine !== drawn) return;
-  const fresh = new DOMParser().parseFromString(text, 'text/html').querySelector('[data-testid="arch-map"]');
+  const doc = new DOMParser().parseFromString(text, 'text/html');
+  const fresh = doc.querySelector('[data-testid="arch-map"]');
   const old = document.querySelector('[data-testid="arch-map"]');
   if (!fresh || !old) return;
   old.replaceWith(document.importNode(fresh, true));
+  const strip = doc.querySelector('[data-testid="pattern-strip"]');
+  const oldStrip = document.querySelector('[data-testid="pattern-strip"]');
+  if (strip && oldStrip) oldStrip.replaceWith(document.importNode(strip, true));
   showHealth(lastHealth); // a health message may have come while the map was fetched
   refreshFaults();
 }
@@ -132,6 +159,12 @@ on('setting', (c) => { if (c && (c.key.startsWith('fault ') || c.key === 'reset'
 // them. The end of
 // a switch (lab up's "db.topology is …" or "switch failed" step) redraws too, so the map
 // is current once the services have moved.
+// A setting the pattern strip reads (its data-keys: catalog.transport, gateway.cache.ttl,
+// …) changed: the map and the strip drawn again for it.
+on('setting', (c) => {
+  const strip = document.querySelector('[data-testid="pattern-strip"]');
+  if (c && strip && (c.key === 'reset' || strip.dataset.keys.split(' ').includes(c.key))) redrawMap();
+});
 on('setting', (c) => {
   if (!c) return;
   if (c.key === 'db.topology' ||

@@ -1,5 +1,9 @@
-// sagas.js — saga timelines, updated by "saga" messages (the whole saga each time).
-import { connect, on, h, fmtDur, clock } from './ws.js';
+// sagas.js — saga timelines, updated by "saga" messages (the whole saga each time);
+// one order's event stream, whose versions swap in the state at that version
+// (GET /sagas/{id}/events?version=N, drawn by the server); and the rebuild button,
+// which starts a rebuild of the order history read model and polls its job until it
+// has ended.
+import { connect, on, h, fmtDur, clock, postJSON, errorText } from './ws.js';
 
 const list = document.querySelector('[data-testid="saga-list"]');
 const params = new URLSearchParams(location.search);
@@ -21,7 +25,8 @@ function card(s) {
       s.reason ? h('span', { class: 'reason', 'data-testid': 'saga-reason' }, s.reason) : null, ' ',
       h('span', { class: 'meta' }, `${clock(s.start)} · ${fmtDur(span)}`), ' ',
       s.traceId ? h('a', { href: `/traces/${encodeURIComponent(s.traceId)}`, 'data-testid': 'saga-trace' }, 'trace') : null, ' ',
-      h('a', { href: `/events?correlation=${encodeURIComponent(s.orderId)}` }, 'events')),
+      h('a', { href: `/events?correlation=${encodeURIComponent(s.orderId)}` }, 'events'), ' ',
+      h('a', { href: `/sagas?order=${encodeURIComponent(s.orderId)}#event-stream`, 'data-testid': 'saga-stream' }, 'event stream')),
     h('div', { class: 'timeline', 'data-testid': 'saga-timeline' },
       steps.map((st) => h('span', {
         class: `saga-step ${cls(st)}`, 'data-testid': 'saga-step', 'data-event': st.event, 'data-class': cls(st),
@@ -42,5 +47,64 @@ on('saga', (s) => {
   while (list.children.length > MAX_CARDS) list.lastElementChild.remove();
   document.querySelector('[data-testid="saga-empty"]')?.remove();
 });
+
+// A version picked in the event stream: the section drawn again for it, in place (the
+// link's own page, without JS). Only the newest pick is drawn.
+let picked = 0;
+document.addEventListener('click', async (ev) => {
+  const a = ev.target.closest('[data-testid="stream-version"]');
+  const section = a && a.closest('[data-testid="event-stream"]');
+  if (!section) return;
+  ev.preventDefault();
+  const mine = ++picked;
+  const url = `/sagas/${encodeURIComponent(section.dataset.orderId)}/events?version=${encodeURIComponent(a.dataset.version)}`;
+  let text;
+  try {
+    const res = await fetch(url);
+    if (!res.ok) { location.href = a.href; return; }
+    text = await res.text();
+  } catch { location.href = a.href; return; }
+  if (mine !== picked) return;
+  const fresh = new DOMParser().parseFromString(text, 'text/html').querySelector('[data-testid="event-stream"]');
+  const old = document.querySelector('[data-testid="event-stream"]');
+  if (fresh && old) old.replaceWith(document.importNode(fresh, true));
+  history.replaceState(null, '', a.href);
+});
+
+// The rebuild: POST starts a job (409 while one runs: said inline), then its progress
+// is read every 300 ms until it has completed or failed.
+const rebuild = document.querySelector('[data-testid="rebuild"]');
+if (rebuild) {
+  const button = rebuild.querySelector('[data-testid="rebuild-button"]');
+  const status = rebuild.querySelector('[data-testid="rebuild-status"]');
+  const base = `/api/lab/projections/${encodeURIComponent(rebuild.dataset.projection)}/rebuild`;
+  const show = (state, text) => { status.dataset.state = state; status.textContent = text; };
+  const progress = (j) => `${j.projection}: ${j.status}, ${j.done} of ${j.total} orders replayed`;
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      const r = await postJSON(base);
+      if (!r.ok) {
+        show(r.status === 409 ? 'conflict' : 'error', errorText(r));
+        return;
+      }
+      let job = r.data;
+      show(job.status, progress(job));
+      while (job.status === 'running') {
+        await new Promise((ok) => setTimeout(ok, 300));
+        let res;
+        try { res = await fetch(`${base}/${encodeURIComponent(job.jobId)}`); } catch (err) { show('error', String(err)); return; }
+        let data = null;
+        try { data = await res.json(); } catch { /* not JSON */ }
+        if (!res.ok) { show('error', errorText({ status: res.status, data })); return; }
+        job = data;
+        show(job.status, progress(job));
+      }
+      if (job.status === 'failed') show('failed', `${progress(job)}: ${job.error || 'failed'}`);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
 
 connect();

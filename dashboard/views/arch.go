@@ -39,6 +39,9 @@ type Arch struct {
 	// service declares (services are package main and cannot be imported): a new
 	// binding there needs a line here for its messages to animate.
 	Bindings map[string]map[string][]string
+	// EdgeLabels are words drawn on a line, by edge id (WithPatterns: "orders>catalog"
+	// says HTTP or gRPC).
+	EdgeLabels map[string]string
 }
 
 // Node returns a node by name.
@@ -155,6 +158,8 @@ func ShopArch() Arch {
 	for _, to := range []string{"users", "catalog", "orders"} {
 		a.Edges = append(a.Edges, Edge{"gateway", to, "http"})
 	}
+	// orders asks catalog for prices at checkout (catalog.transport: HTTP or gRPC).
+	a.Edges = append(a.Edges, Edge{"orders", "catalog", "http"})
 	for _, from := range []string{"users", "catalog", "orders", "payments", "inventory", "shipping", "notifications"} {
 		a.Edges = append(a.Edges, Edge{from, "shop.events", "publish"})
 	}
@@ -197,7 +202,7 @@ func (a Arch) WithTopology(topology string) Arch {
 	if topology != "shared" {
 		return a
 	}
-	out := Arch{Topology: "shared", Bindings: a.Bindings}
+	out := Arch{Topology: "shared", Bindings: a.Bindings, EdgeLabels: a.EdgeLabels}
 	for _, n := range a.Nodes {
 		if n.Kind != "db" {
 			out.Nodes = append(out.Nodes, n)
@@ -254,7 +259,10 @@ type Health struct {
 	// apart (it knows addresses); the broker can. A service with no instance connected is
 	// absent, and everything is when the management API did not answer (nil).
 	Instances map[string][]string `json:"instances,omitempty"`
-	Error     string              `json:"error,omitempty"`
+	// Patterns are the numbers the map's pattern strip shows (cache hit ratio, healthy
+	// instances behind the registry).
+	Patterns PatternLive `json:"patterns"`
+	Error    string      `json:"error,omitempty"`
 }
 
 // OverviewModel is the overview page.
@@ -263,6 +271,8 @@ type OverviewModel struct {
 	Health Health
 	// Faults in force, by service (an instance's under its service).
 	Faults map[string][]FaultRow
+	// Patterns are the optional patterns the settings have on (Arch.WithPatterns).
+	Patterns []ActivePattern
 }
 
 // FaultBadge is what the map shows under a service with faults in force: the faults,

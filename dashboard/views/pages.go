@@ -77,6 +77,10 @@ type SagasModel struct {
 	Sagas   []SagaTimeline
 	Outcome string // filter: pending, confirmed, cancelled, "" = all
 	Mode    string // filter: choreography, orchestration, "" = all
+	// Stream is one order's event stream (the page shows one order: ?order=ID); nil
+	// on the list of all sagas.
+	Stream  *EventStreamModel
+	Rebuild RebuildModel
 }
 
 // SagaTimeline is one order's saga with its steps positioned along a time axis.

@@ -315,6 +315,14 @@ func TestSagaTimelines(t *testing.T) {
 	if title, _ := attr(steps[3], "title"); !strings.Contains(title, "stock rejected") {
 		t.Errorf("compensation without its reason: %q", title)
 	}
+	// Each card leads to its order's page, where the event stream is; the list itself
+	// has no stream section (it is one order's).
+	if href, _ := attr(one(t, all(doc, "saga")[0], "saga-stream"), "href"); href != "/sagas?order=o1#event-stream" {
+		t.Errorf("event stream link %q", href)
+	}
+	if n := len(all(doc, "event-stream")); n != 0 {
+		t.Errorf("the list of all sagas shows %d event streams", n)
+	}
 	doc = render(t, "sagas", Sagas(SagasModel{Sagas: tl, Outcome: "confirmed", Mode: "orchestration"}, ""))
 	got := all(doc, "saga")
 	if len(got) != 1 {

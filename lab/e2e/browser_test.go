@@ -149,6 +149,20 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.Do("open the sagas", chromedp.Navigate(dash+"/sagas"), chromedp.WaitVisible(`[data-testid=nav]`))
 	b.WaitJS("the order's saga timeline", fmt.Sprintf(`document.querySelectorAll('[data-testid=saga][data-order-id=%q] [data-testid=saga-step]').length >= 4`, id))
 	b.Screenshot("sagas")
+	// Its event stream, from the real orders' event store: placed first, confirmed last;
+	// version 1 is the order as placed. Then the order history rebuilt from the streams.
+	b.Do("open the order's event stream", chromedp.Click(fmt.Sprintf(`[data-testid=saga][data-order-id=%q] [data-testid=saga-stream]`, id)),
+		chromedp.WaitVisible(`[data-testid=event-stream]`))
+	b.WaitJS("the order's stream", `(() => { const rows = [...document.querySelectorAll('[data-testid=stream-event]')].map(r => r.dataset.type);
+		return rows[0] === 'order.placed' && rows[rows.length - 1] === 'order.confirmed' &&
+			document.querySelector('[data-testid=stream-state]').dataset.status === 'confirmed' })()`)
+	b.Do("pick version 1", chromedp.Click(`[data-testid=stream-version][data-version="1"]`))
+	b.WaitJS("the order as placed", `(() => { const s = document.querySelector('[data-testid=stream-state]');
+		return s.dataset.version === '1' && s.dataset.status === 'pending' && document.querySelectorAll('[data-testid=state-step]').length === 1 })()`)
+	b.Screenshot("saga-event-stream")
+	b.Do("rebuild the order history", chromedp.Click(`[data-testid=rebuild-button]`))
+	b.WaitJS("the rebuild completed", `(() => { const s = document.querySelector('[data-testid=rebuild-status]');
+		return s.dataset.state === 'completed' && /(\d+) of \1 orders replayed/.test(s.textContent) })()`)
 
 	// The map animates while orders flow.
 	b.Do("open the map", chromedp.Navigate(dash+"/"), chromedp.WaitVisible(`[data-testid=arch-map]`))

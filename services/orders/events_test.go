@@ -145,6 +145,19 @@ func TestEventStore(t *testing.T) {
 		t.Fatalf("stream %+v", s)
 	}
 	sameOrder(t, l.stream(id).State, l.get(user, id))
+	// Each event carries the order as of its version (what the dashboard's event stream
+	// shows when a version is picked): version 1 is the order as placed, every later
+	// version one step more, and the last is the order itself.
+	stream := l.stream(id)
+	for i, e := range stream.Events {
+		if e.Version != i+1 || len(e.State.Steps) != i+1 || e.State.OrderID != id {
+			t.Fatalf("event %d: version %d, state with %d steps of order %q", i, e.Version, len(e.State.Steps), e.State.OrderID)
+		}
+	}
+	if first := stream.Events[0].State; first.Status != statusPending || len(first.Items) != 1 {
+		t.Fatalf("state at version 1: %+v, want the order as placed", first)
+	}
+	sameOrder(t, stream.Events[len(stream.Events)-1].State, stream.State)
 
 	// Rolled back: neither the step nor its event.
 	err = pg.InTx(ctx, pool, func(ctx context.Context) error {
