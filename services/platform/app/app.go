@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,12 @@ type Base struct {
 	// Pprof serves Go's profiler at /debug/pprof/ on the service's own address (off by
 	// default: the gateway's address is the shop's public door). `lab up --pprof` sets it.
 	Pprof bool `env:"PPROF"`
+	// Version is the version of the service this instance runs (control.Versions): v1,
+	// or v2 for catalog's canary (lab up sets VERSION=v2 on catalog-v2-1). It is the
+	// service.version of every span, the version label of microlab_build_info, and what
+	// the instance registers in the service registry, where the gateway splits traffic
+	// by it (deploy.catalog.weights).
+	Version string `env:"VERSION" default:"v1"`
 
 	Telemetry observability.Config
 }
@@ -66,7 +73,7 @@ type Options struct {
 	DefaultPort int    // 127.0.0.1:<port> unless HTTP_ADDR says otherwise
 	Migrations  fs.FS  // the service's own migrations (at the root, or under migrations/); nil: no database
 	Consumes    bool   // connects to RabbitMQ to consume and emit events (without: only to follow lab.control)
-	Version     string // build version, logged
+	Version     string // build version, logged (empty: Base.Version)
 }
 
 // App is a started service.
@@ -127,6 +134,9 @@ func LoadConfig(getenv config.Getenv, opts Options, cfg any, base func() *Base) 
 	if b.InstanceID == "" {
 		b.InstanceID = DefaultInstanceID(getenv, opts.Name)
 	}
+	if !slices.Contains(control.Versions, b.Version) {
+		return fmt.Errorf("config: VERSION=%q: want one of %s", b.Version, strings.Join(control.Versions, ", "))
+	}
 	return nil
 }
 
@@ -179,13 +189,17 @@ func inContainer(getenv config.Getenv) bool {
 // Start builds the service's dependencies in order. cfg is the full config (logged
 // once, masked); base points at its embedded Base.
 func Start(ctx context.Context, opts Options, base Base, cfg any, stdout io.Writer) (*App, error) {
-	tel, err := observability.Setup(ctx, observability.Process{Service: opts.Name, Version: opts.Version,
+	version := opts.Version
+	if version == "" {
+		version = base.Version
+	}
+	tel, err := observability.Setup(ctx, observability.Process{Service: opts.Name, Version: version,
 		Instance: base.InstanceID, LogLevel: base.LogLevel}, base.Telemetry, stdout)
 	if err != nil {
 		return nil, err
 	}
 	log := tel.Log
-	log.Info("starting", "version", opts.Version, "config", config.Describe(cfg))
+	log.Info("starting", "version", version, "config", config.Describe(cfg))
 	a := &App{Name: opts.Name, Base: base, Log: log, Tel: tel, mux: http.NewServeMux(),
 		faultNudge: make(chan struct{}, 1), crashed: make(chan error, 1)}
 	sctx, cancel := context.WithTimeout(ctx, base.StartTimeout)
@@ -431,7 +445,7 @@ func (a *App) Run(ctx context.Context) error {
 	// Registered while serving: the lease ends (the row is deleted) as soon as shutdown
 	// begins, so a client using the registry stops sending here before the server stops.
 	run(&fgWG, fg, "service registry", func(ctx context.Context) error {
-		return a.registry.Keep(ctx, registry.Instance{Service: a.Name, ID: a.Base.InstanceID, URL: advertised(a.Base.HTTPAddr)}, a.Log)
+		return a.registry.Keep(ctx, registry.Instance{Service: a.Name, ID: a.Base.InstanceID, URL: advertised(a.Base.HTTPAddr), Version: a.Base.Version}, a.Log)
 	})
 	errc := make(chan error, 1)
 	go func() {
