@@ -125,6 +125,12 @@ func start(ctx context.Context, getenv func(string) string, stdout io.Writer) (*
 		defer reg.Close()
 		return g.catalog.pool.Run(ctx)
 	})
+	// The canary's rollback, written through the control plane like any face's change
+	// (canary.go): stored, on the timeline with its reason, announced to every instance.
+	g.catalog.pool.rollback = func(ctx context.Context, why string) error {
+		return rollbackWeights(ctx, a.Plane(), why)
+	}
+	a.Go("canary rollback", func(ctx context.Context) error { return g.catalog.pool.RunCanary(ctx, a.Log) })
 	g.Mount(a.Mux())
 	return a, nil
 }

@@ -321,6 +321,9 @@ func (a *App) start(ctx context.Context, opts Options) error {
 		// is opened in the background: without a broker the service starts all the same
 		// and applies changes at the re-read (control.Watcher.Resync).
 		a.announced = bus.Open(a.Base.AMQPURL, a.Base.InstanceID+"/control", a.Log)
+		// The same connection announces what this service changes through Plane (the
+		// gateway's canary rollback), so every instance applies it at once.
+		a.plane.Pub = bus.NewPublisher(a.announced, a.Log)
 	}
 	return nil
 }
@@ -550,6 +553,11 @@ func RunBase(ctx context.Context, opts Options, getenv func(string) string, stdo
 	setup(a)
 	return a.Run(ctx)
 }
+
+// Plane is the control plane as this service may change it: settings it writes itself
+// (the gateway's canary rollback sets deploy.catalog.weights) are validated, stored,
+// put on the timeline and announced like any other face's.
+func (a *App) Plane() *control.Plane { return a.plane }
 
 // advertised is the URL this instance registers: its HTTP address, with the host's name
 // in place of a wildcard host (in a container, 0.0.0.0:8102 is reached by its hostname).
