@@ -233,7 +233,9 @@ func TestCanaryRollsBackBadV2(t *testing.T) {
 	go func() { _ = p.RunCanary(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
 	c.set(t, control.DeployCatalogWeights, "v1:90,v2:10")
 
-	rolledBack := func() float64 { return metricValue(t, c.tel.Registry, "gateway_canary_rollbacks_total", "upstream=catalog") }
+	rolledBack := func() float64 {
+		return metricValue(t, c.tel.Registry, "gateway_canary_rollbacks_total", "upstream=catalog")
+	}
 	for i := 0; rolledBack() == 0; i++ {
 		if i == 1000 {
 			t.Fatalf("no rollback after 1000 reads; v2 answered %d", bad.reads.Load())
