@@ -98,6 +98,7 @@ func TestCanaryRollsBack(t *testing.T) {
 	if n := rollbacks(); n != 0 {
 		t.Fatalf("gateway_canary_rollbacks_total = %v before the canary", n)
 	}
+	atCanary := toV2()
 	start := time.Now()
 	for l.setting(control.DeployCatalogWeights) != control.WeightsAllV1 {
 		if time.Since(start) > time.Minute {
@@ -105,7 +106,12 @@ func TestCanaryRollsBack(t *testing.T) {
 		}
 		read(20)
 	}
-	t.Logf("rolled back %s after the canary began (v2 got %v attempts)", time.Since(start).Round(time.Millisecond), toV2())
+	t.Logf("rolled back %s after the canary began (v2 got %v attempts)", time.Since(start).Round(time.Millisecond), toV2()-atCanary)
+	// The verdict comes at the minimum sample (a bad v2 fails 5 of its first 20), on the
+	// canary's own answers (new weights, a new window: the blue-green's do not count).
+	if n := toV2() - atCanary; n != control.CanaryMinSample {
+		t.Errorf("v2 got %v attempts during the canary, want %d (rolled back at the minimum sample)", n, control.CanaryMinSample)
+	}
 	if n := rollbacks(); n != 1 {
 		t.Fatalf("gateway_canary_rollbacks_total = %v after the rollback, want 1", n)
 	}

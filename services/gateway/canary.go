@@ -43,6 +43,7 @@ type canary struct {
 
 	mu      sync.Mutex
 	buckets [control.CanaryWindowSeconds]second
+	release string // the weights the window's answers were given under
 
 	// rolledBack is the settings revision at which this gateway rolled back: while the
 	// settings are still at that revision, the weights in force are v1:100 whatever they
@@ -56,11 +57,17 @@ type second struct {
 	total, failed int
 }
 
-// add counts one answer and returns the window's totals.
-func (c *canary) add(failed bool) (total, fails int) {
+// add counts one answer given under weights and returns the window's totals. New
+// weights start a new window: each release (a canary at 10 %, the same raised to 50 %,
+// a blue-green switch) is judged on its own answers, not on a good one's before it.
+func (c *canary) add(weights string, failed bool) (total, fails int) {
 	now := c.now().Unix()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if weights != c.release {
+		c.buckets = [len(c.buckets)]second{}
+		c.release = weights
+	}
 	b := &c.buckets[now%int64(len(c.buckets))]
 	if b.sec != now {
 		*b = second{sec: now}
@@ -133,10 +140,11 @@ func (p *pool) answered(ctx context.Context, t target, status int, err error) {
 		return
 	}
 	cur := p.current()
-	if p.weights()["v2"] == 0 {
+	w := p.weights()
+	if w["v2"] == 0 {
 		return // a fallback to v2 (v1 down) is not a canary to judge
 	}
-	total, fails := p.canary.add(status == 0 || status >= 500)
+	total, fails := p.canary.add(w.String(), status == 0 || status >= 500)
 	limit := cur.CanaryMaxErrorRate()
 	if total < control.CanaryMinSample || float64(fails)/float64(total) <= limit {
 		return
