@@ -84,7 +84,7 @@ func newPool(upstream string, list func(context.Context) ([]registry.Instance, e
 	p.canary.wake = make(chan string, 1)
 	if tel != nil {
 		p.instances = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "gateway_upstream_instances",
-			Help: "Instances of an upstream the gateway knows from the service registry, by the result of its last /readyz probe (0 while gateway.discovery=static)."},
+			Help: "Instances of an upstream the gateway knows from the service registry, by the result of its last /readyz probe (0 while gateway.discovery=static and deploy.catalog.weights give v2 nothing)."},
 			[]string{"upstream", "state"})
 		p.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_upstream_requests_total",
 			Help: "Attempts the gateway sent to an upstream, by the instance it chose (\"static\": the configured URL)."},

@@ -7,8 +7,8 @@
 // It owns no database and consumes one event only, product.price_changed, on a queue of
 // each instance's own (see Gateway.follow): its only state is in memory (breakers,
 // rate-limit buckets, the cached key set, the product response cache, catalog's
-// instances as last probed with gateway.discovery=registry), and losing it on a restart
-// is harmless.
+// instances as last probed with gateway.discovery=registry, the canary's window of v2's
+// answers), and losing it on a restart is harmless (a canary is judged afresh).
 package main
 
 import (
