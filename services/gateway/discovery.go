@@ -68,7 +68,7 @@ type pool struct {
 	healthy   []target            // by id
 	byVersion map[string][]target // healthy, by version, by id
 	next      atomic.Uint64       // the weighted choice's slot
-	rr        [2]atomic.Uint64    // round-robin within each of control.Versions
+	rr        map[string]uint64   // round-robin position within each version
 
 	canary canary
 
@@ -143,8 +143,11 @@ func (p *pool) pick() (target, bool) {
 		}
 	}
 	list := p.byVersion[version]
-	i := p.rr[slices.Index(control.Versions, version)].Add(1)
-	return list[int(i%uint64(len(list)))], true
+	if p.rr == nil {
+		p.rr = map[string]uint64{}
+	}
+	p.rr[version]++
+	return list[int(p.rr[version]%uint64(len(list)))], true
 }
 
 // chooseVersion maps the n-th attempt to a version so that, of every 100 consecutive
