@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"microlab/observability"
 	"microlab/services/platform/control"
@@ -145,9 +147,12 @@ func (c *canaryGateway) set(t *testing.T, key, value string) {
 }
 
 // read sends n product reads and returns how many failed.
-func (c *canaryGateway) read(n int) (failed int) {
+func (c *canaryGateway) read(n int) (failed int) { return c.readIn(context.Background(), n) }
+
+// readIn is read within ctx (a request's span, say).
+func (c *canaryGateway) readIn(ctx context.Context, n int) (failed int) {
 	for range n {
-		if _, err := c.g.catalog.call(context.Background(), request{Method: http.MethodGet, Path: "/products"}); err != nil {
+		if _, err := c.g.catalog.call(ctx, request{Method: http.MethodGet, Path: "/products"}); err != nil {
 			failed++
 		}
 	}
@@ -236,11 +241,26 @@ func TestCanaryRollsBackBadV2(t *testing.T) {
 	rolledBack := func() float64 {
 		return metricValue(t, c.tel.Registry, "gateway_canary_rollbacks_total", "upstream=catalog")
 	}
+	// Each read in a span of its own, as the gateway's server span would be: the one
+	// whose answer tipped the window gets the event canary.rollback.
+	rec := tracetest.NewSpanRecorder()
+	tracer := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test")
 	for i := 0; rolledBack() == 0; i++ {
 		if i == 1000 {
 			t.Fatalf("no rollback after 1000 reads; v2 answered %d", bad.reads.Load())
 		}
-		c.read(1)
+		sctx, span := tracer.Start(context.Background(), "GET /api/v1/products")
+		c.readIn(sctx, 1)
+		span.End()
+	}
+	var events []string
+	for _, s := range rec.Ended() {
+		for _, e := range s.Events() {
+			events = append(events, e.Name)
+		}
+	}
+	if len(events) != 1 || events[0] != "canary.rollback" {
+		t.Errorf("span events %v, want one canary.rollback", events)
 	}
 	// The window's first verdict comes at its minimum sample, not before.
 	if n := bad.reads.Load(); n != control.CanaryMinSample {
