@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -884,5 +885,82 @@ func TestK8sReadmeBuildsEveryImage(t *testing.T) {
 		if !bytes.Contains(raw, []byte("image: microlab/"+s.Name+":dev\n")) {
 			t.Errorf("compose/k8s/%s.yaml does not run microlab/%s:dev, which the README builds", s.Name, s.Name)
 		}
+	}
+}
+
+// catalog rolls (RollingUpdate: a surge pod first, none unavailable, traffic only once
+// /readyz passes), and its canary, canary/catalog-v2.yaml (applied by hand, outside the
+// kustomization), is the same pod with VERSION=v2: a Deployment whose selector never
+// overlaps catalog's (app.kubernetes.io/version), whose pods the Service catalog
+// selects all the same.
+func TestK8sCatalogRollsAndHasACanary(t *testing.T) {
+	lab := buildK8s(t)
+	v1, ok := lab.deployments["catalog"]
+	if !ok {
+		t.Fatal("no Deployment catalog")
+	}
+	b, err := os.ReadFile("k8s/canary/catalog-v2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := decodeAll(t, "k8s/canary/catalog-v2.yaml", b)
+	if len(objs) != 1 {
+		t.Fatalf("canary/catalog-v2.yaml: %d objects, want the one Deployment", len(objs))
+	}
+	v2, ok := objs[0].(*appsv1.Deployment)
+	if !ok || v2.Name != "catalog-v2" || v2.Namespace != "microlab" {
+		t.Fatalf("canary/catalog-v2.yaml holds %T %v, want Deployment microlab/catalog-v2", objs[0], objs[0])
+	}
+	for _, d := range []*appsv1.Deployment{v1, v2} {
+		s := d.Spec.Strategy
+		if s.Type != appsv1.RollingUpdateDeploymentStrategyType || s.RollingUpdate == nil ||
+			s.RollingUpdate.MaxUnavailable.String() != "0" || s.RollingUpdate.MaxSurge.String() != "1" {
+			t.Errorf("%s: strategy %+v, want RollingUpdate with maxUnavailable 0, maxSurge 1", d.Name, s)
+		}
+		c := container(t, "catalog", &d.Spec.Template)
+		if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port.IntValue() != 8102 {
+			t.Errorf("%s: readinessProbe %+v, want GET /readyz on 8102", d.Name, c.ReadinessProbe)
+		}
+		if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" {
+			t.Errorf("%s: livenessProbe %+v, want GET /healthz", d.Name, c.LivenessProbe)
+		}
+	}
+	env := func(d *appsv1.Deployment) map[string]string {
+		out := map[string]string{}
+		for _, e := range container(t, "catalog", &d.Spec.Template).Env {
+			out[e.Name] = e.Value
+		}
+		return out
+	}
+	e1, e2 := env(v1), env(v2)
+	if e2["VERSION"] != "v2" {
+		t.Errorf("catalog-v2: VERSION=%q, want v2", e2["VERSION"])
+	}
+	delete(e2, "VERSION")
+	if !maps.Equal(e1, e2) {
+		t.Errorf("catalog-v2's environment, VERSION aside, differs from catalog's:\n%v\n%v", e2, e1)
+	}
+	if c1, c2 := container(t, "catalog", &v1.Spec.Template), container(t, "catalog", &v2.Spec.Template); c1.Image != c2.Image {
+		t.Errorf("catalog-v2 runs %s, catalog %s: a canary is the same build with VERSION=v2", c2.Image, c1.Image)
+	}
+	matches := func(sel, labels map[string]string) bool {
+		for k, v := range sel {
+			if labels[k] != v {
+				return false
+			}
+		}
+		return true
+	}
+	l1, l2 := v1.Spec.Template.Labels, v2.Spec.Template.Labels
+	if l1["app.kubernetes.io/version"] != "v1" || l2["app.kubernetes.io/version"] != "v2" {
+		t.Errorf("pod version labels %q and %q, want v1 and v2", l1["app.kubernetes.io/version"], l2["app.kubernetes.io/version"])
+	}
+	if !matches(v1.Spec.Selector.MatchLabels, l1) || matches(v1.Spec.Selector.MatchLabels, l2) ||
+		!matches(v2.Spec.Selector.MatchLabels, l2) || matches(v2.Spec.Selector.MatchLabels, l1) {
+		t.Errorf("selectors overlap or miss their own pods: catalog %v, catalog-v2 %v", v1.Spec.Selector.MatchLabels, v2.Spec.Selector.MatchLabels)
+	}
+	svc, ok := lab.services["catalog"]
+	if !ok || !matches(svc.Spec.Selector, l1) || !matches(svc.Spec.Selector, l2) {
+		t.Errorf("Service catalog (selector %v) must select the pods of both versions", svc.Spec.Selector)
 	}
 }

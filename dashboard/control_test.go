@@ -214,6 +214,8 @@ func TestFaultsAPI(t *testing.T) {
 		{"POST", "/api/lab/settings", `{"key":"catalog.transport","value":"soap"}`, "invalid_setting", `bad value "soap" for catalog.transport: want one of http, grpc`},
 		{"POST", "/api/lab/settings", `{"key":"catalog.transport","value":""}`, "invalid_setting", `bad value "" for catalog.transport`},
 		{"POST", "/api/lab/settings", `{"key":"gateway.discovery","value":"sideways"}`, "invalid_setting", `bad value "sideways" for gateway.discovery: want one of static, registry`},
+		{"POST", "/api/lab/settings", `{"key":"deploy.catalog.weights","value":"v1:-10,v2:110"}`, "invalid_setting", `bad value "v1:-10,v2:110" for deploy.catalog.weights: v1: want a whole percent from 0 to 100`},
+		{"POST", "/api/lab/settings", `{"key":"deploy.catalog.weights","value":"v1:50,v1:50"}`, "invalid_setting", `v1 named twice`},
 	} {
 		code, body := l.call(t, tc.method, tc.path, tc.body)
 		var eb errorJSON

@@ -377,7 +377,7 @@ func urls(insts []stack.Instance, scale map[string]int) string {
 	var b strings.Builder
 	for _, in := range insts {
 		name := in.Service.Name
-		if scale[name] > 1 {
+		if scale[name] > 1 || in.Version != "" {
 			name = in.ID
 		}
 		fmt.Fprintf(&b, "%-15s %s\n", name, in.URL())

@@ -146,6 +146,7 @@ func claimScale(opts labOptions) map[string]int {
 	for _, svc := range control.ScaleServices {
 		out[svc] = max(out[svc], opts.scaleUpTo)
 	}
+	out[stack.CatalogV2] = 1 // deploy.catalog.v2 may start it
 	return out
 }
 

@@ -7,6 +7,11 @@
 // catalog, an HTTP service, is scalable too: its extra instances register in the service
 // registry (package registry), where the gateway finds them (gateway.discovery=registry).
 //
+// catalog's second version runs the same way: deploy.catalog.v2=good|bad starts one
+// more catalog, catalog-v2-1 with VERSION=v2 (stack.CatalogV2), registered in the
+// registry as v2; off stops it. Which share of traffic it gets is the gateway's business
+// (deploy.catalog.weights), not lab up's.
+//
 // The extra instances of a queue consumer are competing consumers: each subscribes to the service's one
 // queue (<service>.events) and the broker hands every message to one of them. Stopping
 // one is graceful (SIGTERM): it finishes the messages it is handling, and the ones it
@@ -154,6 +159,57 @@ func (s *Scaler) To(ctx context.Context, service string, n int) error {
 	return nil
 }
 
+// CatalogV2 runs catalog's v2 instance (stack.CatalogV2) or stops it: started, it must
+// answer /readyz (it registers itself as v2 in the service registry), then the targets
+// are rewritten so Prometheus scrapes it. A stop is graceful: it leaves the registry
+// first, so the gateway stops sending to it before it stops serving.
+func (s *Scaler) CatalogV2(ctx context.Context, on bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if (s.scale[stack.CatalogV2] == 1) == on {
+		return nil
+	}
+	want := map[bool]int{false: 0, true: 1}[on]
+	if s.stopped["catalog"] { // a topology switch restarts catalog, v2 with it (or not)
+		s.scale[stack.CatalogV2] = want
+		return nil
+	}
+	insts, err := s.cfg.Instances(map[string]int{stack.CatalogV2: 1})
+	if err != nil {
+		return err
+	}
+	var v2 stack.Instance
+	for _, in := range insts {
+		if in.Version == "v2" {
+			v2 = in
+		}
+	}
+	if on {
+		s.progress("deploy catalog v2: starting %s on %s (VERSION=v2)", v2.ID, v2.Addr)
+		p, err := s.cfg.Proc(v2, s.Bin)
+		if err == nil {
+			err = s.Sup.Start(ctx, p)
+		}
+		if err != nil {
+			return fmt.Errorf("start %s: %w", v2.ID, err)
+		}
+		if err := s.Sup.WaitHealthy(ctx, v2.ID); err != nil {
+			s.progress("deploy catalog v2: %s not healthy, stopping it again: %v", v2.ID, err)
+			return errors.Join(err, s.stop([]string{v2.ID}))
+		}
+		s.progress("deploy catalog v2: %s healthy, registered as v2 (it gets the share deploy.catalog.weights gives v2)", v2.ID)
+	} else {
+		s.progress("deploy catalog v2: stopping %s", v2.ID)
+		if err := s.stop([]string{v2.ID}); err != nil {
+			s.scale[stack.CatalogV2] = 0
+			return errors.Join(err, s.writeTargets())
+		}
+		s.progress("deploy catalog v2: %s stopped", v2.ID)
+	}
+	s.scale[stack.CatalogV2] = want
+	return s.writeTargets()
+}
+
 // writeTargets tells Targets the current scale. Called with mu held.
 func (s *Scaler) writeTargets() error {
 	if s.Targets == nil {
@@ -228,10 +284,13 @@ func Initial(ctx context.Context, store *control.Store, asked map[string]int, so
 			scale[svc] = cur.Scale(svc)
 		}
 	}
+	if cur.CatalogV2() != control.V2Off {
+		scale[stack.CatalogV2] = 1
+	}
 	return scale, nil
 }
 
-// Follow applies the scale.<service> settings until ctx ends: at start and at every
+// Follow applies the scale.<service> settings (and deploy.catalog.v2) until ctx ends: at start and at every
 // change (announced on lab.control, or seen at the watcher's periodic re-read) it runs
 // each service at the scale its setting names. A change that fails leaves the service as
 // it was and sets the setting back to that, through the control plane, with source "lab
@@ -252,6 +311,21 @@ func Follow(ctx context.Context, s *Scaler, store *control.Store, conn *bus.Conn
 				s.progress("scale %s → %d failed, %d instance(s) run: %v", svc, want, s.Instances(svc), err)
 				if _, err := plane.Set(context.WithoutCancel(ctx), control.ScaleKey(svc), strconv.Itoa(s.Instances(svc)), "lab up"); err != nil && !errors.Is(err, control.ErrNotAnnounced) {
 					log.Error("scale: set back", "service", svc, "err", err)
+				}
+			}
+		}
+		// deploy.catalog.v2: good and bad are the same process (the bug is v2's own
+		// reading of the setting); only off and on differ here.
+		on := cur.CatalogV2() != control.V2Off
+		if err := s.CatalogV2(ctx, on); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Error("deploy catalog v2 failed", "on", on, "err", err)
+			s.progress("deploy catalog v2 failed: %v", err)
+			if on { // it does not run: say so where the learner looks
+				if _, err := plane.Set(context.WithoutCancel(ctx), control.DeployCatalogV2, control.V2Off, "lab up"); err != nil && !errors.Is(err, control.ErrNotAnnounced) {
+					log.Error("deploy catalog v2: set back", "err", err)
 				}
 			}
 		}

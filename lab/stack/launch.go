@@ -48,7 +48,17 @@ type Instance struct {
 	ID       string // "<service>-<n>", n from 1: the process's INSTANCE_ID
 	Addr     string // host:port it serves HTTP on
 	GRPCAddr string // host:port it serves gRPC on ("" for none): its HTTP port + GRPCPortShift
+	Version  string // its VERSION ("": the default, v1); CatalogV2's is v2
 }
+
+// CatalogV2 is the scale key of catalog's second version (deploy.catalog.v2): 1 runs
+// one instance of catalog with VERSION=v2, catalog-v2-1, beside catalog's v1 instances;
+// 0 or absent runs none. It has a port of its own, catalog's + CanaryPortShift (8152
+// natively, gRPC 8252), clear of every service's instances however far they scale.
+const CatalogV2 = "catalog-v2"
+
+// CanaryPortShift is catalog-v2-1's port minus catalog-1's.
+const CanaryPortShift = 50
 
 // URL is the instance's base URL.
 func (i Instance) URL() string { return "http://" + i.Addr }
@@ -59,6 +69,12 @@ func (i Instance) URL() string { return "http://" + i.Addr }
 // metrics stay reachable.
 func (c Config) Instances(scale map[string]int) ([]Instance, error) {
 	for name, n := range scale {
+		if name == CatalogV2 {
+			if n < 0 || n > 1 {
+				return nil, fmt.Errorf("scale: %s=%d: want 0 or 1 (deploy.catalog.v2 runs one instance of v2)", name, n)
+			}
+			continue
+		}
 		if _, ok := Find(name); !ok {
 			return nil, fmt.Errorf("scale: unknown service %q (services: %s)", name, strings.Join(Names(), ", "))
 		}
@@ -79,6 +95,12 @@ func (c Config) Instances(scale map[string]int) ([]Instance, error) {
 				in.GRPCAddr = c.Host + ":" + strconv.Itoa(s.GRPCPort+c.PortOffset+1000*(i-1))
 			}
 			out = append(out, in)
+		}
+		if s.Name == "catalog" && scale[CatalogV2] == 1 {
+			port := s.Port + c.PortOffset + CanaryPortShift
+			out = append(out, Instance{Service: s, ID: CatalogV2 + "-1", Version: "v2",
+				Addr:     c.Host + ":" + strconv.Itoa(port),
+				GRPCAddr: c.Host + ":" + strconv.Itoa(port+GRPCPortShift)})
 		}
 	}
 	return out, nil
@@ -130,6 +152,9 @@ func (c Config) Proc(in Instance, binDir string) (supervisor.Proc, error) {
 	}
 	if in.GRPCAddr != "" {
 		env = setEnv(env, "GRPC_ADDR", in.GRPCAddr)
+	}
+	if in.Version != "" {
+		env = setEnv(env, "VERSION", in.Version)
 	}
 	return supervisor.Proc{
 		Name:      in.Service.Name,

@@ -38,6 +38,7 @@ func TestObservabilityPortsAvoidServicePorts(t *testing.T) {
 			scale[s.Name] = MaxScale
 		}
 	}
+	scale[CatalogV2] = 1 // catalog-v2-1 too
 	cfg := Config{Host: "127.0.0.1", PortOffset: 1234}
 	insts, err := cfg.Instances(scale)
 	if err != nil {

@@ -23,9 +23,15 @@ const maxPriceCents = 100_000_000
 //	GET /products              → 200 {items: [product...]}, sorted by sku
 //	GET /products/{sku}        → 200 product | 404 not_found
 //	PUT /products/{sku}/price  {priceCents} → 200 product | 400 invalid_price | 404 not_found
-func api(a *app.App, store *Store) {
+//
+// Both GETs answer as this instance's release says (release.go): v2 marks each product
+// with its version, and the bad v2 fails one read in four.
+func api(a *app.App, store *Store, rel *release) {
 	mux := a.Mux()
 	mux.Handle("GET /products", httpx.Handle(a.Log, func(w http.ResponseWriter, r *http.Request) error {
+		if err := rel.read(r); err != nil {
+			return err
+		}
 		items, err := store.List(r.Context())
 		if err != nil {
 			return err
@@ -33,12 +39,21 @@ func api(a *app.App, store *Store) {
 		if items == nil {
 			items = []Product{} // an empty catalog is [], never null
 		}
+		for i := range items {
+			rel.mark(&items[i])
+		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"items": items})
 		return nil
 	}))
 	mux.Handle("GET /products/{sku}", httpx.Handle(a.Log, func(w http.ResponseWriter, r *http.Request) error {
+		if err := rel.read(r); err != nil {
+			return err
+		}
 		sku := r.PathValue("sku")
 		p, err := store.Get(r.Context(), sku)
+		if err == nil {
+			rel.mark(&p)
+		}
 		return writeProduct(w, sku, p, err)
 	}))
 	mux.Handle("PUT /products/{sku}/price", httpx.Handle(a.Log, func(w http.ResponseWriter, r *http.Request) error {

@@ -45,7 +45,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	store := &Store{pool: a.DB}
-	api(a, store)
+	api(a, store, &release{version: cfg.Version, cur: a.Settings.Current})
 	// Listen before serving anything: a taken port fails the start, like HTTP_ADDR's.
 	ln, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {

@@ -22,6 +22,9 @@ type Product struct {
 	Name       string `json:"name"`
 	PriceCents int64  `json:"priceCents"`
 	Currency   string `json:"currency"`
+	// CatalogVersion is set by catalog v2 only ("v2"): the canary's answers are told
+	// apart by it (release.go). Never stored.
+	CatalogVersion string `json:"catalogVersion,omitempty"`
 }
 
 var errNotFound = errors.New("not found")

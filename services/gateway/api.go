@@ -47,7 +47,13 @@ func New(cfg Config, log *slog.Logger, tel *observability.Telemetry) *Gateway {
 		cache:   newResponseCache(func() time.Duration { return k.settings().CacheTTL() }, tel),
 	}
 	g.auth = newAuthenticator(g.users)
-	g.catalog.pool = newPool("catalog", nil, func() bool { return k.settings().Discovery() == control.DiscoveryRegistry }, tel)
+	// The registry is on at gateway.discovery=registry, and whenever the weights send
+	// some of catalog's traffic to v2: a canary is found only there.
+	g.catalog.pool = newPool("catalog", nil, func() bool {
+		s := k.settings()
+		return s.Discovery() == control.DiscoveryRegistry || s.CatalogWeights()["v2"] > 0
+	}, tel)
+	g.catalog.pool.settings = k.settings
 	return g
 }
 

@@ -7,8 +7,8 @@
 // It owns no database and consumes one event only, product.price_changed, on a queue of
 // each instance's own (see Gateway.follow): its only state is in memory (breakers,
 // rate-limit buckets, the cached key set, the product response cache, catalog's
-// instances as last probed with gateway.discovery=registry), and losing it on a restart
-// is harmless.
+// instances as last probed with gateway.discovery=registry, the canary's window of v2's
+// answers), and losing it on a restart is harmless (a canary is judged afresh).
 package main
 
 import (
@@ -125,6 +125,12 @@ func start(ctx context.Context, getenv func(string) string, stdout io.Writer) (*
 		defer reg.Close()
 		return g.catalog.pool.Run(ctx)
 	})
+	// The canary's rollback, written through the control plane like any face's change
+	// (canary.go): stored, on the timeline with its reason, announced to every instance.
+	g.catalog.pool.rollback = func(ctx context.Context, why string) error {
+		return rollbackWeights(ctx, a.Plane(), why)
+	}
+	a.Go("canary rollback", func(ctx context.Context) error { return g.catalog.pool.RunCanary(ctx, a.Log) })
 	g.Mount(a.Mux())
 	return a, nil
 }

@@ -250,7 +250,8 @@ func (u *upstream) send(parent context.Context, rq request) (*reply, error) {
 	// The caller's context travels on: cancellation (and, later, the trace) reaches
 	// the upstream.
 	base, instance := u.base, staticInstance
-	if t, ok := u.pool.pick(); ok {
+	t, ok := u.pool.pick()
+	if ok {
 		base, instance = t.url, t.id
 		ctx = context.WithValue(ctx, instanceKey{}, t.id)
 	}
@@ -268,9 +269,12 @@ func (u *upstream) send(parent context.Context, rq request) (*reply, error) {
 	req.Header.Set("Accept", "application/json")
 	resp, err := u.client.Do(req)
 	if err != nil {
-		return nil, gone(err)
+		err = gone(err)
+		u.pool.answered(parent, t, 0, err) // by version, and the canary's judgement
+		return nil, err
 	}
 	defer resp.Body.Close()
+	u.pool.answered(parent, t, resp.StatusCode, nil)
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody+1))
 	if err != nil {
 		if e := gone(err); e != err {

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,12 @@ type Base struct {
 	// Pprof serves Go's profiler at /debug/pprof/ on the service's own address (off by
 	// default: the gateway's address is the shop's public door). `lab up --pprof` sets it.
 	Pprof bool `env:"PPROF"`
+	// Version is the version of the service this instance runs (control.Versions): v1,
+	// or v2 for catalog's canary (lab up sets VERSION=v2 on catalog-v2-1). It is the
+	// service.version of every span, the version label of microlab_build_info, and what
+	// the instance registers in the service registry, where the gateway splits traffic
+	// by it (deploy.catalog.weights).
+	Version string `env:"VERSION" default:"v1"`
 
 	Telemetry observability.Config
 }
@@ -66,7 +73,7 @@ type Options struct {
 	DefaultPort int    // 127.0.0.1:<port> unless HTTP_ADDR says otherwise
 	Migrations  fs.FS  // the service's own migrations (at the root, or under migrations/); nil: no database
 	Consumes    bool   // connects to RabbitMQ to consume and emit events (without: only to follow lab.control)
-	Version     string // build version, logged
+	Version     string // build version, logged (empty: Base.Version)
 	// Conflict, if set, reports the service's own optimistic-concurrency conflicts:
 	// another transaction won a race for the same row (orders' event stream version).
 	// The message is retried at once like a deadlock, never dead-lettered: the retry
@@ -133,6 +140,9 @@ func LoadConfig(getenv config.Getenv, opts Options, cfg any, base func() *Base) 
 	if b.InstanceID == "" {
 		b.InstanceID = DefaultInstanceID(getenv, opts.Name)
 	}
+	if !slices.Contains(control.Versions, b.Version) {
+		return fmt.Errorf("config: VERSION=%q: want one of %s", b.Version, strings.Join(control.Versions, ", "))
+	}
 	return nil
 }
 
@@ -185,13 +195,17 @@ func inContainer(getenv config.Getenv) bool {
 // Start builds the service's dependencies in order. cfg is the full config (logged
 // once, masked); base points at its embedded Base.
 func Start(ctx context.Context, opts Options, base Base, cfg any, stdout io.Writer) (*App, error) {
-	tel, err := observability.Setup(ctx, observability.Process{Service: opts.Name, Version: opts.Version,
+	version := opts.Version
+	if version == "" {
+		version = base.Version
+	}
+	tel, err := observability.Setup(ctx, observability.Process{Service: opts.Name, Version: version,
 		Instance: base.InstanceID, LogLevel: base.LogLevel}, base.Telemetry, stdout)
 	if err != nil {
 		return nil, err
 	}
 	log := tel.Log
-	log.Info("starting", "version", opts.Version, "config", config.Describe(cfg))
+	log.Info("starting", "version", version, "config", config.Describe(cfg))
 	a := &App{Name: opts.Name, Base: base, Log: log, Tel: tel, mux: http.NewServeMux(), conflict: opts.Conflict,
 		faultNudge: make(chan struct{}, 1), crashed: make(chan error, 1)}
 	sctx, cancel := context.WithTimeout(ctx, base.StartTimeout)
@@ -319,6 +333,9 @@ func (a *App) start(ctx context.Context, opts Options) error {
 		// is opened in the background: without a broker the service starts all the same
 		// and applies changes at the re-read (control.Watcher.Resync).
 		a.announced = bus.Open(a.Base.AMQPURL, a.Base.InstanceID+"/control", a.Log)
+		// The same connection announces what this service changes through Plane (the
+		// gateway's canary rollback), so every instance applies it at once.
+		a.plane.Pub = bus.NewPublisher(a.announced, a.Log)
 	}
 	return nil
 }
@@ -443,7 +460,7 @@ func (a *App) Run(ctx context.Context) error {
 	// Registered while serving: the lease ends (the row is deleted) as soon as shutdown
 	// begins, so a client using the registry stops sending here before the server stops.
 	run(&fgWG, fg, "service registry", func(ctx context.Context) error {
-		return a.registry.Keep(ctx, registry.Instance{Service: a.Name, ID: a.Base.InstanceID, URL: advertised(a.Base.HTTPAddr)}, a.Log)
+		return a.registry.Keep(ctx, registry.Instance{Service: a.Name, ID: a.Base.InstanceID, URL: advertised(a.Base.HTTPAddr), Version: a.Base.Version}, a.Log)
 	})
 	errc := make(chan error, 1)
 	go func() {
@@ -548,6 +565,11 @@ func RunBase(ctx context.Context, opts Options, getenv func(string) string, stdo
 	setup(a)
 	return a.Run(ctx)
 }
+
+// Plane is the control plane as this service may change it: settings it writes itself
+// (the gateway's canary rollback sets deploy.catalog.weights) are validated, stored,
+// put on the timeline and announced like any other face's.
+func (a *App) Plane() *control.Plane { return a.plane }
 
 // advertised is the URL this instance registers: its HTTP address, with the host's name
 // in place of a wildcard host (in a container, 0.0.0.0:8102 is reached by its hostname).

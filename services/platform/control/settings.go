@@ -114,7 +114,7 @@ func Defs() []Def {
 			Help: "how orders asks catalog for prices at checkout: http (GET /products/{sku}, JSON) or grpc (catalog.v1.Catalog/GetProduct, protobuf over HTTP/2 on catalog's GRPC_ADDR); read per call, bounded by http.timeout either way"},
 		{Key: GatewayDiscovery, Default: DiscoveryStatic, Allowed: []string{DiscoveryStatic, DiscoveryRegistry},
 			Help: "how the gateway finds catalog: static (CATALOG_URL, instance 1 only) or registry (the instances registered in the lab's service registry, health-checked on /readyz every second, requests round-robin across the healthy ones)"},
-	}, scaleDefs()...)
+	}, append(deployDefs(), scaleDefs()...)...)
 }
 
 // MaxScale bounds the scale.<service> settings: instance n listens on the service's

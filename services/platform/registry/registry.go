@@ -36,6 +36,7 @@ type Instance struct {
 	Service   string
 	ID        string // the instance id: catalog-2
 	URL       string // where it serves HTTP: http://127.0.0.1:9102
+	Version   string // the version it runs: v1, or v2 for a canary (empty: v1)
 	Heartbeat time.Time
 }
 
@@ -61,8 +62,13 @@ func (r *Registry) Close() { r.pool.Close() }
 // Register upserts in's row with a fresh heartbeat (the database's clock, so the
 // instances' clocks need not agree).
 func (r *Registry) Register(ctx context.Context, in Instance) error {
-	_, err := r.pool.Exec(ctx, `INSERT INTO instances (service, instance, url, heartbeat_at) VALUES ($1, $2, $3, now())
-		ON CONFLICT (service, instance) DO UPDATE SET url = EXCLUDED.url, heartbeat_at = now()`, in.Service, in.ID, in.URL)
+	version := in.Version
+	if version == "" {
+		version = "v1"
+	}
+	_, err := r.pool.Exec(ctx, `INSERT INTO instances (service, instance, url, version, heartbeat_at) VALUES ($1, $2, $3, $4, now())
+		ON CONFLICT (service, instance) DO UPDATE SET url = EXCLUDED.url, version = EXCLUDED.version, heartbeat_at = now()`,
+		in.Service, in.ID, in.URL, version)
 	if err != nil {
 		return fmt.Errorf("register %s: %w", in.ID, err)
 	}
@@ -80,7 +86,7 @@ func (r *Registry) Deregister(ctx context.Context, service, id string) error {
 
 // Live lists the instances of service whose heartbeat is younger than StaleAfter, by id.
 func (r *Registry) Live(ctx context.Context, service string) ([]Instance, error) {
-	rows, err := r.pool.Query(ctx, `SELECT service, instance, url, heartbeat_at FROM instances
+	rows, err := r.pool.Query(ctx, `SELECT service, instance, url, version, heartbeat_at FROM instances
 		WHERE service = $1 AND heartbeat_at > now() - make_interval(secs => $2) ORDER BY instance`, service, StaleAfter.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("list %s instances: %w", service, err)
@@ -89,7 +95,7 @@ func (r *Registry) Live(ctx context.Context, service string) ([]Instance, error)
 	var out []Instance
 	for rows.Next() {
 		var in Instance
-		if err := rows.Scan(&in.Service, &in.ID, &in.URL, &in.Heartbeat); err != nil {
+		if err := rows.Scan(&in.Service, &in.ID, &in.URL, &in.Version, &in.Heartbeat); err != nil {
 			return nil, fmt.Errorf("list %s instances: %w", service, err)
 		}
 		out = append(out, in)

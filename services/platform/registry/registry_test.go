@@ -37,8 +37,9 @@ func ids(t *testing.T, r *registry.Registry, service string) []string {
 	return out
 }
 
-// A heartbeat registers (and renews, with a new URL), Live lists by service and id,
-// and a deregistered instance is gone at once.
+// A heartbeat registers (and renews, with a new URL), Live lists by service and id with
+// each instance's version (v1 when none is given), and a deregistered instance is gone
+// at once.
 func TestRegisterRenewDeregister(t *testing.T) {
 	r := open(t)
 	ctx := context.Background()
@@ -47,6 +48,7 @@ func TestRegisterRenewDeregister(t *testing.T) {
 		{Service: "catalog", ID: "catalog-1", URL: "http://127.0.0.1:8102"},
 		{Service: "users", ID: "users-1", URL: "http://127.0.0.1:8101"},
 		{Service: "catalog", ID: "catalog-1", URL: "http://127.0.0.1:18102"}, // renewed, moved
+		{Service: "catalog", ID: "catalog-v2-1", URL: "http://127.0.0.1:8152", Version: "v2"},
 	} {
 		if err := r.Register(ctx, in); err != nil {
 			t.Fatal(err)
@@ -56,8 +58,12 @@ func TestRegisterRenewDeregister(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(live) != 2 || live[0].ID != "catalog-1" || live[0].URL != "http://127.0.0.1:18102" || live[1].ID != "catalog-2" {
+	if len(live) != 3 || live[0].ID != "catalog-1" || live[0].URL != "http://127.0.0.1:18102" || live[1].ID != "catalog-2" ||
+		live[2].ID != "catalog-v2-1" || live[0].Version != "v1" || live[2].Version != "v2" {
 		t.Fatalf("live catalog instances: %+v", live)
+	}
+	if err := r.Deregister(ctx, "catalog", "catalog-v2-1"); err != nil {
+		t.Fatal(err)
 	}
 	if err := r.Deregister(ctx, "catalog", "catalog-1"); err != nil {
 		t.Fatal(err)
