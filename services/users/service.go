@@ -16,6 +16,7 @@ import (
 	"microlab/services/contracts"
 	"microlab/services/platform/app"
 	"microlab/services/platform/pg"
+	"microlab/services/shop"
 )
 
 // Service holds the rules of users: who may register, how passwords are checked.
@@ -157,12 +158,6 @@ func (s *Service) Login(ctx context.Context, email, password string) (Session, e
 	return Session{Token: token, ExpiresAt: exp.UTC()}, nil
 }
 
-// demoAccounts are the README's demo logins.
-var demoAccounts = []Registration{
-	{Email: "alice@example.com", Name: "Alice", Password: "alice-secret"},
-	{Email: "bob@example.com", Name: "Bob", Password: "bob-secret"},
-}
-
 // SeedDemo creates the demo accounts that do not exist yet, through Register, so they
 // are announced (user.registered) like any other user and downstream services know them.
 //
@@ -172,7 +167,8 @@ var demoAccounts = []Registration{
 // idempotent: existing accounts are skipped before hashing (restarts stay fast), and two
 // instances seeding at once are settled by the insert's ON CONFLICT DO NOTHING.
 func (s *Service) SeedDemo(ctx context.Context) error {
-	for _, d := range demoAccounts {
+	for _, acc := range shop.DemoAccounts { // the monolith seeds the same (services/shop)
+		d := Registration{Email: acc.Email, Name: acc.Name, Password: acc.Password}
 		_, _, err := s.store.ByEmail(ctx, d.Email)
 		if err == nil {
 			continue
