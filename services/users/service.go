@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/mail"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"golang.org/x/crypto/bcrypt"
@@ -34,12 +30,9 @@ var (
 	errInvalidCredentials = errors.New("invalid email or password")
 )
 
-// fieldError is a validation failure of one input field.
-type fieldError struct {
-	Field, Problem string
-}
-
-func (e *fieldError) Error() string { return e.Field + ": " + e.Problem }
+// fieldError is a validation failure of one input field (shop's: the monolith
+// validates registrations by the same rules).
+type fieldError = shop.FieldError
 
 // Registration is the input of Register.
 type Registration struct {
@@ -48,47 +41,13 @@ type Registration struct {
 	Password string `json:"password"`
 }
 
-// Limits of the registration fields.
-const (
-	maxEmail    = 254 // the longest address SMTP can carry (RFC 5321 path limit)
-	maxName     = 100 // characters, after trimming
-	minPassword = 8   // bytes
-	maxPassword = 72  // bytes: bcrypt ignores (x/crypto rejects) anything longer
-)
-
 // normalizeEmail is the one spelling of an address the service stores and looks up.
-func normalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+func normalizeEmail(s string) string { return shop.NormalizeEmail(s) }
 
-// validate checks a registration and returns it normalised (email lower-cased, name
-// trimmed). The password is never altered: what the user typed is what they must type.
+// validate checks a registration and returns it normalised (shop.Account.Validate).
 func (r Registration) validate() (Registration, error) {
-	r.Email, r.Name = normalizeEmail(r.Email), strings.TrimSpace(r.Name)
-	switch {
-	case r.Email == "":
-		return r, &fieldError{"email", "is required"}
-	case len(r.Email) > maxEmail:
-		return r, &fieldError{"email", fmt.Sprintf("must be at most %d characters", maxEmail)}
-	}
-	// ParseAddress also accepts `Name <addr>`; requiring the parsed address to be the
-	// whole input keeps only the bare form.
-	if a, err := mail.ParseAddress(r.Email); err != nil || a.Address != r.Email {
-		return r, &fieldError{"email", "must be a valid email address"}
-	}
-	switch n := utf8.RuneCountInString(r.Name); {
-	case n == 0:
-		return r, &fieldError{"name", "is required"}
-	case n > maxName:
-		return r, &fieldError{"name", fmt.Sprintf("must be at most %d characters", maxName)}
-	case !utf8.ValidString(r.Name) || strings.ContainsFunc(r.Name, unicode.IsControl):
-		return r, &fieldError{"name", "must be printable text"}
-	}
-	switch n := len(r.Password); {
-	case n == 0:
-		return r, &fieldError{"password", "is required"}
-	case n < minPassword || n > maxPassword:
-		return r, &fieldError{"password", fmt.Sprintf("must be %d to %d bytes long", minPassword, maxPassword)}
-	}
-	return r, nil
+	a, err := shop.Account{Email: r.Email, Name: r.Name, Password: r.Password}.Validate()
+	return Registration{Email: a.Email, Name: a.Name, Password: a.Password}, err
 }
 
 // Register creates a user and announces user.registered. The insert and the outbox row
