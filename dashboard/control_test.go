@@ -214,6 +214,8 @@ func TestFaultsAPI(t *testing.T) {
 		{"POST", "/api/lab/settings", `{"key":"catalog.transport","value":"soap"}`, "invalid_setting", `bad value "soap" for catalog.transport: want one of http, grpc`},
 		{"POST", "/api/lab/settings", `{"key":"catalog.transport","value":""}`, "invalid_setting", `bad value "" for catalog.transport`},
 		{"POST", "/api/lab/settings", `{"key":"gateway.discovery","value":"sideways"}`, "invalid_setting", `bad value "sideways" for gateway.discovery: want one of static, registry`},
+		{"POST", "/api/lab/settings", `{"key":"strangler.routes","value":"payments=monolith"}`, "invalid_setting", `unknown route family "payments": want users, products, orders`},
+		{"POST", "/api/lab/settings", `{"key":"strangler.routes","value":"orders=mainframe"}`, "invalid_setting", `orders="mainframe": want services or monolith`},
 	} {
 		code, body := l.call(t, tc.method, tc.path, tc.body)
 		var eb errorJSON

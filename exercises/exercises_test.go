@@ -109,7 +109,7 @@ func TestParseMalformed(t *testing.T) {
 		{"bad duration", "within: 30s", "within: 30 sec", []string{
 			file + `:17: steps[0].check.within: bad duration "30 sec": want a duration like 500ms, 30s or 2m`}},
 		{"unknown setting", "    outbox.enabled: false", "    outbox.enable: false", []string{
-			file + `:8: setup.settings.outbox.enable: unknown setting "outbox.enable" (known: saga.mode, saga.step_timeout, outbox.enabled, inbox.enabled, amqp.retry.delays, gateway.breaker.enabled, gateway.breaker.failures, gateway.breaker.open_for, gateway.rate_limit.rps, gateway.rate_limit.burst, gateway.cache.ttl, http.timeout, http.retries, db.topology, inventory.schema, notifications.mode, read.model, catalog.transport, gateway.discovery, scale.orders, scale.payments, scale.inventory, scale.shipping, scale.notifications, scale.catalog)`}},
+			file + `:8: setup.settings.outbox.enable: unknown setting "outbox.enable" (known: saga.mode, saga.step_timeout, outbox.enabled, inbox.enabled, amqp.retry.delays, gateway.breaker.enabled, gateway.breaker.failures, gateway.breaker.open_for, gateway.rate_limit.rps, gateway.rate_limit.burst, gateway.cache.ttl, http.timeout, http.retries, db.topology, inventory.schema, notifications.mode, read.model, catalog.transport, gateway.discovery, strangler.routes, scale.orders, scale.payments, scale.inventory, scale.shipping, scale.notifications, scale.catalog)`}},
 		{"bad setting value", "    outbox.enabled: false", "    outbox.enabled: maybe", []string{
 			file + `:8: setup.settings.outbox.enabled: bad value "maybe" for outbox.enabled: want true or false`}},
 		{"unknown fault", "kind: crash_after_commit", "kind: crash_after_comit", []string{
