@@ -52,8 +52,7 @@ type pool struct {
 	healthy []target // by id
 	next    atomic.Uint64
 
-	instances *prometheus.GaugeVec   // gateway_upstream_instances{upstream,state}
-	requests  *prometheus.CounterVec // gateway_upstream_requests_total{upstream,upstream_instance}
+	instances *prometheus.GaugeVec // gateway_upstream_instances{upstream,state}
 }
 
 func newPool(upstream string, list func(context.Context) ([]registry.Instance, error), on func() bool, tel *observability.Telemetry) *pool {
@@ -62,15 +61,9 @@ func newPool(upstream string, list func(context.Context) ([]registry.Instance, e
 		p.instances = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "gateway_upstream_instances",
 			Help: "Instances of an upstream the gateway knows from the service registry, by the result of its last /readyz probe (0 while gateway.discovery=static)."},
 			[]string{"upstream", "state"})
-		p.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_upstream_requests_total",
-			Help: "Attempts the gateway sent to an upstream, by the instance it chose (\"static\": the configured URL)."},
-			[]string{"upstream", "upstream_instance"})
-		tel.Registry.MustRegister(p.instances, p.requests)
+		tel.Registry.MustRegister(p.instances)
 		p.instances.WithLabelValues(upstream, "healthy")
 		p.instances.WithLabelValues(upstream, "unhealthy")
-		// The configured URL's series exists from the start (0 until a request): a rate
-		// of nothing is 0, not no data, on the panels and in the recording rule.
-		p.requests.WithLabelValues(upstream, staticInstance)
 	}
 	return p
 }
@@ -87,13 +80,6 @@ func (p *pool) pick() (target, bool) {
 		return target{}, false
 	}
 	return p.healthy[int(p.next.Add(1)%uint64(len(p.healthy)))], true
-}
-
-// sent counts one attempt to instance.
-func (p *pool) sent(instance string) {
-	if p != nil && p.requests != nil {
-		p.requests.WithLabelValues(p.upstream, instance).Inc()
-	}
 }
 
 // Run refreshes the pool every probeEvery until ctx ends.
