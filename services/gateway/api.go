@@ -30,9 +30,9 @@ type Gateway struct {
 	// nil when MONOLITH_URL is not set, and then every family stays on services.
 	monolith *upstream
 	auth     *authenticator
-	limiter *limiter
-	cache   *responseCache
-	knobs   *knobs
+	limiter  *limiter
+	cache    *responseCache
+	knobs    *knobs
 }
 
 // New builds the gateway from its config. Nothing is contacted until a request needs it.

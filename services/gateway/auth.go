@@ -53,7 +53,7 @@ var (
 // of its own, and the set is the union of both sets by kid, so a token verifies whichever
 // side the login was routed to, and keeps verifying after the route moves.
 type keySet struct {
-	sources    []*upstream // users first; nil entries are skipped
+	sources    []*upstream      // users first; nil entries are skipped
 	minRefresh time.Duration    // jwksMinRefresh
 	now        func() time.Time // the clock (time.Now; a test's own clock when time is the subject)
 
