@@ -94,6 +94,10 @@ func ComposeEnv(s Service) (map[string]string, error) {
 	if s.Name == "users" {
 		env["JWT_SEED_FILE"] = secretFile("jwt_seed")
 	}
+	if s.Name == "monolith" {
+		// A key of its own, not users': the gateway verifies both issuers (JWKS union).
+		env["JWT_SEED_FILE"] = secretFile("monolith_jwt_seed")
+	}
 	for _, up := range s.Upstreams {
 		us, ok := Find(up)
 		if !ok {
