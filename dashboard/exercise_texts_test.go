@@ -156,10 +156,10 @@ func plain(n ast.Node, src []byte) string {
 
 // names is what the lab has, by kind.
 type names struct {
-	settingPrefixes []string          // "outbox", "saga", …: a dotted name starting so is meant as a setting
-	queues          map[string]bool   // every queue and exchange on the map
-	metrics         string            // every rule and panel expression, concatenated
-	grafana         []string          // dashboard uids
+	settingPrefixes []string            // "outbox", "saga", …: a dotted name starting so is meant as a setting
+	queues          map[string]bool     // every queue and exchange on the map
+	metrics         string              // every rule and panel expression, concatenated
+	grafana         []string            // dashboard uids
 	tables          map[string][]string // table → the services whose migrations create it (the monolith has a products too)
 }
 
