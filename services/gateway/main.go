@@ -2,7 +2,9 @@
 // (JWTs issued by users, verified with users' public key), validates every input at the
 // edge, rate-limits each client, and forwards to the internal services with a timeout
 // and a circuit breaker per upstream. It also aggregates the home page (a Backend For
-// Frontend), degrading part by part instead of failing whole.
+// Frontend), degrading part by part instead of failing whole. And it is the strangler
+// fig's facade (strangler.go): strangler.routes sends each route family to the
+// microservices or to the monolith, and tokens of both issuers verify.
 //
 // It owns no database and consumes one event only, product.price_changed, on a queue of
 // each instance's own (see Gateway.follow): its only state is in memory (breakers,
