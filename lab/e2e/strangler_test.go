@@ -115,6 +115,9 @@ func TestStranglerMigration(t *testing.T) {
 	if !gatewayRoute(tr, "orders=monolith") {
 		t.Errorf("the gateway span has no strangler.route=orders=monolith in %s", describe(tr))
 	}
+	if !calledUpstream(tr, "monolith") || calledUpstream(tr, "orders") {
+		t.Errorf("the gateway's upstream span does not name the monolith (peer.service) in %s", describe(tr))
+	}
 
 	// The services' checkout: the saga across five services and the broker.
 	tr = awaitTrace(t, l.jaeger, onServices.TraceID, func(tr *jaegerTrace) bool {
@@ -136,6 +139,19 @@ func TestStranglerMigration(t *testing.T) {
 	if !gatewayRoute(tr, "orders=services") {
 		t.Errorf("the gateway span has no strangler.route=orders=services in %s", describe(tr))
 	}
+	if !calledUpstream(tr, "orders") || calledUpstream(tr, "monolith") {
+		t.Errorf("the gateway's upstream span does not name orders (peer.service) in %s", describe(tr))
+	}
+}
+
+// calledUpstream reports a gateway client span to the upstream called name.
+func calledUpstream(tr *jaegerTrace, name string) bool {
+	for _, s := range tr.find("gateway", "POST /orders") {
+		if s.tag("peer.service") == name {
+			return true
+		}
+	}
+	return false
 }
 
 // hasSQL reports an SQL span (otelpgx's) of service.

@@ -164,9 +164,18 @@ type instanceKey struct{}
 // (upstream.instance), so a trace says which catalog answered.
 type tagInstance struct{ next http.RoundTripper }
 
+// upstreamNameKey carries the upstream's name (upstream.send) to tagInstance.
+type upstreamNameKey struct{}
+
 func (t tagInstance) RoundTrip(r *http.Request) (*http.Response, error) {
 	if id, ok := r.Context().Value(instanceKey{}).(string); ok {
 		trace.SpanFromContext(r.Context()).SetAttributes(attribute.String("upstream.instance", id))
+	}
+	// peer.service (OpenTelemetry's name for the logical service called): which
+	// upstream this client span went to, monolith or users/catalog/orders, whatever
+	// its URL; the strangler fig's moves read off the waterfall.
+	if name, ok := r.Context().Value(upstreamNameKey{}).(string); ok {
+		trace.SpanFromContext(r.Context()).SetAttributes(attribute.String("peer.service", name))
 	}
 	return t.next.RoundTrip(r)
 }

@@ -254,6 +254,7 @@ func (u *upstream) send(parent context.Context, rq request) (*reply, error) {
 	}
 	// The caller's context travels on: cancellation (and, later, the trace) reaches
 	// the upstream.
+	ctx = context.WithValue(ctx, upstreamNameKey{}, u.name)
 	base, instance := u.base, staticInstance
 	if t, ok := u.pool.pick(); ok {
 		base, instance = t.url, t.id
