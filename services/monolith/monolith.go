@@ -69,7 +69,7 @@ func (m *Monolith) Seed(ctx context.Context) error {
 // outside the monolith needs to hear of it (users announces user.registered for
 // notifications; here a welcome would be one more function call).
 func (m *Monolith) Register(ctx context.Context, in shop.Account) (User, error) {
-	in, err := in.Validate()
+	in, err := in.Validate() // keeps ID
 	if err != nil {
 		return User{}, err
 	}
@@ -77,7 +77,11 @@ func (m *Monolith) Register(ctx context.Context, in shop.Account) (User, error) 
 	if err != nil {
 		return User{}, fmt.Errorf("hash password: %w", err)
 	}
-	u := User{ID: uuid.NewString(), Email: in.Email, Name: in.Name}
+	id := in.ID // a demo account's fixed id (services/shop), the same as users'
+	if id == "" {
+		id = uuid.NewString()
+	}
+	u := User{ID: id, Email: in.Email, Name: in.Name}
 	fresh, err := m.store.InsertUser(ctx, u, hash)
 	if err != nil {
 		return User{}, err

@@ -51,16 +51,20 @@ var SeedProducts = []Product{
 	{NeverInStock, "Exactly-once unicorn", 9900, "EUR", 0},
 }
 
-// Account is one demo login.
+// Account is a registration: a demo login, or what a sign-up sends.
 type Account struct {
 	Email, Name, Password string
+	// ID is the user id a demo account is seeded with ("" for a sign-up: a new one).
+	ID string
 }
 
 // DemoAccounts are the README's demo logins, seeded by users and by the monolith
-// through their own registration path (so the hash has the configured cost).
+// through their own registration path (so the hash has the configured cost). Their ids
+// are fixed, the same on both sides: a demo user's token, whoever issued it, names the
+// user both sides know, so Alice's orders stay hers when the strangler fig moves a route.
 var DemoAccounts = []Account{
-	{Email: "alice@example.com", Name: "Alice", Password: "alice-secret"},
-	{Email: "bob@example.com", Name: "Bob", Password: "bob-secret"},
+	{Email: "alice@example.com", Name: "Alice", Password: "alice-secret", ID: "00000000-0000-4000-8000-0000000a11ce"},
+	{Email: "bob@example.com", Name: "Bob", Password: "bob-secret", ID: "00000000-0000-4000-8000-000000000b0b"},
 }
 
 // Card decline reasons. The saga's cancel reason is always payment_declined; these say

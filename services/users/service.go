@@ -55,6 +55,11 @@ func (r Registration) validate() (Registration, error) {
 // The password is hashed first, outside the transaction (bcrypt is slow on purpose; a
 // transaction should not wait for it).
 func (s *Service) Register(ctx context.Context, in Registration) (User, error) {
+	return s.register(ctx, in, uuid.NewString())
+}
+
+// register is Register with the new user's id given (a demo account's fixed one).
+func (s *Service) register(ctx context.Context, in Registration, id string) (User, error) {
 	in, err := in.validate()
 	if err != nil {
 		return User{}, err
@@ -63,7 +68,7 @@ func (s *Service) Register(ctx context.Context, in Registration) (User, error) {
 	if err != nil {
 		return User{}, fmt.Errorf("hash password: %w", err)
 	}
-	u := User{ID: uuid.NewString(), Email: in.Email, Name: in.Name}
+	u := User{ID: id, Email: in.Email, Name: in.Name}
 	err = pg.InTx(ctx, s.app.DB, func(ctx context.Context) error {
 		fresh, err := s.store.Insert(ctx, u, hash)
 		if err != nil {
@@ -135,7 +140,7 @@ func (s *Service) SeedDemo(ctx context.Context) error {
 		if !errors.Is(err, errNotFound) {
 			return err
 		}
-		if _, err := s.Register(ctx, d); err != nil && !errors.Is(err, errEmailTaken) {
+		if _, err := s.register(ctx, d, acc.ID); err != nil && !errors.Is(err, errEmailTaken) {
 			return err
 		}
 	}
