@@ -808,6 +808,10 @@ func TestK8sNoSecretIsInTheManifests(t *testing.T) {
 	if bytes.Contains(lab.yaml, []byte(devSeed)) {
 		t.Error("the Kubernetes lab carries the development JWT seed")
 	}
+	monolithDevSeed := "6d6963726f6c61622d6d6f6e6f6c6974682d6465762d736565642d7075622121" // services/monolith/main.go
+	if bytes.Contains(lab.yaml, []byte(monolithDevSeed)) {
+		t.Error("the Kubernetes lab carries the monolith's development JWT seed")
+	}
 	// What the pods may read from the Secret: what compose/secrets/generate.sh makes.
 	known := map[string]bool{}
 	for _, f := range stack.ComposeSecretFiles() {

@@ -216,6 +216,8 @@ func TestFaultsAPI(t *testing.T) {
 		{"POST", "/api/lab/settings", `{"key":"gateway.discovery","value":"sideways"}`, "invalid_setting", `bad value "sideways" for gateway.discovery: want one of static, registry`},
 		{"POST", "/api/lab/settings", `{"key":"deploy.catalog.weights","value":"v1:-10,v2:110"}`, "invalid_setting", `bad value "v1:-10,v2:110" for deploy.catalog.weights: v1: want a whole percent from 0 to 100`},
 		{"POST", "/api/lab/settings", `{"key":"deploy.catalog.weights","value":"v1:50,v1:50"}`, "invalid_setting", `v1 named twice`},
+		{"POST", "/api/lab/settings", `{"key":"strangler.routes","value":"payments=monolith"}`, "invalid_setting", `unknown route family "payments": want users, products, orders`},
+		{"POST", "/api/lab/settings", `{"key":"strangler.routes","value":"orders=mainframe"}`, "invalid_setting", `orders="mainframe": want services or monolith`},
 	} {
 		code, body := l.call(t, tc.method, tc.path, tc.body)
 		var eb errorJSON

@@ -143,6 +143,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"settings", "set", "scale.catalog=10"}, `bad value "10" for scale.catalog: want a whole number from 1 to 9`},
 		{[]string{"settings", "set", "deploy.catalog.weights=v3:10,v1:90"}, `bad value "v3:10,v1:90" for deploy.catalog.weights: unknown version "v3"`},
 		{[]string{"settings", "set", "deploy.catalog.weights=v1:50,v2:40"}, `bad value "v1:50,v2:40" for deploy.catalog.weights: weights add up to 90, want 100`},
+		{[]string{"settings", "set", "strangler.routes=payments=monolith"}, `bad value "payments=monolith" for strangler.routes: unknown route family "payments": want users, products, orders`},
+		{[]string{"settings", "set", "strangler.routes=orders=mainframe"}, `bad value "orders=mainframe" for strangler.routes: orders="mainframe": want services or monolith`},
 		{[]string{"settings", "saga.mode=sideways"}, `bad value "sideways"`}, // set without "set"
 		{[]string{"settings", "nosuch.key=1"}, `unknown setting "nosuch.key"`},
 		{[]string{"fault"}, "want `lab fault add|list|clear`"},

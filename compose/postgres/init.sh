@@ -14,8 +14,8 @@ set -eu
 
 dir=${SECRETS_DIR:-/run/microlab/secrets}
 prefix=${DB_PREFIX:-}
-databases="users catalog orders payments inventory shipping notifications lab"
-services="users catalog orders payments inventory shipping notifications"
+databases="users catalog orders payments inventory shipping notifications monolith lab"
+services="users catalog orders payments inventory shipping notifications monolith"
 shared=${prefix}shop
 
 sql() { psql -v ON_ERROR_STOP=1 --no-psqlrc -q -X --username "${POSTGRES_USER:-postgres}" "$@"; }

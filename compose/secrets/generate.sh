@@ -22,7 +22,7 @@ amqp_user=${AMQP_USER:-microlab}
 prefix=${DB_PREFIX:-}
 # One database and role per service that owns one, and the lab's control database
 # (lab/stack Config.Databases: compose's tests check this list against it).
-databases="users catalog orders payments inventory shipping notifications lab"
+databases="users catalog orders payments inventory shipping notifications monolith lab"
 
 umask 077
 mkdir -p "$dir"
@@ -40,6 +40,7 @@ secret() {
 }
 
 secret jwt_seed 32            # users' Ed25519 signing seed (64 hex characters)
+secret monolith_jwt_seed 32   # the monolith's own signing seed: a second issuer, as natively
 secret postgres_password 24   # PostgreSQL's superuser (POSTGRES_PASSWORD_FILE)
 secret rabbitmq_password 24   # RabbitMQ's user $amqp_user
 secret grafana_password 24    # Grafana's admin (GF_SECURITY_ADMIN_PASSWORD__FILE); learners browse anonymously

@@ -41,7 +41,7 @@ func secretFile(name string) string { return SecretsDir + "/" + name }
 // SecretFiles are the files compose/secrets/generate.sh writes into the secrets volume
 // besides the passwords: the URLs that carry them, one per database role.
 func ComposeSecretFiles() []string {
-	out := []string{"jwt_seed", "amqp_url", "rabbitmq_management_url", "admin_database_url"}
+	out := []string{"jwt_seed", "monolith_jwt_seed", "amqp_url", "rabbitmq_management_url", "admin_database_url"}
 	for _, db := range ComposeDatabases() {
 		out = append(out, db+"_database_url")
 	}
@@ -93,6 +93,10 @@ func ComposeEnv(s Service) (map[string]string, error) {
 	}
 	if s.Name == "users" {
 		env["JWT_SEED_FILE"] = secretFile("jwt_seed")
+	}
+	if s.Name == "monolith" {
+		// A key of its own, not users': the gateway verifies both issuers (JWKS union).
+		env["JWT_SEED_FILE"] = secretFile("monolith_jwt_seed")
 	}
 	for _, up := range s.Upstreams {
 		us, ok := Find(up)

@@ -27,7 +27,7 @@ type Service struct {
 }
 
 // GRPCPortShift is a gRPC server's port minus its service's HTTP port (catalog: 8102 →
-// 8202). The services' HTTP ports are 8000, 8080 and 8101–8107 (each +1000 per scaled
+// 8202). The services' HTTP ports are 8000, 8080 and 8101–8108 (each +1000 per scaled
 // instance), so +100 lands on 8202+1000·k, which no HTTP port, no other gRPC port and no
 // observability port (4318, 9090, 16685, 16686) can be.
 const GRPCPortShift = 100
@@ -47,7 +47,11 @@ var Services = []Service{
 	{Name: "inventory", Port: 8105, DB: true},
 	{Name: "shipping", Port: 8106, DB: true},
 	{Name: "notifications", Port: 8107, DB: true},
-	{Name: "gateway", Port: 8000, Upstreams: []string{"users", "catalog", "orders"}},
+	// The whole shop again, in one process and one database (services/monolith): the
+	// gateway routes to it the families strangler.routes names (exercise 21). Always one
+	// instance, always running: it is small, and moving a route must not wait for a start.
+	{Name: "monolith", Port: 8108, DB: true},
+	{Name: "gateway", Port: 8000, Upstreams: []string{"users", "catalog", "orders", "monolith"}},
 }
 
 // Dashboard is the dashboard's name in Services.

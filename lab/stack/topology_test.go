@@ -35,7 +35,7 @@ func TestServiceDatabaseURL(t *testing.T) {
 		schemas = append(schemas, s.Name+":"+s.Role)
 	}
 	if want := []string{"users:p_users", "catalog:p_catalog", "orders:p_orders", "payments:p_payments",
-		"inventory:p_inventory", "shipping:p_shipping", "notifications:p_notifications"}; !slices.Equal(schemas, want) {
+		"inventory:p_inventory", "shipping:p_shipping", "notifications:p_notifications", "monolith:p_monolith"}; !slices.Equal(schemas, want) {
 		t.Errorf("schemas %v, want %v", schemas, want)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"microlab/observability"
 	"microlab/services/platform/control"
 	"microlab/services/platform/httpx"
@@ -24,18 +26,35 @@ type Gateway struct {
 	users   *upstream
 	catalog *upstream
 	orders  *upstream
-	auth    *authenticator
-	limiter *limiter
-	cache   *responseCache
-	knobs   *knobs
+	// monolith serves every family that strangler.routes routes to it (strangler.go);
+	// nil when MONOLITH_URL is not set, and then every family stays on services.
+	monolith *upstream
+	auth     *authenticator
+	limiter  *limiter
+	cache    *responseCache
+	knobs    *knobs
 }
 
 // New builds the gateway from its config. Nothing is contacted until a request needs it.
 func New(cfg Config, log *slog.Logger, tel *observability.Telemetry) *Gateway {
 	client := newHTTPClient(tel)
 	k := &knobs{cfg: cfg}
+	var requests *prometheus.CounterVec
+	if tel != nil {
+		requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_upstream_requests_total",
+			Help: "Attempts the gateway sent to an upstream, by the instance it chose (\"static\": the configured URL)."},
+			[]string{"upstream", "upstream_instance"})
+		tel.Registry.MustRegister(requests)
+	}
 	up := func(name, base string) *upstream {
-		return newUpstream(name, base, client, k, log, tel)
+		u := newUpstream(name, base, client, k, log, tel)
+		u.requests = requests
+		if requests != nil {
+			// The configured URL's series exists from the start (0 until a request): a
+			// rate of nothing is 0, not no data, on the panels and in the recording rule.
+			requests.WithLabelValues(name, staticInstance)
+		}
+		return u
 	}
 	g := &Gateway{
 		log:     log,
@@ -46,7 +65,12 @@ func New(cfg Config, log *slog.Logger, tel *observability.Telemetry) *Gateway {
 		limiter: newLimiter(k.rate),
 		cache:   newResponseCache(func() time.Duration { return k.settings().CacheTTL() }, tel),
 	}
-	g.auth = newAuthenticator(g.users)
+	if cfg.MonolithURL != "" {
+		g.monolith = up("monolith", cfg.MonolithURL)
+	}
+	// Tokens come from users or, for the families routed to it, the monolith: the key
+	// set is the union of both JWKS (by kid), so a token verifies whoever issued it.
+	g.auth = newAuthenticator(g.users, g.monolith)
 	// The registry is on at gateway.discovery=registry, and whenever the weights send
 	// some of catalog's traffic to v2: a canary is found only there.
 	g.catalog.pool = newPool("catalog", nil, func() bool {
@@ -103,8 +127,11 @@ func (g *Gateway) Mount(mux *http.ServeMux) {
 	mux.Handle("/api/v1/", g.Handler())
 	// Breaker states, for the dashboard and for learners poking at the lab.
 	mux.Handle("GET /internal/breakers", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteJSON(w, http.StatusOK, map[string]string{
-			"users": g.users.State(), "catalog": g.catalog.State(), "orders": g.orders.State()})
+		states := map[string]string{"users": g.users.State(), "catalog": g.catalog.State(), "orders": g.orders.State()}
+		if g.monolith != nil {
+			states["monolith"] = g.monolith.State()
+		}
+		httpx.WriteJSON(w, http.StatusOK, states)
 	}))
 	// Anything else is a JSON 404 too.
 	mux.Handle("/", recoverer(g.log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -167,7 +194,8 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) error {
 			return missing(f.name)
 		}
 	}
-	return g.post(w, r, g.users, "/users", in, nil)
+	u := g.route(r.Context(), control.FamilyUsers)
+	return g.post(w, r, u, "/users", in, nil)
 }
 
 func (g *Gateway) login(w http.ResponseWriter, r *http.Request) error {
@@ -184,7 +212,14 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	return g.post(w, r, g.users, "/login", in, nil)
+	raw, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	// An account registered on one side logs in there only (the two user tables are
+	// not synchronised): a 401 from the current owner is asked of the other side too
+	// (strangler.go).
+	return g.fallback(w, r, control.FamilyUsers, request{Method: http.MethodPost, Path: "/login", Body: raw}, http.StatusUnauthorized)
 }
 
 // post sends a validated body upstream, once (POSTs are never retried).
@@ -235,7 +270,7 @@ func (g *Gateway) placeOrder(w http.ResponseWriter, r *http.Request) error {
 	if key != "" {
 		h.Set("Idempotency-Key", key)
 	}
-	return g.post(w, r, g.orders, "/orders", o.upstreamBody(), h)
+	return g.post(w, r, g.route(r.Context(), control.FamilyOrders), "/orders", o.upstreamBody(), h)
 }
 
 const (
@@ -269,7 +304,10 @@ func (g *Gateway) listOrders(w http.ResponseWriter, r *http.Request) error {
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	return forward(r.Context(), w, g.orders, request{Method: http.MethodGet, Path: path, Header: userHeader(p)})
+	// The list is the current owner's only: orders placed on the other side before a
+	// route move are not in it (each side pages its own table; merging two cursors is
+	// a read model's job). GET /orders/{id} still finds them (the fallback below).
+	return forward(r.Context(), w, g.route(r.Context(), control.FamilyOrders), request{Method: http.MethodGet, Path: path, Header: userHeader(p)})
 }
 
 func (g *Gateway) getOrder(w http.ResponseWriter, r *http.Request) error {
@@ -281,7 +319,9 @@ func (g *Gateway) getOrder(w http.ResponseWriter, r *http.Request) error {
 	if len(id) > 128 {
 		return httpx.Errorf(http.StatusNotFound, "not_found", "no such order")
 	}
-	return forward(r.Context(), w, g.orders, request{Method: http.MethodGet, Path: "/orders/" + url.PathEscape(id), Header: userHeader(p)})
+	// An order placed before orders moved lives on the side that placed it: the facade
+	// asks the current owner, and on a 404 the other side (strangler.go).
+	return g.fallback(w, r, control.FamilyOrders, request{Method: http.MethodGet, Path: "/orders/" + url.PathEscape(id), Header: userHeader(p)}, http.StatusNotFound)
 }
 
 // Home is the BFF answer of GET /api/v1/home: what the shop's first page shows. A part
@@ -306,7 +346,9 @@ func (g *Gateway) home(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := r.Context()
-	cqrs := g.knobs.settings().CQRS() // read.model, once per request
+	settings := g.knobs.settings() // read.model and strangler.routes, once per request
+	cqrs := settings.CQRS()
+	usersUp, ordersUp, productsUp := g.routeAll(ctx, settings)
 	var (
 		wg               sync.WaitGroup
 		user             json.RawMessage
@@ -314,19 +356,19 @@ func (g *Gateway) home(w http.ResponseWriter, r *http.Request) error {
 		uErr, oErr, pErr error
 	)
 	wg.Go(func() {
-		user, uErr = g.fetchJSON(ctx, g.users, request{Method: http.MethodGet, Path: "/users/" + url.PathEscape(p.UserID)})
+		user, uErr = g.fetchUser(ctx, usersUp, p.UserID)
 	})
 	wg.Go(func() {
 		path := "/orders?limit=" + strconv.Itoa(homeOrders)
 		if cqrs {
 			path += "&view=history"
 		}
-		orders, oErr = g.fetchItems(ctx, g.orders, request{Method: http.MethodGet, Path: path, Header: userHeader(p)}, homeOrders)
+		orders, oErr = g.fetchItems(ctx, ordersUp, request{Method: http.MethodGet, Path: path, Header: userHeader(p)}, homeOrders)
 	})
 	wg.Go(func() {
 		// Featured: the first few products of the catalog (sorted by sku). A real shop
 		// would ask a merchandising service; the point here is the fan-out.
-		prods, pErr = g.fetchItems(ctx, g.catalog, request{Method: http.MethodGet, Path: "/products"}, homeFeatured)
+		prods, pErr = g.fetchItems(ctx, productsUp, request{Method: http.MethodGet, Path: "/products"}, homeFeatured)
 	})
 	wg.Wait()
 	out := Home{User: user, Orders: orders, Products: prods, Degraded: []string{}}

@@ -45,11 +45,15 @@ var (
 	errUnknownKid = errors.New("token signed with an unknown key")
 )
 
-// keySet is users' public keys by kid, fetched lazily from GET /internal/jwks and
-// cached. Reads take the read lock only; fetches are serialised by fetchMu so a burst
-// of requests with a new kid makes one fetch, not hundreds.
+// keySet is the token issuers' public keys by kid, fetched lazily from each issuer's
+// GET /internal/jwks and cached. Reads take the read lock only; fetches are serialised
+// by fetchMu so a burst of requests with a new kid makes one fetch, not hundreds.
+//
+// The issuers are users and, for the strangler fig, the monolith: each signs with a key
+// of its own, and the set is the union of both sets by kid, so a token verifies whichever
+// side the login was routed to, and keeps verifying after the route moves.
 type keySet struct {
-	users      *upstream
+	sources    []*upstream      // users first; nil entries are skipped
 	minRefresh time.Duration    // jwksMinRefresh
 	now        func() time.Time // the clock (time.Now; a test's own clock when time is the subject)
 
@@ -102,13 +106,58 @@ type jwkSet struct {
 	} `json:"keys"`
 }
 
+// fetch reads every issuer's set at once and merges them. One issuer that cannot be
+// read costs only its own tokens (its kids stay unknown until the next refetch); the
+// fetch fails only when no issuer answered.
 func (k *keySet) fetch(ctx context.Context) (map[string]ed25519.PublicKey, error) {
-	rep, err := k.users.call(ctx, request{Method: http.MethodGet, Path: "/internal/jwks"})
+	type result struct {
+		keys map[string]ed25519.PublicKey
+		err  error
+	}
+	var srcs []*upstream
+	for _, u := range k.sources {
+		if u != nil {
+			srcs = append(srcs, u)
+		}
+	}
+	results := make([]result, len(srcs))
+	var wg sync.WaitGroup
+	for i, u := range srcs {
+		wg.Go(func() {
+			keys, err := fetchJWKS(ctx, u)
+			results[i] = result{keys, err}
+		})
+	}
+	wg.Wait()
+	keys := map[string]ed25519.PublicKey{}
+	var firstErr error
+	answered := false
+	for _, r := range results {
+		if r.err != nil {
+			if firstErr == nil {
+				firstErr = r.err
+			}
+			continue
+		}
+		answered = true
+		for kid, pk := range r.keys {
+			keys[kid] = pk
+		}
+	}
+	if !answered {
+		return nil, firstErr
+	}
+	return keys, nil
+}
+
+// fetchJWKS reads one issuer's key set.
+func fetchJWKS(ctx context.Context, u *upstream) (map[string]ed25519.PublicKey, error) {
+	rep, err := u.call(ctx, request{Method: http.MethodGet, Path: "/internal/jwks"})
 	if err != nil {
 		return nil, err
 	}
 	bad := func(err error) error {
-		return &upstreamCallError{Upstream: k.users.name, Op: "GET /internal/jwks", Err: err}
+		return &upstreamCallError{Upstream: u.name, Op: "GET /internal/jwks", Err: err}
 	}
 	if rep.Status != http.StatusOK {
 		return nil, bad(fmt.Errorf("status %d", rep.Status))
@@ -138,9 +187,11 @@ type authenticator struct {
 	parser *jwt.Parser
 }
 
-func newAuthenticator(users *upstream) *authenticator {
+// newAuthenticator verifies tokens issued by any of issuers (users, and the monolith
+// when there is one).
+func newAuthenticator(issuers ...*upstream) *authenticator {
 	return &authenticator{
-		keys: &keySet{users: users, minRefresh: jwksMinRefresh, now: time.Now},
+		keys: &keySet{sources: issuers, minRefresh: jwksMinRefresh, now: time.Now},
 		// WithValidMethods is the defence against algorithm confusion: the token's own
 		// header says which algorithm to verify with, and without this list a token
 		// claiming "none", or HS256 "signed" with the (public!) key as an HMAC secret,

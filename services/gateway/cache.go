@@ -14,6 +14,7 @@ import (
 	"microlab/observability"
 	"microlab/services/contracts"
 	"microlab/services/platform/bus"
+	"microlab/services/platform/control"
 )
 
 // responseCache keeps catalog's answers to product reads (GET /products and
@@ -168,9 +169,13 @@ func (c *responseCache) count(result string) {
 // cachedGet answers a product read from the cache, or from catalog (storing a 200).
 func (g *Gateway) cachedGet(w http.ResponseWriter, r *http.Request, path string) error {
 	ctx := r.Context()
+	// The products family's owner under strangler.routes (catalog or the monolith). One
+	// cache for both: they serve the same seed catalog, and only catalog's prices change
+	// (product.price_changed drops the copies either way).
+	up := g.route(ctx, control.FamilyProducts)
 	ttl := g.cache.on()
 	if ttl <= 0 {
-		return forward(ctx, w, g.catalog, request{Method: http.MethodGet, Path: path})
+		return forward(ctx, w, up, request{Method: http.MethodGet, Path: path})
 	}
 	span := trace.SpanFromContext(ctx)
 	if body, ok := g.cache.get(path); ok {
@@ -185,9 +190,9 @@ func (g *Gateway) cachedGet(w http.ResponseWriter, r *http.Request, path string)
 	g.cache.count("miss")
 	span.SetAttributes(attribute.Bool("cache.hit", false))
 	gen := g.cache.generation()
-	rep, err := g.catalog.call(ctx, request{Method: http.MethodGet, Path: path})
+	rep, err := up.call(ctx, request{Method: http.MethodGet, Path: path})
 	if err != nil {
-		return g.catalog.fail(ctx, err)
+		return up.fail(ctx, err)
 	}
 	if rep.Status == http.StatusOK {
 		g.cache.put(path, rep.Body, ttl, gen)

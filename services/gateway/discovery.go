@@ -73,7 +73,6 @@ type pool struct {
 	canary canary
 
 	instances *prometheus.GaugeVec   // gateway_upstream_instances{upstream,state}
-	requests  *prometheus.CounterVec // gateway_upstream_requests_total{upstream,upstream_instance}
 	responses *prometheus.CounterVec // gateway_upstream_responses_total{upstream,version,code_class}
 	fallbacks *prometheus.CounterVec // gateway_upstream_version_fallbacks_total{upstream,wanted}
 	rollbacks *prometheus.CounterVec // gateway_canary_rollbacks_total{upstream}
@@ -86,9 +85,6 @@ func newPool(upstream string, list func(context.Context) ([]registry.Instance, e
 		p.instances = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "gateway_upstream_instances",
 			Help: "Instances of an upstream the gateway knows from the service registry, by the result of its last /readyz probe (0 while gateway.discovery=static and deploy.catalog.weights give v2 nothing)."},
 			[]string{"upstream", "state"})
-		p.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_upstream_requests_total",
-			Help: "Attempts the gateway sent to an upstream, by the instance it chose (\"static\": the configured URL)."},
-			[]string{"upstream", "upstream_instance"})
 		p.responses = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_upstream_responses_total",
 			Help: "Answers to the gateway's attempts at an upstream, by the version of the instance that gave them (\"static\": the configured URL) and code class (2xx, 4xx, 5xx; \"error\": none, a timeout or a refused connection)."},
 			[]string{"upstream", "version", "code_class"})
@@ -98,13 +94,12 @@ func newPool(upstream string, list func(context.Context) ([]registry.Instance, e
 		p.rollbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_canary_rollbacks_total",
 			Help: "Canary rollbacks: v2's error rate over its sliding window went above deploy.catalog.canary_max_error_rate, and the gateway set deploy.catalog.weights back to v1:100."},
 			[]string{"upstream"})
-		tel.Registry.MustRegister(p.instances, p.requests, p.responses, p.fallbacks, p.rollbacks)
+		tel.Registry.MustRegister(p.instances, p.responses, p.fallbacks, p.rollbacks)
 		p.instances.WithLabelValues(upstream, "healthy")
 		p.instances.WithLabelValues(upstream, "unhealthy")
-		// The configured URL's series exists from the start (0 until a request): a rate
-		// of nothing is 0, not no data, on the panels and in the recording rule. So do
-		// every version's, and the rollback counter's (an increase from 0 is visible).
-		p.requests.WithLabelValues(upstream, staticInstance)
+		// Every version's series exists from the start (0 until an answer), and the
+		// rollback counter's: a rate of nothing is 0, not no data, and an increase from 0
+		// is visible (the attempts counter is the upstream's: newUpstream).
 		for _, v := range control.Versions {
 			for _, class := range []string{"2xx", "5xx", "error"} {
 				p.responses.WithLabelValues(upstream, v, class)
@@ -164,13 +159,6 @@ func chooseVersion(w control.Weights, n uint64) string {
 		slot -= w[v]
 	}
 	return control.Versions[0]
-}
-
-// sent counts one attempt to instance.
-func (p *pool) sent(instance string) {
-	if p != nil && p.requests != nil {
-		p.requests.WithLabelValues(p.upstream, instance).Inc()
-	}
 }
 
 // Run refreshes the pool every probeEvery until ctx ends.
@@ -262,9 +250,18 @@ type instanceKey struct{}
 // (upstream.instance), so a trace says which catalog answered.
 type tagInstance struct{ next http.RoundTripper }
 
+// upstreamNameKey carries the upstream's name (upstream.send) to tagInstance.
+type upstreamNameKey struct{}
+
 func (t tagInstance) RoundTrip(r *http.Request) (*http.Response, error) {
 	if id, ok := r.Context().Value(instanceKey{}).(string); ok {
 		trace.SpanFromContext(r.Context()).SetAttributes(attribute.String("upstream.instance", id))
+	}
+	// peer.service (OpenTelemetry's name for the logical service called): which
+	// upstream this client span went to, monolith or users/catalog/orders, whatever
+	// its URL; the strangler fig's moves read off the waterfall.
+	if name, ok := r.Context().Value(upstreamNameKey{}).(string); ok {
+		trace.SpanFromContext(r.Context()).SetAttributes(attribute.String("peer.service", name))
 	}
 	return t.next.RoundTrip(r)
 }

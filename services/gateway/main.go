@@ -2,7 +2,9 @@
 // (JWTs issued by users, verified with users' public key), validates every input at the
 // edge, rate-limits each client, and forwards to the internal services with a timeout
 // and a circuit breaker per upstream. It also aggregates the home page (a Backend For
-// Frontend), degrading part by part instead of failing whole.
+// Frontend), degrading part by part instead of failing whole. And it is the strangler
+// fig's facade (strangler.go): strangler.routes sends each route family to the
+// microservices or to the monolith, and tokens of both issuers verify.
 //
 // It owns no database and consumes one event only, product.price_changed, on a queue of
 // each instance's own (see Gateway.follow): its only state is in memory (breakers,
@@ -30,6 +32,9 @@ type Config struct {
 	UsersURL   string `env:"USERS_URL" default:"http://127.0.0.1:8101"`
 	CatalogURL string `env:"CATALOG_URL" default:"http://127.0.0.1:8102"`
 	OrdersURL  string `env:"ORDERS_URL" default:"http://127.0.0.1:8103"`
+	// MonolithURL is the monolith (services/monolith), which serves the route families
+	// strangler.routes gives it; also a second source of token keys (its JWKS).
+	MonolithURL string `env:"MONOLITH_URL" default:"http://127.0.0.1:8108"`
 	// UpstreamTimeout bounds every call to an upstream (each attempt of a retried GET).
 	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" default:"5s"`
 	// UpstreamRetries: how often a failed idempotent call (GET, a POST with an
@@ -49,7 +54,7 @@ type Config struct {
 
 func (c Config) validate() error {
 	var problems []string
-	for name, raw := range map[string]string{"USERS_URL": c.UsersURL, "CATALOG_URL": c.CatalogURL, "ORDERS_URL": c.OrdersURL} {
+	for name, raw := range map[string]string{"USERS_URL": c.UsersURL, "CATALOG_URL": c.CatalogURL, "ORDERS_URL": c.OrdersURL, "MONOLITH_URL": c.MonolithURL} {
 		u, err := url.Parse(raw)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			problems = append(problems, fmt.Sprintf("%s=%q: want an http(s) URL", name, raw))

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -92,6 +93,10 @@ type upstream struct {
 	log    *slog.Logger
 	gauge  func(gobreaker.State)
 	pool   *pool // the registry's instances (gateway.discovery=registry); nil: base only
+	// requests counts attempts: gateway_upstream_requests_total{upstream,upstream_instance}
+	// (nil without telemetry). Every upstream counts, so a chart shows the strangler fig
+	// moving a family's traffic from one upstream (catalog) to another (monolith).
+	requests *prometheus.CounterVec
 
 	mu  sync.Mutex
 	cfg breakerConfig
@@ -249,13 +254,16 @@ func (u *upstream) send(parent context.Context, rq request) (*reply, error) {
 	}
 	// The caller's context travels on: cancellation (and, later, the trace) reaches
 	// the upstream.
+	ctx = context.WithValue(ctx, upstreamNameKey{}, u.name)
 	base, instance := u.base, staticInstance
 	t, ok := u.pool.pick()
 	if ok {
 		base, instance = t.url, t.id
 		ctx = context.WithValue(ctx, instanceKey{}, t.id)
 	}
-	u.pool.sent(instance)
+	if u.requests != nil {
+		u.requests.WithLabelValues(u.name, instance).Inc()
+	}
 	req, err := http.NewRequestWithContext(ctx, rq.Method, base+rq.Path, body)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)

@@ -1,16 +1,15 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"slices"
 
 	"go.opentelemetry.io/otel/attribute"
 
 	"microlab/observability"
 	"microlab/services/contracts"
 	"microlab/services/platform/app"
+	"microlab/services/shop"
 )
 
 // Service holds inventory's rules.
@@ -30,27 +29,23 @@ const (
 )
 
 // want is the stock one order asks for: quantities summed per SKU, sorted by SKU (the
-// order in which stock rows are locked, see Store.LockStock).
+// order in which stock rows are locked, see Store.LockStock). The rule is shop's
+// (shop.StockWanted), shared with the monolith.
 func want(items []contracts.Item) ([]Line, error) {
-	if len(items) == 0 {
-		return nil, fmt.Errorf("%w: no items", contracts.ErrMalformed)
+	lines, ok := shop.StockWanted(items)
+	if !ok {
+		return nil, fmt.Errorf("%w: %d item(s), an empty sku or a quantity below 1", contracts.ErrMalformed, len(items))
 	}
-	qty := map[string]int{}
-	for _, it := range items {
-		if it.SKU == "" || it.Qty <= 0 {
-			return nil, fmt.Errorf("%w: item %q qty %d", contracts.ErrMalformed, it.SKU, it.Qty)
-		}
-		qty[it.SKU] += it.Qty
-	}
-	return sortedLines(qty), nil
+	return toLines(lines), nil
 }
 
-func sortedLines(qty map[string]int) []Line {
-	out := make([]Line, 0, len(qty))
-	for sku, q := range qty {
-		out = append(out, Line{SKU: sku, Qty: q})
+func sortedLines(qty map[string]int) []Line { return toLines(shop.SortedStock(qty)) }
+
+func toLines(in []shop.StockLine) []Line {
+	out := make([]Line, len(in))
+	for i, l := range in {
+		out[i] = Line{SKU: l.SKU, Qty: l.Qty}
 	}
-	slices.SortFunc(out, func(a, b Line) int { return cmp.Compare(a.SKU, b.SKU) })
 	return out
 }
 
@@ -85,16 +80,16 @@ func (s *Service) reserve(ctx context.Context, causation string, c contracts.Che
 	if err != nil {
 		return err
 	}
-	for _, l := range lines {
-		if _, ok := onHand[l.SKU]; !ok {
-			return s.reject(ctx, causation, c.Saga, l.SKU, reasonUnknownSKU)
-		}
+	wanted := make([]shop.StockLine, len(lines))
+	for i, l := range lines {
+		wanted[i] = shop.StockLine{SKU: l.SKU, Qty: l.Qty}
 	}
-	for _, l := range lines {
-		if onHand[l.SKU] < l.Qty {
-			observability.StepFailed(ctx, "reserve stock", contracts.ReasonOutOfStock+": "+l.SKU)
-			return s.reject(ctx, causation, c.Saga, l.SKU, contracts.ReasonOutOfStock)
+	if sku, unknown, short := shop.Shortage(wanted, onHand); short {
+		if unknown {
+			return s.reject(ctx, causation, c.Saga, sku, reasonUnknownSKU)
 		}
+		observability.StepFailed(ctx, "reserve stock", contracts.ReasonOutOfStock+": "+sku)
+		return s.reject(ctx, causation, c.Saga, sku, contracts.ReasonOutOfStock)
 	}
 	for _, l := range lines {
 		if err := s.store.Take(ctx, c.OrderID, l); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
@@ -11,6 +10,7 @@ import (
 	"microlab/observability"
 	"microlab/services/contracts"
 	"microlab/services/platform/app"
+	"microlab/services/shop"
 )
 
 // Service holds payments' rules.
@@ -20,67 +20,21 @@ type Service struct {
 }
 
 // Decline reasons (payment.declined). The saga's cancel reason is always
-// payment_declined; these say why, for the ledger and the dashboard.
+// payment_declined; these say why, for the ledger and the dashboard. The issuer's two
+// (card declined, invalid card) are shop's rule, shared with the monolith.
 const (
-	// reasonCardDeclined: the test card 4000 0000 0000 0002, which every issuer refuses.
-	reasonCardDeclined = "card_declined"
-	// reasonInvalidCard: not a 13–19 digit Luhn-valid number. orders validates cards
-	// before placing an order, so this only happens to hand-made messages.
-	reasonInvalidCard = "invalid_card"
+	reasonCardDeclined = shop.ReasonCardDeclined
+	reasonInvalidCard  = shop.ReasonInvalidCard
 	// reasonAlreadyCompensated: a refund (or its 0-cent tombstone) is already on the
 	// ledger. The orchestrator gave up on this order before the authorize command arrived;
 	// authorizing now would hold money for an order that is already cancelled.
 	reasonAlreadyCompensated = "already_compensated"
 )
 
-// declinedCard is the test card every issuer refuses (catalog: test cards).
-const declinedCard = "4000000000000002"
-
-// cardDecision is the simulated issuer. It returns the last four digits (the only part
-// of a card number that may ever be logged) and a decline reason, "" when the card
-// authorizes: 4000 0000 0000 0002 is declined, any other Luhn-valid 13–19 digit number
-// (4242 4242 4242 4242, say) authorizes. Spaces and dashes are ignored.
-func cardDecision(card string) (last4, reason string) {
-	digits := strings.Map(func(r rune) rune {
-		if r == ' ' || r == '-' {
-			return -1
-		}
-		return r
-	}, card)
-	for _, r := range digits {
-		if r < '0' || r > '9' {
-			return "", reasonInvalidCard // not a number: log none of it
-		}
-	}
-	if len(digits) >= 4 {
-		last4 = digits[len(digits)-4:]
-	}
-	switch {
-	case len(digits) < 13 || len(digits) > 19 || !luhn(digits):
-		return last4, reasonInvalidCard
-	case digits == declinedCard:
-		return last4, reasonCardDeclined
-	}
-	return last4, ""
-}
-
-// luhn reports whether a string of digits passes the Luhn checksum (the check digit
-// every card number ends with; it catches a mistyped digit, not fraud).
-func luhn(digits string) bool {
-	sum := 0
-	double := false
-	for i := len(digits) - 1; i >= 0; i-- {
-		d := int(digits[i] - '0')
-		if double {
-			if d *= 2; d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-		double = !double
-	}
-	return sum%10 == 0
-}
+// cardDecision is the simulated issuer (shop.CardDecision: 4000 0000 0000 0002 is
+// declined, any other Luhn-valid 13–19 digit number authorizes). It lives in
+// services/shop because the monolith must decline exactly the same cards.
+func cardDecision(card string) (last4, reason string) { return shop.CardDecision(card) }
 
 // authorize decides a payment for a checkout and emits payment.authorized (carrying the
 // checkout forward for inventory) or payment.declined, in the caller's transaction.

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -13,6 +14,13 @@ import (
 // House rule (DESIGN §2): services know each other only through contracts and HTTP. A
 // service package never imports another service; platform and observability import
 // nothing from services but contracts (and platform itself).
+//
+// services/shop holds the pure rules the microservices and the monolith share (the
+// card and shipping rules, stock checks, seed data, the token signer): any service may
+// import it, and it imports nothing from services but contracts (its tests may use
+// platform's testenv), so it can never become a back door from one service into
+// another. The monolith is a service like the others here: platform, contracts and
+// shop, nothing else.
 func TestImportBoundaries(t *testing.T) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
@@ -29,6 +37,7 @@ func TestImportBoundaries(t *testing.T) {
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	checked := 0
+	listed := map[string]bool{}
 	for {
 		var p struct {
 			ImportPath                         string
@@ -40,6 +49,7 @@ func TestImportBoundaries(t *testing.T) {
 			t.Fatal(err)
 		}
 		checked++
+		listed[p.ImportPath] = true
 		own := serviceOf(p.ImportPath)
 		for _, imp := range append(append(p.Imports, p.TestImports...), p.XTestImports...) {
 			if !strings.HasPrefix(imp, "microlab/services/") {
@@ -47,12 +57,25 @@ func TestImportBoundaries(t *testing.T) {
 			}
 			target := serviceOf(imp)
 			switch {
-			case target == "contracts" || target == "platform":
+			case own == "shop" && target != "contracts" && target != "shop":
+				if target == "platform" && !slices.Contains(p.Imports, imp) {
+					continue // shop's tests use testenv; shop itself does not
+				}
+				t.Errorf("%s imports %s: shop may only import contracts", p.ImportPath, imp)
+			case target == "contracts" || target == "platform" || target == "shop":
+				if target == "shop" && (own == "platform" || strings.HasPrefix(p.ImportPath, "microlab/observability")) {
+					t.Errorf("%s imports %s: platform/observability may only import contracts", p.ImportPath, imp)
+				}
 			case own == "platform" || strings.HasPrefix(p.ImportPath, "microlab/observability"):
 				t.Errorf("%s imports %s: platform/observability may only import contracts", p.ImportPath, imp)
 			case target != own:
 				t.Errorf("%s imports %s: services talk through contracts and HTTP, never by import", p.ImportPath, imp)
 			}
+		}
+	}
+	for _, must := range []string{"microlab/services/shop", "microlab/services/monolith"} {
+		if !listed[must] {
+			t.Errorf("%s was not checked: the listing is wrong", must)
 		}
 	}
 	if checked < 3 {

@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"strings"
 
 	"github.com/google/uuid"
 
 	"microlab/observability"
 	"microlab/services/contracts"
 	"microlab/services/platform/app"
+	"microlab/services/shop"
 )
 
 // Service holds shipping's rules.
@@ -27,17 +27,16 @@ func (s *Service) cancel(ctx context.Context, orderID string) error {
 	return s.store.Cancel(ctx, orderID, uuid.NewString())
 }
 
-// unservedCountry is the deterministic failure trigger of the saga (DESIGN §5).
-const unservedCountry = "XX"
-
 // schedule decides a shipment for a checkout and emits shipment.scheduled or
 // shipment.failed, in the caller's transaction. Deciding twice for one order returns
 // the first decision: the carrier is not booked twice.
 func (s *Service) schedule(ctx context.Context, causation string, c contracts.Checkout) error {
-	sh := Shipment{OrderID: c.OrderID, ShipmentID: uuid.NewString(), Status: "scheduled",
-		Country: strings.ToUpper(c.ShippingAddress.Country)}
-	if sh.Country == unservedCountry {
-		sh.Status, sh.Reason = "failed", "no carrier serves country "+unservedCountry
+	// shop.ShippingDecision is the rule (country XX is served by no carrier, the
+	// saga's deterministic failure, DESIGN §5), shared with the monolith.
+	country, failure := shop.ShippingDecision(c.ShippingAddress.Country)
+	sh := Shipment{OrderID: c.OrderID, ShipmentID: uuid.NewString(), Status: "scheduled", Country: country}
+	if failure != "" {
+		sh.Status, sh.Reason = "failed", failure
 	}
 	fresh, err := s.store.Insert(ctx, sh)
 	if err != nil {

@@ -39,9 +39,9 @@ func (s *Service) api(mux *http.ServeMux) {
 		}
 		switch {
 		case in.Email == "":
-			return toHTTP(&fieldError{"email", "is required"})
+			return toHTTP(&fieldError{Field: "email", Problem: "is required"})
 		case in.Password == "":
-			return toHTTP(&fieldError{"password", "is required"})
+			return toHTTP(&fieldError{Field: "password", Problem: "is required"})
 		}
 		sess, err := s.Login(r.Context(), in.Email, in.Password)
 		if err != nil {

@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/mail"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"golang.org/x/crypto/bcrypt"
@@ -16,6 +12,7 @@ import (
 	"microlab/services/contracts"
 	"microlab/services/platform/app"
 	"microlab/services/platform/pg"
+	"microlab/services/shop"
 )
 
 // Service holds the rules of users: who may register, how passwords are checked.
@@ -33,12 +30,9 @@ var (
 	errInvalidCredentials = errors.New("invalid email or password")
 )
 
-// fieldError is a validation failure of one input field.
-type fieldError struct {
-	Field, Problem string
-}
-
-func (e *fieldError) Error() string { return e.Field + ": " + e.Problem }
+// fieldError is a validation failure of one input field (shop's: the monolith
+// validates registrations by the same rules).
+type fieldError = shop.FieldError
 
 // Registration is the input of Register.
 type Registration struct {
@@ -47,47 +41,13 @@ type Registration struct {
 	Password string `json:"password"`
 }
 
-// Limits of the registration fields.
-const (
-	maxEmail    = 254 // the longest address SMTP can carry (RFC 5321 path limit)
-	maxName     = 100 // characters, after trimming
-	minPassword = 8   // bytes
-	maxPassword = 72  // bytes: bcrypt ignores (x/crypto rejects) anything longer
-)
-
 // normalizeEmail is the one spelling of an address the service stores and looks up.
-func normalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+func normalizeEmail(s string) string { return shop.NormalizeEmail(s) }
 
-// validate checks a registration and returns it normalised (email lower-cased, name
-// trimmed). The password is never altered: what the user typed is what they must type.
+// validate checks a registration and returns it normalised (shop.Account.Validate).
 func (r Registration) validate() (Registration, error) {
-	r.Email, r.Name = normalizeEmail(r.Email), strings.TrimSpace(r.Name)
-	switch {
-	case r.Email == "":
-		return r, &fieldError{"email", "is required"}
-	case len(r.Email) > maxEmail:
-		return r, &fieldError{"email", fmt.Sprintf("must be at most %d characters", maxEmail)}
-	}
-	// ParseAddress also accepts `Name <addr>`; requiring the parsed address to be the
-	// whole input keeps only the bare form.
-	if a, err := mail.ParseAddress(r.Email); err != nil || a.Address != r.Email {
-		return r, &fieldError{"email", "must be a valid email address"}
-	}
-	switch n := utf8.RuneCountInString(r.Name); {
-	case n == 0:
-		return r, &fieldError{"name", "is required"}
-	case n > maxName:
-		return r, &fieldError{"name", fmt.Sprintf("must be at most %d characters", maxName)}
-	case !utf8.ValidString(r.Name) || strings.ContainsFunc(r.Name, unicode.IsControl):
-		return r, &fieldError{"name", "must be printable text"}
-	}
-	switch n := len(r.Password); {
-	case n == 0:
-		return r, &fieldError{"password", "is required"}
-	case n < minPassword || n > maxPassword:
-		return r, &fieldError{"password", fmt.Sprintf("must be %d to %d bytes long", minPassword, maxPassword)}
-	}
-	return r, nil
+	a, err := shop.Account{Email: r.Email, Name: r.Name, Password: r.Password}.Validate()
+	return Registration{Email: a.Email, Name: a.Name, Password: a.Password}, err
 }
 
 // Register creates a user and announces user.registered. The insert and the outbox row
@@ -95,6 +55,11 @@ func (r Registration) validate() (Registration, error) {
 // The password is hashed first, outside the transaction (bcrypt is slow on purpose; a
 // transaction should not wait for it).
 func (s *Service) Register(ctx context.Context, in Registration) (User, error) {
+	return s.register(ctx, in, uuid.NewString())
+}
+
+// register is Register with the new user's id given (a demo account's fixed one).
+func (s *Service) register(ctx context.Context, in Registration, id string) (User, error) {
 	in, err := in.validate()
 	if err != nil {
 		return User{}, err
@@ -103,7 +68,7 @@ func (s *Service) Register(ctx context.Context, in Registration) (User, error) {
 	if err != nil {
 		return User{}, fmt.Errorf("hash password: %w", err)
 	}
-	u := User{ID: uuid.NewString(), Email: in.Email, Name: in.Name}
+	u := User{ID: id, Email: in.Email, Name: in.Name}
 	err = pg.InTx(ctx, s.app.DB, func(ctx context.Context) error {
 		fresh, err := s.store.Insert(ctx, u, hash)
 		if err != nil {
@@ -157,12 +122,6 @@ func (s *Service) Login(ctx context.Context, email, password string) (Session, e
 	return Session{Token: token, ExpiresAt: exp.UTC()}, nil
 }
 
-// demoAccounts are the README's demo logins.
-var demoAccounts = []Registration{
-	{Email: "alice@example.com", Name: "Alice", Password: "alice-secret"},
-	{Email: "bob@example.com", Name: "Bob", Password: "bob-secret"},
-}
-
 // SeedDemo creates the demo accounts that do not exist yet, through Register, so they
 // are announced (user.registered) like any other user and downstream services know them.
 //
@@ -172,7 +131,8 @@ var demoAccounts = []Registration{
 // idempotent: existing accounts are skipped before hashing (restarts stay fast), and two
 // instances seeding at once are settled by the insert's ON CONFLICT DO NOTHING.
 func (s *Service) SeedDemo(ctx context.Context) error {
-	for _, d := range demoAccounts {
+	for _, acc := range shop.DemoAccounts { // the monolith seeds the same (services/shop)
+		d := Registration{Email: acc.Email, Name: acc.Name, Password: acc.Password}
 		_, _, err := s.store.ByEmail(ctx, d.Email)
 		if err == nil {
 			continue
@@ -180,7 +140,7 @@ func (s *Service) SeedDemo(ctx context.Context) error {
 		if !errors.Is(err, errNotFound) {
 			return err
 		}
-		if _, err := s.Register(ctx, d); err != nil && !errors.Is(err, errEmailTaken) {
+		if _, err := s.register(ctx, d, acc.ID); err != nil && !errors.Is(err, errEmailTaken) {
 			return err
 		}
 	}

@@ -1,98 +1,38 @@
 package main
 
 import (
-	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"microlab/services/shop"
 )
 
-// Token contract (the gateway verifies exactly this):
-//
-//	header: alg "EdDSA", typ "JWT", kid = hex of the first 8 bytes of sha256(public key)
-//	claims: sub = user id, email, name, iss "microlab-users", aud ["microlab"], iat, exp
-//
-// The key id lets a verifier pick the right key from the JWKS, and notice (unknown kid)
-// that the key was rotated and the set must be fetched again.
+// The token contract and the signer live in services/shop (shop.Signer): the monolith
+// issues the same tokens, and one definition is what keeps the two verifiable by the
+// same gateway.
 const (
-	Issuer   = "microlab-users"
-	Audience = "microlab"
+	Issuer   = shop.TokenIssuer
+	Audience = shop.TokenAudience
 )
+
+// JWK is one public key of the JWKS.
+type JWK = shop.JWK
 
 // Claims are the JWT claims users issues.
-type Claims struct {
-	Email string `json:"email"`
-	Name  string `json:"name"`
-	jwt.RegisteredClaims
-}
+type Claims = shop.Claims
 
-// Signer issues tokens with an Ed25519 key derived from a seed. Asymmetric on purpose:
-// with HS256 every service that verifies tokens would hold the secret that mints them.
-type Signer struct {
-	priv ed25519.PrivateKey
-	pub  ed25519.PublicKey
-	kid  string
-	ttl  time.Duration
-}
+// Signer issues users' tokens (shop.Signer for a User).
+type Signer struct{ *shop.Signer }
 
-// NewSigner derives the key from seedHex (64 hex characters = a 32-byte Ed25519 seed).
-// The error never contains the seed.
+// NewSigner derives the key from seedHex (see shop.NewSigner).
 func NewSigner(seedHex string, ttl time.Duration) (*Signer, error) {
-	seed, err := hex.DecodeString(seedHex)
-	if err != nil || len(seed) != ed25519.SeedSize {
-		return nil, errors.New("config: JWT_SEED must be 64 hexadecimal characters (a 32-byte Ed25519 seed; make one with `openssl rand -hex 32`)")
+	s, err := shop.NewSigner(seedHex, ttl)
+	if err != nil {
+		return nil, err
 	}
-	if ttl <= 0 {
-		return nil, fmt.Errorf("config: JWT_TTL=%s: must be positive", ttl)
-	}
-	priv := ed25519.NewKeyFromSeed(seed)
-	pub := priv.Public().(ed25519.PublicKey)
-	sum := sha256.Sum256(pub)
-	return &Signer{priv: priv, pub: pub, kid: hex.EncodeToString(sum[:8]), ttl: ttl}, nil
+	return &Signer{s}, nil
 }
 
 // Sign issues a token for u valid from now for the configured TTL.
 func (s *Signer) Sign(u User, now time.Time) (string, time.Time, error) {
-	exp := now.Add(s.ttl).Truncate(time.Second) // JWT times are whole seconds
-	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, Claims{
-		Email: u.Email,
-		Name:  u.Name,
-		RegisteredClaims: jwt.RegisteredClaims{
-			Subject:   u.ID,
-			Issuer:    Issuer,
-			Audience:  jwt.ClaimStrings{Audience},
-			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(exp),
-		},
-	})
-	t.Header["kid"] = s.kid
-	signed, err := t.SignedString(s.priv)
-	if err != nil {
-		return "", time.Time{}, fmt.Errorf("sign token: %w", err)
-	}
-	return signed, exp, nil
-}
-
-// JWK is one public key in JSON Web Key form (RFC 8037: Ed25519 is an "OKP" key).
-type JWK struct {
-	Kty string `json:"kty"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg"`
-	Use string `json:"use"`
-}
-
-// JWKS is the public key set served at GET /internal/jwks. One key today; a rotation
-// would serve the old and the new key side by side until old tokens expire.
-func (s *Signer) JWKS() map[string][]JWK {
-	return map[string][]JWK{"keys": {{
-		Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(s.pub),
-		Kid: s.kid, Alg: "EdDSA", Use: "sig",
-	}}}
+	return s.Signer.Sign(u.ID, u.Email, u.Name, now)
 }

@@ -19,6 +19,7 @@ import (
 
 	"microlab/services/contracts"
 	"microlab/services/platform/testenv"
+	"microlab/services/shop"
 )
 
 // testSeed is a seed the tests set explicitly, so they can check it never reaches a log.
@@ -103,6 +104,12 @@ func TestRegisterAndLogin(t *testing.T) {
 				t.Fatal(err)
 			}
 			seen[data.Email] = true
+			// Seeded with shop's fixed ids: the monolith seeds the same users.
+			for _, acc := range shop.DemoAccounts {
+				if acc.Email == data.Email && data.UserID != acc.ID {
+					t.Fatalf("demo account %s seeded as %s, want shop's id %s", acc.Email, data.UserID, acc.ID)
+				}
+			}
 		case <-time.After(time.Minute):
 			t.Fatalf("demo accounts not announced; saw %v", seen)
 		}

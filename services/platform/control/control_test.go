@@ -14,6 +14,19 @@ import (
 	"microlab/services/platform/testenv"
 )
 
+// Route reads the side of each family, and anything it cannot read is services.
+func TestRoute(t *testing.T) {
+	s := control.Settings{Values: map[string]string{control.StranglerRoutes: "users=monolith,products=services,orders=monolith"}}
+	for family, want := range map[string]string{"users": "monolith", "products": "services", "orders": "monolith", "nope": "services"} {
+		if got := s.Route(family); got != want {
+			t.Errorf("Route(%s) = %s, want %s", family, got, want)
+		}
+	}
+	if got := control.Defaults().Route(control.FamilyOrders); got != control.RouteServices {
+		t.Errorf("default route of orders = %s, want services", got)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		key, value, want, err string
@@ -52,6 +65,15 @@ func TestValidate(t *testing.T) {
 		{"catalog.transport", " http ", "http", ""},
 		{"catalog.transport", "soap", "", "want one of http, grpc"},
 		{"catalog.transport", "", "", "want one of http, grpc"},
+		// strangler.routes: normalised to name every family, in order; unnamed ones
+		// stay on services.
+		{"strangler.routes", "orders=monolith", "users=services,products=services,orders=monolith", ""},
+		{"strangler.routes", " products = monolith , users=monolith", "users=monolith,products=monolith,orders=services", ""},
+		{"strangler.routes", "", "users=services,products=services,orders=services", ""},
+		{"strangler.routes", "payments=monolith", "", `unknown route family "payments": want users, products, orders`},
+		{"strangler.routes", "users=mainframe", "", `users="mainframe": want services or monolith`},
+		{"strangler.routes", "users", "", "want family=side pairs"},
+		{"strangler.routes", "users=monolith,users=services", "", "named twice"},
 	} {
 		got, err := control.Validate(tc.key, tc.value)
 		if tc.err != "" {

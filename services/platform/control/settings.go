@@ -33,7 +33,22 @@ const (
 	ReadModel              = "read.model"
 	CatalogTransport       = "catalog.transport"
 	GatewayDiscovery       = "gateway.discovery"
+	StranglerRoutes        = "strangler.routes"
 )
+
+// The route families of strangler.routes (the gateway's public routes grouped by the
+// capability that serves them) and the two sides each can be routed to.
+const (
+	FamilyUsers    = "users"    // register, login, and the user part of /home
+	FamilyProducts = "products" // the product reads (and /home's featured products)
+	FamilyOrders   = "orders"   // place, list, get (and /home's recent orders)
+
+	RouteServices = "services" // the microservices (users, catalog, orders + the saga)
+	RouteMonolith = "monolith" // services/monolith, one process, one database
+)
+
+// StranglerFamilies are the families of strangler.routes, in the order its value lists them.
+var StranglerFamilies = []string{FamilyUsers, FamilyProducts, FamilyOrders}
 
 // Values of gateway.discovery.
 const (
@@ -114,6 +129,8 @@ func Defs() []Def {
 			Help: "how orders asks catalog for prices at checkout: http (GET /products/{sku}, JSON) or grpc (catalog.v1.Catalog/GetProduct, protobuf over HTTP/2 on catalog's GRPC_ADDR); read per call, bounded by http.timeout either way"},
 		{Key: GatewayDiscovery, Default: DiscoveryStatic, Allowed: []string{DiscoveryStatic, DiscoveryRegistry},
 			Help: "how the gateway finds catalog: static (CATALOG_URL, instance 1 only) or registry (the instances registered in the lab's service registry, health-checked on /readyz every second, requests round-robin across the healthy ones)"},
+		{Key: StranglerRoutes, Default: defaultRoutes, parse: parseRoutes,
+			Help: "the strangler fig: which side serves each gateway route family, family=services|monolith for users, products, orders (comma-separated; a family not named stays services), e.g. users=monolith,products=services,orders=monolith"},
 	}, append(deployDefs(), scaleDefs()...)...)
 }
 
@@ -360,6 +377,54 @@ func (s Settings) intValue(key string) (int, bool) {
 func (s Settings) durationValue(key string) (time.Duration, bool) {
 	d, err := time.ParseDuration(s.Get(key))
 	return d, err == nil
+}
+
+// defaultRoutes: every family on the microservices, so the lab and every exercise that
+// does not name strangler.routes run as before the monolith existed.
+var defaultRoutes = "users=services,products=services,orders=services"
+
+// parseRoutes reads strangler.routes: comma-separated family=side pairs, each family at
+// most once; a family not named is on services. The value is normalised to name every
+// family, in StranglerFamilies' order, so two spellings of one routing store alike.
+func parseRoutes(s string) (string, error) {
+	sides := map[string]string{}
+	for _, f := range StranglerFamilies {
+		sides[f] = RouteServices
+	}
+	seen := map[string]bool{}
+	if strings.TrimSpace(s) != "" {
+		for _, part := range strings.Split(s, ",") {
+			family, side, ok := strings.Cut(strings.TrimSpace(part), "=")
+			family, side = strings.TrimSpace(family), strings.TrimSpace(side)
+			switch {
+			case !ok:
+				return "", fmt.Errorf("want family=side pairs separated by commas, like users=monolith,orders=services (got %q)", part)
+			case !slices.Contains(StranglerFamilies, family):
+				return "", fmt.Errorf("unknown route family %q: want %s", family, strings.Join(StranglerFamilies, ", "))
+			case side != RouteServices && side != RouteMonolith:
+				return "", fmt.Errorf("%s=%q: want %s or %s", family, side, RouteServices, RouteMonolith)
+			case seen[family]:
+				return "", fmt.Errorf("route family %s named twice", family)
+			}
+			seen[family], sides[family] = true, side
+		}
+	}
+	out := make([]string, len(StranglerFamilies))
+	for i, f := range StranglerFamilies {
+		out[i] = f + "=" + sides[f]
+	}
+	return strings.Join(out, ","), nil
+}
+
+// Route is the side (RouteServices or RouteMonolith) that serves a route family under
+// strangler.routes; anything unreadable is RouteServices, the default.
+func (s Settings) Route(family string) string {
+	for _, part := range strings.Split(s.Get(StranglerRoutes), ",") {
+		if f, side, _ := strings.Cut(part, "="); f == family && side == RouteMonolith {
+			return RouteMonolith
+		}
+	}
+	return RouteServices
 }
 
 // AMQPRetryDelays is the setting that gives the retry delays (see RetryDelays).
