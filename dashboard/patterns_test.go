@@ -9,24 +9,22 @@ import (
 	"microlab/services/platform/testenv"
 )
 
-// Every row of the map's pattern strip whose setting the control plane has links to a
-// docs page this build serves, and reads a setting that exists under that very key (a
-// typo would make its row never show). Rows for settings not here yet (from other
-// branches) are skipped: they never show, so they link nowhere.
+// Every row of the map's pattern strip reads a setting the control plane has under that
+// very key (a typo would make its row never show), is off at the setting's default (a
+// fresh lab shows no pattern), and links to a docs page this build serves.
 func TestPatternRowsNameWhatExists(t *testing.T) {
-	present := 0
 	for _, row := range views.Patterns {
-		if _, ok := control.Lookup(row.Key); !ok {
-			t.Logf("%s: no such setting in this build; the row never shows", row.Key)
+		def, ok := control.Lookup(row.Key)
+		if !ok {
+			t.Errorf("%s: no such setting: the row would never show", row.Key)
 			continue
 		}
-		present++
+		if row.On(def.Default) {
+			t.Errorf("%s: on at its default %q: a fresh lab would show it", row.Key, def.Default)
+		}
 		if !docExists(row.Doc) {
 			t.Errorf("%s links /docs/%s, which the dashboard does not serve", row.Key, row.Doc)
 		}
-	}
-	if present < 5 {
-		t.Errorf("only %d pattern rows read settings the control plane has; want at least the 5 of this build", present)
 	}
 }
 

@@ -79,15 +79,45 @@ var Patterns = []PatternRow{
 	{Key: "read.model", Name: "CQRS read model", Doc: "patterns/cqrs-read-model.md", Node: "orders-history.events",
 		On:    func(v string) bool { return v == "cqrs" },
 		Label: func(string, PatternLive) string { return "read model serves GET /orders" }},
-	// From other branches: shown once the control plane has these settings.
-	{Key: "strangler.routes", Name: "Strangler fig", Doc: "patterns/strangler-fig.md", Node: "monolith",
-		On:       func(v string) bool { return v != "" && v != "none" && v != "off" },
-		Label:    func(v string, _ PatternLive) string { return "serves " + v },
+	{Key: "strangler.routes", Name: "Monolith and strangler fig", Doc: "patterns/monolith-and-strangler-fig.md", Node: "monolith",
+		On:       func(v string) bool { return len(monolithFamilies(v)) > 0 },
+		Label:    func(v string, _ PatternLive) string { return "serves " + strings.Join(monolithFamilies(v), ", ") },
 		AddNodes: []Node{{Name: "monolith", Kind: "service", X: 80, Y: 610}},
 		AddEdges: []Edge{{"gateway", "monolith", "http"}}},
-	{Key: "deploy.catalog.weights", Name: "Canary release", Doc: "patterns/canary-release.md", Node: "catalog",
-		On:    func(v string) bool { return v != "" && v != "off" && v != "none" },
-		Label: func(v string, _ PatternLive) string { return "v1/v2 weights " + v }},
+	{Key: "deploy.catalog.v2", Name: "Blue-green and canary", Doc: "patterns/blue-green-and-canary.md", Node: "catalog",
+		On:    func(v string) bool { return v == "good" || v == "bad" },
+		Label: func(v string, _ PatternLive) string { return "v2 running (" + v + ")" }},
+	{Key: "deploy.catalog.weights", Name: "Blue-green and canary", Doc: "patterns/blue-green-and-canary.md", Edge: "gateway>catalog",
+		On: func(v string) bool { w := weights(v); return w["v2"] > 0 },
+		Label: func(v string, _ PatternLive) string {
+			w := weights(v)
+			return fmt.Sprintf("v1 %d%% · v2 %d%%", w["v1"], w["v2"])
+		}},
+}
+
+// monolithFamilies are the route families strangler.routes sends to the monolith
+// (users=monolith,products=services,… → [users]), in the order written.
+func monolithFamilies(v string) []string {
+	var out []string
+	for _, part := range strings.Split(v, ",") {
+		if family, side, ok := strings.Cut(strings.TrimSpace(part), "="); ok && side == "monolith" {
+			out = append(out, family)
+		}
+	}
+	return out
+}
+
+// weights reads deploy.catalog.weights (v1:90,v2:10) as version → percent; what does
+// not parse is left out (the control plane stores only valid weights).
+func weights(v string) map[string]int {
+	out := map[string]int{}
+	for _, part := range strings.Split(v, ",") {
+		version, w, ok := strings.Cut(strings.TrimSpace(part), ":")
+		if n, err := strconv.Atoi(w); ok && err == nil {
+			out[version] = n
+		}
+	}
+	return out
 }
 
 // PatternKeys are the settings the strip reads: a change to any redraws the map.
@@ -137,8 +167,12 @@ func (a Arch) WithPatterns(settings map[string]string, live PatternLive, hasDoc 
 				out.Edges = append(out.Edges, e)
 			}
 		}
-		if p.Edge != "" {
-			out.EdgeLabels[p.Edge] = ap.Label
+		if p.Edge != "" { // two patterns on one line (discovery and weights) share its label
+			if l, ok := out.EdgeLabels[p.Edge]; ok && l != DefaultEdgeLabels[p.Edge] {
+				out.EdgeLabels[p.Edge] = l + " · " + ap.Label
+			} else {
+				out.EdgeLabels[p.Edge] = ap.Label
+			}
 		}
 	}
 	return out, on

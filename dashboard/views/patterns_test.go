@@ -9,10 +9,10 @@ import (
 	"golang.org/x/net/html"
 )
 
-// off are the settings with every optional pattern off (the control plane's defaults;
-// the two settings from other branches absent, as they are in this one).
+// off are the settings with every optional pattern off (the control plane's defaults).
 var off = map[string]string{"catalog.transport": "http", "gateway.cache.ttl": "0s", "gateway.discovery": "static",
-	"scale.catalog": "1", "read.model": "composition"}
+	"scale.catalog": "1", "read.model": "composition", "strangler.routes": "users=services,products=services,orders=services",
+	"deploy.catalog.v2": "off", "deploy.catalog.weights": "v1:100"}
 
 // onValues turn each row on; wantLabel is what it then says, with live numbers.
 var onValues = map[string]struct{ value, wantLabel string }{
@@ -21,8 +21,9 @@ var onValues = map[string]struct{ value, wantLabel string }{
 	"gateway.discovery":      {"registry", "registry, 2 healthy"},
 	"scale.catalog":          {"3", "×3"},
 	"read.model":             {"cqrs", "read model serves GET /orders"},
-	"strangler.routes":       {"/api/v1/users", "serves /api/v1/users"},
-	"deploy.catalog.weights": {"v1=90,v2=10", "v1/v2 weights v1=90,v2=10"},
+	"strangler.routes":       {"users=monolith,products=services,orders=monolith", "serves users, orders"},
+	"deploy.catalog.v2":      {"bad", "v2 running (bad)"},
+	"deploy.catalog.weights": {"v1:90,v2:10", "v1 90% · v2 10%"},
 }
 
 func liveNumbers() PatternLive {
@@ -122,4 +123,19 @@ func hrefsUnder(n *html.Node) []string {
 		}
 	}
 	return out
+}
+
+// Two patterns on one line (discovery and the canary's weights on gateway→catalog) both
+// say what they do: the second adds to the label instead of replacing it.
+func TestTwoPatternsShareALine(t *testing.T) {
+	settings := maps.Clone(off)
+	settings["gateway.discovery"] = "registry"
+	settings["deploy.catalog.weights"] = "v1:90,v2:10"
+	a, ps := ShopArch().WithPatterns(settings, liveNumbers(), nil)
+	if len(ps) != 2 {
+		t.Fatalf("%d patterns on, want 2", len(ps))
+	}
+	if got, want := a.EdgeLabels["gateway>catalog"], "registry, 2 healthy · v1 90% · v2 10%"; got != want {
+		t.Errorf("gateway→catalog label %q, want %q", got, want)
+	}
 }
