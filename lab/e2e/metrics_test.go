@@ -96,7 +96,8 @@ func TestMetricsDashboardsAndRules(t *testing.T) {
 	prom := startPrometheus(t, l)
 	token := l.api.login(t, "alice@example.com", "alice-secret")
 
-	// Every outcome in both modes, then a trickle of orders so rates are not zero.
+	// Every outcome in both modes, then a trickle of orders and product reads so rates
+	// are not zero.
 	for _, mode := range []string{contracts.ModeChoreography, contracts.ModeOrchestration} {
 		l.set("saga.mode", mode)
 		batch := mixedBatch(8)
@@ -115,6 +116,9 @@ func TestMetricsDashboardsAndRules(t *testing.T) {
 		batch := mixedBatch(4)
 		for i := 0; ctx.Err() == nil; i++ {
 			_, _ = placeOne(l, token, batch[i%len(batch)].req)
+			// A product read too, as a shopper browses: the gateway's own catalog calls
+			// (its answers by version, the canary's chart) have a rate as well.
+			_, _ = l.api.do(ctx, http.MethodGet, "/api/v1/products", "", nil, nil, nil)
 			select {
 			case <-ctx.Done():
 			case <-time.After(300 * time.Millisecond):

@@ -100,10 +100,15 @@ func newPool(upstream string, list func(context.Context) ([]registry.Instance, e
 		// Every version's series exists from the start (0 until an answer), and the
 		// rollback counter's: a rate of nothing is 0, not no data, and an increase from 0
 		// is visible (the attempts counter is the upstream's: newUpstream).
-		for _, v := range control.Versions {
+		// The configured URL's answers too (static): without its 5xx series from the
+		// start, the error ratio's numerator has no static series to divide, and the
+		// recording rule says nothing about the lab's usual catalog until one fails.
+		for _, v := range append([]string{staticVersion}, control.Versions...) {
 			for _, class := range []string{"2xx", "5xx", "error"} {
 				p.responses.WithLabelValues(upstream, v, class)
 			}
+		}
+		for _, v := range control.Versions {
 			p.fallbacks.WithLabelValues(upstream, v)
 		}
 		p.rollbacks.WithLabelValues(upstream)
