@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -155,45 +154,8 @@ func caller(r *http.Request) (string, error) {
 
 // Limits of an order (orders').
 const (
-	maxLines  = 50
-	maxQty    = 100
 	maxKeyLen = 255
 )
-
-// validate checks what the checkout relies on (the gateway checks the public API's
-// rules before this; orders checks the same).
-func (req *PlaceRequest) validate() error {
-	invalid := func(field, format string, args ...any) error {
-		return httpx.Errorf(http.StatusBadRequest, "invalid_field", "field %q %s", field, fmt.Sprintf(format, args...))
-	}
-	if len(req.Items) == 0 || len(req.Items) > maxLines {
-		return invalid("items", "must have 1 to %d lines (got %d)", maxLines, len(req.Items))
-	}
-	for i, it := range req.Items {
-		if strings.TrimSpace(it.SKU) == "" || !httpx.Printable(it.SKU) {
-			return invalid(fmt.Sprintf("items[%d].sku", i), "must be printable text")
-		}
-		if it.Qty < 1 || it.Qty > maxQty {
-			return invalid(fmt.Sprintf("items[%d].qty", i), "must be an integer from 1 to %d", maxQty)
-		}
-	}
-	if strings.TrimSpace(req.Card) == "" || !httpx.Printable(req.Card) {
-		return invalid("card", "must be printable text")
-	}
-	a := &req.ShippingAddress
-	for _, f := range []struct{ name, value string }{
-		{"name", a.Name}, {"street", a.Street}, {"city", a.City}, {"postalCode", a.PostalCode}, {"country", a.Country},
-	} {
-		if strings.TrimSpace(f.value) == "" || !httpx.Printable(f.value) {
-			return invalid("shippingAddress."+f.name, "must be printable text")
-		}
-	}
-	a.Country = strings.ToUpper(a.Country)
-	if len(a.Country) != 2 || a.Country[0] < 'A' || a.Country[0] > 'Z' || a.Country[1] < 'A' || a.Country[1] > 'Z' {
-		return invalid("shippingAddress.country", "must be a two-letter country code")
-	}
-	return nil
-}
 
 // PlaceAnswer is the answer of POST /orders: orders' shape, with the status the order
 // already has (the checkout ran to its end before the answer).
@@ -216,7 +178,7 @@ func (m *Monolith) place(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.Decode(w, r, &req, httpx.DefaultMaxBody); err != nil {
 		return err
 	}
-	if err := req.validate(); err != nil {
+	if err := req.Validate(); err != nil {
 		return err
 	}
 	id, err := m.Checkout(r.Context(), user, key, req)

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -120,25 +117,12 @@ func (m *Monolith) Login(ctx context.Context, email, password string) (Session, 
 	return Session{Token: token, ExpiresAt: exp.UTC()}, nil
 }
 
-// PlaceRequest is the body of POST /orders (orders' internal contract).
-type PlaceRequest struct {
-	Items           []Line            `json:"items"`
-	Card            string            `json:"card"`
-	ShippingAddress contracts.Address `json:"shippingAddress"`
-}
+// PlaceRequest is the body of POST /orders: orders' own (services/shop), validated and
+// hashed for Idempotency-Key by the same code on both sides.
+type PlaceRequest = shop.OrderRequest
 
 // Line is one requested order line.
-type Line struct {
-	SKU string `json:"sku"`
-	Qty int    `json:"qty"`
-}
-
-// hash identifies a request for Idempotency-Key (orders' rule: the canonical encoding).
-func (r PlaceRequest) hash() string {
-	b, _ := json.Marshal(r) // plain strings and ints: cannot fail
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}
+type Line = shop.Line
 
 // failure is a checkout step that said no: the order's cancel reason and what the step
 // leaves on record once the transaction's work is rolled back.
@@ -164,7 +148,7 @@ type failure struct {
 //
 // A repeated Idempotency-Key with the same request returns the first order.
 func (m *Monolith) Checkout(ctx context.Context, userID, key string, req PlaceRequest) (string, error) {
-	hash := req.hash()
+	hash := req.Hash()
 	if key != "" {
 		id, err := m.replay(ctx, userID, key, hash)
 		if !errors.Is(err, errNotFound) {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -36,12 +35,8 @@ func (s *Service) api(mux *http.ServeMux) {
 	mux.Handle("GET /orders", httpx.Handle(s.app.Log, s.list))
 }
 
-// Limits of an order.
-const (
-	maxLines  = 50
-	maxQty    = 100
-	maxKeyLen = 255
-)
+// maxKeyLen bounds an Idempotency-Key (an order's own limits: shop.MaxLines, MaxQty).
+const maxKeyLen = 255
 
 func caller(r *http.Request) (string, error) {
 	id := r.Header.Get("X-User-Id")
@@ -49,55 +44,6 @@ func caller(r *http.Request) (string, error) {
 		return "", httpx.Errorf(http.StatusUnauthorized, "unauthorized", "missing X-User-Id (the gateway sets it for an authenticated user)")
 	}
 	return id, nil
-}
-
-func missing(field string) error {
-	return httpx.Errorf(http.StatusBadRequest, "missing_field", "field %q is required", field)
-}
-
-func invalid(field, format string, args ...any) error {
-	return httpx.Errorf(http.StatusBadRequest, "invalid_field", "field %q %s", field, fmt.Sprintf(format, args...))
-}
-
-// validate checks a request and normalises it (country in capitals). The gateway checks
-// more (card checksum, SKU syntax) for the public API; orders checks what it relies on.
-func (req *PlaceRequest) validate() error {
-	if len(req.Items) == 0 || len(req.Items) > maxLines {
-		return invalid("items", "must have 1 to %d lines (got %d)", maxLines, len(req.Items))
-	}
-	for i, it := range req.Items {
-		f := fmt.Sprintf("items[%d]", i)
-		switch {
-		case strings.TrimSpace(it.SKU) == "":
-			return missing(f + ".sku")
-		case !httpx.Printable(it.SKU):
-			return invalid(f+".sku", "must be printable text")
-		case it.Qty < 1 || it.Qty > maxQty:
-			return invalid(f+".qty", "must be an integer from 1 to %d", maxQty)
-		}
-	}
-	if strings.TrimSpace(req.Card) == "" {
-		return missing("card")
-	}
-	if !httpx.Printable(req.Card) {
-		return invalid("card", "must be printable text")
-	}
-	a := &req.ShippingAddress
-	for _, f := range []struct{ name, value string }{
-		{"name", a.Name}, {"street", a.Street}, {"city", a.City}, {"postalCode", a.PostalCode}, {"country", a.Country},
-	} {
-		if strings.TrimSpace(f.value) == "" {
-			return missing("shippingAddress." + f.name)
-		}
-		if !httpx.Printable(f.value) {
-			return invalid("shippingAddress."+f.name, "must be printable text (no control characters)")
-		}
-	}
-	a.Country = strings.ToUpper(a.Country)
-	if len(a.Country) != 2 || a.Country[0] < 'A' || a.Country[0] > 'Z' || a.Country[1] < 'A' || a.Country[1] > 'Z' {
-		return invalid("shippingAddress.country", "must be a two-letter country code")
-	}
-	return nil
 }
 
 // PlaceAnswer is the answer of POST /orders.
@@ -120,7 +66,7 @@ func (s *Service) place(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.Decode(w, r, &req, httpx.DefaultMaxBody); err != nil {
 		return err
 	}
-	if err := req.validate(); err != nil {
+	if err := req.Validate(); err != nil {
 		return err
 	}
 	id, err := s.Place(r.Context(), user, key, req)

@@ -15,6 +15,7 @@ import (
 	"microlab/services/contracts"
 	"microlab/services/platform/control"
 	"microlab/services/platform/testenv"
+	"microlab/services/shop"
 )
 
 // wait bounds every wait for something that must happen (a message, a step, a final
@@ -52,7 +53,7 @@ func TestAPI(t *testing.T) {
 
 	t.Run("validation", func(t *testing.T) {
 		many := order(cardOK, "LAB-MUG", 1, "DE")
-		for range maxLines {
+		for range shop.MaxLines {
 			many.Items = append(many.Items, Line{SKU: "LAB-MUG", Qty: 1})
 		}
 		for _, c := range []struct {

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -18,6 +15,7 @@ import (
 	"microlab/services/orders/saga"
 	"microlab/services/platform/app"
 	"microlab/services/platform/pg"
+	"microlab/services/shop"
 )
 
 // Service holds orders' rules.
@@ -34,31 +32,12 @@ type Service struct {
 // currency: the shop sells in euros only (the catalog's prices are EUR).
 const currency = "EUR"
 
-// PlaceRequest is the body of POST /orders (orders' internal contract: the gateway
-// moves the public payment.card to the top-level card).
-type PlaceRequest struct {
-	Items           []Line            `json:"items"`
-	Card            string            `json:"card"`
-	ShippingAddress contracts.Address `json:"shippingAddress"`
-}
+// PlaceRequest is the body of POST /orders, shared with the monolith (services/shop):
+// one validation and one Idempotency-Key hash for both sides of the strangler fig.
+type PlaceRequest = shop.OrderRequest
 
 // Line is one requested order line.
-type Line struct {
-	SKU string `json:"sku"`
-	Qty int    `json:"qty"`
-}
-
-// hash identifies a request for Idempotency-Key: sha256 of its canonical encoding
-// (decoded, normalised, encoded again), so whitespace or key order in the original body
-// do not make a retry look like a different request. The card is part of the request, so
-// it is part of the hash; a hash of a low-entropy number is no real protection, which is
-// fine for the lab's public test cards and one more reason a real shop carries a payment
-// token instead.
-func (r PlaceRequest) hash() string {
-	b, _ := json.Marshal(r) // plain strings and ints: cannot fail
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}
+type Line = shop.Line
 
 // UnknownSKUError names a SKU the catalog does not know.
 type UnknownSKUError struct{ SKU string }
@@ -71,7 +50,7 @@ var errKeyReused = errors.New("idempotency key reused with a different request")
 // Place creates an order (or, for a repeated Idempotency-Key with the same request,
 // returns the order the first request created) and starts its saga.
 func (s *Service) Place(ctx context.Context, userID, key string, req PlaceRequest) (string, error) {
-	hash := req.hash()
+	hash := req.Hash()
 	if key != "" {
 		id, err := s.replay(ctx, userID, key, hash)
 		if !errors.Is(err, errNotFound) {

@@ -6,8 +6,9 @@
 // same card is declined, the same country is not served, the same product is never in
 // stock, the same seed accounts and products exist.
 //
-// It is not a service and owns no data: no database, no broker, no HTTP. It imports
-// nothing from services but contracts, so a service importing it still knows no other
+// It is not a service and owns no data: no database, no broker, no server. It imports
+// nothing from services but contracts and platform/httpx (the 400 its order validation
+// answers with), so a service importing it still knows no other
 // service (services/platform imports_test.go checks both rules).
 package shop
 
