@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"microlab/services/platform/control"
 )
 
 // The map's pattern strip: the optional patterns the lab's settings turn on, drawn where
@@ -88,9 +90,9 @@ var Patterns = []PatternRow{
 		On:    func(v string) bool { return v == "good" || v == "bad" },
 		Label: func(v string, _ PatternLive) string { return "v2 running (" + v + ")" }},
 	{Key: "deploy.catalog.weights", Name: "Blue-green and canary", Doc: "patterns/blue-green-and-canary.md", Edge: "gateway>catalog",
-		On: func(v string) bool { w := weights(v); return w["v2"] > 0 },
+		On: func(v string) bool { w, err := control.ParseWeights(v); return err == nil && w["v2"] > 0 },
 		Label: func(v string, _ PatternLive) string {
-			w := weights(v)
+			w, _ := control.ParseWeights(v) // the control plane stores only valid weights
 			return fmt.Sprintf("v1 %d%% · v2 %d%%", w["v1"], w["v2"])
 		}},
 }
@@ -102,19 +104,6 @@ func monolithFamilies(v string) []string {
 	for _, part := range strings.Split(v, ",") {
 		if family, side, ok := strings.Cut(strings.TrimSpace(part), "="); ok && side == "monolith" {
 			out = append(out, family)
-		}
-	}
-	return out
-}
-
-// weights reads deploy.catalog.weights (v1:90,v2:10) as version → percent; what does
-// not parse is left out (the control plane stores only valid weights).
-func weights(v string) map[string]int {
-	out := map[string]int{}
-	for _, part := range strings.Split(v, ",") {
-		version, w, ok := strings.Cut(strings.TrimSpace(part), ":")
-		if n, err := strconv.Atoi(w); ok && err == nil {
-			out[version] = n
 		}
 	}
 	return out
